@@ -1,0 +1,90 @@
+"""``hedgenet-dataset``: inspect, merge and convert labelled datasets.
+
+    hedgenet-dataset summary data/ab_bilayer_graphene_default.h5
+    hedgenet-dataset merge out.h5 data/x.shard0-of-8.h5 data/x.shard1-of-8.h5 ...
+    hedgenet-dataset export-deeph data/x.h5 --sample 3 deeph_folder/
+    hedgenet-dataset import-deeph deeph_folder/ --orbital-order deeph
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def _summary(args) -> None:
+    from hedgenet.data.store import DatasetStore
+
+    print(json.dumps(DatasetStore(args.file).summary(), indent=1))
+
+
+def _merge(args) -> None:
+    from hedgenet.data.store import merge_shards
+
+    out = merge_shards(args.out, args.shards)
+    print(json.dumps(out.summary(), indent=1))
+
+
+def _export(args) -> None:
+    from ase import Atoms
+
+    from hedgenet.data.deeph_format import export_deeph
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.reference.blocks import BlockSet
+    from hedgenet.reference.orbitals import OrbitalLayout
+
+    store = DatasetStore(args.file)
+    layout = OrbitalLayout.from_json(store.header()["orbital_layout"])
+    s = store.read_sample(args.sample)
+    atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
+    atoms.arrays["layer"] = s["layer"]
+    n_orb = np.array([layout.n_orb(int(z)) for z in s["numbers"]])
+    blocks = BlockSet(s["edge_index"], s["cell_shift"], s["H"], s["S"], n_orb)
+    folder = export_deeph(args.folder, atoms, blocks, layout, float(s["fermi_level_eV"]), args.orbital_order)
+    print(f"wrote DeepH folder {folder} ({blocks.n_edges} blocks, orbital order {args.orbital_order})")
+
+
+def _import(args) -> None:
+    from hedgenet.data.deeph_format import import_deeph
+
+    atoms, blocks, layout, info = import_deeph(args.folder, orbital_order=args.orbital_order)
+    print(
+        json.dumps(
+            {"atoms": len(atoms), "formula": atoms.get_chemical_formula(), "blocks": blocks.n_edges,
+             "layout": layout.to_json(), "max_abs_H_eV": float(np.abs(blocks.H).max())}, indent=1)
+    )
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="hedgenet-dataset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("summary", help="print a dataset's summary")
+    s.add_argument("file")
+    s.set_defaults(func=_summary)
+    m = sub.add_parser("merge", help="merge shard files of one dataset")
+    m.add_argument("out")
+    m.add_argument("shards", nargs="+")
+    m.set_defaults(func=_merge)
+    e = sub.add_parser("export-deeph", help="write one sample as a DeepH folder")
+    e.add_argument("file")
+    e.add_argument("folder")
+    e.add_argument("--sample", type=int, default=0)
+    e.add_argument("--orbital-order", default="e3nn", choices=["e3nn", "deeph", "standard", "pyscf"])
+    e.set_defaults(func=_export)
+    i = sub.add_parser("import-deeph", help="read a DeepH folder and print what it holds")
+    i.add_argument("folder")
+    i.add_argument("--orbital-order", default=None)
+    i.set_defaults(func=_import)
+    args = p.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as err:
+        print(f"hedgenet-dataset: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: displacement sampling, HDF5 store, labelling, DeepH folder format."""

@@ -1,0 +1,121 @@
+"""Supercells of layered structures and cell-geometry helpers (lengths in Å)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from ase import Atoms
+from ase.build import make_supercell as _ase_make_supercell
+from ase.cell import Cell
+from numpy.typing import ArrayLike
+
+from hedgenet.structures._common import LAYER_KEY, sort_atoms
+
+__all__ = ["make_supercell", "cell_widths", "in_plane_width"]
+
+
+def _integer_matrix(matrix: ArrayLike) -> np.ndarray:
+    """Validate a 2x2 (in-plane) or 3x3 supercell matrix (or its diagonal) and return it as 3x3 int64."""
+    try:
+        m = np.asarray(matrix, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"supercell matrix must be a 2x2 or 3x3 array of integers, got {matrix!r}") from None
+    if m.shape in ((2,), (3,)):  # diagonal shorthand, e.g. [6, 6] for a 6x6 in-plane supercell
+        m = np.diag(m)
+    if m.shape == (2, 2):
+        full = np.eye(3)
+        full[:2, :2] = m
+        m = full
+    elif m.shape != (3, 3):
+        raise ValueError(
+            "supercell matrix must have shape (2, 2) (in-plane; z is kept) or (3, 3), or be a diagonal of "
+            f"length 2 or 3, got shape {m.shape}"
+        )
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"supercell matrix has non-finite entries: {m.tolist()}")
+    rounded = np.rint(m)
+    if not np.allclose(m, rounded, rtol=0.0, atol=1e-8):
+        bad = m[~np.isclose(m, rounded, rtol=0.0, atol=1e-8)]
+        raise ValueError(
+            f"supercell matrix must contain integers only; got non-integer entries {bad.tolist()} "
+            f"in {m.tolist()}"
+        )
+    mi = rounded.astype(np.int64)
+    det = int(round(np.linalg.det(mi)))
+    if det == 0:
+        raise ValueError(
+            f"supercell matrix {mi.tolist()} is singular (determinant 0); its rows must be linearly independent"
+        )
+    return mi
+
+
+def make_supercell(atoms: Atoms, matrix: ArrayLike) -> Atoms:
+    """Supercell of ``atoms`` with new cell vectors ``matrix @ atoms.cell``.
+
+    Parameters
+    ----------
+    atoms:
+        Input structure (Å). Per-atom arrays, in particular ``arrays["layer"]``, are tiled into the supercell;
+        ``info`` is copied and ``info["supercell_matrix"]`` records the 3x3 matrix used (composed with any
+        earlier one).
+    matrix:
+        Integer 2x2 matrix acting on the in-plane vectors (a1, a2), embedded as ``[[M, 0], [0, 1]]`` so the
+        out-of-plane vector is kept, or a general integer 3x3 matrix. Rows are the new vectors in units of
+        the old ones. A length-2 or length-3 sequence is shorthand for a diagonal matrix (``[6, 6]`` ->
+        6x6 in-plane supercell).
+
+    Returns
+    -------
+    ase.Atoms with ``|det(matrix)| * len(atoms)`` atoms, wrapped into the new cell and sorted by layer, then
+    z, y, x (deterministic).
+
+    Raises
+    ------
+    ValueError
+        If the matrix is not 2x2/3x3, has non-integer entries, or is singular.
+    """
+    mi = _integer_matrix(matrix)
+    # order="cell-major": atom i of image k is at index k * len(atoms) + i, so labels tile with np.tile.
+    sc = _ase_make_supercell(atoms, mi, wrap=True, order="cell-major")
+    if LAYER_KEY in atoms.arrays:
+        # ase (3.29) tiles per-atom arrays itself; keep a fallback so the labels survive regardless.
+        layer = sc.arrays.get(LAYER_KEY)
+        if layer is None or len(layer) != len(sc):
+            layer = np.tile(atoms.arrays[LAYER_KEY], len(sc) // len(atoms))
+        sc.set_array(LAYER_KEY, np.asarray(layer, dtype=np.int64))
+    sc.info = copy.deepcopy(atoms.info)
+    previous = np.asarray(atoms.info.get("supercell_matrix", np.eye(3, dtype=np.int64)), dtype=np.int64)
+    sc.info["supercell_matrix"] = (mi @ previous).tolist()
+    return sort_atoms(sc)
+
+
+def _cell_array(cell: Atoms | Cell | ArrayLike) -> np.ndarray:
+    if isinstance(cell, Atoms):
+        return cell.cell.array
+    if isinstance(cell, Cell):
+        return cell.array
+    arr = np.asarray(cell, dtype=float)
+    if arr.shape != (3, 3):
+        raise ValueError(f"cell must be a 3x3 array of lattice vectors (rows, Å), got shape {arr.shape}")
+    return arr
+
+
+def cell_widths(cell: Atoms | Cell | ArrayLike) -> np.ndarray:
+    """Perpendicular distances (Å) between opposite faces of the cell, shape (3,).
+
+    ``widths[i] = V / |a_j × a_k|`` with (i, j, k) cyclic and V = |det(cell)|. A sphere of radius r fits in
+    the periodic cell without touching its own images iff 2r < min(widths). ``cell`` may be an ``Atoms``, an
+    ``ase.cell.Cell`` or a 3x3 array whose rows are the lattice vectors.
+    """
+    c = _cell_array(cell)
+    volume = abs(float(np.linalg.det(c)))
+    if volume <= 0.0:
+        raise ValueError("cell is singular (zero volume)")
+    areas = np.linalg.norm(np.cross(c[[1, 2, 0]], c[[2, 0, 1]]), axis=1)
+    return volume / areas
+
+
+def in_plane_width(cell: Atoms | Cell | ArrayLike) -> float:
+    """Smallest perpendicular width (Å) of the cell within the plane: ``min(cell_widths(cell)[:2])``."""
+    return float(np.min(cell_widths(cell)[:2]))
