@@ -177,6 +177,16 @@ def print_summary(summary: dict) -> None:
     Console().print(table)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hedgenet.data.store import DatasetError
+    from hedgenet.reference import CellTooSmallError, UnsupportedElementError
+
+    return (ConfigError, DatasetError, CellTooSmallError, UnsupportedElementError)
+
+
+USER_ERRORS = _user_errors()
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="label")
 def _main(cfg: DictConfig) -> None:
     run = start_run(cfg)
@@ -184,7 +194,11 @@ def _main(cfg: DictConfig) -> None:
         summary = run_label(cfg)
         print_summary(summary)
         run.log_summary(summary)
-    except Exception as err:  # noqa: BLE001 — one clear line for known user errors
+    except USER_ERRORS as err:  # one clear message for what the user can fix, no stack dump
+        run.fail(err)
+        print(f"hedgenet-label: error: {type(err).__name__}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:
         run.fail(err)
         raise
     finally:

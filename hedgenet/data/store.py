@@ -196,6 +196,11 @@ class DatasetStore:
             out.update({k: v for k, v in g.attrs.items()})
             return out
 
+    def read_reference(self) -> dict:
+        """The undisplaced supercell (positions, cell Å; numbers, layer, pbc)."""
+        with self._open() as f:
+            return {k: v[()] for k, v in f["reference"].items()}
+
     def iter_samples(self):
         with self._open() as f:
             for key in sorted(f["samples"].keys()):

@@ -1,0 +1,220 @@
+"""hedgenet-label end to end: the installed CLI, resumability, parallel workers, shards and bad inputs.
+
+All runs use 4×4 AB bilayer graphene (64 atoms, 8.5 Å wide) with a 4.0 Å block cutoff and a handful of
+samples; the relaxed structure and force constants are cached once per session in a shared root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hedgenet.data.store import DatasetError, DatasetStore, merge_shards
+
+BIN = Path(sys.executable).parent
+TINY = [
+    "dataset.supercell=[4,4]",
+    "reference.block_cutoff=4.0",
+    "dataset.rattle.amplitudes_A=[0.03]",
+    "dataset.rattle.n_per_amplitude=2",
+    "dataset.thermal.temperatures_K=[300.0]",
+    "dataset.thermal.n_per_temperature=2",
+    "progress=false",
+]
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("label_root")
+
+
+def label(root: Path, *overrides: str, cwd: Path | None = None, check: bool = True, wait: bool = True):
+    """Run the installed ``hedgenet-label`` with HEDGENET_ROOT=root from a directory outside the repo."""
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    cmd = [str(BIN / "hedgenet-label"), *TINY, *overrides]
+    cwd = cwd or root
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hedgenet-label failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def base_dataset(root) -> Path:
+    label(root, "dataset.name=base")
+    return root / "data" / "base.h5"
+
+
+def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
+    store = DatasetStore(base_dataset)
+    assert store.ids() == [0, 1, 2, 3]
+    header = store.header()
+    assert header["solver_settings"]["name"] == "xtb"
+    assert header["solver_settings"]["block_cutoff_A"] == 4.0
+    assert header["orbital_layout"]["shell_l"]["6"] == [0, 1] and header["orbital_layout"]["shells"]["C"] == ["s", "p"]
+    kinds = {}
+    for s in store.iter_samples():
+        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
+        assert s["positions"].shape == (64, 3) and set(np.unique(s["layer"])) == {0, 1}
+        assert np.isfinite(s["energy"]) and s["forces"].shape == (64, 3)
+        assert s["H"].shape == s["S"].shape == (s["edge_index"].shape[1], 4, 4)
+        assert s["orbital_mask"].all()  # carbon: s + p, 4 orbitals
+        assert np.allclose(s["displacement"], s["positions"] - store.read_reference()["positions"])
+        # Hermiticity survives storage exactly
+        key = {(i, j, *r): e for e, (i, j, r) in enumerate(zip(*s["edge_index"], s["cell_shift"]))}
+        rev = [key[(j, i, *(-r))] for i, j, r in zip(*s["edge_index"], s["cell_shift"])]
+        assert np.array_equal(s["H"], s["H"][rev].transpose(0, 2, 1))
+    assert kinds == {"rattle": 2, "thermal": 2}
+    thermal = [s for s in store.iter_samples() if s["kind"] == "thermal"]
+    assert all(s["temperature_K"] == 300.0 and "seed" in s for s in thermal)
+    runs = sorted((root / "outputs" / "label" / "runs").iterdir())
+    run_dir = runs[0]
+    assert (run_dir / "resolved_config.yaml").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_samples"] == 4 and summary["this_run"]["ok"] == 4
+    # cached relaxation: the lattice parameters came from the reference, not from the yaml
+    assert 2.40 < summary["structure_params"]["a"] < 2.50
+    assert 3.1 < summary["structure_params"]["d"] < 3.6
+
+
+def test_rerun_is_a_no_op_and_summary_cli(root, base_dataset):
+    before = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(base_dataset).iter_samples()}
+    proc = label(root, "dataset.name=base")
+    assert "skipped_done=4" in proc.stdout.replace(" ", "")
+    after = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(base_dataset).iter_samples()}
+    assert before == after
+    out = subprocess.run(
+        [str(BIN / "hedgenet-dataset"), "summary", str(base_dataset)], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and json.loads(out.stdout)["n_samples"] == 4
+
+
+def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
+    """SIGKILL mid-run (after some samples are consolidated), rerun: every id exactly once."""
+    path = root / "data" / "killed.h5"
+    more = ["dataset.name=killed", "dataset.rattle.n_per_amplitude=8", "dataset.consolidate_every_s=0"]
+    proc = label(root, *more, wait=False)
+    deadline = time.monotonic() + 300
+    n_done = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            n_done = len(DatasetStore(path))
+        except Exception:  # noqa: BLE001 — file not created yet / being replaced
+            continue
+        if n_done >= 3:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= n_done < 10, "the run should have been killed part-way"
+    first = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(path).iter_samples()}
+    label(root, *more)
+    store = DatasetStore(path)
+    with h5py.File(path) as f:
+        names = sorted(f["samples"].keys())
+    assert names == [f"{i:06d}" for i in range(10)]  # each id exactly once
+    assert not list(store.staging.glob("*.npz")) if store.staging.exists() else True
+    again = {s["sample_id"]: s["labelled_at"] for s in store.iter_samples()}
+    assert all(again[i] == t for i, t in first.items()), "finished samples must not be relabelled"
+    # the resumed samples are identical to an uninterrupted run's (same seeds)
+    base = DatasetStore(base_dataset)
+    for i in (0, 1):
+        a, b = store.read_sample(i), base.read_sample(i)
+        assert a["seed"] == b["seed"]
+
+
+def test_two_workers_reproduce_one_worker(root, base_dataset):
+    label(root, "dataset.name=two_workers", "dataset.n_workers=2")
+    one, two = DatasetStore(base_dataset), DatasetStore(root / "data" / "two_workers.h5")
+    assert one.ids() == two.ids()
+    pids = set()
+    for i in one.ids():
+        a, b = one.read_sample(i), two.read_sample(i)
+        pids.add(b["pid"])
+        assert np.array_equal(a["positions"], b["positions"])
+        assert abs(a["energy"] - b["energy"]) < 1e-8
+        assert np.abs(a["forces"] - b["forces"]).max() < 1e-6
+        assert np.abs(a["H"] - b["H"]).max() < 1e-6
+    assert len(pids) == 2, "both worker processes should have labelled samples"
+
+
+def test_shards_via_submitit_local_and_merge(root, base_dataset):
+    """The SLURM path with Hydra's submitit launcher, run locally: two array tasks, then merge."""
+    proc = label(
+        root, "dataset.name=sharded", "dataset.num_shards=2", "dataset.shard_index=0,1",
+        "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "--multirun",
+    )
+    shards = sorted((root / "data").glob("sharded.shard*-of-2.h5"))
+    assert len(shards) == 2, proc.stdout
+    merged = merge_shards(root / "data" / "sharded.h5", shards)
+    assert merged.ids() == [0, 1, 2, 3]
+    base = DatasetStore(base_dataset)
+    for i in merged.ids():
+        assert abs(merged.read_sample(i)["energy"] - base.read_sample(i)["energy"]) < 1e-8
+    with pytest.raises(DatasetError, match="exists"):
+        merge_shards(root / "data" / "sharded.h5", shards)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["dataset.n_wokers=2"], "n_wokers"),  # Hydra struct mode
+        (["+dataset.n_wokers=2"], "did you mean dataset.n_workers"),  # our key check
+        (["material=ab_bilayer_graphen"], "ab_bilayer_graphene"),  # unknown group option lists choices
+        (["reference=xtbb"], "xtb"),
+        (["+material.lable_supercell=[4,4]"], "material.label_supercell"),
+        (["dataset.supercell=[3,3]"], "cell too small"),
+        (["reference.block_cutoff=6.0"], "Fix: use a larger supercell"),
+        (["dataset.shard_index=3", "dataset.num_shards=2"], "shard_index=3"),
+    ],
+)
+def test_bad_inputs_fail_at_start_with_a_clear_message(root, base_dataset, overrides, expected):
+    proc = label(root, "dataset.name=bad", *overrides, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert expected in out, out
+    assert "Traceback" not in out  # one clear message, not a stack dump
+    assert not (root / "data" / "bad.h5").exists()
+
+
+def test_changed_settings_do_not_mix_into_an_existing_dataset(root, base_dataset):
+    proc = label(root, "dataset.name=base", "seed=7", check=False)
+    assert proc.returncode != 0
+    assert "fingerprint" in (proc.stdout + proc.stderr) or "different settings" in (proc.stdout + proc.stderr)
+    assert len(DatasetStore(base_dataset)) == 4
+
+
+def test_corrupt_hdf5_is_named_and_not_overwritten(root, tmp_path):
+    bad = tmp_path / "corrupt.h5"
+    bad.write_bytes(b"this is not an HDF5 file" * 10)
+    with pytest.raises(DatasetError, match="corrupt.h5") as err:
+        DatasetStore(bad).ids()
+    assert "Fix" in str(err.value)
+    # the CLI refuses it too, without touching it
+    root2 = tmp_path / "r"
+    (root2 / "data").mkdir(parents=True)
+    (root2 / ".cache").symlink_to(root / ".cache")
+    target = root2 / "data" / "corrupt.h5"
+    target.write_bytes(bad.read_bytes())
+    proc = label(root2, "dataset.name=corrupt", check=False)
+    assert proc.returncode != 0 and "corrupt.h5" in proc.stdout + proc.stderr
+    assert target.read_bytes() == bad.read_bytes()
+
+
+def test_truncated_hdf5_is_named(base_dataset, tmp_path):
+    cut = tmp_path / "cut.h5"
+    data = base_dataset.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="cut.h5"):
+        DatasetStore(cut).read_sample(3)
