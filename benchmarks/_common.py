@@ -1,0 +1,36 @@
+"""Shared helpers for the benchmark scripts: timing medians and a plain-text table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def median_time(fn, repeats: int = 3, warmup: int = 0) -> tuple[float, list[float]]:
+    """Median wall time (s) of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def print_table(header: list[str], rows: list[list], title: str | None = None) -> str:
+    """Print (and return) a markdown table."""
+    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else f"{c:.4g}" for c in r] for r in rows]
+    widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    text = (f"\n{title}\n\n" if title else "") + "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def fit_exponent(n, t) -> float:
+    """Exponent p of t ∝ n^p by least squares in log–log."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(n), np.log(t), 1)[0])
