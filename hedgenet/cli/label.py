@@ -70,7 +70,6 @@ def run_label(cfg: DictConfig) -> dict:
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
-    from hedgenet.reference.blocks import check_cell_for_cutoff
     from hedgenet.structures.relax import relaxed_structure
 
     check_label_config(cfg)
@@ -84,7 +83,7 @@ def run_label(cfg: DictConfig) -> dict:
     phonon = make_phonopy(unit, list(d.supercell))
     base = supercell_atoms(phonon, unit)
     reference.check_elements(base)
-    check_cell_for_cutoff(base, reference.block_cutoff)
+    reference.check_cell(base)
 
     specs = rattle_specs(len(base), list(d.rattle.amplitudes_A), d.rattle.n_per_amplitude, cfg.seed)
     if d.thermal.n_per_temperature > 0 and len(d.thermal.temperatures_K) > 0:

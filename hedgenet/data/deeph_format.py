@@ -113,15 +113,9 @@ def deeph_shell_transform(order: str, l: int) -> np.ndarray:
 
 
 def _atom_transform(shells: tuple[int, ...], order: str) -> np.ndarray:
-    blocks = [deeph_shell_transform(order, l) for l in shells]
-    n = sum(b.shape[0] for b in blocks)
-    t = np.zeros((n, n))
-    o = 0
-    for b in blocks:
-        k = b.shape[0]
-        t[o : o + k, o : o + k] = b
-        o += k
-    return t
+    from scipy.linalg import block_diag
+
+    return block_diag(*[deeph_shell_transform(order, l) for l in shells])
 
 
 def _hedgenet_version() -> str:

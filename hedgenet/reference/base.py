@@ -78,6 +78,15 @@ class Reference(abc.ABC):
                 f"Fix: choose another material or reference (e.g. reference=xtb)."
             )
 
+    def check_cell(self, atoms: Atoms) -> None:
+        """Refuse a cell in which blocks within ``block_cutoff`` cannot be assigned unambiguously.
+
+        Γ-point solvers need every periodic width > 2 × cutoff; k-mesh solvers override this with the
+        width of their Born–von Kármán supercell."""
+        from hedgenet.reference.blocks import check_cell_for_cutoff
+
+        check_cell_for_cutoff(atoms, self.block_cutoff)
+
     def compute(self, atoms: Atoms, with_blocks: bool = True) -> ReferenceResult:
         """Energy (eV), forces (eV/Å) and, if ``with_blocks``, H/S blocks within the block cutoff."""
         self.check_elements(atoms)

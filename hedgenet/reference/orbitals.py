@@ -111,15 +111,9 @@ class OrbitalLayout:
         """Block-diagonal matrix converting one atom's orbitals from ``source`` to e3nn order."""
         key = (z, source)
         if key not in self._cache:
-            blocks = [shell_transform(source, l) for l in self.shells_of(z)]
-            n = sum(b.shape[0] for b in blocks)
-            t = np.zeros((n, n))
-            o = 0
-            for b in blocks:
-                k = b.shape[0]
-                t[o : o + k, o : o + k] = b
-                o += k
-            self._cache[key] = t
+            from scipy.linalg import block_diag
+
+            self._cache[key] = block_diag(*[shell_transform(source, l) for l in self.shells_of(z)])
         return self._cache[key]
 
     def full_transform(self, numbers, source: str) -> np.ndarray:

@@ -138,10 +138,8 @@ class XTBReference(Reference):
         return 0.5 * (H + H.T), 0.5 * (S + S.T), eps
 
     def _compute(self, atoms: Atoms, with_blocks: bool) -> ReferenceResult:
-        from hedgenet.reference.blocks import check_cell_for_cutoff
-
-        if with_blocks and atoms.pbc.any():
-            check_cell_for_cutoff(atoms, self.block_cutoff)
+        if with_blocks:
+            self.check_cell(atoms)
         res, t_scf = self._singlepoint(atoms)
         energy = float(res.get("energy")) * Hartree
         forces = -np.asarray(res.get("gradient")) * (Hartree / Bohr)
