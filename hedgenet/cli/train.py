@@ -1,0 +1,205 @@
+"""``hedgenet-train``: fit HedgeNet (or a baseline) to labelled datasets with Lightning (Hydra app).
+
+    hedgenet-train                                           # HedgeNet small, joint task, on the default dataset
+    hedgenet-train task=forces model=hedgenet_medium relations=single
+    hedgenet-train trainer=ddp_sim train.max_epochs=5        # 2 CPU processes (gloo)
+    hedgenet-train train.resume=<run dir>/checkpoints/last.ckpt
+
+Writes into the run directory: resolved_config.yaml, split.json, history.jsonl, metrics.json,
+parity_*.png, learning_curves.png, checkpoints/ and model.pt (the EMA weights when EMA is on).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from hedgenet.config import ConfigError, check_keys, config_dir, resolved_dict
+from hedgenet.run_io import finish_run, start_run
+
+ROOT_KEYS = ("paths", "material", "reference", "model", "relations", "trainer", "logger", "task_name", "task",
+             "seed", "data", "train")
+DATA_KEYS = ("paths", "val_fraction", "test_fraction", "batch_size", "num_workers")
+TRAIN_KEYS = ("max_epochs", "loss_weights", "optimizer", "scheduler", "ema_decay", "gradient_clip_val", "resume",
+              "log_every_n_steps")
+MODEL_KEYS = ("name", "size", "num_basis", "radial_hidden")
+RELATION_KEYS = ("name", "r_intra", "r_inter", "r_single")
+TRAINER_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    check_keys(cfg, ROOT_KEYS, "<root>")
+    check_keys(cfg.data, DATA_KEYS, "data")
+    check_keys(cfg.train, TRAIN_KEYS, "train")
+    check_keys(cfg.model, MODEL_KEYS, "model")
+    check_keys(cfg.relations, RELATION_KEYS, "relations")
+    check_keys(cfg.trainer, TRAINER_KEYS, "trainer")
+    check_keys(cfg.train.loss_weights, ("energy", "forces", "H", "S"), "train.loss_weights")
+
+
+def build_model(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers: int):
+    """The model of ``cfg.model`` and its constructor arguments (saved with the weights)."""
+    from hedgenet.models.io import BUILDERS
+
+    if cfg.model.name not in BUILDERS:
+        raise ConfigError(f"model.name={cfg.model.name!r} unknown; valid: {sorted(BUILDERS)}")
+    kwargs = {
+        "elements": [int(z) for z in elements],
+        "relations": cfg.relations.name,
+        "r_intra": float(cfg.relations.r_intra),
+        "r_inter": float(cfg.relations.r_inter),
+        "r_single": None if cfg.relations.r_single is None else float(cfg.relations.r_single),
+        "size": resolved_dict(cfg.model.size),
+        "task": cfg.task,
+        "layout": layout.to_json() if cfg.task != "forces" else None,
+        "block_cutoff": block_cutoff if cfg.task != "forces" else None,
+        "n_layers": n_layers,
+        "num_basis": int(cfg.model.num_basis),
+        "radial_hidden": int(cfg.model.radial_hidden),
+    }
+    try:
+        model = BUILDERS[cfg.model.name](**kwargs)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return model, kwargs
+
+
+def run_train(cfg: DictConfig, run_dir: Path) -> dict:
+    import lightning as L
+    import numpy as np
+    import torch
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    from hedgenet.graphs import collate
+    from hedgenet.models import count_parameters
+    from hedgenet.models.io import save_model
+    from hedgenet.training.data import GraphDataModule, load_samples
+    from hedgenet.training.evaluate import evaluate, learning_curves, parity_plots
+    from hedgenet.training.module import TrainingModule
+
+    check_train_config(cfg)
+    if cfg.task not in ("forces", "hamiltonian", "joint"):
+        raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    samples, layout, headers = load_samples(list(cfg.data.paths))
+    cutoffs = {h["solver_settings"].get("block_cutoff_A") for h in headers}
+    if len(cutoffs) != 1:
+        raise ConfigError(f"datasets {list(cfg.data.paths)} were labelled with different block cutoffs {cutoffs}")
+    block_cutoff = float(cutoffs.pop())
+    elements = sorted({int(z) for s in samples for z in s["numbers"]})
+    n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
+    model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers)
+    dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
+    model = model.to(dtype)
+
+    dm = GraphDataModule(
+        cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,
+        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed,
+        num_workers=cfg.data.num_workers, samples=samples,
+    )
+    dm.setup()
+    (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
+    stats = model.init_statistics(dm.graphs["train"])
+    module = TrainingModule(
+        model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
+        resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
+    )
+
+    history = run_dir / "history.jsonl"
+
+    class History(Callback):  # rank 0 appends one line per validation epoch (survives ddp_spawn)
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if trainer.is_global_zero and not trainer.sanity_checking:
+                row = {k: float(v) for k, v in trainer.callback_metrics.items()}
+                row["epoch"] = trainer.current_epoch
+                with history.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+
+    logger, wandb_logger = False, None
+    if cfg.logger.name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    elif cfg.logger.name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        wandb_logger = logger = WandbLogger(
+            project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
+            group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])),
+        )
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, monitor="val/loss", mode="min")
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        precision=t.precision, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
+        callbacks=[ckpt, History()], gradient_clip_val=cfg.train.gradient_clip_val,
+        log_every_n_steps=cfg.train.log_every_n_steps, enable_progress_bar=True, deterministic=False,
+        default_root_dir=str(run_dir), enable_model_summary=False,
+    )
+    resume = cfg.train.resume
+    if resume == "last":
+        resume = str(run_dir / "checkpoints" / "last.ckpt")
+    if resume is not None and not Path(resume).exists():
+        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    finally:
+        if wandb_logger is not None:
+            import wandb
+
+            wandb.finish()
+    train_time = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return {}
+    final = module.ema.shadow if module.ema is not None else module.model
+    final = final.cpu().to(dtype)
+    metrics, arrays = evaluate(final, dm.graphs["val"], cfg.data.batch_size, "val")
+    if len(dm.graphs["test"]):
+        metrics.update(evaluate(final, dm.graphs["test"], cfg.data.batch_size, "test")[0])
+    metrics.update(
+        train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
+        n_val=len(dm.graphs["val"]), epochs=cfg.train.max_epochs, init_statistics=stats,
+    )
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    parity_plots(arrays, run_dir)
+    learning_curves(history, run_dir)
+    save_model(run_dir / "model.pt", cfg.model.name, init_kwargs, final,
+               extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def _main(cfg: DictConfig) -> float | None:
+    from hedgenet.data.store import DatasetError
+
+    run = start_run(cfg)
+    try:
+        metrics = run_train(cfg, run.run_dir)
+        if metrics:
+            run.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict)}, name="summary.json")
+            keys = [k for k in metrics if k.endswith("_mae")]
+            print("\n".join(f"{k:28s} {metrics[k]:.4g}" for k in keys))
+            print(f"training time {metrics['train_time_s']:.1f} s; run directory {run.run_dir}")
+        return metrics.get("val/loss") if metrics else None
+    except (ConfigError, DatasetError) as err:
+        run.fail(err)
+        print(f"hedgenet-train: error: {type(err).__name__}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        finish_run(run)
+
+
+def main() -> None:
+    from hedgenet.cli import run_hydra_app
+
+    run_hydra_app(_main)
+
+
+if __name__ == "__main__":
+    main()

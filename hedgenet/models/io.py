@@ -1,0 +1,42 @@
+"""Save and load trained models as one file: constructor arguments + weights (+ provenance)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def build_hedgenet(**kwargs):
+    from hedgenet.models.hedgenet import HedgeNet
+
+    return HedgeNet(**kwargs)
+
+
+BUILDERS = {"hedgenet": build_hedgenet}
+
+
+def save_model(path: str | Path, kind: str, init_kwargs: dict, model: torch.nn.Module, extra: dict | None = None) -> Path:
+    """Write ``{kind, init_kwargs, dtype, state_dict, extra}`` atomically to ``path`` (``.pt``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    torch.save(
+        {"kind": kind, "init_kwargs": init_kwargs, "dtype": dtype, "state_dict": model.state_dict(), "extra": extra or {}},
+        tmp,
+    )
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
+    """Rebuild a model saved by :func:`save_model` (eval mode, its saved dtype)."""
+    data = torch.load(path, map_location=map_location, weights_only=False)
+    if data.get("kind") not in BUILDERS:
+        raise ValueError(f"{path}: unknown model kind {data.get('kind')!r}; valid: {sorted(BUILDERS)}")
+    model = BUILDERS[data["kind"]](**data["init_kwargs"])
+    model = model.to(getattr(torch, data.get("dtype", "float64")))
+    model.load_state_dict(data["state_dict"])
+    model.eval()
+    model.extra = data.get("extra", {})
+    return model

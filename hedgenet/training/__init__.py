@@ -1,0 +1,1 @@
+"""Lightning training of HedgeNet and the baselines: data module, losses, metrics, module, callbacks."""

@@ -1,0 +1,117 @@
+"""Labelled HDF5 datasets as graphs for Lightning: loading, seeded split, batching.
+
+A sample is the dict :meth:`hedgenet.data.store.DatasetStore.read_sample` returns; ``graph_builder``
+turns it into one graph (model-specific: relation types and cutoffs), ``collate`` batches graphs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from hedgenet.data.store import DatasetError, DatasetStore
+from hedgenet.reference.orbitals import OrbitalLayout
+
+
+def load_samples(paths: Sequence[str | Path]) -> tuple[list[dict], OrbitalLayout, list[dict]]:
+    """All finished samples of the given dataset files, their (shared) orbital layout and headers."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    samples, headers, layout = [], [], None
+    for p in paths:
+        store = DatasetStore(p)
+        if not store.exists():
+            raise DatasetError(
+                f"dataset {p} does not exist. Fix: label it first (hedgenet-label ...) or set data.paths."
+            )
+        header = store.header()
+        this = OrbitalLayout.from_json(header["orbital_layout"])
+        if layout is not None and this.shells != layout.shells and any(
+            layout.shells.get(z, this.shells[z]) != this.shells[z] for z in this.shells
+        ):
+            raise DatasetError(f"{p} uses a different orbital basis than the other datasets; cannot mix them")
+        layout = this if layout is None else OrbitalLayout({**layout.shells, **this.shells}, layout.basis_name)
+        for s in store.iter_samples():
+            s["dataset"] = str(p)
+            samples.append(s)
+        headers.append(header)
+    if not samples:
+        raise DatasetError(f"no labelled samples in {list(map(str, paths))}")
+    return samples, layout, headers
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Seeded random split into train/val/test index arrays (at least one sample in train and val)."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"split fractions val={val_fraction}, test={test_fraction} must be in [0,1) and sum < 1")
+    if n < 2:
+        raise ValueError(f"need at least 2 samples to train and validate, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    n_val = max(1, int(round(val_fraction * n)))
+    n_val = min(n_val, n - n_test - 1)
+    return {
+        "test": np.sort(perm[:n_test]),
+        "val": np.sort(perm[n_test : n_test + n_val]),
+        "train": np.sort(perm[n_test + n_val :]),
+    }
+
+
+class GraphDataModule(L.LightningDataModule):
+    """Graphs of labelled samples, split by seed; batch size is per rank."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        graph_builder: Callable[[dict], object],
+        collate: Callable[[list], object],
+        batch_size: int = 2,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        num_workers: int = 0,
+        samples: list[dict] | None = None,
+    ):
+        super().__init__()
+        self.paths = list(paths)
+        self.graph_builder = graph_builder
+        self.collate = collate
+        self.batch_size = batch_size
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.num_workers = num_workers
+        self._samples = samples
+        self.graphs: dict[str, list] | None = None
+        self.split: dict[str, np.ndarray] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.graphs is not None:
+            return
+        samples = self._samples
+        if samples is None:
+            samples, _, _ = load_samples(self.paths)
+        self.split = split_indices(len(samples), self.val_fraction, self.test_fraction, self.seed)
+        self.sample_keys = [(s.get("dataset", ""), int(s.get("sample_id", k))) for k, s in enumerate(samples)]
+        self.graphs = {name: [self.graph_builder(samples[i]) for i in idx] for name, idx in self.split.items()}
+
+    def split_record(self) -> dict[str, list]:
+        """Which (dataset, sample id) went where: written into the run directory."""
+        return {name: [self.sample_keys[i] for i in idx] for name, idx in self.split.items()}
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.graphs[name], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test" if len(self.graphs["test"]) else "val", shuffle=False)

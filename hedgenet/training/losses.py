@@ -1,0 +1,45 @@
+"""Weighted energy / force / Hamiltonian / overlap losses and the block categories used by the metrics.
+
+All losses are mean squared errors in physical units: energy per atom (eV/atom), force components
+(eV/Å), and H (eV) and S (dimensionless) block elements over the real orbitals only (padding masked).
+"""
+
+from __future__ import annotations
+
+import torch
+
+ONSITE, INTRA, INTER = 0, 1, 2
+BLOCK_KINDS = {"onsite": ONSITE, "intra": INTRA, "inter": INTER}
+
+
+def block_kind(edge_index: torch.Tensor, cell_shift: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+    """0 for on-site blocks (i, i, R = 0), 1 for pairs within one layer, 2 for pairs across layers."""
+    i, j = edge_index
+    onsite = (i == j) & (cell_shift == 0).all(dim=1)
+    kind = torch.where(layer[i] == layer[j], INTRA, INTER)
+    return torch.where(onsite, ONSITE, kind)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    diff = (pred - target)[mask]
+    return (diff * diff).mean() if diff.numel() else pred.sum() * 0.0
+
+
+def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
+    """Σ_w w · MSE over the quantities the model predicts and the weights ask for; returns the parts too."""
+    parts = {}
+    if "energy" in pred and weights.get("energy", 0) > 0:
+        n = batch.n_atoms.to(pred["energy"].dtype)
+        parts["energy"] = (((pred["energy"] - batch.energy) / n) ** 2).mean()
+    if "forces" in pred and weights.get("forces", 0) > 0:
+        parts["forces"] = ((pred["forces"] - batch.forces) ** 2).mean()
+    for key in ("H", "S"):
+        if key in pred and weights.get(key, 0) > 0:
+            parts[key] = masked_mse(pred[key], getattr(batch, key), batch.block_mask)
+    if not parts:
+        raise ValueError(
+            "no loss term: the model predicts none of the quantities with a positive weight in "
+            f"train.loss_weights={weights}. Fix: match task= and the loss weights."
+        )
+    loss = sum(weights[k] * v for k, v in parts.items())
+    return loss, parts

@@ -1,0 +1,62 @@
+"""torchmetrics MAE/RMSE for energy (meV/atom), forces (meV/Å) and H (meV) / S blocks per block kind.
+
+Metrics accumulate over an epoch and are synchronised across DDP ranks by torchmetrics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+from hedgenet.training.losses import BLOCK_KINDS
+
+
+class ErrorMetrics(nn.Module):
+    """MAE and RMSE of every predicted quantity, in meV (energy per atom, forces, H) or 1e-3 (S)."""
+
+    def __init__(self, quantities: tuple[str, ...]):
+        super().__init__()
+        names = []
+        for q in quantities:
+            if q in ("H", "S"):
+                names += [f"{q}_{kind}" for kind in ("all", *BLOCK_KINDS)]
+            else:
+                names.append(q)
+        self.names = names
+        self.mae = nn.ModuleDict({n: MeanAbsoluteError() for n in names})
+        self.mse = nn.ModuleDict({n: MeanSquaredError() for n in names})
+
+    def _add(self, name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if name in self.mae and pred.numel():
+            p, t = 1e3 * pred.detach().double().flatten(), 1e3 * target.detach().double().flatten()
+            self.mae[name].update(p, t)
+            self.mse[name].update(p, t)
+
+    def update(self, pred: dict, batch) -> None:
+        if "energy" in pred:
+            n = batch.n_atoms.to(pred["energy"].dtype)
+            self._add("energy", pred["energy"] / n, batch.energy / n)
+        if "forces" in pred:
+            self._add("forces", pred["forces"], batch.forces)
+        for q in ("H", "S"):
+            if q not in pred:
+                continue
+            mask = batch.block_mask
+            self._add(f"{q}_all", pred[q][mask], getattr(batch, q)[mask])
+            for kind, code in BLOCK_KINDS.items():
+                sel = mask & (batch.block_kind == code)[:, None, None]
+                self._add(f"{q}_{kind}", pred[q][sel], getattr(batch, q)[sel])
+
+    def compute(self, prefix: str) -> dict[str, float]:
+        """``{prefix}/{name}_mae`` and ``_rmse`` (units: meV, meV/atom, meV/Å; S in 1e-3)."""
+        out = {}
+        for n in self.names:
+            if self.mae[n].total > 0:
+                out[f"{prefix}/{n}_mae"] = self.mae[n].compute()
+                out[f"{prefix}/{n}_rmse"] = self.mse[n].compute().sqrt()
+        return out
+
+    def reset(self) -> None:
+        for m in (*self.mae.values(), *self.mse.values()):
+            m.reset()

@@ -1,0 +1,126 @@
+"""LightningModule for every model family (HedgeNet and the baselines): losses, metrics, optimiser, EMA.
+
+The wrapped ``model(batch)`` returns a dict with any of ``energy`` (B,) eV, ``forces`` (N, 3) eV/Å,
+``H`` (E, n_max, n_max) eV and ``S`` (E, n_max, n_max); the loss weights say which are trained.
+Forces are −∂E/∂r by autograd, so validation and testing run with gradients enabled
+(``Trainer(inference_mode=False)``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import torch
+
+from hedgenet.training.losses import total_loss
+from hedgenet.training.metrics import ErrorMetrics
+
+
+class ExponentialMovingAverage:
+    """EMA of the model weights (decay per optimiser step); swapped in for validation and testing."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for s, p in zip(self.shadow.parameters(), model.parameters()):
+            s.lerp_(p.detach(), 1.0 - self.decay)
+        for s, b in zip(self.shadow.buffers(), model.buffers()):
+            s.copy_(b)
+
+
+class TrainingModule(L.LightningModule):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_weights: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        ema_decay: float | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss_weights = dict(loss_weights)
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler or {})
+        self.ema = ExponentialMovingAverage(model, ema_decay) if ema_decay else None
+        quantities = tuple(k for k in ("energy", "forces", "H", "S") if k in model.outputs)
+        self.val_metrics = ErrorMetrics(quantities)
+        self.test_metrics = ErrorMetrics(quantities)
+
+    # ----------------------------------------------------------------- steps
+    def forward(self, batch):
+        return self.model(batch)
+
+    def _eval_model(self):
+        return self.ema.shadow if (self.ema is not None and not self.training) else self.model
+
+    def training_step(self, batch, batch_idx):
+        pred = self.model(batch, training=True)
+        loss, parts = total_loss(pred, batch, self.loss_weights)
+        bs = int(batch.n_atoms.numel())
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        for k, v in parts.items():
+            self.log(f"train/mse_{k}", v, batch_size=bs, sync_dist=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            if self.ema.shadow.parameters().__next__().device != self.device:
+                self.ema.shadow.to(self.device)
+            self.ema.update(self.model)
+
+    def _evaluate(self, batch, metrics: ErrorMetrics, prefix: str):
+        with torch.enable_grad():
+            pred = self._eval_model()(batch)
+        loss, _ = total_loss(pred, batch, self.loss_weights)
+        metrics.update(pred, batch)
+        self.log(f"{prefix}/loss", loss, batch_size=int(batch.n_atoms.numel()), sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        return self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._evaluate(batch, self.test_metrics, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute("val"), sync_dist=False)
+        self.val_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute("test"), sync_dist=False)
+        self.test_metrics.reset()
+
+    # ----------------------------------------------------------------- checkpoints carry the EMA
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            checkpoint["ema_state"] = self.ema.shadow.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None and "ema_state" in checkpoint:
+            self.ema.shadow.load_state_dict(checkpoint["ema_state"])
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        cfg = dict(self.optimizer_cfg)
+        name = cfg.pop("name", "adamw")
+        classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if name not in classes:
+            raise ValueError(f"train.optimizer.name={name!r} unknown; valid: {sorted(classes)}")
+        opt = classes[name](self.model.parameters(), **cfg)
+        sched = dict(self.scheduler_cfg)
+        kind = sched.pop("name", "none")
+        if kind == "none":
+            return opt
+        if kind == "plateau":
+            monitor = sched.pop("monitor", "val/loss")
+            s = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **sched)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": s, "monitor": monitor}}
+        if kind == "cosine":
+            s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs, **sched)
+            return {"optimizer": opt, "lr_scheduler": s}
+        raise ValueError(f"train.scheduler.name={kind!r} unknown; valid: none, plateau, cosine")
