@@ -73,11 +73,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     import numpy as np
     import torch
-    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from hedgenet.graphs import collate
     from hedgenet.models import count_parameters
     from hedgenet.models.io import save_model
+    from hedgenet.training.callbacks import HistoryWriter
     from hedgenet.training.data import GraphDataModule, load_samples
     from hedgenet.training.evaluate import evaluate, learning_curves, parity_plots
     from hedgenet.training.module import TrainingModule
@@ -112,14 +113,6 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
 
     history = run_dir / "history.jsonl"
 
-    class History(Callback):  # rank 0 appends one line per validation epoch (survives ddp_spawn)
-        def on_validation_epoch_end(self, trainer, pl_module):
-            if trainer.is_global_zero and not trainer.sanity_checking:
-                row = {k: float(v) for k, v in trainer.callback_metrics.items()}
-                row["epoch"] = trainer.current_epoch
-                with history.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-
     logger, wandb_logger = False, None
     if cfg.logger.name == "csv":
         from lightning.pytorch.loggers import CSVLogger
@@ -137,7 +130,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         precision=t.precision, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
-        callbacks=[ckpt, History()], gradient_clip_val=cfg.train.gradient_clip_val,
+        callbacks=[ckpt, HistoryWriter(history)], gradient_clip_val=cfg.train.gradient_clip_val,
         log_every_n_steps=cfg.train.log_every_n_steps, enable_progress_bar=True, deterministic=False,
         default_root_dir=str(run_dir), enable_model_summary=False,
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from hedgenet.data.store import DatasetError, DatasetStore
 from hedgenet.reference.orbitals import OrbitalLayout
@@ -61,6 +62,24 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     }
 
 
+class EpochSeededSampler(Sampler):
+    """Random order that depends only on (seed, epoch): a resumed run sees the same batches as an
+    uninterrupted one (Lightning calls ``set_epoch`` every epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class GraphDataModule(L.LightningDataModule):
     """Graphs of labelled samples, split by seed; batch size is per rank."""
 
@@ -102,8 +121,9 @@ class GraphDataModule(L.LightningDataModule):
         return {name: [self.sample_keys[i] for i in idx] for name, idx in self.split.items()}
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        sampler = EpochSeededSampler(len(self.graphs[name]), self.seed) if shuffle else None
         return DataLoader(
-            self.graphs[name], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            self.graphs[name], batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 

@@ -1,0 +1,121 @@
+"""hedgenet-train end to end on a tiny real xTB dataset: outputs, resume, DDP (2 CPU processes), errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hedgenet.data.displacements import rattle_specs
+from hedgenet.data.labelling import label_dataset
+from hedgenet.data.store import DatasetStore
+from hedgenet.reference import make_reference
+from hedgenet.structures import build_structure, make_supercell
+
+BIN = Path(sys.executable).parent
+BASE = [
+    "relations.r_intra=3.0", "relations.r_inter=3.5", "data.batch_size=2", "train.log_every_n_steps=1",
+    "logger=csv", "model.size.channels=8", "model.num_basis=4", "model.radial_hidden=8",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """3 rattled 4×4 AB bilayer graphene cells (64 atoms) labelled by GFN1-xTB, blocks within 3.5 Å
+    (which includes the interlayer dimer pairs at 3.32 Å)."""
+    root = tmp_path_factory.mktemp("train_root")
+    atoms = make_supercell(build_structure("bilayer_graphene", a=2.458, d=3.32, stacking="AB"), [4, 4])
+    ref = make_reference("xtb", block_cutoff=3.5)
+    store = DatasetStore(root / "data" / "tiny.h5")
+    store.path.parent.mkdir(parents=True)
+    store.create({"fingerprint": "tiny", "solver_settings": ref.settings(), "orbital_layout": ref.layout.to_json()}, atoms)
+    specs = rattle_specs(len(atoms), [0.04], 3, seed=1)
+    label_dataset(store, atoms, specs, make_reference, {"name": "xtb", "block_cutoff": 3.5}, progress=False, reference=ref)
+    assert len(store) == 3
+    return root
+
+
+def train(root: Path, name: str, *overrides: str, check: bool = True):
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    paths = [] if any(o.startswith("data.paths=") for o in overrides) else [f"data.paths=[{root}/data/tiny.h5]"]
+    cmd = [str(BIN / "hedgenet-train"), *paths, *BASE, *overrides,
+           f"hydra.run.dir={root}/runs/{name}"]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hedgenet-train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc, root / "runs" / name
+
+
+@pytest.fixture(scope="module")
+def straight(tiny):
+    return train(tiny, "straight", "train.max_epochs=4", "data.val_fraction=0.34")[1]
+
+
+def test_run_directory_has_everything(straight):
+    for f in ("resolved_config.yaml", "split.json", "history.jsonl", "metrics.json", "model.pt",
+              "parity_forces.png", "parity_H.png", "learning_curves.png", "checkpoints/last.ckpt"):
+        assert (straight / f).exists(), f
+    m = json.loads((straight / "metrics.json").read_text())
+    for k in ("val/forces_mae", "val/energy_mae", "val/H_intra_mae", "val/H_inter_mae", "val/H_onsite_mae"):
+        assert np.isfinite(m[k])
+    split = json.loads((straight / "split.json").read_text())
+    assert len(split["train"]) == 2 and len(split["val"]) == 1
+    assert len((straight / "history.jsonl").read_text().splitlines()) == 4
+
+
+def test_saved_model_reproduces_metrics_and_blocks_format(tiny, straight):
+    from hedgenet.models.io import load_model
+    from hedgenet.training.data import load_samples
+    from hedgenet.training.evaluate import evaluate
+
+    model = load_model(straight / "model.pt")
+    samples, _, _ = load_samples([tiny / "data" / "tiny.h5"])
+    split = json.loads((straight / "split.json").read_text())
+    val_ids = [i for _, i in split["val"]]
+    graphs = [model.graph_builder()(s) for s in samples if int(s["sample_id"]) in val_ids]
+    metrics, _ = evaluate(model, graphs)
+    saved = json.loads((straight / "metrics.json").read_text())
+    assert metrics["val/forces_mae"] == pytest.approx(saved["val/forces_mae"], rel=1e-9)
+
+
+def test_resume_from_checkpoint_continues_identically(tiny, straight):
+    _, half = train(tiny, "half", "train.max_epochs=2", "data.val_fraction=0.34")
+    _, resumed = train(tiny, "resumed", "train.max_epochs=4", "data.val_fraction=0.34",
+                       f"train.resume={half}/checkpoints/last.ckpt")
+    a = torch.load(straight / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(resumed / "model.pt", weights_only=False)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-12)
+
+
+def test_ddp_sim_matches_single_process(tiny):
+    """2 gloo ranks with 1 graph each per step == 1 process with both graphs in one batch."""
+    _, single = train(tiny, "single", "train.max_epochs=2", "data.val_fraction=0.34", "train.ema_decay=null")
+    _, ddp = train(tiny, "ddp", "train.max_epochs=2", "data.val_fraction=0.34", "train.ema_decay=null",
+                   "trainer=ddp_sim", "data.batch_size=1")
+    m1 = json.loads((single / "metrics.json").read_text())
+    m2 = json.loads((ddp / "metrics.json").read_text())
+    for k in ("val/forces_mae", "val/H_all_mae", "val/energy_mae"):
+        assert m2[k] == pytest.approx(m1[k], rel=1e-6), k
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=hedgenet_smal"], "hedgenet_small"),
+        (["relations=intra_intr"], "intra_inter"),
+        (["+model.chanels=4"], "model.chanels"),
+        (["task=forcez"], "forces"),
+        (["data.paths=[/nonexistent.h5]"], "does not exist"),
+    ],
+)
+def test_bad_options_fail_clearly(tiny, overrides, expected):
+    proc, _ = train(tiny, "bad", *overrides, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and expected in out, out[-2000:]
