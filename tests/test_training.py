@@ -101,8 +101,11 @@ def test_ddp_sim_matches_single_process(tiny):
                    "trainer=ddp_sim", "data.batch_size=1")
     m1 = json.loads((single / "metrics.json").read_text())
     m2 = json.loads((ddp / "metrics.json").read_text())
+    # gloo all-reduce sums in another order than one process does; Adam amplifies those 1e-16 differences
+    # in near-zero gradient components to ~1e-6 of the energy MAE after 2 epochs. Wrong data sharding or
+    # missing gradient averaging changes the metrics by percents.
     for k in ("val/forces_mae", "val/H_all_mae", "val/energy_mae"):
-        assert m2[k] == pytest.approx(m1[k], rel=1e-6), k
+        assert m2[k] == pytest.approx(m1[k], rel=1e-4), k
 
 
 @pytest.mark.parametrize(

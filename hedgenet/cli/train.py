@@ -42,7 +42,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_keys(cfg.train.loss_weights, ("energy", "forces", "H", "S"), "train.loss_weights")
 
 
-def build_model(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers: int):
+def build_model(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers: int, dtype: str = "float64"):
     """The model of ``cfg.model`` and its constructor arguments (saved with the weights)."""
     from hedgenet.models.io import BUILDERS
 
@@ -61,6 +61,7 @@ def build_model(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers
         "n_layers": n_layers,
         "num_basis": int(cfg.model.num_basis),
         "radial_hidden": int(cfg.model.radial_hidden),
+        "dtype": dtype,  # built in this precision: a float32 model cast to float64 is equivariant only to ~1e-7
     }
     try:
         model = BUILDERS[cfg.model.name](**kwargs)
@@ -94,9 +95,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     block_cutoff = float(cutoffs.pop())
     elements = sorted({int(z) for s in samples for z in s["numbers"]})
     n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
-    model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers)
     dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
-    model = model.to(dtype)
+    model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1])
 
     dm = GraphDataModule(
         cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,

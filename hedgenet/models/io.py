@@ -34,8 +34,8 @@ def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
     data = torch.load(path, map_location=map_location, weights_only=False)
     if data.get("kind") not in BUILDERS:
         raise ValueError(f"{path}: unknown model kind {data.get('kind')!r}; valid: {sorted(BUILDERS)}")
-    model = BUILDERS[data["kind"]](**data["init_kwargs"])
-    model = model.to(getattr(torch, data.get("dtype", "float64")))
+    kwargs = {"dtype": data.get("dtype", "float64"), **data["init_kwargs"]}
+    model = BUILDERS[data["kind"]](**kwargs)
     model.load_state_dict(data["state_dict"])
     model.eval()
     model.extra = data.get("extra", {})

@@ -24,8 +24,9 @@ class ErrorMetrics(nn.Module):
             else:
                 names.append(q)
         self.names = names
-        self.mae = nn.ModuleDict({n: MeanAbsoluteError() for n in names})
-        self.mse = nn.ModuleDict({n: MeanSquaredError() for n in names})
+        # float64 accumulators: a float32 sum loses digits that model comparisons need
+        self.mae = nn.ModuleDict({n: MeanAbsoluteError().set_dtype(torch.float64) for n in names})
+        self.mse = nn.ModuleDict({n: MeanSquaredError().set_dtype(torch.float64) for n in names})
 
     def _add(self, name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
         if name in self.mae and pred.numel():

@@ -1,0 +1,274 @@
+"""Equivariant orbital-block heads (DeepH-E3 style): node/edge irreps -> H_ij(R) or S_ij(R) blocks.
+
+Orbital convention: :mod:`hedgenet.reference.orbitals` (shells per element, e3nn real spherical harmonics,
+a block of shells (l1, l2) transforms as ``D^{l1}(R) B D^{l2}(R)^T``).
+
+A block of shells (l1, l2) is a tensor in l1 ⊗ l2 = ⊕_{L=|l1−l2|}^{l1+l2} L, every L with parity
+(−1)^(l1+l2) (orbitals of angular momentum l have parity (−1)^l). The head predicts one irrep per
+(l1, l2, k, L) -- ``k`` counts the shell pairs with the same (l1, l2) within one element pair -- and the
+Clebsch–Gordan coefficients (e3nn ``o3.wigner_3j``) put them together into the (2l1+1, 2l2+1) sub-block:
+``B[m1, m2] = Σ_L √(2L+1) Σ_M C^{l1 l2 L}[m1, m2, M] x_L[M]``. For every ordered pair of species this
+change of basis is one fixed (F, n_max²) matrix, so decoding is a matrix product. Hermiticity
+``B_ij(R) = B_ji(−R)^T`` is exact: the raw blocks of an edge and its reverse are averaged,
+``B_e = ½ (B̃_e + B̃_rev(e)^T)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Sequence
+
+import torch
+from torch import nn as tnn
+
+from hedgenet.models._e3nn import nn, o3
+from hedgenet.reference.orbitals import OrbitalLayout
+
+
+class OrbitalBlockDecoder(tnn.Module):
+    """Clebsch–Gordan map from the irreps ``self.irreps`` to padded (n_max, n_max) orbital blocks.
+
+    Parameters
+    ----------
+    layout:
+        Shells (angular momenta, in order) of every element.
+    elements:
+        Atomic numbers the model knows (sorted); species index = position in this list.
+    """
+
+    def __init__(self, layout: OrbitalLayout, elements: Sequence[int]):
+        super().__init__()
+        self.elements = tuple(sorted(int(z) for z in elements))
+        shells = [layout.shells_of(z) for z in self.elements]
+        self.n_max = max(sum(2 * l + 1 for l in sh) for sh in shells)
+        n_sp = len(self.elements)
+
+        # (l1, l2) -> how many channels k are needed (max over ordered species pairs)
+        count: dict[tuple[int, int], int] = defaultdict(int)
+        for a in range(n_sp):
+            for b in range(n_sp):
+                c: dict[tuple[int, int], int] = defaultdict(int)
+                for l1 in shells[a]:
+                    for l2 in shells[b]:
+                        c[(l1, l2)] += 1
+                for key, n in c.items():
+                    count[key] = max(count[key], n)
+        # irreps: group the (l1, l2, k, L) channels by (L, parity)
+        mul: dict[tuple[int, int], int] = defaultdict(int)
+        slot: dict[tuple[int, int, int, int], int] = {}
+        for (l1, l2), n in sorted(count.items()):
+            p = (-1) ** (l1 + l2)
+            for k in range(n):
+                for L in range(abs(l1 - l2), l1 + l2 + 1):
+                    slot[(l1, l2, k, L)] = mul[(L, p)]
+                    mul[(L, p)] += 1
+        keys = sorted(mul, key=lambda lp: (lp[0], -lp[1]))
+        self.irreps = o3.Irreps([(mul[lp], lp) for lp in keys])
+        offset, start = {}, 0
+        for (m, ir) in self.irreps:
+            offset[(ir.l, ir.p)] = start
+            start += m * ir.dim
+        dim = self.irreps.dim
+
+        n = self.n_max
+        basis = torch.zeros(n_sp, n_sp, dim, n * n, dtype=torch.float64)
+        for a in range(n_sp):
+            for b in range(n_sp):
+                seen: dict[tuple[int, int], int] = defaultdict(int)
+                r1 = 0
+                for l1 in shells[a]:
+                    r2 = 0
+                    for l2 in shells[b]:
+                        k = seen[(l1, l2)]
+                        seen[(l1, l2)] += 1
+                        p = (-1) ** (l1 + l2)
+                        for L in range(abs(l1 - l2), l1 + l2 + 1):
+                            cg = o3.wigner_3j(l1, l2, L, dtype=torch.float64) * math.sqrt(2 * L + 1)
+                            f0 = offset[(L, p)] + slot[(l1, l2, k, L)] * (2 * L + 1)
+                            for m1 in range(2 * l1 + 1):
+                                for m2 in range(2 * l2 + 1):
+                                    basis[a, b, f0 : f0 + 2 * L + 1, (r1 + m1) * n + r2 + m2] = cg[m1, m2]
+                        r2 += 2 * l2 + 1
+                    r1 += 2 * l1 + 1
+        # float64 buffers (exact CG coefficients for float64 models), cast to the features' dtype on use
+        self.register_buffer("basis", basis, persistent=False)
+
+        # identity-like on-site references: one coefficient per species and unordered same-l shell pair
+        ident = []
+        for a in range(n_sp):
+            starts = [0]
+            for l in shells[a]:
+                starts.append(starts[-1] + 2 * l + 1)
+            for s1, l1 in enumerate(shells[a]):
+                for s2, l2 in enumerate(shells[a]):
+                    if s2 < s1 or l1 != l2:
+                        continue
+                    m = torch.zeros(n_sp, n, n, dtype=torch.float64)
+                    eye = torch.eye(2 * l1 + 1, dtype=torch.float64)
+                    m[a, starts[s1] : starts[s1 + 1], starts[s2] : starts[s2 + 1]] = eye
+                    m[a, starts[s2] : starts[s2 + 1], starts[s1] : starts[s1 + 1]] = eye
+                    ident.append(m)
+        self.register_buffer("onsite_basis", torch.stack(ident), persistent=False)
+
+    def forward(self, x: torch.Tensor, species_i: torch.Tensor, species_j: torch.Tensor) -> torch.Tensor:
+        """Blocks (E, n_max, n_max) from irreps features ``x`` (E, irreps.dim) of edges i -> j."""
+        n_sp = self.basis.shape[0]
+        n = self.n_max
+        basis = self.basis.to(x.dtype)
+        if n_sp == 1:
+            return (x @ basis[0, 0]).view(-1, n, n)
+        pair = species_i * n_sp + species_j
+        out = x.new_zeros(x.shape[0], n * n)
+        basis = basis.flatten(0, 1)
+        for p in torch.unique(pair).tolist():
+            idx = (pair == p).nonzero().squeeze(1)
+            out = out.index_copy(0, idx, x[idx] @ basis[p])
+        return out.view(-1, n, n)
+
+
+def uvu_tensor_product(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_target: o3.Irreps):
+    """NequIP/MACE-style 'uvu' tensor product with external (per-edge) weights: every path
+    ``irreps_in ⊗ irreps_sh -> ir_out`` whose ``ir_out`` occurs in ``irreps_target``.
+
+    Its output irreps are sorted, so equal irreps are adjacent and the output can be read as
+    ``tp.irreps_out.simplify()`` (same memory layout, fewer chunks for the following Linear)."""
+    irreps_mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_edge) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_edge:
+                if ir_out in irreps_target:
+                    instructions.append((i, j, len(irreps_mid), "uvu", True))
+                    irreps_mid.append((mul, ir_out))
+    irreps_mid = o3.Irreps(irreps_mid)
+    irreps_mid, perm, _ = irreps_mid.sort()
+    instructions = [(i1, i2, perm[k], mode, train) for i1, i2, k, mode, train in instructions]
+    return o3.TensorProduct(
+        irreps_in, irreps_sh, irreps_mid, instructions, shared_weights=False, internal_weights=False
+    )
+
+
+class RadialBasis(tnn.Module):
+    """Bessel basis √(2/r_c) sin(nπ d/r_c)/d, n = 1..num_basis, times the polynomial cutoff envelope
+    (MACE/NequIP, p = 6) that takes it smoothly to zero at the cutoff r_c (Å)."""
+
+    def __init__(self, cutoff: float, num_basis: int = 8, p: int = 6):
+        super().__init__()
+        self.cutoff, self.p = float(cutoff), int(p)
+        self.register_buffer("freq", torch.arange(1, num_basis + 1) * math.pi / self.cutoff)
+
+    def envelope(self, d: torch.Tensor) -> torch.Tensor:
+        x, p = d / self.cutoff, self.p
+        env = (
+            1.0
+            - (p + 1) * (p + 2) / 2 * x**p
+            + p * (p + 2) * x ** (p + 1)
+            - p * (p + 1) / 2 * x ** (p + 2)
+        )
+        return env * (x < 1.0)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        d = d.unsqueeze(-1)
+        bessel = math.sqrt(2.0 / self.cutoff) * torch.sin(self.freq.to(d.dtype) * d) / d
+        return bessel * self.envelope(d)
+
+
+class BlockHead(tnn.Module):
+    """Orbital blocks (H in eV, or S) for every block edge (i, j, R), self edges included.
+
+    Off-site (i ≠ j or R ≠ 0): pair features ``x_ij = A h_i + B h_j + W (C h_i ⊙ D h_j)``
+    (``⊙`` the channel-wise tensor product) are coupled to the spherical harmonics of r_ij by a 'uvu'
+    tensor product whose weights come from a radial MLP of the Bessel basis (cutoff ``block_cutoff``,
+    Å), then mapped linearly to the block irreps.
+    On-site (i, i, 0): ``A' h_i + FCTP(C' h_i, D' h_i)`` -> block irreps, plus a learnable
+    identity-like reference per species and same-l shell pair (``onsite_coef``, rotation invariant).
+    Blocks are decoded by :class:`OrbitalBlockDecoder`, multiplied by ``scale`` and symmetrised.
+    ``channels`` caps the multiplicity of the pair features (A..D map the node irreps onto it).
+    """
+
+    def __init__(
+        self,
+        irreps_node: o3.Irreps,
+        layout: OrbitalLayout,
+        elements: Sequence[int],
+        block_cutoff: float,
+        num_basis: int = 8,
+        radial_hidden: int = 32,
+        channels: int | None = None,
+    ):
+        super().__init__()
+        self.decoder = OrbitalBlockDecoder(layout, elements)
+        irreps_node = o3.Irreps(irreps_node)
+        # pair features live in a (possibly narrower) copy of the node irreps: the head runs per edge
+        mid = o3.Irreps([(min(mul, channels) if channels else mul, ir) for mul, ir in irreps_node])
+        out = self.decoder.irreps
+        l_max = max(ir.l for _, ir in out)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.radial = RadialBasis(block_cutoff, num_basis)
+        # off-site pair features
+        self.lin_i = o3.Linear(irreps_node, mid)
+        self.lin_j = o3.Linear(irreps_node, mid)
+        self.lin_pi = o3.Linear(irreps_node, mid)
+        self.lin_pj = o3.Linear(irreps_node, mid)
+        self.prod = o3.ElementwiseTensorProduct(mid, mid)
+        self.lin_prod = o3.Linear(self.prod.irreps_out, mid)
+        self.tp = uvu_tensor_product(mid, self.irreps_sh, out)
+        self.weights = nn.FullyConnectedNet(
+            [num_basis, radial_hidden, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
+        )
+        self.lin_out = o3.Linear(self.tp.irreps_out.simplify(), out)
+        # on-site
+        self.lin_on = o3.Linear(irreps_node, out)
+        self.lin_on_a = o3.Linear(irreps_node, mid)
+        self.lin_on_b = o3.Linear(irreps_node, mid)
+        self.tp_on = o3.FullyConnectedTensorProduct(mid, mid, out)
+        self.onsite_coef = tnn.Parameter(torch.zeros(self.decoder.onsite_basis.shape[0]))
+        self.register_buffer("scale", torch.ones(()))
+
+    @property
+    def n_max(self) -> int:
+        return self.decoder.n_max
+
+    def onsite_reference(self) -> torch.Tensor:
+        """(n_species, n_max, n_max) identity-like on-site blocks added to every self edge."""
+        basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
+        return torch.einsum("c,cskl->skl", self.onsite_coef, basis)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        species: torch.Tensor,
+        pos: torch.Tensor,
+        cell_of_atom: torch.Tensor,
+        index: torch.Tensor,
+        shift: torch.Tensor,
+        reverse: torch.Tensor,
+    ) -> torch.Tensor:
+        """Blocks (E, n_max, n_max) of the block edges ``index`` (2, E), ``shift`` (E, 3) (R, lattice
+        units), ``reverse`` (E,) the index of each edge's reverse; ``cell_of_atom`` (N, 3, 3) Å."""
+        i, j = index
+        onsite = (i == j) & (shift == 0).all(dim=1)
+        on = onsite.nonzero().squeeze(1)
+        off = (~onsite).nonzero().squeeze(1)
+        feats = h.new_zeros(i.shape[0], self.decoder.irreps.dim)
+        if off.numel():
+            io, jo = i[off], j[off]
+            vec = pos[jo] - pos[io] + torch.einsum("ek,ekl->el", shift[off].to(pos.dtype), cell_of_atom[io])
+            d = vec.norm(dim=1)
+            x = (
+                self.lin_i(h)[io]
+                + self.lin_j(h)[jo]
+                + self.lin_prod(self.prod(self.lin_pi(h)[io], self.lin_pj(h)[jo]))
+            )
+            y = self.tp(x, self.sh(vec), self.weights(self.radial(d)))
+            feats = feats.index_copy(0, off, self.lin_out(y))
+        if on.numel():
+            ho = h[i[on]]
+            onsite_feats = self.lin_on(ho) + self.tp_on(self.lin_on_a(ho), self.lin_on_b(ho))
+            feats = feats.index_copy(0, on, onsite_feats)
+        blocks = self.decoder(feats, species[i], species[j]) * self.scale
+        if on.numel():
+            ref = self.onsite_reference().to(blocks.dtype)[species[i[on]]]
+            blocks = blocks.index_add(0, on, ref)
+        return 0.5 * (blocks + blocks[reverse].transpose(1, 2))

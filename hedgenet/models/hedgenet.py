@@ -1,0 +1,415 @@
+"""HedgeNet: E(3)-equivariant message passing on a heterogeneous (relation-typed) atom graph.
+
+Architecture (NequIP/MACE style, e3nn 0.4.4):
+
+* embedding: one-hot species -> ``c x 0e`` node features;
+* ``num_layers`` interaction layers. In each, every relation type r (see
+  :mod:`hedgenet.graphs.relations`) has its own message module: radial Bessel basis × polynomial envelope
+  with the relation's cutoff, spherical harmonics of the edge vector, a 'uvu' tensor product of the
+  neighbour's features with them, weighted per edge by a radial MLP, summed over neighbours
+  (÷ √avg_num_neighbors_r). The node update sums the messages of all relation types and a species-
+  dependent self-connection, applies a gate nonlinearity and adds the residual;
+* heads, chosen by ``task``: ``forces`` -> per-atom energy (per-species scale and shift) summed to the
+  total energy E (eV), forces F = −∂E/∂r (eV/Å) by autograd; ``hamiltonian`` -> H and S blocks
+  (:class:`hedgenet.models.blocks_head.BlockHead`, separate weights for H and S); ``joint`` -> both.
+
+Node features hold every l ≤ lmax with both parities (0e, 1o, 1e, 2e, 2o, ...), so blocks of any parity
+(−1)^(l1+l2) can be produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn as tnn
+
+from hedgenet.graphs.neighbors import Graph, GraphBuilder
+from hedgenet.graphs.relations import RelationSpec, make_relations
+from hedgenet.models._e3nn import e3nn_build_options, nn, o3
+from hedgenet.models.blocks_head import BlockHead, RadialBasis, uvu_tensor_product
+from hedgenet.reference.orbitals import OrbitalLayout
+
+SIZES: dict[str, dict] = {
+    "hedgenet_small": {"channels": 16, "lmax": 1, "num_layers": 2, "head_channels": 16},
+    "hedgenet_medium": {"channels": 32, "lmax": 2, "num_layers": 3, "head_channels": 16},
+    "hedgenet_large": {"channels": 64, "lmax": 2, "num_layers": 4, "head_channels": 32},
+}
+"""Named model sizes: channels per irrep, max angular momentum of node features, interaction layers,
+and channels of the per-edge pair features in the H/S heads (``head_channels``, default = channels)."""
+
+TASKS: dict[str, tuple[str, ...]] = {
+    "forces": ("energy", "forces"),
+    "hamiltonian": ("H", "S"),
+    "joint": ("energy", "forces", "H", "S"),
+}
+"""``task`` -> the quantities the model predicts."""
+
+
+def _choice_error(what: str, value, valid) -> ValueError:
+    close = difflib.get_close_matches(str(value), list(valid), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {what} {value!r}; valid: {sorted(valid)}.{hint}")
+
+
+def _as_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.get_default_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    valid = {"float32": torch.float32, "float64": torch.float64}
+    if dtype not in valid:
+        raise _choice_error("dtype", dtype, valid)
+    return valid[dtype]
+
+
+def model_size(size: str | dict) -> dict:
+    """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
+    (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels``)."""
+    if isinstance(size, dict):
+        missing = {"channels", "lmax", "num_layers"} - set(size)
+        if missing:
+            raise ValueError(f"model size dict lacks {sorted(missing)}")
+        return dict(size)
+    if size not in SIZES:
+        raise _choice_error("model size", size, SIZES)
+    return dict(SIZES[size])
+
+
+def hidden_irreps(channels: int, lmax: int) -> o3.Irreps:
+    """``c x 0e`` followed by ``c x lo + c x le`` for l = 1..lmax (the gate's output order)."""
+    parts = [(channels, (0, 1))]
+    for l in range(1, lmax + 1):
+        parts += [(channels, (l, (-1) ** l)), (channels, (l, -((-1) ** l)))]
+    return o3.Irreps(parts)
+
+
+class RelationMessage(tnn.Module):
+    """Messages of one relation type: Σ_j TP(W h_j, Y(r̂_ij); MLP(RBF(|r_ij|))) / √avg_num_neighbors."""
+
+    def __init__(
+        self,
+        irreps_node: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_target: o3.Irreps,
+        cutoff: float,
+        num_basis: int,
+        radial_hidden: int,
+    ):
+        super().__init__()
+        self.linear_up = o3.Linear(irreps_node, irreps_node)
+        self.tp = uvu_tensor_product(irreps_node, irreps_sh, irreps_target)
+        self.radial = RadialBasis(cutoff, num_basis)
+        self.weights = nn.FullyConnectedNet(
+            [num_basis, radial_hidden, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
+        )
+        self.linear_down = o3.Linear(self.tp.irreps_out.simplify(), irreps_target)
+        self.register_buffer("avg_num_neighbors", torch.tensor(10.0))
+
+    def forward(
+        self, h: torch.Tensor, index: torch.Tensor, vec: torch.Tensor, sh: torch.Tensor
+    ) -> torch.Tensor:
+        i, j = index
+        w = self.weights(self.radial(vec.norm(dim=1)))
+        msg = self.tp(self.linear_up(h)[j], sh, w)
+        agg = msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, i, msg)
+        return self.linear_down(agg / self.avg_num_neighbors.to(agg.dtype).sqrt())
+
+
+class InteractionLayer(tnn.Module):
+    """One message-passing layer: per-relation messages + self-connection -> gate -> residual."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_hidden: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        n_species: int,
+        cutoffs: Sequence[float],
+        num_basis: int,
+        radial_hidden: int,
+    ):
+        super().__init__()
+        scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l == 0])
+        gated = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l > 0])
+        self.gate = nn.Gate(
+            scalars, [torch.nn.functional.silu],
+            o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid],
+            gated,
+        )
+        target = self.gate.irreps_in
+        self.messages = tnn.ModuleList(
+            RelationMessage(irreps_in, irreps_sh, target, c, num_basis, radial_hidden) for c in cutoffs
+        )
+        self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{n_species}x0e"), target)
+        self.residual = o3.Irreps(irreps_in) == self.gate.irreps_out
+        self.irreps_out = self.gate.irreps_out
+
+    def forward(self, h, onehot, edges: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+        m = self.self_connection(h, onehot)
+        for module, (index, vec, sh) in zip(self.messages, edges):
+            if index.shape[1]:
+                m = m + module(h, index, vec, sh)
+        out = self.gate(m)
+        return h + out if self.residual else out
+
+
+class HedgeNet(tnn.Module):
+    """HedgeNet model.
+
+    Parameters
+    ----------
+    elements:
+        Atomic numbers the model treats (one-hot species embedding).
+    relations:
+        Relation-function name (``intra_inter`` | ``by_layer_pair`` | ``by_element_pair`` | ``single``) or
+        a :class:`~hedgenet.graphs.relations.RelationSpec`.
+    r_intra, r_inter:
+        Intra-/inter-layer message cutoffs (Å); ``single`` uses ``max`` of the two unless ``r_single``.
+    size:
+        ``hedgenet_small|medium|large`` or a dict with ``channels``, ``lmax``, ``num_layers``.
+    task:
+        ``forces`` | ``hamiltonian`` | ``joint``: which heads exist (``self.outputs`` lists the keys).
+    layout, block_cutoff:
+        Orbital layout (shells per element) and block cutoff (Å) of the H/S heads; needed unless
+        ``task=forces``. ``layout`` may be an :class:`OrbitalLayout` or its JSON dict.
+    n_layers:
+        Number of layers the ``by_layer_pair`` relation function distinguishes.
+    num_basis, radial_hidden:
+        Bessel functions per radial basis and hidden width of the radial MLPs.
+    dtype:
+        ``float32`` | ``float64`` (default: torch's default dtype). The model is built in it, so its
+        Clebsch–Gordan constants are exact in that precision (a float32-built model cast with
+        ``.double()`` is equivariant only to ~1e-7).
+    """
+
+    def __init__(
+        self,
+        elements: Sequence[int],
+        relations: str | RelationSpec = "intra_inter",
+        r_intra: float = 5.0,
+        r_inter: float = 6.0,
+        r_single: float | None = None,
+        size: str | dict = "hedgenet_small",
+        task: str = "joint",
+        layout: OrbitalLayout | dict | None = None,
+        block_cutoff: float | None = None,
+        n_layers: int = 2,
+        num_basis: int = 8,
+        radial_hidden: int = 32,
+        dtype: str | torch.dtype | None = None,
+    ):
+        super().__init__()
+        dtype = _as_dtype(dtype)
+        # constructor arguments as JSON-able primitives: HedgeNet.from_config(model.config) rebuilds it
+        self.config = {
+            "elements": sorted(int(z) for z in set(elements)),
+            "relations": dataclasses.asdict(relations) if isinstance(relations, RelationSpec) else relations,
+            "r_intra": float(r_intra), "r_inter": float(r_inter),
+            "r_single": None if r_single is None else float(r_single),
+            "size": model_size(size), "task": task,
+            "layout": layout.to_json() if isinstance(layout, OrbitalLayout) else layout,
+            "block_cutoff": None if block_cutoff is None else float(block_cutoff),
+            "n_layers": int(n_layers), "num_basis": int(num_basis), "radial_hidden": int(radial_hidden),
+            "dtype": str(dtype).replace("torch.", ""),
+        }
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # e3nn's Clebsch–Gordan constants are made in the default dtype
+        try:
+            with e3nn_build_options():
+                self._build(elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
+                            n_layers, num_basis, radial_hidden)
+        finally:
+            torch.set_default_dtype(default)
+
+    def _build(self, elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
+               n_layers, num_basis, radial_hidden):
+        if task not in TASKS:
+            raise _choice_error("task", task, TASKS)
+        self.task = task
+        self.outputs = TASKS[task]
+        self.elements = tuple(sorted(int(z) for z in set(elements)))
+        if isinstance(relations, dict):  # from self.config
+            relations = RelationSpec(
+                relations["name"], tuple(relations["types"]), tuple(float(c) for c in relations["cutoffs"]),
+                tuple(int(z) for z in relations.get("elements", ())), int(relations.get("n_layers", 2)),
+            )
+        if not isinstance(relations, RelationSpec):
+            relations = make_relations(
+                relations, r_intra=r_intra, r_inter=r_inter, elements=self.elements, n_layers=n_layers,
+                cutoff=r_single,
+            )
+        self.relations = relations
+        hp = model_size(size)
+        self.size = hp
+        n_sp = len(self.elements)
+        c, lmax = int(hp["channels"]), int(hp["lmax"])
+        self.irreps_hidden = hidden_irreps(c, lmax)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.embedding = o3.Linear(o3.Irreps(f"{n_sp}x0e"), o3.Irreps(f"{c}x0e"))
+        layers, irreps = [], o3.Irreps(f"{c}x0e")
+        for _ in range(int(hp["num_layers"])):
+            layer = InteractionLayer(
+                irreps, self.irreps_hidden, self.irreps_sh, n_sp, relations.cutoffs, num_basis, radial_hidden
+            )
+            layers.append(layer)
+            irreps = layer.irreps_out
+        self.layers = tnn.ModuleList(layers)
+        self.irreps_node = irreps
+        self.n_scalars = c
+
+        if "energy" in self.outputs:
+            self.readout = tnn.Sequential(tnn.Linear(c, c), tnn.SiLU(), tnn.Linear(c, 1))
+            self.energy_scale = tnn.Parameter(torch.ones(n_sp))
+            self.energy_shift = tnn.Parameter(torch.zeros(n_sp))
+        self.layout = None
+        self.block_cutoff = None
+        if "H" in self.outputs:
+            if layout is None or block_cutoff is None:
+                raise ValueError(
+                    f"task={task!r} predicts orbital blocks and needs the orbital layout and block_cutoff "
+                    "(Å) of the dataset. Fix: pass layout= (e.g. dataset header 'orbital_layout') and "
+                    "block_cutoff=, or use task=forces."
+                )
+            if isinstance(layout, dict):
+                layout = OrbitalLayout.from_json(layout)
+            self.layout = layout
+            self.block_cutoff = float(block_cutoff)
+            kw = dict(num_basis=num_basis, radial_hidden=radial_hidden, channels=hp.get("head_channels"))
+            self.head_H = BlockHead(irreps, layout, self.elements, self.block_cutoff, **kw)
+            self.head_S = BlockHead(irreps, layout, self.elements, self.block_cutoff, **kw)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "HedgeNet":
+        """Rebuild a model (untrained) from :attr:`config` (same as ``HedgeNet(**config)``)."""
+        return cls(**config)
+
+    # ------------------------------------------------------------------ graphs
+    def graph_builder(self) -> GraphBuilder:
+        """The :class:`GraphBuilder` matching this model (relations, elements, layout, block cutoff)."""
+        return GraphBuilder(self.relations, self.elements, self.layout, self.block_cutoff)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Graph, training: bool = False, compute_forces: bool | None = None) -> dict:
+        """Predictions for a (batched) :class:`Graph`.
+
+        Returns a dict with ``energy`` (B,) eV, ``node_energy`` (N,) eV, ``forces`` (N, 3) eV/Å,
+        ``H`` (E_b, n_max, n_max) eV and ``S`` (E_b, n_max, n_max), as ``task`` asks. The outputs are
+        differentiable (forces with ``create_graph``) when ``training=True`` or when ``batch.pos``
+        requires grad (e.g. for force constants or dH/du by autograd); otherwise they are detached.
+        Inputs are cast to the model's dtype.
+        """
+        want_forces = "forces" in self.outputs if compute_forces is None else compute_forces
+        want_forces = want_forces and "energy" in self.outputs
+        dtype = self.embedding.weight.dtype
+        create_graph = bool(training or batch.pos.requires_grad)
+        pos = batch.pos.to(dtype)
+        if want_forces and not pos.requires_grad:
+            pos = pos.detach().requires_grad_(True)
+        with torch.set_grad_enabled(torch.is_grad_enabled() or want_forces):
+            out = self._forward(batch, pos, dtype)
+            if want_forces:
+                (grad,) = torch.autograd.grad(out["energy"].sum(), pos, create_graph=create_graph)
+                out["forces"] = -grad
+        if not create_graph:
+            out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    def _forward(self, batch: Graph, pos: torch.Tensor, dtype: torch.dtype) -> dict:
+        species = batch.species
+        onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
+        cell_of_atom = batch.cell.to(dtype)[batch.batch]
+        edges = []
+        for name in self.relations.types:
+            index = batch.rel_index[name]
+            i, j = index
+            shift = batch.rel_shift[name].to(dtype)
+            vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
+            edges.append((index, vec, self.sh(vec)))
+        h = self.embedding(onehot)
+        for layer in self.layers:
+            h = layer(h, onehot, edges)
+        out = {}
+        if "energy" in self.outputs:
+            e_atom = self.readout(h[:, : self.n_scalars]).squeeze(-1)
+            e_atom = e_atom * self.energy_scale[species] + self.energy_shift[species]
+            out["node_energy"] = e_atom
+            out["energy"] = e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)
+        if "H" in self.outputs:
+            args = (h, species, pos, cell_of_atom, batch.block_index, batch.block_shift, batch.block_reverse)
+            out["H"] = self.head_H(*args)
+            out["S"] = self.head_S(*args)
+        return out
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def init_statistics(self, graphs: Sequence[Graph]) -> dict:
+        """Set data-dependent constants from training graphs (call once before training):
+
+        * ``avg_num_neighbors`` of every relation's message module (edges per atom);
+        * per-species energy shift (eV/atom, least squares E ≈ Σ_Z n_Z e_Z) and scale (RMS force, eV/Å);
+        * H/S heads: identity-like on-site references (mean on-site blocks projected on the invariant
+          part) and the output scale (RMS of the remaining block elements, eV for H).
+        Returns the values set (for logging).
+        """
+        stats: dict = {}
+        n_atoms = sum(int(g.pos.shape[0]) for g in graphs)
+        for t, name in enumerate(self.relations.types):
+            n_edges = sum(int(g.rel_index[name].shape[1]) for g in graphs)
+            avg = max(n_edges / max(n_atoms, 1), 1.0)
+            for layer in self.layers:
+                layer.messages[t].avg_num_neighbors.fill_(avg)
+            stats[f"avg_num_neighbors/{name}"] = avg
+        n_sp = len(self.elements)
+        if "energy" in self.outputs and all(g.energy is not None for g in graphs):
+            counts = np.stack(
+                [np.bincount(g.species.numpy(), minlength=n_sp) for g in graphs]
+            ).astype(float)
+            energies = np.concatenate([g.energy.numpy() for g in graphs])
+            shift = np.linalg.lstsq(counts, energies, rcond=None)[0]
+            present = counts.sum(0) > 0
+            shift[~present] = 0.0
+            self.energy_shift.copy_(torch.as_tensor(shift))
+            stats["energy_shift_eV"] = shift.tolist()
+            if all(g.forces is not None for g in graphs):
+                f = torch.cat([g.forces.flatten() for g in graphs])
+                rms = float(f.pow(2).mean().sqrt()) if f.numel() else 1.0
+                self.energy_scale.fill_(max(rms, 1e-3))
+                stats["energy_scale_eV"] = rms
+        if "H" in self.outputs:
+            for key, head in (("H", self.head_H), ("S", self.head_S)):
+                if not all(getattr(g, key) is not None for g in graphs):
+                    continue
+                basis = head.decoder.onsite_basis.detach().double().cpu()  # (C, S, n, n)
+                sums = torch.zeros(n_sp, head.n_max, head.n_max, dtype=torch.float64)
+                cnt = torch.zeros(n_sp, dtype=torch.float64)
+                for g in graphs:
+                    i = g.block_index[0]
+                    on = (g.block_kind == 0)
+                    sums.index_add_(0, g.species[i[on]], getattr(g, key)[on].double())
+                    cnt.index_add_(0, g.species[i[on]], torch.ones(int(on.sum()), dtype=torch.float64))
+                mean = sums / cnt.clamp(min=1)[:, None, None]
+                coef = torch.einsum("cskl,skl->c", basis, mean) / basis.pow(2).sum((1, 2, 3))
+                head.onsite_coef.copy_(coef)
+                ref = torch.einsum("c,cskl->skl", coef, basis)
+                sq, n = 0.0, 0
+                for g in graphs:
+                    i = g.block_index[0]
+                    r = getattr(g, key).double().clone()
+                    on = g.block_kind == 0
+                    r[on] -= ref[g.species[i[on]]]
+                    sq += float(r[g.block_mask].pow(2).sum())
+                    n += int(g.block_mask.sum())
+                rms = (sq / max(n, 1)) ** 0.5
+                head.scale.fill_(max(rms, 1e-6))
+                stats[f"{key}_scale"] = rms
+        return stats
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
