@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from hedgenet.cli import exit_with_user_error
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
 from hedgenet.run_io import finish_run, start_run
 
@@ -194,9 +195,7 @@ def _main(cfg: DictConfig) -> None:
         print_summary(summary)
         run.log_summary(summary)
     except USER_ERRORS as err:  # one clear message for what the user can fix, no stack dump
-        run.fail(err)
-        print(f"hedgenet-label: error: {type(err).__name__}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_user_error("hedgenet-label", run, err)
     except Exception as err:
         run.fail(err)
         raise

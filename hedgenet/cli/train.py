@@ -12,13 +12,13 @@ parity_*.png, learning_curves.png, checkpoints/ and model.pt (the EMA weights wh
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from hedgenet.cli import exit_with_user_error
 from hedgenet.config import ConfigError, check_keys, config_dir, resolved_dict
 from hedgenet.run_io import finish_run, start_run
 
@@ -181,9 +181,7 @@ def _main(cfg: DictConfig) -> float | None:
             print(f"training time {metrics['train_time_s']:.1f} s; run directory {run.run_dir}")
         return metrics.get("val/loss") if metrics else None
     except (ConfigError, DatasetError) as err:
-        run.fail(err)
-        print(f"hedgenet-train: error: {type(err).__name__}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_user_error("hedgenet-train", run, err)
     finally:
         finish_run(run)
 
