@@ -43,3 +43,53 @@ class ReferenceCalculator(BlockCalculator):
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
         """H_ij(R) (eV) and S_ij(R) within the reference's block cutoff, in e3nn orbital order."""
         return self.reference.compute(atoms, with_blocks=True).blocks
+
+
+class ModelCalculator(BlockCalculator):
+    """A trained model (``model.pt`` from ``hedgenet-train``) as an ASE calculator with blocks.
+
+    ``predict_hamiltonian`` returns a :class:`BlockSet` with exactly the reference's edges (every (i, j, R)
+    within the block cutoff plus self edges, in :func:`~hedgenet.reference.blocks.block_edges` order),
+    padding and units (eV), so physics code cannot tell it from :class:`ReferenceCalculator`.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            from hedgenet.models.io import load_model
+
+            model = load_model(model)
+        self.model = model.eval()
+        self.builder = model.graph_builder()
+        self.layout = model.layout
+        self.block_cutoff = model.block_cutoff
+
+    def _predict(self, atoms: Atoms) -> dict:
+        dtype = next(self.model.parameters()).dtype
+        return self.model(self.builder.from_atoms(atoms).to(dtype=dtype))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if "forces" not in self.model.outputs:
+            raise ValueError("this model was trained with task=hamiltonian: it predicts no energy or forces")
+        out = self._predict(self.atoms)
+        e = float(out["energy"][0])
+        self.results = {"energy": e, "free_energy": e, "forces": out["forces"].numpy().astype(float)}
+
+    def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
+        """H_ij(R) (eV) and S_ij(R) for every block edge, padded to the layout's n_max for ``atoms``."""
+        import numpy as np
+
+        if "H" not in self.model.outputs:
+            raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
+        g = self.builder.from_atoms(atoms)
+        out = self.model(g.to(dtype=next(self.model.parameters()).dtype), compute_forces=False)
+        n_orb = np.array([self.layout.n_orb(int(z)) for z in atoms.numbers], dtype=np.int64)
+        n_max = int(n_orb.max())
+        return BlockSet(
+            edge_index=g.block_index.numpy().astype(np.int64),
+            cell_shift=g.block_shift.numpy().round().astype(np.int64),
+            H=out["H"].numpy()[:, :n_max, :n_max].astype(float),
+            S=out["S"].numpy()[:, :n_max, :n_max].astype(float),
+            n_orb=n_orb,
+        )
