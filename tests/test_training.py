@@ -54,7 +54,9 @@ def train(root: Path, name: str, *overrides: str, check: bool = True):
 
 @pytest.fixture(scope="module")
 def straight(tiny):
-    return train(tiny, "straight", "train.max_epochs=4", "data.val_fraction=0.34")[1]
+    # the tiny file doubles as the "held-out" set: this checks the test-set path, not generalisation
+    return train(tiny, "straight", "train.max_epochs=4", "data.val_fraction=0.34",
+                 f"data.test_paths=[{tiny}/data/tiny.h5]")[1]
 
 
 def test_run_directory_has_everything(straight):
@@ -62,8 +64,10 @@ def test_run_directory_has_everything(straight):
               "parity_forces.png", "parity_H.png", "learning_curves.png", "checkpoints/last.ckpt"):
         assert (straight / f).exists(), f
     m = json.loads((straight / "metrics.json").read_text())
-    for k in ("val/forces_mae", "val/energy_mae", "val/H_intra_mae", "val/H_inter_mae", "val/H_onsite_mae"):
-        assert np.isfinite(m[k])
+    for k in ("val/forces_mae", "val/energy_mae", "val/H_intra_mae", "val/H_inter_mae", "val/H_onsite_mae",
+              "test/forces_mae", "test/H_C-C_intra_mae", "test/H_C-C_inter_mae", "test/bands_mae"):
+        assert np.isfinite(m[k]), k
+    assert m["n_test"] == 3 and m["test/bands_n"] > 0
     split = json.loads((straight / "split.json").read_text())
     assert len(split["train"]) == 2 and len(split["val"]) == 1
     assert len((straight / "history.jsonl").read_text().splitlines()) == 4

@@ -24,7 +24,7 @@ from hedgenet.run_io import finish_run, start_run
 
 ROOT_KEYS = ("paths", "material", "reference", "model", "relations", "trainer", "logger", "task_name", "task",
              "seed", "data", "train")
-DATA_KEYS = ("paths", "val_fraction", "test_fraction", "batch_size", "num_workers")
+DATA_KEYS = ("paths", "test_paths", "val_fraction", "test_fraction", "batch_size", "num_workers")
 TRAIN_KEYS = ("max_epochs", "loss_weights", "optimizer", "scheduler", "ema_decay", "gradient_clip_val", "resume",
               "log_every_n_steps")
 MODEL_KEYS = ("name", "size", "num_basis", "radial_hidden")
@@ -81,7 +81,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.models.io import save_model
     from hedgenet.training.callbacks import HistoryWriter
     from hedgenet.training.data import GraphDataModule, load_samples
-    from hedgenet.training.evaluate import evaluate, learning_curves, parity_plots
+    from hedgenet.training.evaluate import band_errors, element_block_errors, evaluate, learning_curves, parity_plots
     from hedgenet.training.module import TrainingModule
 
     check_train_config(cfg)
@@ -89,11 +89,18 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     samples, layout, headers = load_samples(list(cfg.data.paths))
-    cutoffs = {h["solver_settings"].get("block_cutoff_A") for h in headers}
+    test_paths = list(cfg.data.get("test_paths") or [])
+    test_samples, test_headers = [], []
+    if test_paths:
+        test_samples, _, test_headers = load_samples(test_paths)
+    cutoffs = {h["solver_settings"].get("block_cutoff_A") for h in headers + test_headers}
     if len(cutoffs) != 1:
-        raise ConfigError(f"datasets {list(cfg.data.paths)} were labelled with different block cutoffs {cutoffs}")
+        raise ConfigError(
+            f"datasets {list(cfg.data.paths) + test_paths} were labelled with different block cutoffs {cutoffs}. "
+            "Fix: label them with one reference.block_cutoff."
+        )
     block_cutoff = float(cutoffs.pop())
-    elements = sorted({int(z) for s in samples for z in s["numbers"]})
+    elements = sorted({int(z) for s in samples + test_samples for z in s["numbers"]})
     n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
     dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
     model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1])
@@ -153,11 +160,19 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     final = module.ema.shadow if module.ema is not None else module.model
     final = final.cpu().to(dtype)
     metrics, arrays = evaluate(final, dm.graphs["val"], cfg.data.batch_size, "val")
-    if len(dm.graphs["test"]):
-        metrics.update(evaluate(final, dm.graphs["test"], cfg.data.batch_size, "test")[0])
+    # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
+    builder = final.graph_builder()
+    test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]
+    if test_graphs:
+        t_eval = time.perf_counter()
+        test_metrics, arrays = evaluate(final, test_graphs, cfg.data.batch_size, "test")
+        metrics.update(test_metrics)
+        metrics.update(element_block_errors(final, test_graphs, "test"))
+        metrics.update(band_errors(final, test_graphs, prefix="test"))
+        metrics["test_eval_time_s"] = time.perf_counter() - t_eval
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
-        n_val=len(dm.graphs["val"]), epochs=cfg.train.max_epochs, init_statistics=stats,
+        n_val=len(dm.graphs["val"]), n_test=len(test_graphs), epochs=cfg.train.max_epochs, init_statistics=stats,
     )
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     parity_plots(arrays, run_dir)
@@ -176,7 +191,7 @@ def _main(cfg: DictConfig) -> float | None:
         metrics = run_train(cfg, run.run_dir)
         if metrics:
             run.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict)}, name="summary.json")
-            keys = [k for k in metrics if k.endswith("_mae")]
+            keys = [k for k in metrics if k.endswith("_mae") and "-" not in k]
             print("\n".join(f"{k:28s} {metrics[k]:.4g}" for k in keys))
             print(f"training time {metrics['train_time_s']:.1f} s; run directory {run.run_dir}")
         return metrics.get("val/loss") if metrics else None

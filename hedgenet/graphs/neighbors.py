@@ -330,5 +330,5 @@ class GraphBuilder:
         if sample.get("layer") is not None:
             atoms.arrays["layer"] = np.asarray(sample["layer"], dtype=np.int64)
         g = self.from_atoms(atoms, labels=sample)
-        g.info = {k: sample[k] for k in ("dataset", "sample_id") if k in sample}
+        g.info = {k: sample[k] for k in ("dataset", "sample_id", "fermi_level_eV") if k in sample}
         return g

@@ -112,19 +112,19 @@ class OrbitalBlockDecoder(tnn.Module):
         self.register_buffer("onsite_basis", torch.stack(ident), persistent=False)
 
     def forward(self, x: torch.Tensor, species_i: torch.Tensor, species_j: torch.Tensor) -> torch.Tensor:
-        """Blocks (E, n_max, n_max) from irreps features ``x`` (E, irreps.dim) of edges i -> j."""
+        """Blocks (E, ..., n_max, n_max) from irreps features ``x`` (E, ..., irreps.dim) of edges i -> j."""
         n_sp = self.basis.shape[0]
         n = self.n_max
         basis = self.basis.to(x.dtype)
         if n_sp == 1:
-            return (x @ basis[0, 0]).view(-1, n, n)
+            return (x @ basis[0, 0]).unflatten(-1, (n, n))
         pair = species_i * n_sp + species_j
-        out = x.new_zeros(x.shape[0], n * n)
+        out = x.new_zeros(*x.shape[:-1], n * n)
         basis = basis.flatten(0, 1)
         for p in torch.unique(pair).tolist():
             idx = (pair == p).nonzero().squeeze(1)
             out = out.index_copy(0, idx, x[idx] @ basis[p])
-        return out.view(-1, n, n)
+        return out.unflatten(-1, (n, n))
 
 
 def uvu_tensor_product(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_target: o3.Irreps):
@@ -174,16 +174,19 @@ class RadialBasis(tnn.Module):
 
 
 class BlockHead(tnn.Module):
-    """Orbital blocks (H in eV, or S) for every block edge (i, j, R), self edges included.
+    """Orbital blocks of several targets (H in eV and S) for every block edge (i, j, R), self edges
+    included, from one shared trunk.
 
     Off-site (i ≠ j or R ≠ 0): pair features ``x_ij = A h_i + B h_j + W (C h_i ⊙ D h_j)``
     (``⊙`` the channel-wise tensor product) are coupled to the spherical harmonics of r_ij by a 'uvu'
     tensor product whose weights come from a radial MLP of the Bessel basis (cutoff ``block_cutoff``,
-    Å), then mapped linearly to the block irreps.
-    On-site (i, i, 0): ``A' h_i + FCTP(C' h_i, D' h_i)`` -> block irreps, plus a learnable
-    identity-like reference per species and same-l shell pair (``onsite_coef``, rotation invariant).
-    Blocks are decoded by :class:`OrbitalBlockDecoder`, multiplied by ``scale`` and symmetrised.
-    ``channels`` caps the multiplicity of the pair features (A..D map the node irreps onto it).
+    Å), then mapped linearly to the block irreps of every target (one output map per target).
+    On-site (i, i, 0): ``A' h_i + FCTP(C' h_i, D' h_i)`` -> block irreps of every target, plus a learnable
+    identity-like reference per target, species and same-l shell pair (``onsite_coef``, rotation
+    invariant). Blocks are decoded by :class:`OrbitalBlockDecoder`, multiplied by the per-target
+    ``scale`` and symmetrised. ``channels`` caps the multiplicity of the pair features (A..D map the node
+    irreps onto it). Sharing the per-edge trunk between H and S halves the cost of the heads, which
+    dominate a joint model's forward pass (one block edge per atom pair within ``block_cutoff``).
     """
 
     def __init__(
@@ -192,16 +195,20 @@ class BlockHead(tnn.Module):
         layout: OrbitalLayout,
         elements: Sequence[int],
         block_cutoff: float,
+        targets: Sequence[str] = ("H", "S"),
         num_basis: int = 8,
         radial_hidden: int = 32,
         channels: int | None = None,
     ):
         super().__init__()
+        self.targets = tuple(targets)
+        k = len(self.targets)
         self.decoder = OrbitalBlockDecoder(layout, elements)
         irreps_node = o3.Irreps(irreps_node)
         # pair features live in a (possibly narrower) copy of the node irreps: the head runs per edge
         mid = o3.Irreps([(min(mul, channels) if channels else mul, ir) for mul, ir in irreps_node])
         out = self.decoder.irreps
+        out_all = o3.Irreps(list(out) * k)  # target t's features: columns [t*dim, (t+1)*dim)
         l_max = max(ir.l for _, ir in out)
         self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
@@ -217,23 +224,24 @@ class BlockHead(tnn.Module):
         self.weights = nn.FullyConnectedNet(
             [num_basis, radial_hidden, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
         )
-        self.lin_out = o3.Linear(self.tp.irreps_out.simplify(), out)
+        self.lin_out = o3.Linear(self.tp.irreps_out.simplify(), out_all)
         # on-site
-        self.lin_on = o3.Linear(irreps_node, out)
+        self.lin_on = o3.Linear(irreps_node, out_all)
         self.lin_on_a = o3.Linear(irreps_node, mid)
         self.lin_on_b = o3.Linear(irreps_node, mid)
-        self.tp_on = o3.FullyConnectedTensorProduct(mid, mid, out)
-        self.onsite_coef = tnn.Parameter(torch.zeros(self.decoder.onsite_basis.shape[0]))
-        self.register_buffer("scale", torch.ones(()))
+        self.tp_on = o3.FullyConnectedTensorProduct(mid, mid, out_all)
+        self.onsite_coef = tnn.Parameter(torch.zeros(k, self.decoder.onsite_basis.shape[0]))
+        self.register_buffer("scale", torch.ones(k))
+        self.chunk_size = 32768  # off-site block edges per chunk (memory bound, not a hyperparameter)
 
     @property
     def n_max(self) -> int:
         return self.decoder.n_max
 
     def onsite_reference(self) -> torch.Tensor:
-        """(n_species, n_max, n_max) identity-like on-site blocks added to every self edge."""
+        """(n_targets, n_species, n_max, n_max) identity-like on-site blocks added to every self edge."""
         basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
-        return torch.einsum("c,cskl->skl", self.onsite_coef, basis)
+        return torch.einsum("tc,cskl->tskl", self.onsite_coef, basis)
 
     def forward(
         self,
@@ -244,31 +252,32 @@ class BlockHead(tnn.Module):
         index: torch.Tensor,
         shift: torch.Tensor,
         reverse: torch.Tensor,
-    ) -> torch.Tensor:
-        """Blocks (E, n_max, n_max) of the block edges ``index`` (2, E), ``shift`` (E, 3) (R, lattice
-        units), ``reverse`` (E,) the index of each edge's reverse; ``cell_of_atom`` (N, 3, 3) Å."""
+    ) -> dict[str, torch.Tensor]:
+        """``{target: blocks (E, n_max, n_max)}`` of the block edges ``index`` (2, E), ``shift`` (E, 3)
+        (R, lattice units), ``reverse`` (E,) the index of each edge's reverse; ``cell_of_atom`` (N, 3, 3) Å."""
         i, j = index
+        k, dim = len(self.targets), self.decoder.irreps.dim
         onsite = (i == j) & (shift == 0).all(dim=1)
         on = onsite.nonzero().squeeze(1)
         off = (~onsite).nonzero().squeeze(1)
-        feats = h.new_zeros(i.shape[0], self.decoder.irreps.dim)
+        feats = h.new_zeros(i.shape[0], k * dim)
         if off.numel():
-            io, jo = i[off], j[off]
-            vec = pos[jo] - pos[io] + torch.einsum("ek,ekl->el", shift[off].to(pos.dtype), cell_of_atom[io])
-            d = vec.norm(dim=1)
-            x = (
-                self.lin_i(h)[io]
-                + self.lin_j(h)[jo]
-                + self.lin_prod(self.prod(self.lin_pi(h)[io], self.lin_pj(h)[jo]))
-            )
-            y = self.tp(x, self.sh(vec), self.weights(self.radial(d)))
-            feats = feats.index_copy(0, off, self.lin_out(y))
+            hi, hj, hpi, hpj = self.lin_i(h), self.lin_j(h), self.lin_pi(h), self.lin_pj(h)
+            # chunks bound the per-edge intermediates (~600 numbers per edge) on 10^5-10^6 block edges
+            for sel in off.split(self.chunk_size):
+                io, jo = i[sel], j[sel]
+                vec = pos[jo] - pos[io] + torch.einsum("ek,ekl->el", shift[sel].to(pos.dtype), cell_of_atom[io])
+                x = hi[io] + hj[jo] + self.lin_prod(self.prod(hpi[io], hpj[jo]))
+                y = self.tp(x, self.sh(vec), self.weights(self.radial(vec.norm(dim=1))))
+                feats = feats.index_copy(0, sel, self.lin_out(y))
         if on.numel():
             ho = h[i[on]]
             onsite_feats = self.lin_on(ho) + self.tp_on(self.lin_on_a(ho), self.lin_on_b(ho))
             feats = feats.index_copy(0, on, onsite_feats)
-        blocks = self.decoder(feats, species[i], species[j]) * self.scale
+        blocks = self.decoder(feats.view(-1, k, dim), species[i], species[j])  # (E, k, n, n)
+        blocks = blocks * self.scale.to(blocks.dtype)[:, None, None]
         if on.numel():
-            ref = self.onsite_reference().to(blocks.dtype)[species[i[on]]]
+            ref = self.onsite_reference().to(blocks.dtype)[:, species[i[on]]].transpose(0, 1)
             blocks = blocks.index_add(0, on, ref)
-        return 0.5 * (blocks + blocks[reverse].transpose(1, 2))
+        blocks = 0.5 * (blocks + blocks[reverse].transpose(-1, -2))
+        return {t: blocks[:, n] for n, t in enumerate(self.targets)}

@@ -11,7 +11,7 @@ Architecture (NequIP/MACE style, e3nn 0.4.4):
   dependent self-connection, applies a gate nonlinearity and adds the residual;
 * heads, chosen by ``task``: ``forces`` -> per-atom energy (per-species scale and shift) summed to the
   total energy E (eV), forces F = −∂E/∂r (eV/Å) by autograd; ``hamiltonian`` -> H and S blocks
-  (:class:`hedgenet.models.blocks_head.BlockHead`, separate weights for H and S); ``joint`` -> both.
+  (:class:`hedgenet.models.blocks_head.BlockHead`: one per-edge trunk, separate output maps for H and S); ``joint`` -> both.
 
 Node features hold every l ≤ lmax with both parities (0e, 1o, 1e, 2e, 2o, ...), so blocks of any parity
 (−1)^(l1+l2) can be produced.
@@ -280,8 +280,7 @@ class HedgeNet(tnn.Module):
             self.layout = layout
             self.block_cutoff = float(block_cutoff)
             kw = dict(num_basis=num_basis, radial_hidden=radial_hidden, channels=hp.get("head_channels"))
-            self.head_H = BlockHead(irreps, layout, self.elements, self.block_cutoff, **kw)
-            self.head_S = BlockHead(irreps, layout, self.elements, self.block_cutoff, **kw)
+            self.head_blocks = BlockHead(irreps, layout, self.elements, self.block_cutoff, ("H", "S"), **kw)
 
     @classmethod
     def from_config(cls, config: dict) -> "HedgeNet":
@@ -311,7 +310,7 @@ class HedgeNet(tnn.Module):
         if want_forces and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         with torch.set_grad_enabled(torch.is_grad_enabled() or want_forces):
-            out = self._forward(batch, pos, dtype)
+            out = self._forward(batch, pos, dtype, blocks_grad=create_graph)
             if want_forces:
                 (grad,) = torch.autograd.grad(out["energy"].sum(), pos, create_graph=create_graph)
                 out["forces"] = -grad
@@ -319,7 +318,7 @@ class HedgeNet(tnn.Module):
             out = {k: v.detach() for k, v in out.items()}
         return out
 
-    def _forward(self, batch: Graph, pos: torch.Tensor, dtype: torch.dtype) -> dict:
+    def _forward(self, batch: Graph, pos: torch.Tensor, dtype: torch.dtype, blocks_grad: bool = True) -> dict:
         species = batch.species
         onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
         cell_of_atom = batch.cell.to(dtype)[batch.batch]
@@ -341,8 +340,10 @@ class HedgeNet(tnn.Module):
             out["energy"] = e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)
         if "H" in self.outputs:
             args = (h, species, pos, cell_of_atom, batch.block_index, batch.block_shift, batch.block_reverse)
-            out["H"] = self.head_H(*args)
-            out["S"] = self.head_S(*args)
+            # the blocks need an autograd graph only to be differentiated (training, dH/du); without it
+            # inference on 10^4 atoms keeps no per-edge intermediates of the heads
+            with torch.set_grad_enabled(torch.is_grad_enabled() and blocks_grad):
+                out.update(self.head_blocks(*args))
         return out
 
     # ------------------------------------------------------------------ statistics
@@ -381,7 +382,8 @@ class HedgeNet(tnn.Module):
                 self.energy_scale.fill_(max(rms, 1e-3))
                 stats["energy_scale_eV"] = rms
         if "H" in self.outputs:
-            for key, head in (("H", self.head_H), ("S", self.head_S)):
+            head = self.head_blocks
+            for t, key in enumerate(head.targets):
                 if not all(getattr(g, key) is not None for g in graphs):
                     continue
                 basis = head.decoder.onsite_basis.detach().double().cpu()  # (C, S, n, n)
@@ -394,7 +396,7 @@ class HedgeNet(tnn.Module):
                     cnt.index_add_(0, g.species[i[on]], torch.ones(int(on.sum()), dtype=torch.float64))
                 mean = sums / cnt.clamp(min=1)[:, None, None]
                 coef = torch.einsum("cskl,skl->c", basis, mean) / basis.pow(2).sum((1, 2, 3))
-                head.onsite_coef.copy_(coef)
+                head.onsite_coef[t].copy_(coef)
                 ref = torch.einsum("c,cskl->skl", coef, basis)
                 sq, n = 0.0, 0
                 for g in graphs:
@@ -405,7 +407,7 @@ class HedgeNet(tnn.Module):
                     sq += float(r[g.block_mask].pow(2).sum())
                     n += int(g.block_mask.sum())
                 rms = (sq / max(n, 1)) ** 0.5
-                head.scale.fill_(max(rms, 1e-6))
+                head.scale[t] = max(rms, 1e-6)
                 stats[f"{key}_scale"] = rms
         return stats
 

@@ -73,19 +73,10 @@ class BlockSet:
     def fold(self, kpoint_frac=(0.0, 0.0, 0.0), which: str = "H") -> np.ndarray:
         """M(k) = Σ_R e^{2πi k·R} M(R) for k in fractional coordinates of the (super)cell's reciprocal
         lattice; at k = 0 this is the Γ-point matrix the solver diagonalised (minus truncated blocks)."""
+        from hedgenet.physics.bloch import bloch_matrix
+
         blocks = self.H if which == "H" else self.S
-        offsets = np.concatenate([[0], np.cumsum(self.n_orb)])
-        n = offsets[-1]
-        k = np.asarray(kpoint_frac, dtype=float)
-        phase = np.exp(2j * np.pi * self.cell_shift @ k)
-        real = np.allclose(phase.imag, 0.0)
-        out = np.zeros((n, n), dtype=float if real else complex)
-        for e in range(self.n_edges):
-            i, j = self.edge_index[:, e]
-            ni, nj = self.n_orb[i], self.n_orb[j]
-            val = blocks[e, :ni, :nj] * (phase[e].real if real else phase[e])
-            out[offsets[i] : offsets[i] + ni, offsets[j] : offsets[j] + nj] += val
-        return out
+        return bloch_matrix(blocks, self.edge_index, self.cell_shift, self.n_orb, kpoint_frac)
 
 
 def block_edges(atoms: Atoms, block_cutoff: float):

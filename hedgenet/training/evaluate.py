@@ -44,6 +44,64 @@ def evaluate(model, graphs, batch_size: int = 2, prefix: str = "val") -> tuple[d
     return out, arrays
 
 
+BAND_KPOINTS_FRAC = ((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (1 / 3, 1 / 3, 0.0))
+"""Γ, M and K of the (super)cell's hexagonal reciprocal lattice: where the band-level error is taken."""
+
+
+def band_errors(model, graphs, kpoints_frac=BAND_KPOINTS_FRAC, window_eV: float = 2.0, prefix: str = "test"):
+    """Band-level error of the predicted (H, S) against the reference blocks of the same graphs: MAE
+    and max (meV) of the generalized eigenvalues within ``E_F ± window_eV`` (E_F of each sample, eV) at
+    ``kpoints_frac`` of each cell. Both sides are folded from blocks with the same cutoff, so this is the
+    model's error alone (the cutoff's own effect is measured by ``benchmarks/block_truncation.py``).
+    Graphs lacking H/S labels or a Fermi level are skipped; ``{}`` when none is left."""
+    from hedgenet.physics.bloch import band_energies, band_energy_error
+
+    if "H" not in model.outputs:
+        return {}
+    errors = []
+    for pred, g in predict_batches(model, graphs, batch_size=1):
+        ef = g.info.get("fermi_level_eV")
+        if g.H is None or g.S is None or ef is None:
+            continue
+        n_orb = np.array([model.layout.n_orb(int(z)) for z in g.numbers])
+        ei, shift = g.block_index.numpy(), g.block_shift.numpy().round().astype(np.int64)
+        ref = band_energies(g.H.double().numpy(), g.S.double().numpy(), ei, shift, n_orb, kpoints_frac)
+        got = band_energies(pred["H"].double().numpy(), pred["S"].double().numpy(), ei, shift, n_orb, kpoints_frac)
+        errors.append(band_energy_error(got, ref, float(ef), window_eV))
+    if not errors:
+        return {}
+    err = 1e3 * np.concatenate(errors)
+    return {f"{prefix}/bands_mae": float(err.mean()), f"{prefix}/bands_max": float(err.max()),
+            f"{prefix}/bands_n": int(err.size)}
+
+
+def element_block_errors(model, graphs, prefix: str = "test") -> dict:
+    """H-block MAE (meV) per ordered element pair and block kind, e.g. ``test/H_C-C_inter_mae``."""
+    from ase.data import chemical_symbols
+
+    from hedgenet.training.losses import BLOCK_KINDS
+
+    if "H" not in model.outputs:
+        return {}
+    sums: dict[str, list] = {}
+    for pred, batch in predict_batches(model, graphs):
+        if batch.H is None:
+            continue
+        i, j = batch.block_index
+        zi, zj = batch.numbers[i], batch.numbers[j]
+        diff = (pred["H"] - batch.H).abs().double() * batch.block_mask
+        for kind, code in BLOCK_KINDS.items():
+            for a in torch.unique(zi).tolist():
+                for b in torch.unique(zj).tolist():
+                    sel = (batch.block_kind == code) & (zi == a) & (zj == b)
+                    if sel.any():
+                        key = f"{prefix}/H_{chemical_symbols[a]}-{chemical_symbols[b]}_{kind}_mae"
+                        acc = sums.setdefault(key, [0.0, 0])
+                        acc[0] += float(diff[sel].sum())
+                        acc[1] += int(batch.block_mask[sel].sum())
+    return {k: 1e3 * s / max(n, 1) for k, (s, n) in sums.items()}
+
+
 def parity_plots(arrays: dict, out_dir: Path) -> list[Path]:
     """Parity plots (reference vs model) of forces (eV/Å) and H blocks (eV, coloured by block kind)."""
     import matplotlib
