@@ -93,3 +93,47 @@ class ModelCalculator(BlockCalculator):
             S=out["S"].numpy()[:, :n_max, :n_max].astype(float),
             n_orb=n_orb,
         )
+
+
+def make_calculator(kind: str, reference=None, model_path=None) -> BlockCalculator:
+    """``kind='reference'``: the given :class:`Reference` as a calculator; ``kind='model'``: the trained
+    model at ``model_path`` (``model.pt`` of ``hedgenet-train``). ValueError naming the fix otherwise."""
+    if kind == "reference":
+        if reference is None:
+            raise ValueError("calculator=reference needs a reference solver (reference=xtb|pyscf_dft)")
+        return ReferenceCalculator(reference)
+    if kind == "model":
+        from pathlib import Path
+
+        if model_path is None or not Path(str(model_path)).exists():
+            raise ValueError(
+                f"calculator=model needs model_path=<run dir>/model.pt of a hedgenet-train run; got {model_path!r}"
+            )
+        return ModelCalculator(str(model_path))
+    raise ValueError(f"calculator={kind!r} unknown; valid: model, reference")
+
+
+def check_calculator_for(calc: BlockCalculator, atoms: Atoms, reference_layout: OrbitalLayout | None = None,
+                         need_blocks: bool = False) -> None:
+    """Clear errors before expensive work: a model that lacks an element of ``atoms``, or whose orbital
+    basis differs from the reference's (then its blocks cannot be compared or used in its place)."""
+    from ase.data import chemical_symbols
+
+    if isinstance(calc, ModelCalculator):
+        missing = sorted(set(int(z) for z in atoms.numbers) - set(calc.model.elements))
+        if missing:
+            raise ValueError(
+                f"the model knows elements {[chemical_symbols[z] for z in calc.model.elements]} but the structure "
+                f"has {[chemical_symbols[z] for z in missing]}. Fix: train on data of this material."
+            )
+        if need_blocks and calc.layout is None:
+            raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks. "
+                             "Fix: use a model trained with task=joint or task=hamiltonian.")
+        if need_blocks and reference_layout is not None:
+            for z in sorted(set(int(z) for z in atoms.numbers)):
+                if calc.layout.shells_of(z) != reference_layout.shells_of(z):
+                    raise ValueError(
+                        f"the model's orbitals for {chemical_symbols[z]} are shells {calc.layout.shells_of(z)} "
+                        f"({calc.layout.basis_name}) but the reference uses {reference_layout.shells_of(z)} "
+                        f"({reference_layout.basis_name}). Fix: use a model trained on this reference's labels."
+                    )

@@ -110,22 +110,13 @@ def reference_force_constants(
         if cache.exists():
             phonon.force_constants = np.load(cache)["force_constants"]
             return phonon
-    phonon.generate_displacements(distance=distance_A, is_plusminus=True)
-    base = supercell_atoms(phonon, unit)
-    forces = []
-    cells = phonon.supercells_with_displacements
-    iterator = cells
-    if progress:
-        from tqdm import tqdm
+    from hedgenet.calculators import ReferenceCalculator
+    from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
 
-        iterator = tqdm(cells, desc="reference force constants", unit="disp")
-    for sc in iterator:
-        displaced = base.copy()
-        displaced.positions = sc.positions
-        forces.append(reference.compute(displaced, with_blocks=False).forces_eV_per_A)
-    phonon.forces = np.array(forces)
-    phonon.produce_force_constants()
-    phonon.symmetrize_force_constants()
+    phonon = finite_difference_force_constants(
+        ReferenceCalculator(reference), unit, supercell_matrix, distance_A, progress=progress
+    )
+    enforce_acoustic_sum_rule(phonon)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")

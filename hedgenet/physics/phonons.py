@@ -1,0 +1,158 @@
+"""Phonons from any calculator: phonopy finite displacements (reference or model), the model's autograd
+Hessian, the acoustic sum rule, bands along Γ–M–K–Γ (THz), DOS and named Γ modes of layered materials.
+
+Units: force constants Φ_ij^{αβ} = ∂²E/∂u_iα∂u_jβ in eV/Å² (phonopy's layout (N, N, 3, 3) over the
+supercell), frequencies in THz (phonopy's VASP units: eV, Å, amu).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from hedgenet.data.displacements import make_phonopy, supercell_atoms
+
+HEXAGONAL_PATH = {"Γ": (0.0, 0.0, 0.0), "M": (0.5, 0.0, 0.0), "K": (1 / 3, 1 / 3, 0.0)}
+"""High-symmetry points of a hexagonal cell (fractional reciprocal coordinates), a1·a2 at 60°/120°."""
+
+
+def finite_difference_force_constants(calc, unit: Atoms, supercell_matrix, distance_A: float = 0.01,
+                                      progress: bool = False):
+    """Phonopy object with force constants (eV/Å²) from ``calc``'s forces at ± ``distance_A`` (Å)
+    symmetry-reduced displacements of the supercell of ``unit``. ``calc``: any ASE calculator
+    (a :class:`hedgenet.calculators.ReferenceCalculator` or :class:`~hedgenet.calculators.ModelCalculator`).
+    No sum rule is imposed here: see :func:`enforce_acoustic_sum_rule`."""
+    if distance_A <= 0:
+        raise ValueError(f"displacement distance must be > 0 Å, got {distance_A}")
+    phonon = make_phonopy(unit, supercell_matrix)
+    phonon.generate_displacements(distance=distance_A, is_plusminus=True)
+    base = supercell_atoms(phonon, unit)
+    cells = phonon.supercells_with_displacements
+    if progress:
+        from tqdm import tqdm
+
+        cells = tqdm(cells, desc="force constants", unit="disp")
+    forces = []
+    for sc in cells:
+        displaced = base.copy()
+        displaced.positions = sc.positions
+        displaced.calc = calc
+        forces.append(np.array(displaced.get_forces(), dtype=float))
+    phonon.forces = np.array(forces)
+    phonon.produce_force_constants()
+    return phonon
+
+
+def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> np.ndarray:
+    """Exact Hessian Φ (N, N, 3, 3) in eV/Å² of a model's energy at ``atoms``, by differentiating its
+    autograd forces once more, ``rows_per_batch`` Hessian rows (atom, direction) at a time (a batched
+    vector–Jacobian product), so memory stays that of a few force evaluations on large cells."""
+    import torch
+
+    builder = model.graph_builder()
+    dtype = next(model.parameters()).dtype
+    graph = builder.from_atoms(atoms).to(dtype=dtype)
+    pos = graph.pos.detach().clone().requires_grad_(True)
+    graph.pos = pos
+    forces = model(graph, compute_forces=True)["forces"]  # differentiable: pos requires grad
+    n = len(atoms)
+    flat = forces.reshape(-1)
+    hess = np.zeros((3 * n, 3 * n))
+    eye = torch.eye(3 * n, dtype=dtype)
+    for start in range(0, 3 * n, rows_per_batch):
+        rows = eye[start : start + rows_per_batch]
+        (grad,) = torch.autograd.grad(flat, pos, rows, retain_graph=True, is_grads_batched=True)
+        hess[start : start + rows.shape[0]] = -grad.reshape(rows.shape[0], 3 * n).double().numpy()
+    hess = 0.5 * (hess + hess.T)
+    return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
+
+
+def sum_rule_violation(force_constants: np.ndarray) -> float:
+    """max_{i,α,β} |Σ_j Φ_ij^{αβ}| (eV/Å²): zero when a rigid translation costs no force."""
+    return float(np.abs(force_constants.sum(axis=1)).max())
+
+
+def enforce_acoustic_sum_rule(phonon) -> dict:
+    """Impose translational invariance (and Φ_ij = Φ_ji^T) on ``phonon.force_constants`` in place with
+    phonopy's symmetrisation; returns the violation (eV/Å²) before and after."""
+    before = sum_rule_violation(phonon.force_constants)
+    phonon.symmetrize_force_constants(show_drift=False)
+    return {"asr_violation_before_eV_A2": before, "asr_violation_after_eV_A2": sum_rule_violation(phonon.force_constants)}
+
+
+def path_qpoints(labels: str = "ΓMKΓ", npoints: int = 51):
+    """q-points along a path of :data:`HEXAGONAL_PATH` labels (``G`` is accepted for Γ)."""
+    from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
+
+    names = [("Γ" if c == "G" else c) for c in labels]
+    unknown = [c for c in names if c not in HEXAGONAL_PATH]
+    if unknown or len(names) < 2:
+        raise ValueError(f"band path {labels!r}: use ≥ 2 of {sorted(HEXAGONAL_PATH)} (G for Γ), e.g. 'GMKG'")
+    path = [[HEXAGONAL_PATH[c] for c in names]]
+    qpoints, connections = get_band_qpoints_and_path_connections(path, npoints=npoints)
+    return qpoints, connections, names
+
+
+@dataclass
+class PhononBands:
+    """Frequencies (THz) along a path: ``distances`` (n_q,) 1/Å, ``frequencies`` (n_q, n_modes),
+    ``ticks`` distances of the labelled points and their ``labels``."""
+
+    distances: np.ndarray
+    frequencies: np.ndarray
+    ticks: np.ndarray
+    labels: list[str]
+
+
+def band_structure(phonon, labels: str = "ΓMKΓ", npoints: int = 51) -> PhononBands:
+    qpoints, connections, names = path_qpoints(labels, npoints)
+    phonon.run_band_structure(qpoints, path_connections=connections, labels=names)
+    bs = phonon.band_structure
+    dist = np.concatenate(bs.distances)
+    freqs = np.concatenate(bs.frequencies)
+    ticks = np.array([bs.distances[0][0]] + [seg[-1] for seg in bs.distances])
+    return PhononBands(dist, freqs, ticks, names)
+
+
+def density_of_states(phonon, mesh=(24, 24, 1), sigma_THz: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Total DOS (states/THz per unit cell) on a Γ-centred ``mesh`` with Gaussian smearing ``sigma_THz``."""
+    phonon.run_mesh(list(mesh), is_gamma_center=True)
+    phonon.run_total_dos(sigma=sigma_THz, use_tetrahedron_method=False)
+    d = phonon.total_dos
+    return np.asarray(d.frequency_points), np.asarray(d.dos)
+
+
+def name_gamma_modes(phonon, unit: Atoms, rigid_threshold: float = 0.9) -> list[dict]:
+    """Γ-point modes of a layered unit cell with names from their eigenvectors.
+
+    A mode is a rigid-layer mode when ≥ ``rigid_threshold`` of its mass-weighted displacement is a
+    rigid translation of each layer: ``acoustic`` when all layers move together, else ``interlayer
+    shear`` (in plane) or ``layer breathing`` (out of plane); every other mode is ``intralayer optical``
+    (in plane or out of plane). Returns one dict per mode: frequency (THz, cm⁻¹), name, rigid fraction.
+    """
+    layer = np.asarray(unit.arrays.get("layer", np.zeros(len(unit), int)))
+    masses = unit.get_masses()
+    phonon.run_qpoints([[0.0, 0.0, 0.0]], with_eigenvectors=True)
+    freqs = phonon.qpoints.frequencies[0]
+    vecs = phonon.qpoints.eigenvectors[0]  # (3N, modes), mass-weighted
+    out = []
+    for m in range(len(freqs)):
+        e = vecs[:, m].reshape(-1, 3).real
+        u = e / np.sqrt(masses)[:, None]
+        rigid = np.zeros_like(e)
+        for lay in np.unique(layer):
+            sel = layer == lay
+            rigid[sel] = np.sqrt(masses[sel])[:, None] * u[sel].mean(axis=0)  # back to mass weighting
+        frac = float(np.sum(rigid * e) ** 2 / max(np.sum(rigid**2) * np.sum(e**2), 1e-30)) if np.any(rigid) else 0.0
+        inplane = float(np.sum(e[:, :2] ** 2) / np.sum(e**2))
+        if frac >= rigid_threshold:
+            mean_per_layer = np.array([u[layer == lay].mean(axis=0) for lay in np.unique(layer)])
+            together = np.all(np.einsum("la,a->l", mean_per_layer, mean_per_layer[0]) > 0)
+            name = "acoustic" if together else ("interlayer shear" if inplane > 0.5 else "layer breathing")
+        else:
+            name = "intralayer optical, " + ("in plane" if inplane > 0.5 else "out of plane")
+        out.append({"frequency_THz": float(freqs[m]), "frequency_cm1": float(freqs[m]) * 33.35641,
+                    "name": name, "rigid_layer_fraction": frac})
+    return out

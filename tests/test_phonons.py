@@ -1,0 +1,88 @@
+"""Phonons: finite differences with the reference (xTB), the model's autograd Hessian against its own
+finite differences, the acoustic sum rule, and the named Γ modes of AB bilayer graphene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hedgenet.calculators import ModelCalculator, ReferenceCalculator
+from hedgenet.data.displacements import make_phonopy, supercell_atoms
+from hedgenet.models import HedgeNet
+from hedgenet.physics.phonons import (
+    autograd_force_constants,
+    band_structure,
+    density_of_states,
+    enforce_acoustic_sum_rule,
+    finite_difference_force_constants,
+    name_gamma_modes,
+    path_qpoints,
+    sum_rule_violation,
+)
+from hedgenet.reference import make_reference
+from hedgenet.structures import build_structure
+
+
+@pytest.fixture(scope="module")
+def unit():
+    return build_structure("bilayer_graphene", a=2.4581, d=3.3225, stacking="AB")
+
+
+@pytest.fixture(scope="module")
+def xtb_phonon(unit):
+    calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
+    return finite_difference_force_constants(calc, unit, [4, 4])
+
+
+def test_reference_phonons_sum_rule_and_named_gamma_modes(xtb_phonon, unit):
+    report = enforce_acoustic_sum_rule(xtb_phonon)
+    assert report["asr_violation_after_eV_A2"] < 1e-10
+    assert sum_rule_violation(xtb_phonon.force_constants) < 1e-10
+    modes = name_gamma_modes(xtb_phonon, unit)
+    names = [m["name"] for m in modes]
+    assert names[:3] == ["acoustic"] * 3 and all(abs(m["frequency_THz"]) < 1e-3 for m in modes[:3])
+    assert names.count("interlayer shear") == 2 and names.count("layer breathing") == 1
+    shear = [m["frequency_THz"] for m in modes if m["name"] == "interlayer shear"]
+    breathing = [m["frequency_THz"] for m in modes if m["name"] == "layer breathing"][0]
+    assert 0 < shear[0] < breathing < 5.0  # THz: soft interlayer modes below the optical branches
+    e2g = max(m["frequency_THz"] for m in modes)
+    assert 40 < e2g < 52  # G mode (E2g) ~ 46 THz (~1550 cm^-1) in GFN1-xTB
+    bands = band_structure(xtb_phonon)
+    assert bands.frequencies.shape[1] == 12 and bands.labels == ["Γ", "M", "K", "Γ"]
+    assert bands.frequencies.min() > -0.05  # no imaginary branches
+    f, dos = density_of_states(xtb_phonon, mesh=(12, 12, 1))
+    assert np.trapezoid(dos, f) == pytest.approx(12, rel=0.03)  # 3 × 4 atoms states per cell
+
+
+@pytest.fixture(scope="module")
+def model():
+    from hedgenet.reference.xtb import GFN1_SHELLS
+    from hedgenet.reference.orbitals import OrbitalLayout
+
+    torch.manual_seed(0)
+    layout = OrbitalLayout(shells=dict(GFN1_SHELLS), basis_name="GFN1-xTB")
+    return HedgeNet([6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 2},
+                    task="joint", layout=layout, block_cutoff=3.0, num_basis=4, radial_hidden=8,
+                    dtype="float64").eval()
+
+
+def test_model_autograd_hessian_matches_its_finite_differences(model, unit):
+    atoms = supercell_atoms(make_phonopy(unit, [2, 2]), unit)
+    hess = autograd_force_constants(model, atoms, rows_per_batch=7)  # rows not a divisor of 3N: batching edge
+    err = {}
+    for d in (0.01, 0.005):
+        fd = finite_difference_force_constants(ModelCalculator(model), unit, [2, 2], distance_A=d).force_constants
+        err[d] = np.abs(hess - fd).max()
+    scale = np.abs(hess).max()
+    assert err[0.005] < 1e-3 * scale
+    assert 3.5 < err[0.01] / err[0.005] < 4.5  # central differences converge to the Hessian as d²
+    assert np.allclose(hess, hess.transpose(1, 0, 3, 2))
+    assert sum_rule_violation(hess) < 1e-8 * scale  # the model's energy is translation invariant
+
+
+def test_bad_inputs(unit):
+    with pytest.raises(ValueError, match="band path"):
+        path_qpoints("GXK")
+    with pytest.raises(ValueError, match="> 0 Å"):
+        finite_difference_force_constants(None, unit, [2, 2], distance_A=0.0)

@@ -1,0 +1,105 @@
+"""hedgenet-phonons end to end: xTB phonons of AB bilayer graphene, a model run compared against them,
+and clear errors for bad inputs. The model is an untrained small HedgeNet saved like hedgenet-train saves
+one: this checks the pipeline, the accuracy of trained models is measured in docs/training.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+CELL = ["phonons.supercell=[4,4]", "phonons.npoints=11", "phonons.dos_mesh=[12,12,1]"]
+
+
+def phonons(root: Path, name: str, *overrides: str, check: bool = True):
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "hedgenet-phonons"), *CELL, *overrides, f"hydra.run.dir={root}/runs/{name}"]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hedgenet-phonons failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc, root / "runs" / name
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("phonons_root")
+
+
+@pytest.fixture(scope="module")
+def reference_run(root):
+    return phonons(root, "xtb")[1]
+
+
+@pytest.fixture(scope="module")
+def model_file(root) -> Path:
+    from hedgenet.models import HedgeNet
+    from hedgenet.models.io import save_model
+    from hedgenet.reference import make_reference
+
+    torch.manual_seed(0)
+    layout = make_reference("xtb").layout
+    kwargs = dict(elements=[6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 1},
+                  task="joint", layout=layout.to_json(), block_cutoff=3.0, num_basis=4, radial_hidden=8,
+                  dtype="float64")
+    path = root / "model.pt"
+    save_model(path, "hedgenet", kwargs, HedgeNet(**kwargs))
+    return path
+
+
+def test_reference_run_writes_bands_modes_and_phonopy_file(reference_run):
+    for f in ("phonons.npz", "phonopy_params.yaml", "gamma_modes.json", "phonon_bands.png", "summary.json",
+              "resolved_config.yaml"):
+        assert (reference_run / f).exists(), f
+    s = json.loads((reference_run / "summary.json").read_text())
+    assert s["asr_violation_after_eV_A2"] < 1e-10
+    assert 0 < s["gamma_interlayer_shear_THz"] < s["gamma_layer_breathing_THz"] < 5
+    data = np.load(reference_run / "phonons.npz")
+    assert data["frequencies_THz"].shape == (3 * 11, 12)
+    import phonopy
+
+    ph = phonopy.load(str(reference_run / "phonopy_params.yaml"))  # readable by phonopy itself
+    ph.run_qpoints([[0, 0, 0]])
+    assert np.allclose(ph.qpoints.frequencies[0][-1], data["frequencies_THz"][0].max(), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["finite_differences", "autograd"])
+def test_model_run_compared_with_reference(root, reference_run, model_file, method):
+    _, run = phonons(root, f"model_{method}", "calculator=model", f"model_path={model_file}",
+                     f"compare_with={reference_run}", f"phonons.method={method}")
+    s = json.loads((run / "summary.json").read_text())
+    assert s["calculator"] == "model" and np.isfinite(s["frequency_mae_vs_compare_THz"])
+    assert s["asr_violation_after_eV_A2"] < 1e-8
+
+
+def test_finite_differences_and_autograd_agree_for_a_model(root, model_file):
+    fd = np.load(root / "runs" / "model_finite_differences" / "phonons.npz")["frequencies_THz"]
+    ag = np.load(root / "runs" / "model_autograd" / "phonons.npz")["frequencies_THz"]
+    assert np.abs(fd - ag).max() < 0.05  # THz; O(d²) finite-difference error at d = 0.01 Å
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["phonons.method=autograd"], "autograd differentiates a model"),
+        (["calculator=model", "model_path=/nonexistent/model.pt"], "needs model_path"),
+        (["calculator=oracle"], "calculator='oracle' unknown"),
+        (["compare_with=/nonexistent"], "no phonons.npz there"),
+        (["phonons.supercel=[3,3]"], "supercel"),
+    ],
+)
+def test_bad_inputs(root, overrides, expected):
+    proc, _ = phonons(root, "bad", *overrides, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr + proc.stdout
+
+
+def test_model_without_the_structure_elements(root, model_file):
+    proc, _ = phonons(root, "hbn", "material=bilayer_hbn", "calculator=model", f"model_path={model_file}", check=False)
+    assert proc.returncode == 2 and "Fix: train on data of this material" in proc.stderr
