@@ -1,0 +1,90 @@
+"""dH/du and dS/du: translation-reduced finite differences equal the full ones, the model's forward-mode
+derivatives equal its finite differences, and the reference's derivatives obey the invariants (Hermiticity,
+translation invariance, first order vs all orders)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hedgenet.calculators import ModelCalculator, ReferenceCalculator
+from hedgenet.models import HedgeNet
+from hedgenet.physics.coupling import (
+    autograd_block_derivatives,
+    blocks_on_edges,
+    finite_difference_block_derivatives,
+    lattice_translations,
+)
+from hedgenet.reference import make_reference
+from hedgenet.structures import build_structure, make_supercell
+
+UNIT = dict(a=2.4581, d=3.3225, stacking="AB")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    layout = make_reference("xtb").layout
+    return HedgeNet([6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 1},
+                    task="joint", layout=layout, block_cutoff=3.0, num_basis=4, radial_hidden=8,
+                    dtype="float64").eval()
+
+
+def test_translations_of_a_supercell_and_none_for_a_rattled_one():
+    atoms = make_supercell(build_structure("bilayer_graphene", **UNIT), [3, 2])
+    perms, wraps = lattice_translations(atoms)
+    assert len(perms) == 6 and np.array_equal(perms[0], np.arange(len(atoms)))
+    cell = atoms.cell.array
+    for perm, wrap in zip(perms, wraps):  # r_perm(a) = r_a + t − W·cell with one t for all atoms
+        t = atoms.positions[perm] + wrap @ cell - atoms.positions
+        assert np.allclose(t, t[0], atol=1e-6)
+    atoms.rattle(0.01, seed=0)
+    assert len(lattice_translations(atoms)[0]) == 1
+
+
+def test_translation_reduced_differences_equal_full_ones_and_autograd(model):
+    atoms = make_supercell(build_structure("bilayer_graphene", **UNIT), [2, 2])
+    calc = ModelCalculator(model)
+    reduced = finite_difference_block_derivatives(calc, atoms, 0.002)
+    full = finite_difference_block_derivatives(calc, atoms, 0.002, use_translations=False)
+    assert np.abs(reduced.dH - full.dH).max() < 1e-10 and np.abs(reduced.dS - full.dS).max() < 1e-10
+    exact = autograd_block_derivatives(model, atoms)
+    scale = np.abs(exact.dH).max()
+    assert np.abs(exact.dH - full.dH).max() < 1e-3 * scale  # O(δ²) at δ = 0.002 Å
+    assert np.abs(exact.dS - full.dS).max() < 1e-3 * np.abs(exact.dS).max()
+
+
+@pytest.fixture(scope="module")
+def xtb_derivatives():
+    atoms = make_supercell(build_structure("bilayer_graphene", **UNIT), [4, 4])
+    calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
+    return atoms, calc, finite_difference_block_derivatives(calc, atoms, 0.005)
+
+
+def test_reference_derivatives_obey_invariants(xtb_derivatives):
+    atoms, _, d = xtb_derivatives
+    b = d.blocks0
+    rev = b.reverse_index()
+    # Hermiticity survives differentiation: dH_ij(R)/du = (dH_ji(−R)/du)^T
+    assert np.abs(d.dH - d.dH[:, :, rev].swapaxes(-1, -2)).max() < 1e-6
+    # a rigid translation of all atoms changes no block: Σ_a dH/du_aα = 0
+    assert np.abs(d.dH.sum(axis=0)).max() < 2e-3 * np.abs(d.dH).max()
+    assert np.abs(d.dS.sum(axis=0)).max() < 2e-3 * np.abs(d.dS).max()
+    # the coupling is substantial where it should be: nearest-neighbour hopping, ~ eV/Å
+    assert 1.0 < np.abs(d.dH).max() < 20.0
+
+
+def test_first_order_and_all_orders_separate_quadratically(xtb_derivatives):
+    atoms, calc, d = xtb_derivatives
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=(len(atoms), 3))
+    err = []
+    for amp in (0.02, 0.01):
+        u = amp * direction / np.abs(direction).max()
+        displaced = atoms.copy()
+        displaced.positions += u
+        H_all, _ = blocks_on_edges(calc.predict_hamiltonian(displaced), d.blocks0.edge_index, d.blocks0.cell_shift)
+        H_lin = d.first_order(u).H
+        err.append(np.abs(H_all - H_lin).max())
+    assert 3.0 < err[0] / err[1] < 5.0  # second order: halving u quarters the difference
