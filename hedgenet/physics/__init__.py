@@ -1,1 +1,2 @@
-"""Physics from orbital blocks and force constants: Bloch matrices and band energies (more with issue 5)."""
+"""Physics with a calculator (model or reference): Bloch sums and bands, phonons, electron–phonon
+couplings dH/du, thermal sampling, unfolding and the Fermi velocity."""

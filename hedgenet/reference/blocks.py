@@ -73,7 +73,7 @@ class BlockSet:
     def fold(self, kpoint_frac=(0.0, 0.0, 0.0), which: str = "H") -> np.ndarray:
         """M(k) = Σ_R e^{2πi k·R} M(R) for k in fractional coordinates of the (super)cell's reciprocal
         lattice; at k = 0 this is the Γ-point matrix the solver diagonalised (minus truncated blocks)."""
-        from hedgenet.physics.bloch import bloch_matrix
+        from hedgenet.physics.bands import bloch_matrix
 
         blocks = self.H if which == "H" else self.S
         return bloch_matrix(blocks, self.edge_index, self.cell_shift, self.n_orb, kpoint_frac)

@@ -10,7 +10,7 @@ import torch
 
 from hedgenet.calculators import ModelCalculator, ReferenceCalculator
 from hedgenet.models import HedgeNet
-from hedgenet.physics.coupling import (
+from hedgenet.physics.epi import (
     autograd_block_derivatives,
     blocks_on_edges,
     finite_difference_block_derivatives,

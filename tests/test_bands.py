@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hedgenet.physics.bloch import band_energies, band_energy_error, bloch_matrix
+from hedgenet.physics.bands import band_energies, band_energy_error, bloch_matrix
 from hedgenet.reference.blocks import block_edges
 from hedgenet.structures import build_structure, make_supercell
 
