@@ -20,7 +20,14 @@ def median_time(fn, repeats: int = 3, warmup: int = 0) -> tuple[float, list[floa
 
 def print_table(header: list[str], rows: list[list], title: str | None = None) -> str:
     """Print (and return) a markdown table."""
-    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else f"{c:.4g}" for c in r] for r in rows]
+    def fmt(c):
+        if isinstance(c, str):
+            return c
+        if isinstance(c, (int,)) or (hasattr(c, "dtype") and getattr(c.dtype, "kind", "") in "iu"):
+            return str(int(c))
+        return f"{c:.4g}"
+
+    cells = [[str(c) for c in header]] + [[fmt(c) for c in r] for r in rows]
     widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -107,3 +107,23 @@ def spectral_function(eps: np.ndarray, weights: np.ndarray, energies_eV: np.ndar
     """A(E) = Σ_J W_J g(E − ε_J) with a normalized Gaussian g of width ``sigma_eV`` (states/eV)."""
     d = (np.asarray(energies_eV)[:, None] - np.asarray(eps)[None, :]) / sigma_eV
     return (np.exp(-0.5 * d**2) @ np.asarray(weights)) / (sigma_eV * np.sqrt(2 * np.pi))
+
+
+def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac=(1 / 3, 1 / 3, 0.0)) -> float:
+    """Midpoint (eV) between the highest occupied and lowest empty supercell state at the primitive wave
+    vector ``kfrac`` (default K, where graphene's Dirac states sit) for the neutral valence electron count."""
+    from scipy.linalg import eigh
+
+    from hedgenet.reference.orbitals import VALENCE_ELECTRONS
+
+    unknown = sorted({int(z) for z in numbers} - set(VALENCE_ELECTRONS))
+    if unknown:
+        raise ValueError(f"no valence electron count for Z={unknown}")
+    n_el = sum(VALENCE_ELECTRONS[int(z)] for z in numbers)
+    k = primitive_kpoints_cart(cmap.primitive_cell, [kfrac])[0]
+    kf = cmap.supercell_kfrac(k)
+    Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)
+    Sk = bloch_matrix(blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)
+    w = eigh(0.5 * (Hk + Hk.conj().T), 0.5 * (Sk + Sk.conj().T), eigvals_only=True)
+    n_occ = n_el // 2
+    return float(0.5 * (w[n_occ - 1] + w[n_occ]))

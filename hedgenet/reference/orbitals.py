@@ -152,3 +152,11 @@ class OrbitalLayout:
     def from_json(cls, data: dict) -> "OrbitalLayout":
         shells = {int(z): tuple(int(l) for l in ls) for z, ls in data["shell_l"].items()}
         return cls(shells=shells, basis_name=data.get("basis_name", ""))
+
+
+VALENCE_ELECTRONS: dict[int, int] = {
+    1: 1, 3: 1, 4: 2, 5: 3, 6: 4, 7: 5, 8: 6, 9: 7, 13: 3, 14: 4, 15: 5, 16: 6, 17: 7, 22: 4,
+    31: 3, 32: 4, 33: 5, 34: 6, 35: 7, 42: 6, 50: 4, 52: 6, 74: 6,
+}
+"""Valence electrons per neutral atom in the minimal valence bases used here (GFN1-xTB, GTH
+pseudopotentials of the same elements): the electron count that fixes the charge-neutrality level."""

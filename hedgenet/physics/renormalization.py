@@ -1,0 +1,148 @@
+"""Temperature-dependent Fermi velocity from thermal displacements, to first order and to all orders in
+the electron–phonon coupling, with any calculator (model or reference: the same code).
+
+For a supercell of the primitive cell:
+
+1. force constants by finite displacements → supercell normal modes (:mod:`hedgenet.physics.sampling`);
+2. static blocks H₀, S₀ and their derivatives dH/du, dS/du (:mod:`hedgenet.physics.epi`);
+3. for every temperature, displacements u from the sampler (Monte Carlo with antithetic pairs, or the
+   special displacement configuration ± u), and per sample two Hamiltonians:
+   *first order* H₀ + Σ dH/du·u (S likewise), and *all orders* H(u) from the calculator at the displaced
+   geometry;
+4. unfolded states near K and the continuum fit (:mod:`hedgenet.physics.fermi_velocity`), pooled over the
+   samples of a temperature, with bootstrap error bars; ratios v_F(T)/v_F(static lattice).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+
+from hedgenet.physics.epi import finite_difference_block_derivatives
+from hedgenet.physics.fermi_velocity import fit_continuum, thermal_fermi_velocity, unfold_near_k
+from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
+from hedgenet.physics.sampling import NormalModes, special_displacement, thermal_displacements
+from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+
+ORDERS = ("first", "all")
+
+
+@dataclass
+class RenormalizationSettings:
+    """Settings of :func:`fermi_velocity_vs_temperature` (units in the names)."""
+
+    supercell: tuple[int, int] = (6, 6)
+    temperatures_K: tuple[float, ...] = (0.0, 100.0, 300.0, 600.0)
+    sampler: str = "monte_carlo"  # monte_carlo | sdm
+    n_samples: int = 8  # per temperature (monte_carlo: even, ± pairs); sdm: always the ± pair
+    quantum: bool = True
+    cutoff_frequency_THz: float = 0.1
+    fc_displacement_A: float = 0.01
+    epi_displacement_A: float = 0.005
+    q_max_inv_A: float = 0.08
+    n_q: int = 9
+    window_eV: float = 1.0
+    layers: int = 2
+    n_bootstrap: int = 100
+    seed: int = 0
+    orders: tuple[str, ...] = ORDERS
+
+    def check(self) -> None:
+        if self.sampler not in ("monte_carlo", "sdm"):
+            raise ValueError(f"sampler={self.sampler!r} unknown; valid: monte_carlo, sdm")
+        if not self.temperatures_K:
+            raise ValueError("the temperature list is empty: give at least one temperature (K)")
+        if any(t < 0 for t in self.temperatures_K):
+            raise ValueError(f"temperatures must be ≥ 0 K, got {list(self.temperatures_K)}")
+        if self.sampler == "monte_carlo" and (self.n_samples < 4 or self.n_samples % 2):
+            raise ValueError(f"n_samples={self.n_samples}: Monte Carlo needs an even number ≥ 4 (two ± pairs) "
+                             "for an error bar")
+        bad = set(self.orders) - set(ORDERS)
+        if bad or not self.orders:
+            raise ValueError(f"orders {list(self.orders)}: choose from {list(ORDERS)}")
+
+
+@dataclass
+class RenormalizationResult:
+    static: dict
+    by_temperature: dict = field(default_factory=dict)  # {order: {T: fit dict with ratio}}
+    timings_s: dict = field(default_factory=dict)
+    phonon: object | None = None
+    lines: dict = field(default_factory=dict)  # {(order, T): [UnfoldedLines]} for plots
+
+
+def _displacements(modes, T, s: RenormalizationSettings, seed: int) -> np.ndarray:
+    if s.sampler == "sdm":
+        u = special_displacement(modes, T, s.quantum, s.cutoff_frequency_THz)
+        return np.stack([u, -u])
+    return thermal_displacements(modes, T, s.n_samples, seed, s.quantum, True, s.cutoff_frequency_THz)
+
+
+def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSettings,
+                                  progress: bool = False) -> RenormalizationResult:
+    """The whole chain for one calculator; see the module docstring."""
+    from hedgenet.data.displacements import supercell_atoms
+
+    s = settings
+    s.check()
+    t = {}
+    t0 = time.perf_counter()
+    phonon = finite_difference_force_constants(calc, unit, list(s.supercell), s.fc_displacement_A)
+    enforce_acoustic_sum_rule(phonon)
+    sc = supercell_atoms(phonon, unit)
+    modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
+    t["phonons"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    deriv = finite_difference_block_derivatives(calc, sc, s.epi_displacement_A) if "first" in s.orders else None
+    blocks0 = deriv.blocks0 if deriv is not None else calc.predict_hamiltonian(sc)
+    t["epi"] = time.perf_counter() - t0
+
+    cmap = SupercellMap.build(sc, unit)
+    e_ref = charge_neutrality_level(blocks0, cmap, sc.numbers)
+    kw = dict(q_max=s.q_max_inv_A, n_q=s.n_q, window_eV=s.window_eV)
+    static_lines = unfold_near_k(blocks0, cmap, e_ref, **kw)
+    static = {name: fit_continuum([static_lines], name, s.layers) for name in ("KΓ", "KM")}
+    v_static = float(np.mean([static[n]["v0_1e5_m_s"] for n in static]))
+    result = RenormalizationResult({"v0_1e5_m_s": v_static, "directions": static, "E_cnp_eV": e_ref},
+                                   phonon=phonon)
+    result.lines[("static", 0.0)] = [static_lines]
+
+    t_sample = {o: 0.0 for o in s.orders}
+    todo = [(o, T) for T in s.temperatures_K for o in s.orders]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="v_F(T)", unit="T×order")
+    for k, T in enumerate(s.temperatures_K):
+        us = _displacements(modes, float(T), s, seed=int(np.random.SeedSequence([s.seed, k]).generate_state(1)[0]))
+        for order in s.orders:
+            t0 = time.perf_counter()
+            lines = []
+            for u in us:
+                if order == "first":
+                    blocks = deriv.first_order(u)
+                else:
+                    displaced = sc.copy()
+                    displaced.positions += u
+                    blocks = calc.predict_hamiltonian(displaced)
+                lines.append(unfold_near_k(blocks, cmap, e_ref, **kw))
+            fit = thermal_fermi_velocity(lines, s.n_bootstrap, s.seed, s.layers, group=2)
+            fit["ratio_to_static"] = fit["v0_1e5_m_s"] / v_static
+            fit["ratio_err"] = fit["v0_err_1e5_m_s"] / v_static
+            fit["rms_u_A"] = float(np.sqrt(np.mean(us**2)))
+            result.by_temperature.setdefault(order, {})[float(T)] = fit
+            result.lines[(order, float(T))] = lines
+            t_sample[order] += time.perf_counter() - t0
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    t.update({f"samples_{o}": v for o, v in t_sample.items()})
+    t["total"] = sum(t.values())
+    result.timings_s = t
+    return result

@@ -1,0 +1,60 @@
+"""hedgenet-fermi-velocity end to end with GFN1-xTB on a small AB bilayer cell, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+SMALL = ["fermi_velocity.supercell=[4,4]", "reference.block_cutoff=4.0", "sampler.n_samples=4",
+         "fermi_velocity.temperatures_K=[0,300]", "fermi_velocity.n_bootstrap=10", "fermi_velocity.n_q=5",
+         "progress=false"]
+
+
+def run(root: Path, name: str, *overrides: str, check: bool = True):
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "hedgenet-fermi-velocity"), *SMALL, *overrides, f"hydra.run.dir={root}/runs/{name}"]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hedgenet-fermi-velocity failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc, root / "runs" / name
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("fv_root")
+
+
+def test_reference_run(root):
+    _, out = run(root, "xtb")
+    for f in ("summary.json", "fermi_velocity.png", "spectral_function.png", "phonopy_params.yaml"):
+        assert (out / f).exists(), f
+    s = json.loads((out / "summary.json").read_text())
+    assert 5.0 < s["static"]["v0_1e5_m_s"] < 10.0
+    for order in ("first", "all"):
+        for T in ("0.0", "300.0"):
+            r = s["by_temperature"][order][T]
+            assert 0.8 < r["ratio_to_static"] < 1.2 and 0 < r["ratio_err"] < 0.2
+    assert s["by_temperature"]["all"]["300.0"]["rms_u_A"] > s["by_temperature"]["all"]["0.0"]["rms_u_A"]
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["fermi_velocity.temperatures_K=[-5]"], "≥ 0 K"),
+        (["fermi_velocity.temperatures_K=[]"], "temperature list is empty"),
+        (["sampler.n_samples=2"], "even number ≥ 4"),
+        (["fermi_velocity.orders=[second]"], "choose from"),
+        (["fermi_velocity.supercell=[2,2]"], "cell too small"),
+    ],
+)
+def test_bad_inputs(root, overrides, expected):
+    proc, _ = run(root, "bad", *overrides, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert expected in proc.stderr
