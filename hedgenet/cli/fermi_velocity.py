@@ -17,9 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import exit_with_user_error
+from hedgenet.cli import run_stage
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
-from hedgenet.run_io import finish_run, start_run
 
 FV_KEYS = ("supercell", "temperatures_K", "orders", "fc_displacement_A", "epi_displacement_A", "q_max_inv_A",
            "n_q", "window_eV", "layers", "n_bootstrap")
@@ -130,21 +129,17 @@ def plot_spectral_function(path: Path, result, settings) -> None:
     plt.close(fig)
 
 
+def _report(summary: dict, run) -> None:
+    print(f"static lattice v0 = {summary['static']['v0_1e5_m_s']:.4f} × 10^5 m/s")
+    for order, d in summary["by_temperature"].items():
+        for T, v in d.items():
+            print(f"{order:5s} order  T = {float(T):6.1f} K   v0/v0(static) = {v['ratio_to_static']:.4f} ± {v['ratio_err']:.4f}")
+    print(f"total {summary['timings_s']['total']:.1f} s; run directory {run.run_dir}")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="fermi_velocity")
 def _main(cfg: DictConfig) -> None:
-    run = start_run(cfg)
-    try:
-        summary = run_fermi_velocity(cfg, run.run_dir)
-        run.log_summary(summary)
-        print(f"static lattice v0 = {summary['static']['v0_1e5_m_s']:.4f} × 10^5 m/s")
-        for order, d in summary["by_temperature"].items():
-            for T, v in d.items():
-                print(f"{order:5s} order  T = {float(T):6.1f} K   v0/v0(static) = {v['ratio_to_static']:.4f} ± {v['ratio_err']:.4f}")
-        print(f"total {summary['timings_s']['total']:.1f} s; run directory {run.run_dir}")
-    except ConfigError as err:
-        exit_with_user_error("hedgenet-fermi-velocity", run, err)
-    finally:
-        finish_run(run)
+    run_stage("hedgenet-fermi-velocity", cfg, run_fermi_velocity, _report)
 
 
 def main() -> None:

@@ -15,9 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hedgenet.cli import exit_with_user_error
+from hedgenet.cli import run_stage
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
-from hedgenet.run_io import finish_run, start_run
 
 DATASET_KEYS = (
     "name", "path", "supercell", "rattle", "thermal", "n_workers", "consolidate_every_s",
@@ -189,18 +188,8 @@ USER_ERRORS = _user_errors()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="label")
 def _main(cfg: DictConfig) -> None:
-    run = start_run(cfg)
-    try:
-        summary = run_label(cfg)
-        print_summary(summary)
-        run.log_summary(summary)
-    except USER_ERRORS as err:  # one clear message for what the user can fix, no stack dump
-        exit_with_user_error("hedgenet-label", run, err)
-    except Exception as err:
-        run.fail(err)
-        raise
-    finally:
-        finish_run(run)
+    run_stage("hedgenet-label", cfg, lambda cfg, run_dir: run_label(cfg), lambda summary, run: print_summary(summary),
+              USER_ERRORS)
 
 
 def main() -> None:

@@ -20,9 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import exit_with_user_error
+from hedgenet.cli import run_stage
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
-from hedgenet.run_io import finish_run, start_run
 
 PHONON_KEYS = ("supercell", "method", "displacement_A", "path", "npoints", "dos_mesh", "dos_sigma_THz")
 
@@ -145,21 +144,17 @@ def plot_bands(path: Path, bands, dos_f, dos, compare: dict | None, label: str) 
     plt.close(fig)
 
 
+def _report(summary: dict, run) -> None:
+    for k in ("asr_violation_before_eV_A2", "gamma_interlayer_shear_THz", "gamma_layer_breathing_THz",
+              "max_frequency_THz", "frequency_mae_vs_compare_THz", "force_constants_time_s"):
+        if k in summary:
+            print(f"{k:36s} {summary[k]:.4g}")
+    print(f"run directory {run.run_dir}")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="phonons")
 def _main(cfg: DictConfig) -> None:
-    run = start_run(cfg)
-    try:
-        summary = run_phonons(cfg, run.run_dir)
-        run.log_summary(summary)
-        for k in ("asr_violation_before_eV_A2", "gamma_interlayer_shear_THz", "gamma_layer_breathing_THz",
-                  "max_frequency_THz", "frequency_mae_vs_compare_THz", "force_constants_time_s"):
-            if k in summary:
-                print(f"{k:36s} {summary[k]:.4g}")
-        print(f"run directory {run.run_dir}")
-    except ConfigError as err:
-        exit_with_user_error("hedgenet-phonons", run, err)
-    finally:
-        finish_run(run)
+    run_stage("hedgenet-phonons", cfg, run_phonons, _report)
 
 
 def main() -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import exit_with_user_error
+from hedgenet.cli import run_stage
 from hedgenet.config import ConfigError, check_keys, config_dir, resolved_dict
-from hedgenet.run_io import finish_run, start_run
 
 ROOT_KEYS = ("paths", "material", "reference", "model", "relations", "trainer", "logger", "task_name", "task",
              "seed", "data", "train")
@@ -182,23 +181,18 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
+def _report(metrics: dict, run) -> None:
+    keys = [k for k in metrics if k.endswith("_mae") and "-" not in k]
+    print("\n".join(f"{k:28s} {metrics[k]:.4g}" for k in keys))
+    print(f"training time {metrics['train_time_s']:.1f} s; run directory {run.run_dir}")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     from hedgenet.data.store import DatasetError
 
-    run = start_run(cfg)
-    try:
-        metrics = run_train(cfg, run.run_dir)
-        if metrics:
-            run.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict)}, name="summary.json")
-            keys = [k for k in metrics if k.endswith("_mae") and "-" not in k]
-            print("\n".join(f"{k:28s} {metrics[k]:.4g}" for k in keys))
-            print(f"training time {metrics['train_time_s']:.1f} s; run directory {run.run_dir}")
-        return metrics.get("val/loss") if metrics else None
-    except (ConfigError, DatasetError) as err:
-        exit_with_user_error("hedgenet-train", run, err)
-    finally:
-        finish_run(run)
+    metrics = run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError,))
+    return metrics.get("val/loss") if metrics else None
 
 
 def main() -> None:
