@@ -88,3 +88,32 @@ def test_first_order_and_all_orders_separate_quadratically(xtb_derivatives):
         H_lin = d.first_order(u).H
         err.append(np.abs(H_all - H_lin).max())
     assert 3.0 < err[0] / err[1] < 5.0  # second order: halving u quarters the difference
+
+
+def test_dirac_point_couplings_of_graphene_select_the_e2g_mode():
+    """Momentum conservation and the textbook coupling: in a 4×4 graphene cell (K folds to K, not Γ) only
+    Γ phonons couple the Dirac states to themselves, and among them only the E2g (G) mode, with
+    |g|·√N_cells ≈ 0.3 eV (DFT: ≈ 0.2–0.3 eV)."""
+    from hedgenet.data.displacements import supercell_atoms
+    from hedgenet.physics.epi import dirac_point_couplings
+    from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
+    from hedgenet.physics.sampling import NormalModes
+    from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+
+    unit = build_structure("monolayer_graphene", a=2.4581)
+    calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
+    ph = finite_difference_force_constants(calc, unit, [4, 4])
+    enforce_acoustic_sum_rule(ph)
+    sc = supercell_atoms(ph, unit)
+    modes = NormalModes.from_force_constants(ph.force_constants, sc.get_masses())
+    d = finite_difference_block_derivatives(calc, sc, 0.005)
+    cmap = SupercellMap.build(sc, unit)
+    r = dirac_point_couplings(d, modes, cmap, charge_neutrality_level(d.blocks0, cmap, sc.numbers), n_states=2)
+    g, nu = r["g_abs_meV"], r["frequencies_THz"]
+    strong = np.argsort(-g)[:2]
+    ph.run_qpoints([[0, 0, 0]])
+    e2g = ph.qpoints.frequencies[0].max()
+    assert np.allclose(nu[strong], e2g, atol=1e-3)
+    assert 150 < g[strong[0]] * 4 < 450  # meV, × √16 cells
+    others = np.setdiff1d(np.arange(len(g)), strong)
+    assert g[others].max() < 1e-2 * g[strong[0]]

@@ -192,3 +192,45 @@ def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:
             _, (tH, tS) = jvp(blocks, (pos0,), (tangent,))
             dH[a, x], dS[a, x] = tH.detach().double().numpy(), tS.detach().double().numpy()
     return BlockDerivatives(b0, dH, dS)
+
+
+def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float, n_states: int = 4,
+                          cutoff_frequency_THz: float = 0.1) -> dict:
+    """First-order coupling strengths |g_ν| (meV) of every supercell phonon ν to the Dirac-point states.
+
+    The states are the ``n_states`` supercell eigenstates closest to the charge-neutrality level at the
+    supercell wave vector onto which the primitive K folds (in an n×n cell with n ≡ 0 mod 3 that is Γ, and
+    K' folds there too, so intervalley phonons at K are included). For a mode of frequency ω_ν with
+    mass-weighted eigenvector e_ν,
+
+        g_mn^ν = ⟨ψ_m| ∂_ν H − ε_n ∂_ν S |ψ_n⟩,   ∂_ν = Σ_aα √(ħ/2ω_ν) e_{aα,ν}/√M_a ∂/∂u_aα,
+
+    and ``g_abs_meV[ν]`` = √(Σ_mn |g_mn^ν|² / n_states), invariant under unitary mixing of the states.
+    Returns frequencies (THz), |g| (meV) and the state energies (eV)."""
+    from scipy.linalg import eigh
+
+    from hedgenet.physics.bands import bloch_matrix
+    from hedgenet.physics.sampling import mode_variances
+    from hedgenet.physics.unfold import primitive_kpoints_cart
+
+    b = deriv.blocks0
+    k = primitive_kpoints_cart(cmap.primitive_cell, [(1 / 3, 1 / 3, 0)])[0]
+    kf = cmap.supercell_kfrac(k)
+    Hk = bloch_matrix(b.H, b.edge_index, b.cell_shift, b.n_orb, kf)
+    Sk = bloch_matrix(b.S, b.edge_index, b.cell_shift, b.n_orb, kf)
+    eps, C = eigh(0.5 * (Hk + Hk.conj().T), 0.5 * (Sk + Sk.conj().T))
+    pick = np.sort(np.argsort(np.abs(eps - e_cnp_eV))[:n_states])
+    psi, e = C[:, pick], eps[pick]
+    n_atoms = deriv.dH.shape[0]
+    M = np.zeros((n_atoms, 3, n_states, n_states), dtype=complex)
+    for a in range(n_atoms):
+        for x in range(3):
+            dHk = bloch_matrix(deriv.dH[a, x], b.edge_index, b.cell_shift, b.n_orb, kf)
+            dSk = bloch_matrix(deriv.dS[a, x], b.edge_index, b.cell_shift, b.n_orb, kf)
+            M[a, x] = psi.conj().T @ dHk @ psi - (psi.conj().T @ dSk @ psi) * e[None, :]
+    # zero-point length √(ħ/2ω) = σ_ν at T = 0 (amu^½·Å), ∂_ν = σ_ν Σ e_aα/√M_a ∂_aα
+    sigma = np.sqrt(mode_variances(modes, 0.0, True, cutoff_frequency_THz))
+    coef = modes.eigenvectors.reshape(n_atoms, 3, -1) / np.sqrt(modes.masses)[:, None, None] * sigma[None, None, :]
+    g = np.einsum("axv,axmn->vmn", coef, M)  # eV
+    g_abs = 1e3 * np.sqrt(np.sum(np.abs(g) ** 2, axis=(1, 2)) / n_states)
+    return {"frequencies_THz": modes.frequencies_THz, "g_abs_meV": g_abs, "state_energies_eV": e}
