@@ -283,3 +283,20 @@ def test_overfit_xtb_labels():
     after = errors()
     for key in before:
         assert after[key] < 0.2 * before[key], (key, before, after)
+
+
+def test_overlap_is_two_center_and_hamiltonian_is_not(model, graphene):
+    """Moving atom k changes S only on blocks that involve k (two-center integrals), while H_ij feels k
+    through the message passing (environment dependence, which is what the network is for)."""
+    build = model.graph_builder()
+    moved = graphene.copy()
+    k = 5
+    moved.positions[k] += np.array([0.05, -0.03, 0.02])
+    g0, g1 = build(graphene), build(moved)
+    assert torch.equal(g0.block_index, g1.block_index)
+    p0, p1 = model(g0), model(g1)
+    i, j = g0.block_index
+    far = (i != k) & (j != k)
+    assert torch.allclose(p0["S"][far], p1["S"][far], atol=1e-13)
+    assert not torch.allclose(p0["S"][~far], p1["S"][~far])
+    assert (p0["H"][far] - p1["H"][far]).abs().max() > 1e-8

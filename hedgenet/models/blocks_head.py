@@ -185,8 +185,8 @@ class BlockHead(tnn.Module):
     identity-like reference per target, species and same-l shell pair (``onsite_coef``, rotation
     invariant). Blocks are decoded by :class:`OrbitalBlockDecoder`, multiplied by the per-target
     ``scale`` and symmetrised. ``channels`` caps the multiplicity of the pair features (A..D map the node
-    irreps onto it). Sharing the per-edge trunk between H and S halves the cost of the heads, which
-    dominate a joint model's forward pass (one block edge per atom pair within ``block_cutoff``).
+    irreps onto it). Several targets share the per-edge trunk (one output map each); HedgeNet uses it
+    for H, while S, a two-center quantity, has its own :class:`TwoCenterHead`.
     """
 
     def __init__(
@@ -281,3 +281,87 @@ class BlockHead(tnn.Module):
             blocks = blocks.index_add(0, on, ref)
         blocks = 0.5 * (blocks + blocks[reverse].transpose(-1, -2))
         return {t: blocks[:, n] for n, t in enumerate(self.targets)}
+
+
+class GaussianBasis(tnn.Module):
+    """Gaussians exp(−(d − μ_k)²/2w²) on [0, cutoff] (Å), no envelope: for two-center quantities that are
+    still finite at the block cutoff (there the block list itself ends)."""
+
+    def __init__(self, cutoff: float, num_basis: int = 16):
+        super().__init__()
+        self.register_buffer("centers", torch.linspace(0.0, float(cutoff), num_basis))
+        self.width = float(cutoff) / (num_basis - 1)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * ((d.unsqueeze(-1) - self.centers.to(d.dtype)) / self.width) ** 2)
+
+
+class TwoCenterHead(tnn.Module):
+    """Overlap blocks S_ij(R) as the two-center integrals they are: functions of the species pair and of
+    r_ij only, with no dependence on the environment.
+
+    For shells (l1, l2) only the irreps L of parity (−1)^(l1+l2) = (−1)^L occur (the bond direction is the
+    only vector), each as ``c(Z_i, Z_j, |r_ij|) Y_L(r̂_ij)`` with c from a radial MLP (Gaussian basis,
+    ``num_basis`` functions on [0, block_cutoff] Å); on-site blocks are one learnable identity-like constant
+    per species (exactly what orthonormal-within-an-atom orbitals need). Decoded like :class:`BlockHead`
+    and symmetrised, so S_ij(R) = S_ji(−R)ᵀ exactly. Cheap: no tensor product, no node features.
+    """
+
+    def __init__(self, layout: OrbitalLayout, elements: Sequence[int], block_cutoff: float, num_basis: int = 16,
+                 radial_hidden: int = 32):
+        super().__init__()
+        self.targets = ("S",)
+        self.decoder = OrbitalBlockDecoder(layout, elements)
+        n_sp = len(self.decoder.elements)
+        irreps = self.decoder.irreps
+        l_max = max(ir.l for _, ir in irreps)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        feat_index, sh_index, coef_index = [], [], []
+        offset, n_coef = 0, 0
+        for mul, ir in irreps:
+            if ir.p == (-1) ** ir.l:  # allowed for a two-center integral
+                for u in range(mul):
+                    for m in range(2 * ir.l + 1):
+                        feat_index.append(offset + u * (2 * ir.l + 1) + m)
+                        sh_index.append(ir.l**2 + m)
+                        coef_index.append(n_coef + u)
+                n_coef += mul
+            offset += mul * ir.dim
+        self.register_buffer("feat_index", torch.tensor(feat_index), persistent=False)
+        self.register_buffer("sh_index", torch.tensor(sh_index), persistent=False)
+        self.register_buffer("coef_index", torch.tensor(coef_index), persistent=False)
+        self.n_coef = n_coef
+        self.radial = GaussianBasis(block_cutoff, num_basis)
+        self.mlp = nn.FullyConnectedNet([num_basis, radial_hidden, radial_hidden, n_sp * n_sp * n_coef],
+                                        torch.nn.functional.silu)
+        self.onsite_coef = tnn.Parameter(torch.zeros(1, self.decoder.onsite_basis.shape[0]))
+        self.register_buffer("scale", torch.ones(1))
+
+    @property
+    def n_max(self) -> int:
+        return self.decoder.n_max
+
+    def forward(self, h, species, pos, cell_of_atom, index, shift, reverse) -> dict[str, torch.Tensor]:
+        """``{"S": blocks (E, n_max, n_max)}``; same arguments as :meth:`BlockHead.forward` (``h`` unused)."""
+        i, j = index
+        n_sp = len(self.decoder.elements)
+        onsite = (i == j) & (shift == 0).all(dim=1)
+        off = (~onsite).nonzero().squeeze(1)
+        on = onsite.nonzero().squeeze(1)
+        feats = pos.new_zeros(i.shape[0], self.decoder.irreps.dim)
+        if off.numel():
+            io, jo = i[off], j[off]
+            vec = pos[jo] - pos[io] + torch.einsum("ek,ekl->el", shift[off].to(pos.dtype), cell_of_atom[io])
+            coef = self.mlp(self.radial(vec.norm(dim=1))).view(-1, n_sp * n_sp, self.n_coef)
+            coef = coef[torch.arange(off.numel(), device=coef.device), species[io] * n_sp + species[jo]]
+            y = self.sh(vec)
+            vals = coef[:, self.coef_index] * y[:, self.sh_index]
+            f_off = pos.new_zeros(off.numel(), feats.shape[1]).index_copy(1, self.feat_index, vals)
+            feats = feats.index_copy(0, off, f_off)
+        blocks = self.decoder(feats, species[i], species[j]) * self.scale.to(feats.dtype)[0]
+        if on.numel():
+            basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
+            ref = torch.einsum("c,cskl->skl", self.onsite_coef[0], basis).to(blocks.dtype)
+            blocks = blocks.index_add(0, on, ref[species[i[on]]])
+        return {"S": 0.5 * (blocks + blocks[reverse].transpose(-1, -2))}

@@ -11,7 +11,8 @@ Architecture (NequIP/MACE style, e3nn 0.4.4):
   dependent self-connection, applies a gate nonlinearity and adds the residual;
 * heads, chosen by ``task``: ``forces`` -> per-atom energy (per-species scale and shift) summed to the
   total energy E (eV), forces F = −∂E/∂r (eV/Å) by autograd; ``hamiltonian`` -> H and S blocks
-  (:class:`hedgenet.models.blocks_head.BlockHead`: one per-edge trunk, separate output maps for H and S); ``joint`` -> both.
+  (H: :class:`hedgenet.models.blocks_head.BlockHead` from the node features; S:
+  :class:`~hedgenet.models.blocks_head.TwoCenterHead`, a function of the species pair and r_ij only); ``joint`` -> both.
 
 Node features hold every l ≤ lmax with both parities (0e, 1o, 1e, 2e, 2o, ...), so blocks of any parity
 (−1)^(l1+l2) can be produced.
@@ -30,7 +31,7 @@ from torch import nn as tnn
 from hedgenet.graphs.neighbors import Graph, GraphBuilder
 from hedgenet.graphs.relations import RelationSpec, make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
-from hedgenet.models.blocks_head import BlockHead, RadialBasis, uvu_tensor_product
+from hedgenet.models.blocks_head import BlockHead, RadialBasis, TwoCenterHead, uvu_tensor_product
 from hedgenet.reference.orbitals import OrbitalLayout
 
 SIZES: dict[str, dict] = {
@@ -280,7 +281,8 @@ class HedgeNet(tnn.Module):
             self.layout = layout
             self.block_cutoff = float(block_cutoff)
             kw = dict(num_basis=num_basis, radial_hidden=radial_hidden, channels=hp.get("head_channels"))
-            self.head_blocks = BlockHead(irreps, layout, self.elements, self.block_cutoff, ("H", "S"), **kw)
+            self.head_blocks = BlockHead(irreps, layout, self.elements, self.block_cutoff, ("H",), **kw)
+            self.head_S = TwoCenterHead(layout, self.elements, self.block_cutoff, radial_hidden=radial_hidden)
 
     @classmethod
     def from_config(cls, config: dict) -> "HedgeNet":
@@ -344,6 +346,7 @@ class HedgeNet(tnn.Module):
             # inference on 10^4 atoms keeps no per-edge intermediates of the heads
             with torch.set_grad_enabled(torch.is_grad_enabled() and blocks_grad):
                 out.update(self.head_blocks(*args))
+                out.update(self.head_S(*args))
         return out
 
     # ------------------------------------------------------------------ statistics
@@ -382,8 +385,7 @@ class HedgeNet(tnn.Module):
                 self.energy_scale.fill_(max(rms, 1e-3))
                 stats["energy_scale_eV"] = rms
         if "H" in self.outputs:
-            head = self.head_blocks
-            for t, key in enumerate(head.targets):
+            for head, t, key in ((self.head_blocks, 0, "H"), (self.head_S, 0, "S")):
                 if not all(getattr(g, key) is not None for g in graphs):
                     continue
                 basis = head.decoder.onsite_basis.detach().double().cpu()  # (C, S, n, n)
