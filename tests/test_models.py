@@ -300,3 +300,15 @@ def test_overlap_is_two_center_and_hamiltonian_is_not(model, graphene):
     assert torch.allclose(p0["S"][far], p1["S"][far], atol=1e-13)
     assert not torch.allclose(p0["S"][~far], p1["S"][~far])
     assert (p0["H"][far] - p1["H"][far]).abs().max() > 1e-8
+
+
+def test_saved_model_of_another_architecture_is_refused_clearly(model, tmp_path):
+    from hedgenet.models.io import load_model, save_model
+
+    path = save_model(tmp_path / "m.pt", "hedgenet", model.config, model)
+    assert load_model(path).config == model.config
+    data = torch.load(path, weights_only=False)
+    data["state_dict"].pop("head_S.mlp.layer0.weight")
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="does not fit this hedgenet's architecture.*Fix: retrain"):
+        load_model(path)

@@ -415,5 +415,5 @@ class HedgeNet(tnn.Module):
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (an EMA copy has them frozen, so requires_grad is not the test)."""
+    return sum(p.numel() for p in model.parameters())

@@ -14,6 +14,8 @@ def build_hedgenet(**kwargs):
 
 
 BUILDERS = {"hedgenet": build_hedgenet}
+MODEL_FORMAT = 2
+"""Bumped when a saved architecture changes incompatibly (2: H head + two-center S head)."""
 
 
 def save_model(path: str | Path, kind: str, init_kwargs: dict, model: torch.nn.Module, extra: dict | None = None) -> Path:
@@ -22,7 +24,8 @@ def save_model(path: str | Path, kind: str, init_kwargs: dict, model: torch.nn.M
     tmp = path.with_name(path.name + ".tmp")
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     torch.save(
-        {"kind": kind, "init_kwargs": init_kwargs, "dtype": dtype, "state_dict": model.state_dict(), "extra": extra or {}},
+        {"kind": kind, "format": MODEL_FORMAT, "init_kwargs": init_kwargs, "dtype": dtype,
+         "state_dict": model.state_dict(), "extra": extra or {}},
         tmp,
     )
     tmp.replace(path)
@@ -36,7 +39,14 @@ def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
         raise ValueError(f"{path}: unknown model kind {data.get('kind')!r}; valid: {sorted(BUILDERS)}")
     kwargs = {"dtype": data.get("dtype", "float64"), **data["init_kwargs"]}
     model = BUILDERS[data["kind"]](**kwargs)
-    model.load_state_dict(data["state_dict"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path} (model format {data.get('format', 'unrecorded')}) does not fit this hedgenet's architecture "
+            f"(format {MODEL_FORMAT}): {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}. "
+            "Fix: retrain it with hedgenet-train on the same data."
+        ) from None
     model.eval()
     model.extra = data.get("extra", {})
     return model
