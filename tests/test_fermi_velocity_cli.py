@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BIN = Path(sys.executable).parent
+from cli_runner import run_cli
+
 SMALL = ["fermi_velocity.supercell=[4,4]", "reference.block_cutoff=4.0", "sampler.n_samples=4",
          "fermi_velocity.temperatures_K=[0,300]", "fermi_velocity.n_bootstrap=10", "fermi_velocity.n_q=5",
          "progress=false"]
 
 
 def run(root: Path, name: str, *overrides: str, check: bool = True):
-    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1"}
-    cmd = [str(BIN / "hedgenet-fermi-velocity"), *SMALL, *overrides, f"hydra.run.dir={root}/runs/{name}"]
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"hedgenet-fermi-velocity failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc, root / "runs" / name
+    return run_cli("hedgenet-fermi-velocity", root, name, [*SMALL, *overrides], check=check)
 
 
 @pytest.fixture(scope="module")

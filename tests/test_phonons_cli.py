@@ -5,26 +5,19 @@ one: this checks the pipeline, the accuracy of trained models is measured in doc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-BIN = Path(sys.executable).parent
+from cli_runner import run_cli
+
 CELL = ["phonons.supercell=[4,4]", "phonons.npoints=11", "phonons.dos_mesh=[12,12,1]"]
 
 
 def phonons(root: Path, name: str, *overrides: str, check: bool = True):
-    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1"}
-    cmd = [str(BIN / "hedgenet-phonons"), *CELL, *overrides, f"hydra.run.dir={root}/runs/{name}"]
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"hedgenet-phonons failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc, root / "runs" / name
+    return run_cli("hedgenet-phonons", root, name, [*CELL, *overrides], check=check)
 
 
 @pytest.fixture(scope="module")
