@@ -335,8 +335,9 @@ class TwoCenterHead(tnn.Module):
         self.radial = GaussianBasis(block_cutoff, num_basis)
         self.mlp = nn.FullyConnectedNet([num_basis, radial_hidden, radial_hidden, n_sp * n_sp * n_coef],
                                         torch.nn.functional.silu)
-        self.onsite_coef = tnn.Parameter(torch.zeros(1, self.decoder.onsite_basis.shape[0]))
-        self.register_buffer("scale", torch.ones(1))
+        # until init_statistics sets them from data: unit on-site overlap, small off-site overlaps (S > 0)
+        self.onsite_coef = tnn.Parameter(torch.ones(1, self.decoder.onsite_basis.shape[0]))
+        self.register_buffer("scale", torch.full((1,), 0.01))
 
     @property
     def n_max(self) -> int:

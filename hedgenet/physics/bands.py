@@ -36,15 +36,30 @@ def bloch_matrix(blocks, edge_index, cell_shift, n_orb, kpoint_frac=(0.0, 0.0, 0
     return out
 
 
-def band_energies(H, S, edge_index, cell_shift, n_orb, kpoints_frac) -> np.ndarray:
-    """Generalized eigenvalues (eV) of ``H(k) c = ε S(k) c`` at each k: array (n_k, n_orb_total), ascending."""
+def generalized_eigh(H: np.ndarray, S: np.ndarray, eigvals_only: bool = False):
+    """Solve H c = ε S c for Hermitian H and S (symmetrised first). A non-positive-definite S (an untrained
+    or badly trained model's overlap) raises a ValueError that says so instead of LAPACK's message."""
     from scipy.linalg import eigh
 
+    H = 0.5 * (H + H.conj().T)
+    S = 0.5 * (S + S.conj().T)
+    try:
+        return eigh(H, S, eigvals_only=eigvals_only)
+    except np.linalg.LinAlgError as err:
+        raise ValueError(
+            f"the overlap matrix S(k) is not positive definite ({err}); physical overlaps always are. If S comes "
+            "from a model, the model is untrained or unfit for this structure: check its S errors (hedgenet-train "
+            "metrics) or use the reference."
+        ) from None
+
+
+def band_energies(H, S, edge_index, cell_shift, n_orb, kpoints_frac) -> np.ndarray:
+    """Generalized eigenvalues (eV) of ``H(k) c = ε S(k) c`` at each k: array (n_k, n_orb_total), ascending."""
     out = []
     for k in np.atleast_2d(np.asarray(kpoints_frac, dtype=float)):
         Hk = bloch_matrix(H, edge_index, cell_shift, n_orb, k)
         Sk = bloch_matrix(S, edge_index, cell_shift, n_orb, k)
-        out.append(eigh(0.5 * (Hk + Hk.conj().T), 0.5 * (Sk + Sk.conj().T), eigvals_only=True))
+        out.append(generalized_eigh(Hk, Sk, eigvals_only=True))
     return np.stack(out)
 
 

@@ -207,9 +207,7 @@ def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float,
 
     and ``g_abs_meV[ν]`` = √(Σ_mn |g_mn^ν|² / n_states), invariant under unitary mixing of the states.
     Returns frequencies (THz), |g| (meV) and the state energies (eV)."""
-    from scipy.linalg import eigh
-
-    from hedgenet.physics.bands import bloch_matrix
+    from hedgenet.physics.bands import bloch_matrix, generalized_eigh
     from hedgenet.physics.sampling import mode_variances
     from hedgenet.physics.unfold import primitive_kpoints_cart
 
@@ -218,7 +216,7 @@ def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float,
     kf = cmap.supercell_kfrac(k)
     Hk = bloch_matrix(b.H, b.edge_index, b.cell_shift, b.n_orb, kf)
     Sk = bloch_matrix(b.S, b.edge_index, b.cell_shift, b.n_orb, kf)
-    eps, C = eigh(0.5 * (Hk + Hk.conj().T), 0.5 * (Sk + Sk.conj().T))
+    eps, C = generalized_eigh(Hk, Sk)
     pick = np.sort(np.argsort(np.abs(eps - e_cnp_eV))[:n_states])
     psi, e = C[:, pick], eps[pick]
     n_atoms = deriv.dH.shape[0]

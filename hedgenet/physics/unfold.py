@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from hedgenet.physics.bands import bloch_matrix
+from hedgenet.physics.bands import bloch_matrix, generalized_eigh
 from hedgenet.reference.blocks import BlockSet
 
 
@@ -78,13 +78,11 @@ def primitive_kpoints_cart(primitive_cell: np.ndarray, kfrac) -> np.ndarray:
 
 def unfolded_states(blocks: BlockSet, cmap: SupercellMap, k_cart) -> tuple[np.ndarray, np.ndarray]:
     """Supercell eigenvalues ε_J (eV) and their weights W_J(k) at the primitive wave vector ``k_cart``."""
-    from scipy.linalg import eigh
-
     kfrac = cmap.supercell_kfrac(k_cart)
     Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac)
     Sk = bloch_matrix(blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac)
-    Hk, Sk = 0.5 * (Hk + Hk.conj().T), 0.5 * (Sk + Sk.conj().T)
-    eps, C = eigh(Hk, Sk)
+    Sk = 0.5 * (Sk + Sk.conj().T)
+    eps, C = generalized_eigh(Hk, Sk)
     SC = Sk @ C
     n_orb = np.asarray(blocks.n_orb)
     atom_of_orb = np.repeat(np.arange(len(n_orb)), n_orb)
@@ -112,8 +110,6 @@ def spectral_function(eps: np.ndarray, weights: np.ndarray, energies_eV: np.ndar
 def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac=(1 / 3, 1 / 3, 0.0)) -> float:
     """Midpoint (eV) between the highest occupied and lowest empty supercell state at the primitive wave
     vector ``kfrac`` (default K, where graphene's Dirac states sit) for the neutral valence electron count."""
-    from scipy.linalg import eigh
-
     from hedgenet.reference.orbitals import VALENCE_ELECTRONS
 
     unknown = sorted({int(z) for z in numbers} - set(VALENCE_ELECTRONS))
@@ -124,6 +120,6 @@ def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac
     kf = cmap.supercell_kfrac(k)
     Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)
     Sk = bloch_matrix(blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)
-    w = eigh(0.5 * (Hk + Hk.conj().T), 0.5 * (Sk + Sk.conj().T), eigvals_only=True)
+    w = generalized_eigh(Hk, Sk, eigvals_only=True)
     n_occ = n_el // 2
     return float(0.5 * (w[n_occ - 1] + w[n_occ]))

@@ -1,0 +1,148 @@
+"""``hedgenet-epi``: electron–phonon couplings of the Dirac-point states from the reference or a model.
+
+    hedgenet-epi                                                        # xTB, AB bilayer graphene 7×7
+    hedgenet-epi calculator=model model_path=outputs/train/runs/<run>/model.pt compare_with=<xTB epi run>
+    hedgenet-epi calculator=model model_path=... epi.method=autograd   # exact derivatives of the model
+
+Writes into the run directory: epi.npz (phonon frequencies in THz, |g_ν| in meV, Dirac-state energies,
+and max |dH/du| per atom in eV/Å), summary.json (the strongly coupled modes, timings, and vs
+``compare_with``: the |g| difference over those modes in meV) and couplings.png (|g_ν| against ω_ν).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from hedgenet.cli import run_stage
+from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
+
+EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_states", "report_threshold_meV")
+
+
+def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
+    import numpy as np
+
+    from hedgenet.calculators import check_calculator_for, make_calculator
+    from hedgenet.data.displacements import supercell_atoms
+    from hedgenet.physics.epi import (
+        autograd_block_derivatives,
+        dirac_point_couplings,
+        finite_difference_block_derivatives,
+    )
+    from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
+    from hedgenet.physics.sampling import NormalModes
+    from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+    from hedgenet.reference import make_reference
+    from hedgenet.structures import build_structure
+    from hedgenet.structures.relax import relaxed_structure
+
+    check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "calculator", "model_path",
+                     "compare_with", "epi"), "<root>")
+    check_material(cfg.material)
+    check_keys(cfg.epi, EPI_KEYS, "epi")
+    e = cfg.epi
+    if e.method not in ("finite_differences", "autograd"):
+        raise ConfigError(f"epi.method={e.method!r} unknown; valid: finite_differences, autograd")
+    if e.method == "autograd" and cfg.calculator != "model":
+        raise ConfigError("epi.method=autograd differentiates a model: set calculator=model model_path=...")
+    other = None
+    if cfg.compare_with:
+        f = Path(cfg.compare_with) / "epi.npz"
+        if not f.exists():
+            raise ConfigError(f"compare_with={cfg.compare_with}: no epi.npz there. Fix: point it at a hedgenet-epi run directory")
+        other = dict(np.load(f))
+    ref_kwargs = {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
+    reference = make_reference(cfg.reference.name, **ref_kwargs)
+    try:
+        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
+        check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
+                             reference.layout, need_blocks=True)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    unit, params = relaxed_structure(resolved_dict(cfg.material), reference, Path(cfg.paths.cache_dir))
+    t0 = time.perf_counter()
+    phonon = finite_difference_force_constants(calc, unit, list(e.supercell), float(e.fc_displacement_A))
+    enforce_acoustic_sum_rule(phonon)
+    sc = supercell_atoms(phonon, unit)
+    modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
+    t_ph = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if cfg.calculator == "reference":
+        try:
+            reference.check_cell(sc)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    if e.method == "autograd":
+        deriv = autograd_block_derivatives(calc.model, sc)
+    else:
+        deriv = finite_difference_block_derivatives(calc, sc, float(e.displacement_A))
+    t_epi = time.perf_counter() - t0
+    cmap = SupercellMap.build(sc, unit)
+    e_cnp = charge_neutrality_level(deriv.blocks0, cmap, sc.numbers)
+    g = dirac_point_couplings(deriv, modes, cmap, e_cnp, int(e.n_states))
+    dh_atom = np.abs(deriv.dH).reshape(len(sc), -1).max(axis=1)
+    np.savez(run_dir / "epi.npz", frequencies_THz=g["frequencies_THz"], g_abs_meV=g["g_abs_meV"],
+             state_energies_eV=g["state_energies_eV"], max_dH_du_eV_A=dh_atom, E_cnp_eV=e_cnp)
+    strong = np.flatnonzero(g["g_abs_meV"] > float(e.report_threshold_meV))
+    summary = {
+        "calculator": cfg.calculator, "method": e.method, "material": cfg.material.name, "structure_params": params,
+        "supercell": list(e.supercell), "E_cnp_eV": e_cnp, "phonons_time_s": t_ph, "epi_time_s": t_epi,
+        "max_dH_du_eV_A": float(dh_atom.max()), "max_dS_du_inv_A": float(np.abs(deriv.dS).max()),
+        "strong_modes": [{"frequency_THz": float(g["frequencies_THz"][k]), "g_meV": float(g["g_abs_meV"][k])}
+                         for k in strong[np.argsort(-g["g_abs_meV"][strong])]],
+    }
+    if other is not None:
+        if other["g_abs_meV"].shape != g["g_abs_meV"].shape:
+            raise ConfigError("compare_with has another number of modes: use the same material and epi.supercell")
+        ref_strong = other["g_abs_meV"] > float(e.report_threshold_meV)
+        summary["compare_with"] = str(cfg.compare_with)
+        summary["g_mae_strong_modes_meV"] = float(np.abs(g["g_abs_meV"] - other["g_abs_meV"])[ref_strong].mean()) if ref_strong.any() else 0.0
+        summary["g_sum_ratio_to_compare"] = float(g["g_abs_meV"].sum() / max(other["g_abs_meV"].sum(), 1e-12))
+    _plot(run_dir / "couplings.png", g, other)
+    return summary
+
+
+def _plot(path: Path, g: dict, other: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if other is not None:
+        ax.scatter(other["frequencies_THz"], other["g_abs_meV"], s=30, facecolors="none", edgecolors="0.5",
+                   label="compare_with")
+    ax.scatter(g["frequencies_THz"], g["g_abs_meV"], s=8, color="C0", label="this run")
+    ax.set_xlabel("phonon frequency (THz)")
+    ax.set_ylabel("|g| Dirac states (meV, supercell)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _report(summary: dict, run) -> None:
+    for m in summary["strong_modes"][:8]:
+        print(f"ν = {m['frequency_THz']:7.2f} THz   |g| = {m['g_meV']:7.2f} meV")
+    if "g_mae_strong_modes_meV" in summary:
+        print(f"|g| MAE vs compare_with (its strong modes): {summary['g_mae_strong_modes_meV']:.3g} meV")
+    print(f"phonons {summary['phonons_time_s']:.1f} s, dH/du {summary['epi_time_s']:.1f} s; run directory {run.run_dir}")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="epi")
+def _main(cfg: DictConfig) -> None:
+    run_stage("hedgenet-epi", cfg, run_epi, _report)
+
+
+def main() -> None:
+    from hedgenet.cli import run_hydra_app
+
+    run_hydra_app(_main)
+
+
+if __name__ == "__main__":
+    main()
