@@ -38,3 +38,57 @@ def run_stage(prog: str, cfg, body, report=None, user_errors: tuple = ()):
         raise
     finally:
         finish_run(run)
+
+
+def reference_settings(cfg) -> dict:
+    """Keyword arguments of ``make_reference`` from the ``reference`` config group (all keys but ``name``)."""
+    from hedgenet.config import resolved_dict
+
+    return {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
+
+
+def setup_calculation(cfg, need_blocks: bool = False, supercell=None):
+    """Reference, calculator and relaxed unit cell for a physics CLI (``calculator=reference|model``).
+
+    Every input check runs before the first expensive call: the calculator and its fit to the material
+    (elements, orbital basis when ``need_blocks``) on the unrelaxed structure, and, with the reference as
+    calculator, whether ``supercell`` is wide enough for its block cutoff. Returns
+    ``(reference, calculator, unit cell, structure parameters)``; ValueErrors become ConfigErrors."""
+    from pathlib import Path
+
+    from hedgenet.calculators import check_calculator_for, make_calculator
+    from hedgenet.config import ConfigError, resolved_dict
+    from hedgenet.reference import make_reference
+    from hedgenet.structures import build_structure
+    from hedgenet.structures.relax import relaxed_structure
+
+    reference = make_reference(cfg.reference.name, **reference_settings(cfg))
+    try:
+        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
+        check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
+                             reference.layout, need_blocks=need_blocks)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    unit, params = relaxed_structure(resolved_dict(cfg.material), reference, Path(cfg.paths.cache_dir))
+    if cfg.calculator == "reference" and need_blocks and supercell is not None:
+        from hedgenet.data.displacements import make_phonopy, supercell_atoms
+
+        try:
+            reference.check_cell(supercell_atoms(make_phonopy(unit, list(supercell)), unit))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    return reference, calc, unit, params
+
+
+def load_run_arrays(run_dir, filename: str, prog: str) -> dict:
+    """Arrays of ``filename`` (.npz) in a finished run directory of ``prog``, for ``compare_with``."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from hedgenet.config import ConfigError
+
+    f = Path(run_dir) / filename
+    if not f.exists():
+        raise ConfigError(f"compare_with={run_dir}: no {filename} there. Fix: point it at a {prog} run directory")
+    return dict(np.load(f, allow_pickle=False))

@@ -17,8 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import run_stage
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
+from hedgenet.cli import load_run_arrays, run_stage, setup_calculation
+from hedgenet.config import ConfigError, check_keys, check_material, config_dir
 
 EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_states", "report_threshold_meV")
 
@@ -26,7 +26,6 @@ EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_sta
 def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.calculators import check_calculator_for, make_calculator
     from hedgenet.data.displacements import supercell_atoms
     from hedgenet.physics.epi import (
         autograd_block_derivatives,
@@ -36,10 +35,6 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
-    from hedgenet.reference import make_reference
-    from hedgenet.structures import build_structure
-    from hedgenet.structures.relax import relaxed_structure
-
     check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "calculator", "model_path",
                      "compare_with", "epi"), "<root>")
     check_material(cfg.material)
@@ -49,21 +44,8 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"epi.method={e.method!r} unknown; valid: finite_differences, autograd")
     if e.method == "autograd" and cfg.calculator != "model":
         raise ConfigError("epi.method=autograd differentiates a model: set calculator=model model_path=...")
-    other = None
-    if cfg.compare_with:
-        f = Path(cfg.compare_with) / "epi.npz"
-        if not f.exists():
-            raise ConfigError(f"compare_with={cfg.compare_with}: no epi.npz there. Fix: point it at a hedgenet-epi run directory")
-        other = dict(np.load(f))
-    ref_kwargs = {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
-    reference = make_reference(cfg.reference.name, **ref_kwargs)
-    try:
-        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
-        check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
-                             reference.layout, need_blocks=True)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    unit, params = relaxed_structure(resolved_dict(cfg.material), reference, Path(cfg.paths.cache_dir))
+    other = load_run_arrays(cfg.compare_with, "epi.npz", "hedgenet-epi") if cfg.compare_with else None
+    _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=e.supercell)
     t0 = time.perf_counter()
     phonon = finite_difference_force_constants(calc, unit, list(e.supercell), float(e.fc_displacement_A))
     enforce_acoustic_sum_rule(phonon)
@@ -71,11 +53,6 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     t_ph = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if cfg.calculator == "reference":
-        try:
-            reference.check_cell(sc)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
     if e.method == "autograd":
         deriv = autograd_block_derivatives(calc.model, sc)
     else:

@@ -17,20 +17,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import run_stage
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
+from hedgenet.cli import run_stage, setup_calculation
+from hedgenet.config import ConfigError, check_keys, check_material, config_dir
 
 FV_KEYS = ("supercell", "temperatures_K", "orders", "fc_displacement_A", "epi_displacement_A", "q_max_inv_A",
            "n_q", "window_eV", "layers", "n_bootstrap")
 
 
 def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
-    from hedgenet.calculators import check_calculator_for, make_calculator
     from hedgenet.physics.renormalization import RenormalizationSettings, fermi_velocity_vs_temperature
-    from hedgenet.reference import make_reference
-    from hedgenet.structures import build_structure
-    from hedgenet.structures.relax import relaxed_structure
-
     check_keys(cfg, ("paths", "material", "reference", "sampler", "logger", "task_name", "calculator", "model_path",
                      "seed", "progress", "fermi_velocity"), "<root>")
     check_material(cfg.material)
@@ -45,23 +40,11 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         window_eV=float(f.window_eV), layers=int(f.layers), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
         orders=tuple(f.orders),
     )
-    ref_kwargs = {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
-    reference = make_reference(cfg.reference.name, **ref_kwargs)
     try:
         settings.check()
-        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
-        check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
-                             reference.layout, need_blocks=True)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    unit, params = relaxed_structure(resolved_dict(cfg.material), reference, Path(cfg.paths.cache_dir))
-    if cfg.calculator == "reference":
-        from hedgenet.data.displacements import make_phonopy, supercell_atoms
-
-        try:
-            reference.check_cell(supercell_atoms(make_phonopy(unit, list(f.supercell)), unit))
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
+    _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=f.supercell)
     result = fermi_velocity_vs_temperature(calc, unit, settings, progress=bool(cfg.progress))
     result.phonon.save(str(run_dir / "phonopy_params.yaml"), settings={"force_constants": True})
     plot_ratios(run_dir / "fermi_velocity.png", result)

@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hedgenet.cli import run_stage
+from hedgenet.cli import reference_settings, run_stage
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
 
 DATASET_KEYS = (
@@ -73,7 +73,7 @@ def run_label(cfg: DictConfig) -> dict:
     from hedgenet.structures.relax import relaxed_structure
 
     check_label_config(cfg)
-    ref_kwargs = {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
+    ref_kwargs = reference_settings(cfg)
     reference = make_reference(cfg.reference.name, **ref_kwargs)
     cache_dir = Path(cfg.paths.cache_dir)
     d = cfg.dataset

@@ -20,8 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import run_stage
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
+from hedgenet.cli import load_run_arrays, run_stage, setup_calculation
+from hedgenet.config import ConfigError, check_keys, check_material, config_dir
 
 PHONON_KEYS = ("supercell", "method", "displacement_A", "path", "npoints", "dos_mesh", "dos_sigma_THz")
 
@@ -39,20 +39,9 @@ def check_phonons_config(cfg: DictConfig) -> None:
         raise ConfigError("phonons.method=autograd differentiates a model: set calculator=model model_path=...")
 
 
-def load_bands(run_dir: str | Path) -> dict:
-    """The ``phonons.npz`` of a finished hedgenet-phonons run directory (ConfigError naming the fix)."""
-    import numpy as np
-
-    f = Path(run_dir) / "phonons.npz"
-    if not f.exists():
-        raise ConfigError(f"compare_with={run_dir}: no phonons.npz there. Fix: point it at a hedgenet-phonons run directory")
-    return dict(np.load(f, allow_pickle=False))
-
-
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.calculators import check_calculator_for, make_calculator
     from hedgenet.data.displacements import make_phonopy, supercell_atoms
     from hedgenet.physics.phonons import (
         autograd_force_constants,
@@ -62,21 +51,10 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
         finite_difference_force_constants,
         name_gamma_modes,
     )
-    from hedgenet.reference import make_reference
-    from hedgenet.structures import build_structure
-    from hedgenet.structures.relax import relaxed_structure
-
     check_phonons_config(cfg)
     p = cfg.phonons
-    compare = load_bands(cfg.compare_with) if cfg.compare_with else None
-    ref_kwargs = {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
-    reference = make_reference(cfg.reference.name, **ref_kwargs)
-    try:  # checked on the unrelaxed structure, before any solver call
-        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
-        check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)))
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    unit, params = relaxed_structure(resolved_dict(cfg.material), reference, Path(cfg.paths.cache_dir))
+    compare = load_run_arrays(cfg.compare_with, "phonons.npz", "hedgenet-phonons") if cfg.compare_with else None
+    _, calc, unit, params = setup_calculation(cfg)
 
     t0 = time.perf_counter()
     if p.method == "autograd":

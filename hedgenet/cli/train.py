@@ -80,7 +80,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.models.io import save_model
     from hedgenet.training.callbacks import HistoryWriter
     from hedgenet.training.data import GraphDataModule, load_samples
-    from hedgenet.training.evaluate import band_errors, element_block_errors, evaluate, learning_curves, parity_plots
+    from hedgenet.training.evaluate import (
+        band_errors, element_block_errors, evaluate, learning_curves, parity_plots, predict_batches,
+    )
     from hedgenet.training.module import TrainingModule
 
     check_train_config(cfg)
@@ -164,10 +166,11 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]
     if test_graphs:
         t_eval = time.perf_counter()
-        test_metrics, arrays = evaluate(final, test_graphs, cfg.data.batch_size, "test")
+        test_predictions = list(predict_batches(final, test_graphs, batch_size=1))  # one pass serves all three
+        test_metrics, arrays = evaluate(final, prefix="test", predictions=test_predictions)
         metrics.update(test_metrics)
-        metrics.update(element_block_errors(final, test_graphs, "test"))
-        metrics.update(band_errors(final, test_graphs, prefix="test"))
+        metrics.update(element_block_errors(final, test_predictions, "test"))
+        metrics.update(band_errors(final, test_predictions, prefix="test"))
         metrics["test_eval_time_s"] = time.perf_counter() - t_eval
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from hedgenet.reference.blocks import BlockSet, block_edges
+from hedgenet.reference.blocks import BlockSet
 
 
 @dataclass

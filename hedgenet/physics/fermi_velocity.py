@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hedgenet.physics.sampling import HBAR_EV_S
 from hedgenet.physics.unfold import SupercellMap, primitive_kpoints_cart, unfolded_states
 
-HBAR_EV_S = 6.582119569e-16
 DIRECTIONS = {"KΓ": (0.0, 0.0, 0.0), "KM": (0.5, 0.0, 0.0)}
 """Line end points (fractional primitive reciprocal coordinates) of the lines leaving K = (1/3, 1/3, 0)."""
 

@@ -23,11 +23,14 @@ def predict_batches(model, graphs, batch_size: int = 2):
         yield {key: v.detach() for key, v in pred.items()}, batch
 
 
-def evaluate(model, graphs, batch_size: int = 2, prefix: str = "val") -> tuple[dict, dict]:
-    """Metrics (MAE/RMSE in meV, meV/atom, meV/Å) and parity arrays (eV, eV/Å) over ``graphs``."""
+def evaluate(model, graphs=None, batch_size: int = 2, prefix: str = "val", predictions=None) -> tuple[dict, dict]:
+    """Metrics (MAE/RMSE in meV, meV/atom, meV/Å) and parity arrays (eV, eV/Å) over ``graphs``, or over
+    ``predictions`` already made (``(pred, batch)`` pairs of :func:`predict_batches`)."""
     metrics = ErrorMetrics(tuple(model.outputs))
     parity: dict[str, list] = {}
-    for pred, batch in predict_batches(model, graphs, batch_size):
+    if predictions is None:
+        predictions = predict_batches(model, graphs, batch_size)
+    for pred, batch in predictions:
         metrics.update(pred, batch)
         if "forces" in pred:
             parity.setdefault("forces", []).append((batch.forces.numpy().ravel(), pred["forces"].numpy().ravel()))
@@ -48,8 +51,9 @@ BAND_KPOINTS_FRAC = ((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (1 / 3, 1 / 3, 0.0))
 """Γ, M and K of the (super)cell's hexagonal reciprocal lattice: where the band-level error is taken."""
 
 
-def band_errors(model, graphs, kpoints_frac=BAND_KPOINTS_FRAC, window_eV: float = 2.0, prefix: str = "test"):
-    """Band-level error of the predicted (H, S) against the reference blocks of the same graphs: MAE
+def band_errors(model, predictions, kpoints_frac=BAND_KPOINTS_FRAC, window_eV: float = 2.0, prefix: str = "test"):
+    """Band-level error of the predicted (H, S) against the reference blocks of the same graphs
+    (``predictions``: ``(pred, graph)`` pairs of :func:`predict_batches` with ``batch_size=1``): MAE
     and max (meV) of the generalized eigenvalues within ``E_F ± window_eV`` (E_F of each sample, eV) at
     ``kpoints_frac`` of each cell. Both sides are folded from blocks with the same cutoff, so this is the
     model's error alone (the cutoff's own effect is measured by ``benchmarks/block_truncation.py``).
@@ -59,7 +63,9 @@ def band_errors(model, graphs, kpoints_frac=BAND_KPOINTS_FRAC, window_eV: float 
     if "H" not in model.outputs:
         return {}
     errors = []
-    for pred, g in predict_batches(model, graphs, batch_size=1):
+    for pred, g in predictions:
+        if g.num_graphs != 1:
+            raise ValueError("band_errors needs one graph per prediction: predict with batch_size=1")
         ef = g.info.get("fermi_level_eV")
         if g.H is None or g.S is None or ef is None:
             continue
@@ -75,8 +81,9 @@ def band_errors(model, graphs, kpoints_frac=BAND_KPOINTS_FRAC, window_eV: float 
             f"{prefix}/bands_n": int(err.size)}
 
 
-def element_block_errors(model, graphs, prefix: str = "test") -> dict:
-    """H-block MAE (meV) per ordered element pair and block kind, e.g. ``test/H_C-C_inter_mae``."""
+def element_block_errors(model, predictions, prefix: str = "test") -> dict:
+    """H-block MAE (meV) per ordered element pair and block kind, e.g. ``test/H_C-C_inter_mae``, over
+    ``(pred, batch)`` pairs of :func:`predict_batches`."""
     from ase.data import chemical_symbols
 
     from hedgenet.training.losses import BLOCK_KINDS
@@ -84,7 +91,7 @@ def element_block_errors(model, graphs, prefix: str = "test") -> dict:
     if "H" not in model.outputs:
         return {}
     sums: dict[str, list] = {}
-    for pred, batch in predict_batches(model, graphs):
+    for pred, batch in predictions:
         if batch.H is None:
             continue
         i, j = batch.block_index
