@@ -76,13 +76,14 @@ def primitive_kpoints_cart(primitive_cell: np.ndarray, kfrac) -> np.ndarray:
     return np.atleast_2d(np.asarray(kfrac, dtype=float)) @ B
 
 
-def unfolded_states(blocks: BlockSet, cmap: SupercellMap, k_cart) -> tuple[np.ndarray, np.ndarray]:
-    """Supercell eigenvalues ε_J (eV) and their weights W_J(k) at the primitive wave vector ``k_cart``."""
+def unfolded_states(blocks: BlockSet, cmap: SupercellMap, k_cart, window_eV=None) -> tuple[np.ndarray, np.ndarray]:
+    """Supercell eigenvalues ε_J (eV) and their weights W_J(k) at the primitive wave vector ``k_cart``;
+    only the states with lo < ε ≤ hi for ``window_eV=(lo, hi)`` (partial eigensolve), else all."""
     kfrac = cmap.supercell_kfrac(k_cart)
     Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac)
     Sk = bloch_matrix(blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac)
     Sk = 0.5 * (Sk + Sk.conj().T)
-    eps, C = generalized_eigh(Hk, Sk)
+    eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV)
     SC = Sk @ C
     n_orb = np.asarray(blocks.n_orb)
     atom_of_orb = np.repeat(np.arange(len(n_orb)), n_orb)
