@@ -18,3 +18,21 @@ def run_cli(prog: str, root: Path, name: str, args, check: bool = True, timeout:
     if check and proc.returncode != 0:
         raise AssertionError(f"{prog} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc, root / "runs" / name
+
+
+def untrained_model(path: Path) -> Path:
+    """An untrained small carbon HedgeNet (joint task, xTB orbitals) saved as hedgenet-train saves one:
+    for tests of the pipeline around a model, not of its accuracy (docs/training.md measures that)."""
+    import torch
+
+    from hedgenet.models import HedgeNet
+    from hedgenet.models.io import save_model
+    from hedgenet.reference import make_reference
+
+    torch.manual_seed(0)
+    layout = make_reference("xtb").layout
+    kwargs = dict(elements=[6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 1},
+                  task="joint", layout=layout.to_json(), block_cutoff=3.0, num_basis=4, radial_hidden=8,
+                  dtype="float64")
+    save_model(path, "hedgenet", kwargs, HedgeNet(**kwargs))
+    return path

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from cli_runner import run_cli
+from cli_runner import run_cli, untrained_model
 
 CELL = ["phonons.supercell=[4,4]", "phonons.npoints=11", "phonons.dos_mesh=[12,12,1]"]
 
@@ -32,18 +31,7 @@ def reference_run(root):
 
 @pytest.fixture(scope="module")
 def model_file(root) -> Path:
-    from hedgenet.models import HedgeNet
-    from hedgenet.models.io import save_model
-    from hedgenet.reference import make_reference
-
-    torch.manual_seed(0)
-    layout = make_reference("xtb").layout
-    kwargs = dict(elements=[6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 1},
-                  task="joint", layout=layout.to_json(), block_cutoff=3.0, num_basis=4, radial_hidden=8,
-                  dtype="float64")
-    path = root / "model.pt"
-    save_model(path, "hedgenet", kwargs, HedgeNet(**kwargs))
-    return path
+    return untrained_model(root / "model.pt")
 
 
 def test_reference_run_writes_bands_modes_and_phonopy_file(reference_run):

@@ -70,6 +70,11 @@ def test_special_displacement_reproduces_mean_square_displacement(system, T):
     exact = mean_square_displacement(modes, T).mean(0)
     sdm = (special_displacement(modes, T) ** 2).mean(0)
     assert np.allclose(sdm, exact, rtol=0.1)  # one configuration, averaged over the cell's atoms
+    # the other ZG configurations (random signs of frequency-adjacent pairs) too, and they differ
+    for seed in (1, 2):
+        other = special_displacement(modes, T, seed=seed)
+        assert np.allclose((other**2).mean(0), exact, rtol=0.1)
+        assert not np.allclose(other, special_displacement(modes, T))
 
 
 def test_bad_inputs(system):

@@ -37,7 +37,7 @@ class RenormalizationSettings:
     supercell: tuple[int, int] = (6, 6)
     temperatures_K: tuple[float, ...] = (0.0, 100.0, 300.0, 600.0)
     sampler: str = "monte_carlo"  # monte_carlo | sdm
-    n_samples: int = 8  # per temperature (monte_carlo: even, ± pairs); sdm: always the ± pair
+    n_samples: int = 8  # per temperature, even ≥ 4 (± pairs); sdm: n_samples/2 ZG configurations, each ± u
     quantum: bool = True
     cutoff_frequency_THz: float = 0.1
     fc_displacement_A: float = 0.01
@@ -57,8 +57,8 @@ class RenormalizationSettings:
             raise ValueError("the temperature list is empty: give at least one temperature (K)")
         if any(t < 0 for t in self.temperatures_K):
             raise ValueError(f"temperatures must be ≥ 0 K, got {list(self.temperatures_K)}")
-        if self.sampler == "monte_carlo" and (self.n_samples < 4 or self.n_samples % 2):
-            raise ValueError(f"n_samples={self.n_samples}: Monte Carlo needs an even number ≥ 4 (two ± pairs) "
+        if self.n_samples < 4 or self.n_samples % 2:
+            raise ValueError(f"n_samples={self.n_samples}: {self.sampler} needs an even number ≥ 4 (two ± pairs) "
                              "for an error bar")
         bad = set(self.orders) - set(ORDERS)
         if bad or not self.orders:
@@ -75,9 +75,10 @@ class RenormalizationResult:
 
 
 def _displacements(modes, T, s: RenormalizationSettings, seed: int) -> np.ndarray:
-    if s.sampler == "sdm":
-        u = special_displacement(modes, T, s.quantum, s.cutoff_frequency_THz)
-        return np.stack([u, -u])
+    if s.sampler == "sdm":  # the deterministic ZG configuration, then ones with random pair signs; each ± u
+        us = [special_displacement(modes, T, s.quantum, s.cutoff_frequency_THz, None if k == 0 else seed + k)
+              for k in range(s.n_samples // 2)]
+        return np.stack([x for u in us for x in (u, -u)])
     return thermal_displacements(modes, T, s.n_samples, seed, s.quantum, True, s.cutoff_frequency_THz)
 
 

@@ -94,16 +94,24 @@ def thermal_displacements(modes: NormalModes, temperature_K: float, n_samples: i
 
 
 def special_displacement(modes: NormalModes, temperature_K: float, quantum: bool = True,
-                         cutoff_frequency_THz: float = 0.1) -> np.ndarray:
+                         cutoff_frequency_THz: float = 0.1, seed: int | None = None) -> np.ndarray:
     """The special displacement method's configuration (N, 3) Å (Zacharias & Giustino, PRB 94, 075125
     (2016); PRR 2, 013357 (2020)): every normal coordinate at its thermal amplitude, Q_ν = s_ν σ_ν, with
     signs s_ν alternating (+, −, +, …) over the modes sorted by frequency, so that cross terms
-    Σ_{ν≠ν'} s_ν s_ν' … cancel to leading order and one configuration reproduces the thermal average."""
+    Σ_{ν≠ν'} s_ν s_ν' … cancel to leading order and one configuration reproduces the thermal average.
+
+    ``seed``: another configuration of the same kind: the frequency-adjacent pairs (ν₂ₖ, ν₂ₖ₊₁) keep
+    opposite signs, but each pair's sign is drawn at random. The spread over such configurations measures
+    what the leading-order cancellation leaves (the SDM's error bar)."""
     sigma = np.sqrt(mode_variances(modes, temperature_K, quantum, cutoff_frequency_THz))
     order = np.argsort(modes.frequencies_THz, kind="stable")
     sampled = order[sigma[order] > 0]
     signs = np.zeros_like(sigma)
-    signs[sampled] = np.where(np.arange(len(sampled)) % 2 == 0, 1.0, -1.0)
+    alternating = np.where(np.arange(len(sampled)) % 2 == 0, 1.0, -1.0)
+    if seed is not None:
+        pair_sign = np.random.default_rng(seed).choice([-1.0, 1.0], size=(len(sampled) + 1) // 2)
+        alternating *= np.repeat(pair_sign, 2)[: len(sampled)]
+    signs[sampled] = alternating
     return _to_cartesian(modes, signs * sigma)
 
 

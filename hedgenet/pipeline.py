@@ -1,0 +1,227 @@
+"""The MLEPI pipeline as cached stages: label → train → phonons → EPI → Monte Carlo v_F(T) → report.
+
+Every stage is one of the hedgenet console scripts (``hedgenet-label``, ``-train``, ``-phonons``, ``-epi``,
+``-fermi-velocity``) run as its own process with Hydra overrides, in a stage directory named by a hash of
+what the stage depends on: its fully composed config (minus paths of other stages) and the hashes of the
+stages it reads from. A stage whose directory holds ``stage_done.json`` is reused, so a rerun with another
+sampler neither relabels nor retrains, and a rerun after a kill starts at the stage that was killed (the
+labeller resumes its dataset, training resumes from ``checkpoints/last.ckpt``). Nothing finished is ever
+deleted. Stage directories: ``<root>/outputs/pipeline/stages/<stage>/<hash>/``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hedgenet.config import ConfigError
+
+STAGE_ORDER = ("label", "train", "phonons", "epi", "fermi_velocity")
+CLI = {"label": ("hedgenet-label", "label"), "train": ("hedgenet-train", "train"),
+       "phonons": ("hedgenet-phonons", "phonons"), "epi": ("hedgenet-epi", "epi"),
+       "fermi_velocity": ("hedgenet-fermi-velocity", "fermi_velocity")}
+PHYSICS = ("phonons", "epi", "fermi_velocity")
+DONE = "stage_done.json"
+
+
+class PipelineError(RuntimeError):
+    """A stage failed or cannot start; the message names the stage, the cause and the fix."""
+
+
+def _format_value(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_format_value(x) for x in v) + "]"
+    s = str(v)
+    if any(c in s for c in " ,=[]{}()'\"") and not isinstance(v, (int, float)):
+        return "'" + s.replace("'", "\\'") + "'"
+    return s
+
+
+def flatten_overrides(section, prefix: str = "") -> list[str]:
+    """``{a: {b: 1}, model: small}`` → ``["a.b=1", "model=small"]`` (Hydra override strings)."""
+    out = []
+    data = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else (section or {})
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out += flatten_overrides(v, key + ".")
+        else:
+            out.append(f"{key}={_format_value(v)}")
+    return out
+
+
+@dataclass
+class Stage:
+    """One planned stage: ``name`` (e.g. ``phonons_model``), the CLI, its overrides (hashed) and the
+    overrides that point at other stages' directories (not hashed: their hashes are in ``depends``)."""
+
+    name: str
+    kind: str
+    calculator: str | None
+    overrides: list[str]
+    depends: tuple[str, ...] = ()
+    links: dict = field(default_factory=dict)  # override key -> (stage name, file in that stage dir or "")
+    hash: str = ""
+    dir: Path | None = None
+    config: dict | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.dir is not None and (self.dir / DONE).exists()
+
+
+def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
+    """The stages of ``cfg.stages`` in dependency order, with hashes and directories (nothing runs)."""
+    stages_cfg = list(cfg.stages)
+    unknown = [s for s in stages_cfg if s not in STAGE_ORDER]
+    if unknown:
+        raise ConfigError(f"stages {unknown} unknown; valid: {list(STAGE_ORDER)}")
+    bad_ref = [s for s in cfg.reference_stages if s not in PHYSICS]
+    if bad_ref:
+        raise ConfigError(f"reference_stages {bad_ref}: only {list(PHYSICS)} have a reference counterpart")
+    if cfg.model_path is None and any(s in stages_cfg for s in PHYSICS) and "train" not in stages_cfg:
+        raise ConfigError("the physics stages need a model: keep `train` in stages or give model_path=<model.pt>")
+    if "train" in stages_cfg and "label" not in stages_cfg:
+        raise ConfigError("the train stage needs the label stage: add `label` to stages")
+
+    common = [f"material={choices['material']}", f"reference={choices['reference']}",
+              *flatten_overrides(cfg.overrides.get("common"))]
+    out: list[Stage] = []
+    for kind in STAGE_ORDER:
+        if kind not in stages_cfg:
+            continue
+        own = flatten_overrides(cfg.overrides.get(kind))
+        if kind == "label":
+            out.append(Stage("label", kind, None, common + own, links={"dataset.path": ("label", "dataset.h5")}))
+        elif kind == "train":
+            out.append(Stage("train", kind, None, common + own, ("label",),
+                             {"data.paths": ("label", "dataset.h5")}))
+        else:
+            if kind in cfg.reference_stages:
+                out.append(Stage(f"{kind}_reference", kind, "reference", common + own + ["calculator=reference"]))
+            model_links, model_deps = {}, ()
+            if cfg.model_path is None:
+                model_links["model_path"] = ("train", "model.pt")
+                model_deps = ("train",)
+            if kind in ("phonons", "epi") and kind in cfg.reference_stages:
+                model_links["compare_with"] = (f"{kind}_reference", "")
+                model_deps += (f"{kind}_reference",)
+            extra = [] if cfg.model_path is None else [f"model_path={Path(cfg.model_path).resolve()}"]
+            out.append(Stage(f"{kind}_model", kind, "model", common + own + ["calculator=model"] + extra,
+                             model_deps, model_links))
+    return out
+
+
+def compose_stage(stage: Stage) -> dict:
+    """The stage's composed and resolved config (Hydra compose API, inside the running pipeline app)."""
+    from hydra import compose
+
+    _, config_name = CLI[stage.kind]
+    try:
+        cfg = compose(config_name=config_name, overrides=stage.overrides + ["paths.output_dir=null"])
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # Hydra's override/missing-key errors: name the stage
+        raise ConfigError(f"stage {stage.name}: its config does not compose: {err}. Fix: the overrides under "
+                          f"`overrides.{stage.kind}` or `overrides.common`") from None
+
+
+def assign_hashes(stages: list[Stage], root: Path) -> None:
+    from hedgenet import __version__
+
+    by_name = {s.name: s for s in stages}
+    for s in stages:
+        cfg = compose_stage(s)
+        s.config = cfg
+        for k in ("progress", "logger", "task_name"):
+            cfg.pop(k, None)
+        payload = {"stage": s.name, "config": cfg, "version": __version__,
+                   "depends": {d: by_name[d].hash for d in s.depends if d in by_name}}
+        s.hash = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        s.dir = root / "outputs" / "pipeline" / "stages" / s.name / s.hash
+
+
+def stage_command(stage: Stage, by_name: dict) -> list[str]:
+    prog, _ = CLI[stage.kind]
+    args = list(stage.overrides)
+    for key, (other, fname) in stage.links.items():
+        target = by_name[other].dir / fname if fname else by_name[other].dir
+        args.append(f"{key}=[{target}]" if key == "data.paths" else f"{key}={target}")
+    if stage.kind in ("label", "fermi_velocity"):
+        args.append("progress=false")
+    if stage.kind == "train" and (stage.dir / "checkpoints" / "last.ckpt").exists():
+        args.append("train.resume=last")  # killed during training: continue from the last epoch
+    return [str(Path(sys.executable).parent / prog), *args, f"hydra.run.dir={stage.dir}"]
+
+
+def check_disk(root: Path, min_free_GB: float, stage: str) -> None:
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    free = shutil.disk_usage(existing).free / 1e9
+    if free < min_free_GB:
+        raise PipelineError(f"only {free:.2f} GB free under {root} before stage {stage} (need {min_free_GB} GB). "
+                            "Fix: free disk space or set HEDGENET_ROOT elsewhere, then rerun: finished stages are kept")
+
+
+def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
+    """Run one stage's CLI into its directory; returns its wall time (s). Raises PipelineError on failure."""
+    check_disk(stage.dir, min_free_GB, stage.name)
+    stage.dir.mkdir(parents=True, exist_ok=True)
+    cmd = stage_command(stage, by_name)
+    (stage.dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    t0 = time.perf_counter()
+    with open(stage.dir / "stage.log", "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        try:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        except OSError as err:
+            raise PipelineError(f"stage {stage.name} could not start ({err})") from None
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (stage.dir / "stage.log").read_text()[-1500:]
+        if proc.returncode < 0:
+            why = f"was killed by signal {-proc.returncode}"
+        elif "No space left" in tail:
+            why = "ran out of disk space"
+        else:
+            why = f"failed (exit status {proc.returncode})"
+        raise PipelineError(f"stage {stage.name} {why}. Log: {stage.dir / 'stage.log'}\n--- last lines ---\n{tail}\n"
+                            "Finished stages are kept: fix the cause and rerun the same command to resume here.")
+    _write_json_atomic(stage.dir / DONE, {"stage": stage.name, "hash": stage.hash, "seconds": seconds,
+                                          "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return seconds
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise PipelineError(f"no space left writing {path}. Fix: free disk space and rerun") from None
+        raise
+
+
+def load_outputs(stage: Stage) -> dict:
+    """The stage's summary (summary.json, or metrics.json for training) and its wall time."""
+    d = stage.dir
+    out = {"dir": str(d), "seconds": json.loads((d / DONE).read_text())["seconds"]}
+    for name in ("summary.json", "metrics.json"):
+        if (d / name).exists():
+            out[name.split(".")[0]] = json.loads((d / name).read_text())
+    return out

@@ -1,0 +1,196 @@
+"""The pipeline report: one markdown file and one self-contained HTML page (figures embedded) with the
+phonon bands (model vs reference), couplings, the unfolded spectral function, v_F(T) for both orders,
+model accuracy, timings against the reference and the resolved config."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import shutil
+from pathlib import Path
+
+
+def _fmt(v, digits: int = 4) -> str:
+    """A table cell (never containing '|', which would split the cell)."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "nan" if not math.isfinite(v) else f"{v:.{digits}g}"
+    return str(v).replace("|", "¦")
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return lines + [""]
+
+
+def headline(outputs: dict) -> dict:
+    """The few numbers the console summary and the report lead with."""
+    h = {}
+    train = outputs.get("train", {}).get("metrics", {})
+    for key in ("test/forces_mae", "val/forces_mae", "test/H_all_mae", "val/H_all_mae"):
+        if key in train:
+            h.setdefault("forces_mae_meV_A" if "forces" in key else "H_mae_meV", train[key])
+    ph = outputs.get("phonons_model", {}).get("summary", {})
+    if "frequency_mae_vs_compare_THz" in ph:
+        h["phonon_mae_THz"] = ph["frequency_mae_vs_compare_THz"]
+    fv = outputs.get("fermi_velocity_model", {}).get("summary", {})
+    if fv:
+        h["v0_static_1e5_m_s"] = fv["static"]["v0_1e5_m_s"]
+        for order, d in fv["by_temperature"].items():
+            T = max(d, key=float)
+            h[f"v_ratio_{order}_{float(T):.0f}K"] = d[T]["ratio_to_static"]
+    return h
+
+
+def _accuracy_section(train: dict) -> list[str]:
+    m = train.get("metrics", {})
+    split = "test" if any(k.startswith("test/") for k in m) else "val"
+    rows = []
+    for q, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("H_all", "meV"), ("H_onsite", "meV"),
+                    ("H_intra", "meV"), ("H_inter", "meV"), ("S_all", "10⁻³")):
+        k = f"{split}/{q}_mae"
+        if k in m:
+            rows.append([q, unit, m[k]])
+    if f"{split}/bands_mae" in m:
+        rows.append(["band energies near E_F", "meV", m[f"{split}/bands_mae"]])
+    out = ["## Model accuracy", "", f"Mean absolute errors on the {split} set against the reference "
+           f"({m.get('n_train', '?')} training cells, {m.get('n_parameters', '?')} parameters, "
+           f"{_fmt(m.get('train_time_s'), 3)} s training).", ""]
+    return out + _table(["quantity", "unit", "MAE"], rows)
+
+
+def _timing_rows(outputs: dict) -> list[list]:
+    rows = []
+    for kind, key in (("phonons", "force_constants_time_s"), ("epi", "epi_time_s"), ("fermi_velocity", None)):
+        ref = outputs.get(f"{kind}_reference", {})
+        mod = outputs.get(f"{kind}_model", {})
+        if not mod:
+            continue
+        def t(o):
+            s = o.get("summary", {})
+            return s.get(key) if key else s.get("timings_s", {}).get("total")
+        tr, tm = (t(ref) if ref else None), t(mod)
+        rows.append([kind, tr, tm, (tr / tm) if tr and tm else None])
+    return rows
+
+
+def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_seconds: dict) -> dict:
+    """Write report.md, report.html and figures/ into ``run_dir``; returns the paths and headline numbers."""
+    run_dir = Path(run_dir)
+    figs = run_dir / "figures"
+    figs.mkdir(exist_ok=True)
+    md = ["# hedgenet pipeline report", ""]
+    h = headline(outputs)
+    md += ["## Headline", ""] + _table(["quantity", "value"], [[k, v] for k, v in h.items()])
+    images: list[tuple[str, Path]] = []
+
+    def figure(stage: str, name: str, caption: str) -> None:
+        src = Path(outputs.get(stage, {}).get("dir", "")) / name
+        if src.exists():
+            dst = figs / f"{stage}_{name}"
+            shutil.copyfile(src, dst)
+            md.extend([f"![{caption}](figures/{dst.name})", "", f"*{caption}*", ""])
+            images.append((caption, dst))
+
+    if "train" in outputs:
+        md += _accuracy_section(outputs["train"])
+        figure("train", "parity_forces.png", "forces: model vs reference (eV/Å)")
+        figure("train", "learning_curves.png", "learning curves")
+    if "phonons_model" in outputs:
+        s = outputs["phonons_model"]["summary"]
+        md += ["## Phonons", "", f"Model phonons in a {s['supercell']} supercell, acoustic sum rule enforced "
+               f"(violation before: {_fmt(s.get('asr_violation_before_eV_A2'))} eV/Å²).", ""]
+        rows = [["frequency MAE model vs reference (THz)", s.get("frequency_mae_vs_compare_THz")],
+                ["max abs Δf (THz)", s.get("frequency_max_abs_diff_vs_compare_THz")],
+                ["Γ interlayer shear, model (THz)", s.get("gamma_interlayer_shear_THz")],
+                ["Γ layer breathing, model (THz)", s.get("gamma_layer_breathing_THz")]]
+        r = outputs.get("phonons_reference", {}).get("summary", {})
+        rows += [["Γ interlayer shear, reference (THz)", r.get("gamma_interlayer_shear_THz")],
+                 ["Γ layer breathing, reference (THz)", r.get("gamma_layer_breathing_THz")]]
+        md += _table(["quantity", "value"], rows)
+        figure("phonons_model", "phonon_bands.png", "phonon bands: model (lines) and reference (overlay)")
+    if "epi_model" in outputs:
+        s = outputs["epi_model"]["summary"]
+        md += ["## Electron–phonon couplings", "", "Dirac-point coupling strengths g_ν (meV, absolute values) of the supercell phonons.", ""]
+        rows = [[m["frequency_THz"], m["g_meV"]] for m in s.get("strong_modes", [])[:8]]
+        md += _table(["mode frequency (THz)", "g model (meV)"], rows)
+        if "g_mae_strong_modes_meV" in s:
+            md += [f"Coupling MAE over the reference's strong modes: {_fmt(s['g_mae_strong_modes_meV'])} meV; "
+                   f"sum of couplings model/reference {_fmt(s['g_sum_ratio_to_compare'])}.", ""]
+        figure("epi_model", "couplings.png", "coupling strengths, model vs reference")
+    if "fermi_velocity_model" in outputs:
+        s = outputs["fermi_velocity_model"]["summary"]
+        md += ["## Fermi velocity v_F(T)", "", f"Static lattice (model): v₀ = {_fmt(s['static']['v0_1e5_m_s'])} × 10⁵ m/s,"
+               f" γ₁ = {_fmt(s['static']['directions']['KΓ']['gamma1_eV'])} eV; {s['supercell']} supercell, "
+               f"sampler {s['sampler']}.", ""]
+        rows = []
+        ref = outputs.get("fermi_velocity_reference", {}).get("summary", {}).get("by_temperature", {})
+        for order, d in s["by_temperature"].items():
+            for T, v in d.items():
+                r = ref.get(order, {}).get(T)
+                rows.append([order, float(T), f"{v['ratio_to_static']:.4f} ± {v['ratio_err']:.4f}",
+                             f"{r['ratio_to_static']:.4f} ± {r['ratio_err']:.4f}" if r else "—"])
+        md += _table(["order", "T (K)", "v_F/v_F(static), model", "reference"], rows)
+        figure("fermi_velocity_model", "fermi_velocity.png", "v_F(T)/v_F(static): first order and all orders")
+        figure("fermi_velocity_model", "spectral_function.png", "unfolded spectral function A(k, E) near K at three temperatures")
+    trows = _timing_rows(outputs)
+    md += ["## Timing", "", "Physics stages driven by the model vs by the reference (s; training is counted "
+           "separately below).", ""] + _table(["stage", "reference", "model", "ratio"], trows)
+    md += _table(["pipeline stage", "wall time (s)"], [[k, v] for k, v in stage_seconds.items()])
+    md += ["## Stage directories", ""] + [f"- {k}: `{v['dir']}`" for k, v in outputs.items()] + [""]
+    md += ["## Resolved config", "", "```yaml", resolved_config.rstrip(), "```", ""]
+    text = "\n".join(md)
+    (run_dir / "report.md").write_text(text)
+    (run_dir / "report.html").write_text(markdown_to_html(text, run_dir))
+    (run_dir / "headline.json").write_text(json.dumps(h, indent=1))
+    return {"report_md": str(run_dir / "report.md"), "report_html": str(run_dir / "report.html"), "headline": h}
+
+
+def markdown_to_html(text: str, base: Path, title: str = "hedgenet report") -> str:
+    """The subset of markdown the reports use (headings, tables, images, code blocks, lists, paragraphs) as
+    one self-contained HTML page: images are embedded as data URIs, so the file renders anywhere."""
+    out, in_code, table = [], False, []
+
+    def flush_table():
+        if table:
+            head, *body = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            cells = lambda r: [html.escape(c.strip()) for c in r.strip().strip("|").split("|")]  # noqa: E731
+            out.append("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in cells(head)) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(r)) + "</tr>" for r in body)
+                       + "</tbody></table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("```"):
+            flush_table()
+            out.append("</pre>" if in_code else "<pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            out.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("![") and "](" in line:
+            alt, src = line[2:].split("](", 1)
+            data = base64.b64encode((base / src.rstrip(")")).read_bytes()).decode()
+            out.append(f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>')
+        elif line.startswith("- "):
+            out.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
+             "margin:0.5em 0}td,th{border:1px solid #ccc;padding:0.2em 0.6em;text-align:right}img{max-width:100%}"
+             "pre{background:#f6f6f6;padding:0.6em;overflow:auto;font-size:0.8em}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")

@@ -1,0 +1,133 @@
+"""hedgenet-pipeline end to end at a CI-sized setting (4×4 AB bilayer, few cells, 3 epochs): killed during
+training and rerun (the label stage is reused, training resumes), the report's files and numbers, a rerun
+with another sampler that only reruns the Monte Carlo stage, and the pipeline's input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_runner import BIN, untrained_model
+
+TINY = [
+    "reference_stages=[phonons]",
+    "overrides.label.dataset.supercell=[4,4]", "overrides.label.dataset.n_workers=1",
+    "overrides.label.reference.block_cutoff=4.0",
+    "+overrides.label.dataset.rattle.n_per_amplitude=3", "+overrides.label.dataset.thermal.n_per_temperature=1",
+    "overrides.train.train.max_epochs=3",
+    "overrides.phonons.phonons.supercell=[4,4]", "+overrides.phonons.phonons.npoints=11",
+    "overrides.phonons.reference.block_cutoff=4.0",
+    "overrides.epi.epi.supercell=[4,4]", "overrides.epi.reference.block_cutoff=4.0",
+    "overrides.fermi_velocity.fermi_velocity.supercell=[4,4]",
+    "overrides.fermi_velocity.fermi_velocity.temperatures_K=[0,300]",
+    "+overrides.fermi_velocity.sampler.n_samples=4", "overrides.fermi_velocity.fermi_velocity.n_bootstrap=10",
+    "overrides.fermi_velocity.reference.block_cutoff=4.0",
+]
+
+
+def pipeline(root: Path, name: str, args, **kw):
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    cmd = [str(BIN / "hedgenet-pipeline"), *args, f"hydra.run.dir={root}/runs/{name}"]
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw), root / "runs" / name
+
+
+def finish(proc, timeout=1200) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def stage_dirs(root: Path, stage: str) -> list[Path]:
+    return sorted((root / "outputs" / "pipeline" / "stages" / stage).glob("*"))
+
+
+def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
+    # 1. kill the whole pipeline (process group) while it trains
+    proc, _ = pipeline(tmp_path, "first", TINY)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        train = stage_dirs(tmp_path, "train")
+        if train and list(train[0].glob("checkpoints/*.ckpt")):
+            break
+        time.sleep(1)
+    assert proc.poll() is None, finish(proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    label_done = stage_dirs(tmp_path, "label")[0] / "stage_done.json"
+    assert label_done.exists()
+    assert not (stage_dirs(tmp_path, "train")[0] / "stage_done.json").exists()
+    stamp = label_done.stat().st_mtime
+
+    # 2. rerun the same command: label is reused, training resumes from its checkpoint, all stages finish
+    proc, run_dir = pipeline(tmp_path, "second", TINY)
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "label: cached" in out
+    assert label_done.stat().st_mtime == stamp
+    assert "train.resume=last" in (stage_dirs(tmp_path, "train")[0] / "command.txt").read_text()
+    for f in ("report.md", "report.html", "headline.json", "stages.json", "resolved_config.yaml"):
+        assert (run_dir / f).exists(), f
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4  # phonon bands, couplings, v_F(T), A(k, E) (+ training)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    headline = summary["headline"]
+    assert all(math.isfinite(v) for v in headline.values())
+    assert 1.0 < headline["v0_static_1e5_m_s"] < 20.0  # a Fermi velocity, in 10⁵ m/s (graphene ~8)
+    ph = json.loads((Path(summary["stages"]["phonons_model"]) / "summary.json").read_text())
+    assert ph["asr_violation_after_eV_A2"] < 1e-8  # acoustic sum rule after enforcement
+    assert "frequency_mae_vs_compare_THz" in ph
+    ref = json.loads((Path(summary["stages"]["phonons_reference"]) / "summary.json").read_text())
+    assert 30.0 < ref["max_frequency_THz"] < 60.0  # graphene's optical branch (~47 THz)
+    fv = json.loads((Path(summary["stages"]["fermi_velocity_model"]) / "summary.json").read_text())
+    assert set(fv["by_temperature"]) == {"first", "all"}
+
+    # 3. another sampler: only the Monte Carlo stage runs again
+    proc, _ = pipeline(tmp_path, "third", TINY + ["overrides.fermi_velocity.sampler=sdm"])
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    for stage in ("label", "train", "phonons_reference", "phonons_model", "epi_model"):
+        assert f"{stage}: cached" in out, stage
+    assert "fermi_velocity_model: running" in out
+    assert len(stage_dirs(tmp_path, "fermi_velocity_model")) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["material=graphite_xyz"], "material"),
+    (["overrides.fermi_velocity.fermi_velocity.temperatures_K=[]"], "temperature list is empty"),
+    (["stages=[label,phonons]"], "need a model"),
+    (["stages=[label,relax]"], "stages ['relax'] unknown"),
+])
+def test_pipeline_input_errors_are_clear_and_nothing_runs(tmp_path, args, message):
+    proc, _ = pipeline(tmp_path, "err", args)
+    out = finish(proc, 300)
+    assert proc.returncode != 0
+    assert message in out, out[-2000:]
+    assert not (tmp_path / "outputs" / "pipeline" / "stages").exists()  # failed before any stage
+
+
+def test_model_trained_on_other_elements_is_refused(tmp_path):
+    model = untrained_model(tmp_path / "carbon_model.pt")
+    proc, _ = pipeline(tmp_path, "err", ["material=bilayer_hbn", f"model_path={model}",
+                                         "stages=[phonons]", "reference_stages=[]"])
+    out = finish(proc, 300)
+    assert proc.returncode == 2
+    assert "the model knows elements ['C']" in out and "Fix: train on data of this material" in out
+
+
+@pytest.mark.parametrize("experiment", ["ab_bilayer_graphene", "twisted_bilayer_graphene", "bilayer_hbn",
+                                        "bilayer_mos2"])
+def test_every_experiment_composes_into_a_plan(tmp_path, experiment):
+    proc, run_dir = pipeline(tmp_path, experiment, [f"experiment={experiment}", "dry_run=true"])
+    out = finish(proc, 300)
+    assert proc.returncode == 0, out[-2000:]
+    plan = json.loads((run_dir / "stages.json").read_text())
+    assert [p["stage"] for p in plan][:2] == ["label", "train"]
+    assert all(not p["cached"] and len(p["hash"]) == 16 for p in plan)
