@@ -44,7 +44,7 @@ from hedgenet.models.hedgenet import hidden_irreps
 from hedgenet.reference.orbitals import OrbitalLayout
 
 DEEPH_SIZE_KEYS = ("channels", "edge_channels", "lmax", "num_layers")
-DEEPH_DEFAULT_SIZE = {"channels": 16, "edge_channels": 16, "lmax": 1, "num_layers": 3}
+DEEPH_DEFAULT_SIZE = {"channels": 16, "edge_channels": 16, "lmax": 1, "num_layers": 2}
 """Channels per irrep of node and edge features (every l ≤ ``lmax``, both parities) and layers."""
 
 

@@ -37,7 +37,7 @@ from hedgenet.models._e3nn import e3nn_build_options, o3
 from hedgenet.models.base import TASKS, GraphModel, as_dtype, average_neighbors, energy_statistics
 
 MACE_SIZE_KEYS = ("channels", "lmax", "num_layers", "max_ell", "correlation")
-MACE_DEFAULT_SIZE = {"channels": 32, "lmax": 1, "num_layers": 2, "max_ell": 2, "correlation": 2}
+MACE_DEFAULT_SIZE = {"channels": 32, "lmax": 1, "num_layers": 2, "max_ell": 2, "correlation": 3}
 """``channels`` x (0e + 1o + ... up to ``lmax``) hidden irreps (MACE's ``hidden_irreps``), ``num_layers``
 interactions, spherical harmonics up to ``max_ell`` on the edges, body order ``correlation`` + 1."""
 
@@ -71,6 +71,10 @@ def mace_size(size: dict | None) -> dict:
     if bad:
         raise ValueError(f"model=mace: unknown size key(s) {bad}; valid: {list(MACE_SIZE_KEYS)}")
     return {**MACE_DEFAULT_SIZE, **{k: int(v) for k, v in size.items()}}
+
+
+def _sync_after_load(module: "MACEModel", incompatible_keys) -> None:
+    module._sync_avg_num_neighbors()  # a module-level function: the model stays picklable (ddp_spawn)
 
 
 class MACEModel(GraphModel):
@@ -162,7 +166,7 @@ class MACEModel(GraphModel):
         # MACE keeps avg_num_neighbors as a plain float in each interaction; this buffer carries it
         # through state_dict (save/load, EMA copies) and is pushed into the interactions on load
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0, dtype=dtype))
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_avg_num_neighbors())
+        self.register_load_state_dict_post_hook(_sync_after_load)
 
     def _sync_avg_num_neighbors(self) -> None:
         value = float(self.avg_num_neighbors)
