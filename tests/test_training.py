@@ -12,11 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hedgenet.data.displacements import rattle_specs
-from hedgenet.data.labelling import label_dataset
-from hedgenet.data.store import DatasetStore
-from hedgenet.reference import make_reference
-from hedgenet.structures import build_structure, make_supercell
+from cli_runner import tiny_xtb_dataset
 
 BIN = Path(sys.executable).parent
 BASE = [
@@ -30,14 +26,7 @@ def tiny(tmp_path_factory) -> Path:
     """3 rattled 4×4 AB bilayer graphene cells (64 atoms) labelled by GFN1-xTB, blocks within 3.5 Å
     (which includes the interlayer dimer pairs at 3.32 Å)."""
     root = tmp_path_factory.mktemp("train_root")
-    atoms = make_supercell(build_structure("bilayer_graphene", a=2.458, d=3.32, stacking="AB"), [4, 4])
-    ref = make_reference("xtb", block_cutoff=3.5)
-    store = DatasetStore(root / "data" / "tiny.h5")
-    store.path.parent.mkdir(parents=True)
-    store.create({"fingerprint": "tiny", "solver_settings": ref.settings(), "orbital_layout": ref.layout.to_json()}, atoms)
-    specs = rattle_specs(len(atoms), [0.04], 3, seed=1)
-    label_dataset(store, atoms, specs, make_reference, {"name": "xtb", "block_cutoff": 3.5}, progress=False, reference=ref)
-    assert len(store) == 3
+    tiny_xtb_dataset(root)
     return root
 
 

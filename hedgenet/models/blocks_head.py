@@ -274,13 +274,60 @@ class BlockHead(tnn.Module):
             ho = h[i[on]]
             onsite_feats = self.lin_on(ho) + self.tp_on(self.lin_on_a(ho), self.lin_on_b(ho))
             feats = feats.index_copy(0, on, onsite_feats)
-        blocks = self.decoder(feats.view(-1, k, dim), species[i], species[j])  # (E, k, n, n)
-        blocks = blocks * self.scale.to(blocks.dtype)[:, None, None]
-        if on.numel():
-            ref = self.onsite_reference().to(blocks.dtype)[:, species[i[on]]].transpose(0, 1)
-            blocks = blocks.index_add(0, on, ref)
-        blocks = 0.5 * (blocks + blocks[reverse].transpose(-1, -2))
-        return {t: blocks[:, n] for n, t in enumerate(self.targets)}
+        return finish_blocks(self, feats.view(-1, k, dim), species, index, on, reverse)
+
+
+def finish_blocks(head, feats: torch.Tensor, species: torch.Tensor, index: torch.Tensor, on: torch.Tensor,
+                  reverse: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The last steps every block head shares: decode block irreps ``feats`` (E, n_targets, dim) by
+    Clebsch–Gordan coefficients, multiply by ``head.scale`` (per target), add the identity-like on-site
+    reference ``head.onsite_reference()`` to the self edges ``on`` and symmetrise,
+    ``B_e = ½ (B̃_e + B̃_rev(e)^T)``. Returns ``{target: blocks (E, n_max, n_max)}``."""
+    i, j = index
+    blocks = head.decoder(feats, species[i], species[j])  # (E, k, n, n)
+    blocks = blocks * head.scale.to(blocks.dtype)[:, None, None]
+    if on.numel():
+        ref = head.onsite_reference().to(blocks.dtype)[:, species[i[on]]].transpose(0, 1)
+        blocks = blocks.index_add(0, on, ref)
+    blocks = 0.5 * (blocks + blocks[reverse].transpose(-1, -2))
+    return {t: blocks[:, n] for n, t in enumerate(head.targets)}
+
+
+@torch.no_grad()
+def init_block_statistics(heads, graphs, n_species: int) -> dict:
+    """Data-dependent constants of block heads from training graphs: for every ``(head, t, key)`` in
+    ``heads`` (target ``t`` of ``head`` predicts ``graph.<key>``, ``H`` or ``S``), the identity-like
+    on-site reference (mean on-site blocks per species projected on ``head.decoder.onsite_basis``, into
+    ``head.onsite_coef[t]``) and the output scale (RMS of the remaining block elements, eV for H, into
+    ``head.scale[t]``). Heads whose key some graph lacks are skipped. Returns ``{f"{key}_scale": rms}``."""
+    stats = {}
+    for head, t, key in heads:
+        if not graphs or not all(getattr(g, key) is not None for g in graphs):
+            continue
+        basis = head.decoder.onsite_basis.detach().double().cpu()  # (C, S, n, n)
+        sums = torch.zeros(n_species, head.n_max, head.n_max, dtype=torch.float64)
+        cnt = torch.zeros(n_species, dtype=torch.float64)
+        for g in graphs:
+            i = g.block_index[0]
+            on = g.block_kind == 0
+            sums.index_add_(0, g.species[i[on]], getattr(g, key)[on].double())
+            cnt.index_add_(0, g.species[i[on]], torch.ones(int(on.sum()), dtype=torch.float64))
+        mean = sums / cnt.clamp(min=1)[:, None, None]
+        coef = torch.einsum("cskl,skl->c", basis, mean) / basis.pow(2).sum((1, 2, 3))
+        head.onsite_coef[t].copy_(coef)
+        ref = torch.einsum("c,cskl->skl", coef, basis)
+        sq, n = 0.0, 0
+        for g in graphs:
+            i = g.block_index[0]
+            r = getattr(g, key).double().clone()
+            on = g.block_kind == 0
+            r[on] -= ref[g.species[i[on]]]
+            sq += float(r[g.block_mask].pow(2).sum())
+            n += int(g.block_mask.sum())
+        rms = (sq / max(n, 1)) ** 0.5
+        head.scale[t] = max(rms, 1e-6)
+        stats[f"{key}_scale"] = rms
+    return stats
 
 
 class GaussianBasis(tnn.Module):

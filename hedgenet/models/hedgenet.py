@@ -21,17 +21,20 @@ Node features hold every l ≤ lmax with both parities (0e, 1o, 1e, 2e, 2o, ...)
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn as tnn
 
 from hedgenet.graphs.neighbors import Graph, GraphBuilder
 from hedgenet.graphs.relations import RelationSpec, make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
-from hedgenet.models.blocks_head import BlockHead, RadialBasis, TwoCenterHead, uvu_tensor_product
+from hedgenet.models.base import (
+    TASKS, GraphModel, as_dtype, average_neighbors, choice_error, count_parameters, init_energy_head,
+)
+from hedgenet.models.blocks_head import (
+    BlockHead, RadialBasis, TwoCenterHead, init_block_statistics, uvu_tensor_product,
+)
 from hedgenet.reference.orbitals import OrbitalLayout
 
 SIZES: dict[str, dict] = {
@@ -42,31 +45,6 @@ SIZES: dict[str, dict] = {
 """Named model sizes: channels per irrep, max angular momentum of node features, interaction layers,
 and channels of the per-edge pair features in the H/S heads (``head_channels``, default = channels)."""
 
-TASKS: dict[str, tuple[str, ...]] = {
-    "forces": ("energy", "forces"),
-    "hamiltonian": ("H", "S"),
-    "joint": ("energy", "forces", "H", "S"),
-}
-"""``task`` -> the quantities the model predicts."""
-
-
-def _choice_error(what: str, value, valid) -> ValueError:
-    close = difflib.get_close_matches(str(value), list(valid), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown {what} {value!r}; valid: {sorted(valid)}.{hint}")
-
-
-def _as_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.get_default_dtype()
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    valid = {"float32": torch.float32, "float64": torch.float64}
-    if dtype not in valid:
-        raise _choice_error("dtype", dtype, valid)
-    return valid[dtype]
-
-
 def model_size(size: str | dict) -> dict:
     """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
     (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels``)."""
@@ -76,7 +54,7 @@ def model_size(size: str | dict) -> dict:
             raise ValueError(f"model size dict lacks {sorted(missing)}")
         return dict(size)
     if size not in SIZES:
-        raise _choice_error("model size", size, SIZES)
+        raise choice_error("model size", size, SIZES)
     return dict(SIZES[size])
 
 
@@ -158,7 +136,7 @@ class InteractionLayer(tnn.Module):
         return h + out if self.residual else out
 
 
-class HedgeNet(tnn.Module):
+class HedgeNet(GraphModel):
     """HedgeNet model.
 
     Parameters
@@ -204,7 +182,7 @@ class HedgeNet(tnn.Module):
         dtype: str | torch.dtype | None = None,
     ):
         super().__init__()
-        dtype = _as_dtype(dtype)
+        dtype = as_dtype(dtype)
         # constructor arguments as JSON-able primitives: HedgeNet.from_config(model.config) rebuilds it
         self.config = {
             "elements": sorted(int(z) for z in set(elements)),
@@ -229,7 +207,7 @@ class HedgeNet(tnn.Module):
     def _build(self, elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
                n_layers, num_basis, radial_hidden):
         if task not in TASKS:
-            raise _choice_error("task", task, TASKS)
+            raise choice_error("task", task, TASKS)
         self.task = task
         self.outputs = TASKS[task]
         self.elements = tuple(sorted(int(z) for z in set(elements)))
@@ -294,32 +272,7 @@ class HedgeNet(tnn.Module):
         """The :class:`GraphBuilder` matching this model (relations, elements, layout, block cutoff)."""
         return GraphBuilder(self.relations, self.elements, self.layout, self.block_cutoff)
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, batch: Graph, training: bool = False, compute_forces: bool | None = None) -> dict:
-        """Predictions for a (batched) :class:`Graph`.
-
-        Returns a dict with ``energy`` (B,) eV, ``node_energy`` (N,) eV, ``forces`` (N, 3) eV/Å,
-        ``H`` (E_b, n_max, n_max) eV and ``S`` (E_b, n_max, n_max), as ``task`` asks. The outputs are
-        differentiable (forces with ``create_graph``) when ``training=True`` or when ``batch.pos``
-        requires grad (e.g. for force constants or dH/du by autograd); otherwise they are detached.
-        Inputs are cast to the model's dtype.
-        """
-        want_forces = "forces" in self.outputs if compute_forces is None else compute_forces
-        want_forces = want_forces and "energy" in self.outputs
-        dtype = self.embedding.weight.dtype
-        create_graph = bool(training or batch.pos.requires_grad)
-        pos = batch.pos.to(dtype)
-        if want_forces and not pos.requires_grad:
-            pos = pos.detach().requires_grad_(True)
-        with torch.set_grad_enabled(torch.is_grad_enabled() or want_forces):
-            out = self._forward(batch, pos, dtype, blocks_grad=create_graph)
-            if want_forces:
-                (grad,) = torch.autograd.grad(out["energy"].sum(), pos, create_graph=create_graph)
-                out["forces"] = -grad
-        if not create_graph:
-            out = {k: v.detach() for k, v in out.items()}
-        return out
-
+    # ------------------------------------------------------------------ forward (GraphModel.forward)
     def _forward(self, batch: Graph, pos: torch.Tensor, dtype: torch.dtype, blocks_grad: bool = True) -> dict:
         species = batch.species
         onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
@@ -361,59 +314,17 @@ class HedgeNet(tnn.Module):
         Returns the values set (for logging).
         """
         stats: dict = {}
-        n_atoms = sum(int(g.pos.shape[0]) for g in graphs)
         for t, name in enumerate(self.relations.types):
-            n_edges = sum(int(g.rel_index[name].shape[1]) for g in graphs)
-            avg = max(n_edges / max(n_atoms, 1), 1.0)
+            avg = average_neighbors(graphs, lambda g: g.rel_index[name].shape[1])
             for layer in self.layers:
                 layer.messages[t].avg_num_neighbors.fill_(avg)
             stats[f"avg_num_neighbors/{name}"] = avg
         n_sp = len(self.elements)
-        if "energy" in self.outputs and all(g.energy is not None for g in graphs):
-            counts = np.stack(
-                [np.bincount(g.species.numpy(), minlength=n_sp) for g in graphs]
-            ).astype(float)
-            energies = np.concatenate([g.energy.numpy() for g in graphs])
-            shift = np.linalg.lstsq(counts, energies, rcond=None)[0]
-            present = counts.sum(0) > 0
-            shift[~present] = 0.0
-            self.energy_shift.copy_(torch.as_tensor(shift))
-            stats["energy_shift_eV"] = shift.tolist()
-            if all(g.forces is not None for g in graphs):
-                f = torch.cat([g.forces.flatten() for g in graphs])
-                rms = float(f.pow(2).mean().sqrt()) if f.numel() else 1.0
-                self.energy_scale.fill_(max(rms, 1e-3))
-                stats["energy_scale_eV"] = rms
+        if "energy" in self.outputs:
+            stats.update(init_energy_head(self, graphs))
         if "H" in self.outputs:
-            for head, t, key in ((self.head_blocks, 0, "H"), (self.head_S, 0, "S")):
-                if not all(getattr(g, key) is not None for g in graphs):
-                    continue
-                basis = head.decoder.onsite_basis.detach().double().cpu()  # (C, S, n, n)
-                sums = torch.zeros(n_sp, head.n_max, head.n_max, dtype=torch.float64)
-                cnt = torch.zeros(n_sp, dtype=torch.float64)
-                for g in graphs:
-                    i = g.block_index[0]
-                    on = (g.block_kind == 0)
-                    sums.index_add_(0, g.species[i[on]], getattr(g, key)[on].double())
-                    cnt.index_add_(0, g.species[i[on]], torch.ones(int(on.sum()), dtype=torch.float64))
-                mean = sums / cnt.clamp(min=1)[:, None, None]
-                coef = torch.einsum("cskl,skl->c", basis, mean) / basis.pow(2).sum((1, 2, 3))
-                head.onsite_coef[t].copy_(coef)
-                ref = torch.einsum("c,cskl->skl", coef, basis)
-                sq, n = 0.0, 0
-                for g in graphs:
-                    i = g.block_index[0]
-                    r = getattr(g, key).double().clone()
-                    on = g.block_kind == 0
-                    r[on] -= ref[g.species[i[on]]]
-                    sq += float(r[g.block_mask].pow(2).sum())
-                    n += int(g.block_mask.sum())
-                rms = (sq / max(n, 1)) ** 0.5
-                head.scale[t] = max(rms, 1e-6)
-                stats[f"{key}_scale"] = rms
+            stats.update(init_block_statistics([(self.head_blocks, 0, "H"), (self.head_S, 0, "S")], graphs, n_sp))
         return stats
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters (an EMA copy has them frozen, so requires_grad is not the test)."""
-    return sum(p.numel() for p in model.parameters())
+__all__ = ["SIZES", "TASKS", "HedgeNet", "count_parameters", "hidden_irreps", "model_size"]

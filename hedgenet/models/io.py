@@ -13,7 +13,20 @@ def build_hedgenet(**kwargs):
     return HedgeNet(**kwargs)
 
 
-BUILDERS = {"hedgenet": build_hedgenet}
+def build_mace(**kwargs):
+    from hedgenet.models.baselines.mace import MACEModel
+
+    return MACEModel(**kwargs)
+
+
+def build_deeph_e3(**kwargs):
+    from hedgenet.models.baselines.deeph_e3 import DeepHE3
+
+    return DeepHE3(**kwargs)
+
+
+BUILDERS = {"hedgenet": build_hedgenet, "mace": build_mace, "deeph_e3": build_deeph_e3}
+"""Model kind (``model.name`` of the config, saved in ``model.pt``) -> constructor."""
 MODEL_FORMAT = 2
 """Bumped when a saved architecture changes incompatibly (2: H head + two-center S head)."""
 

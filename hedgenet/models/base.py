@@ -1,0 +1,130 @@
+"""What every hedgenet model family shares (HedgeNet, the MACE adapter, the DeepH-E3-like baseline).
+
+A model is a ``torch.nn.Module`` with
+
+* ``outputs``: the quantities it predicts (a value of :data:`TASKS`);
+* ``elements`` (sorted atomic numbers), ``layout`` and ``block_cutoff`` (Å; ``None`` without H/S heads);
+* ``graph_builder()``: the :class:`~hedgenet.graphs.neighbors.GraphBuilder` of its graphs;
+* ``init_statistics(graphs)``: data-dependent constants from the training graphs, set once before training;
+* ``_forward(batch, pos, dtype, blocks_grad)``: energy (B,) eV / node_energy (N,) eV / H, S blocks.
+
+:class:`GraphModel` turns ``_forward`` into the common ``forward`` (forces F = −∂E/∂r by autograd), so the
+training module, metrics, saving and :class:`~hedgenet.calculators.ModelCalculator` treat all alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn as tnn
+
+TASKS: dict[str, tuple[str, ...]] = {
+    "forces": ("energy", "forces"),
+    "hamiltonian": ("H", "S"),
+    "joint": ("energy", "forces", "H", "S"),
+}
+"""``task`` -> the quantities the model predicts."""
+
+
+def choice_error(what: str, value, valid) -> ValueError:
+    """ValueError naming the valid choices and the closest one."""
+    close = difflib.get_close_matches(str(value), list(valid), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {what} {value!r}; valid: {sorted(valid)}.{hint}")
+
+
+def as_dtype(dtype) -> torch.dtype:
+    """``float32`` | ``float64`` | a torch dtype | ``None`` (torch's default) -> torch dtype."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    valid = {"float32": torch.float32, "float64": torch.float64}
+    if dtype not in valid:
+        raise choice_error("dtype", dtype, valid)
+    return valid[dtype]
+
+
+class GraphModel(tnn.Module):
+    """Base class: the common ``forward`` over a subclass's ``_forward``."""
+
+    outputs: tuple[str, ...]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def forward(self, batch, training: bool = False, compute_forces: bool | None = None) -> dict:
+        """Predictions for a (batched) :class:`~hedgenet.graphs.neighbors.Graph`.
+
+        Returns a dict with ``energy`` (B,) eV, ``node_energy`` (N,) eV, ``forces`` (N, 3) eV/Å,
+        ``H`` (E_b, n_max, n_max) eV and ``S`` (E_b, n_max, n_max), as ``task`` asks. The outputs are
+        differentiable (forces with ``create_graph``) when ``training=True`` or when ``batch.pos``
+        requires grad (e.g. for force constants or dH/du by autograd); otherwise they are detached.
+        Inputs are cast to the model's dtype.
+        """
+        want_forces = "forces" in self.outputs if compute_forces is None else compute_forces
+        want_forces = want_forces and "energy" in self.outputs
+        dtype = self.dtype
+        create_graph = bool(training or batch.pos.requires_grad)
+        pos = batch.pos.to(dtype)
+        if want_forces and not pos.requires_grad:
+            pos = pos.detach().requires_grad_(True)
+        with torch.set_grad_enabled(torch.is_grad_enabled() or want_forces):
+            out = self._forward(batch, pos, dtype, blocks_grad=create_graph)
+            if want_forces:
+                (grad,) = torch.autograd.grad(out["energy"].sum(), pos, create_graph=create_graph)
+                out["forces"] = -grad
+        if not create_graph:
+            out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    def _forward(self, batch, pos: torch.Tensor, dtype: torch.dtype, blocks_grad: bool = True) -> dict:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+def energy_statistics(graphs: Sequence, n_species: int) -> dict:
+    """Per-species energy shift (eV/atom, least squares E ≈ Σ_Z n_Z e_Z; 0 for absent species) and the
+    RMS force component (eV/Å) of training graphs: ``{"shift": (n_species,) array, "force_rms": float}``,
+    ``{}`` when a graph lacks energies (``force_rms`` is absent when one lacks forces)."""
+    if not graphs or any(g.energy is None for g in graphs):
+        return {}
+    counts = np.stack([np.bincount(g.species.numpy(), minlength=n_species) for g in graphs]).astype(float)
+    energies = np.concatenate([g.energy.numpy() for g in graphs])
+    shift = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    shift[counts.sum(0) == 0] = 0.0
+    out = {"shift": shift, "energies": energies, "counts": counts}
+    if all(g.forces is not None for g in graphs):
+        f = torch.cat([g.forces.flatten() for g in graphs])
+        out["force_rms"] = float(f.pow(2).mean().sqrt()) if f.numel() else 1.0
+    return out
+
+
+@torch.no_grad()
+def init_energy_head(model, graphs: Sequence) -> dict:
+    """Set ``model.energy_shift`` (per species, eV/atom) and ``model.energy_scale`` (RMS force, eV/Å) of a
+    per-atom energy head from training graphs (see :func:`energy_statistics`); returns the values set."""
+    stats: dict = {}
+    e = energy_statistics(graphs, len(model.elements))
+    if e:
+        model.energy_shift.copy_(torch.as_tensor(e["shift"]))
+        stats["energy_shift_eV"] = e["shift"].tolist()
+    if "force_rms" in e:
+        model.energy_scale.fill_(max(e["force_rms"], 1e-3))
+        stats["energy_scale_eV"] = e["force_rms"]
+    return stats
+
+
+def average_neighbors(graphs: Sequence, count_edges) -> float:
+    """Edges per atom over ``graphs`` (``count_edges(graph)`` -> number of message edges), at least 1."""
+    n_atoms = sum(int(g.pos.shape[0]) for g in graphs)
+    n_edges = sum(int(count_edges(g)) for g in graphs)
+    return max(n_edges / max(n_atoms, 1), 1.0)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (an EMA copy has them frozen, so requires_grad is not the test)."""
+    return sum(p.numel() for p in model.parameters())
