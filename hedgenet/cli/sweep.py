@@ -95,8 +95,9 @@ def check_search_space(config: DictConfig, trials: list) -> None:
 
 
 class OptunaStudySetup(Callback):
-    """Before an Optuna sweep starts: refuse a multi-device trainer, create the sqlite database's folder,
-    and offset the sampler seed by the number of trials already in the study, so a resumed study draws
+    """Before an Optuna sweep starts: refuse a multi-device trainer, a sweep folder holding an earlier
+    launch's trials, and a search space the stored study cannot continue; create the sqlite database's
+    folder, and offset the sampler seed by the number of trials already in the study, so a resumed study draws
     new start-up points instead of repeating the first launch's (the seed stays reproducible: the same
     seed and the same study history give the same trials)."""
 
@@ -115,6 +116,13 @@ class OptunaStudySetup(Callback):
         if not is_optuna_sweeper(hydra_cfg):
             return
         check_single_device(config.trainer)
+        sweep_dir = Path(str(hydra_cfg.sweep.dir))
+        if sweep_dir.is_dir() and any(sweep_dir.glob("*/resolved_config.yaml")):
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir} holds the trials of an earlier launch; this launch numbers its trials "
+                "from 0 again and would overwrite them. Fix: leave hydra.sweep.dir at its default (one timestamped "
+                "folder per launch) or give each launch a new folder."
+            )
         sweeper = hydra_cfg.sweeper
         if sweeper.study_name is None or sweeper.storage is None:
             raise ConfigError("a resumable sweep needs hydra.sweeper.study_name and hydra.sweeper.storage "

@@ -141,7 +141,8 @@ def phonon_cell(run: TrainRun, settings: PhononSettings, cache_dir: Path):
     return reference, unit, supercell
 
 
-def reference_phonons(run: TrainRun, reference, unit, supercell, settings: PhononSettings, cache_dir: Path) -> dict:
+def reference_phonons(run: TrainRun, reference, unit, supercell, settings: PhononSettings, cache_dir: Path,
+                      log=print) -> dict:
     """Reference finite-difference phonon bands (THz) of the run's material, computed once and cached in
     ``<cache_dir>/compare/`` keyed by material, reference settings, supercell, displacement and path."""
     from hedgenet.calculators import ReferenceCalculator
@@ -153,8 +154,10 @@ def reference_phonons(run: TrainRun, reference, unit, supercell, settings: Phono
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / "compare" / f"reference_phonons_{key}.npz"
     if cache.exists():
+        log(f"{run.material}: reference phonons from the cache {cache}")
         data = np.load(cache, allow_pickle=False)
         return {k: data[k] for k in data.files}
+    log(f"{run.material}: computing reference phonons ({reference.name}, {supercell[0]}×{supercell[1]} supercell)")
     t0 = time.perf_counter()
     phonon = finite_difference_force_constants(ReferenceCalculator(reference), unit, supercell, settings.displacement_A)
     bands = _bands(phonon, settings)
@@ -314,8 +317,7 @@ def build_tables(groups: dict, phonons: PhononSettings, cache_dir: Path, fv_runs
         if reference is None:
             note = supercell
         else:
-            log(f"{material}: reference phonons ({reference.name}, {supercell[0]}×{supercell[1]} supercell)")
-            ref_bands = reference_phonons(everyone[0], reference, unit, supercell, phonons, cache_dir)
+            ref_bands = reference_phonons(everyone[0], reference, unit, supercell, phonons, cache_dir, log)
             note = (f"phonon MAE: each model's finite-difference phonons (±{phonons.displacement_A} Å) against the "
                     f"reference's ({reference.name}) on the {supercell[0]}×{supercell[1]} supercell of the relaxed "
                     f"unit cell, all bands at {len(ref_bands['distances'])} q-points along {phonons.path} (THz)")

@@ -53,11 +53,12 @@ def split_note(t: MaterialTable) -> str:
 
 
 def margin_lines(t: MaterialTable) -> list[str]:
+    """One line per (other arm, error): the margin 100·(1 − e_versus/e_other) %, > 0 when the versus arm
+    (HedgeNet) is lower, from the means and seed by seed (mean ± std over the seeds both arms have)."""
     out = []
     for m in t.margins:
-        p = m["margin_pct"]
-        line = (f"{m['versus']}'s {MARGIN_NAMES[m['key']]} is {abs(p):.1f} % {'below' if p >= 0 else 'above'} "
-                f"{m['other']}'s (ratio of the means, 100·(1 − mean/mean_other))")
+        line = (f"{MARGIN_NAMES[m['key']]}, {m['versus']} vs {m['other']}: {m['margin_pct']:+.1f} % "
+                f"(100·(1 − mean/mean_other); > 0: {m['versus']} lower)")
         if m["paired_mean_pct"] is not None:
             spread = f" ± {m['paired_std_pct']:.1f}" if m["paired_std_pct"] is not None else ""
             line += f"; seed by seed {m['paired_mean_pct']:+.1f}{spread} % over {m['n_pairs']} seed(s)"
@@ -227,7 +228,8 @@ img{max-width:100%}p.note{font-size:0.85em;color:#444}
 SCRIPT = """
 (function () {
   var errors = [];
-  window.addEventListener('error', function (e) { errors.push(String(e.message || e)); record(); }, true);
+  // capture phase: script errors and elements (images) that fail to load both count
+  window.addEventListener('error', function (e) { errors.push(String(e.message || (e.target && e.target.tagName))); record(); }, true);
   function record() { if (document.body) document.body.setAttribute('data-render-errors', String(errors.length)); }
   window.addEventListener('load', function () {
     var imgs = Array.prototype.slice.call(document.images);
