@@ -32,6 +32,11 @@ def multirun(root, tiny_dataset) -> Path:
         f"data.paths=[{tiny_dataset}]", f"data.test_paths=[{tiny_dataset}]", *TINY_TRAIN])[1]
 
 
+def run_dir(multirun: Path, variant: str, seed: int) -> Path:
+    (found,) = multirun.glob(f"[0-9]*_{variant}_seed{seed}")  # <job number>_<variant>_seed<seed>
+    return found
+
+
 def compare(root: Path, runs: Path, *args: str, check: bool = True):
     return run_module("hedgenet.cli.compare", root, [str(runs), *args], check=check)
 
@@ -49,8 +54,8 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_multirun_shares_one_split_and_tags_wandb_runs(multirun):
-    runs = {f"{v}_seed{s}": multirun / f"{v}_seed{s}" for v in ARMS.values() for s in (0, 1)}
-    assert sorted(p.name for p in multirun.iterdir() if p.is_dir()) == sorted(runs)
+    runs = {f"{v}_seed{s}": run_dir(multirun, v, s) for v in ARMS.values() for s in (0, 1)}
+    assert len([p for p in multirun.iterdir() if p.is_dir()]) == 4
     splits = {(r / "split.json").read_text() for r in runs.values()}
     assert len(splits) == 1  # data.split_seed is fixed; seed only changes initialisation and batch order
     m0, m1 = (json.loads((runs[f"hedgenet_seed{s}"] / "metrics.json").read_text()) for s in (0, 1))
@@ -74,7 +79,7 @@ def test_table_from_real_runs(multirun, report):
     for arm, variant in ARMS.items():
         row = rows[arm]
         assert row["split"] == "test" and row["seeds"] == "0 1"
-        metrics = [json.loads((multirun / f"{variant}_seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+        metrics = [json.loads((run_dir(multirun, variant, s) / "metrics.json").read_text()) for s in (0, 1)]
         for key, metric, scale in (("forces_mae", "test/forces_mae", 1), ("H_inter_mae", "test/H_inter_mae", 1),
                                    ("bands_mae", "test/bands_mae", 1), ("train_time_s", "train_time_s", 1),
                                    ("inference_ms", "inference_time_s_per_structure", 1e3)):
@@ -100,7 +105,7 @@ def test_reference_phonons_are_physical_and_cached(root, multirun, report):
     assert np.sort(np.abs(f[0]))[:3].max() < 0.05  # acoustic modes vanish at Γ (sum rule imposed)
     assert 40 < f.max() < 52  # graphene's optical branch (GFN1-xTB E2g ≈ 45 THz)
     mtime, said = cache.stat().st_mtime_ns, []
-    run = read_run(multirun / "hedgenet_seed0")
+    run = read_run(run_dir(multirun, "hedgenet", 0))
     settings = PhononSettings(supercell=(4, 4), npoints=5)
     reference, unit, supercell = phonon_cell(run, settings, root / ".cache" / "hedgenet")
     again = reference_phonons(run, reference, unit, supercell, settings, root / ".cache" / "hedgenet", said.append)
@@ -114,7 +119,7 @@ def phonon_runs(root, multirun):
             "material.relax=[]"]
     _, ref = run_cli("hedgenet-phonons", root, "xtb_phonons", cell)
     _, model = run_cli("hedgenet-phonons", root, "model_phonons",
-                       [*cell, "calculator=model", f"model_path={multirun}/hedgenet_seed1/model.pt", f"compare_with={ref}"])
+                       [*cell, "calculator=model", f"model_path={run_dir(multirun, 'hedgenet', 1)}/model.pt", f"compare_with={ref}"])
     return ref, model
 
 
@@ -187,18 +192,20 @@ def test_mixed_directory_fails_clearly(root, multirun, odd_runs, phonon_runs, tm
 
 @pytest.mark.slow
 def test_fermi_velocity_error_column(root, multirun, tmp_path):
-    """v_F(T) of one model against a reference run (same settings): the column is their MAE over T."""
+    """v_F(T) of one model against a reference run (same settings): the column is their MAE over T. The
+    model is barely trained: this checks the bookkeeping (an untrained model may have no states near K, so
+    the run is the one seed known to give a fit; the numbers are deterministic)."""
     fv = ["fermi_velocity.supercell=[4,4]", "reference.block_cutoff=3.5", "sampler.n_samples=4",
           "fermi_velocity.temperatures_K=[0,300]", "fermi_velocity.n_bootstrap=10", "fermi_velocity.n_q=5",
           "progress=false", "+material.params.a=2.458", "+material.params.d=3.32", "material.relax=[]"]
     _, ref = run_cli("hedgenet-fermi-velocity", root, "fv/xtb", fv)
     _, model = run_cli("hedgenet-fermi-velocity", root, "fv/model",
-                       [*fv, "calculator=model", f"model_path={multirun}/hedgenet_single_seed0/model.pt"])
+                       [*fv, "calculator=model", f"model_path={run_dir(multirun, 'hedgenet', 0)}/model.pt"])
     compare(root, multirun, "--phonons", "off", "--fermi-velocity", str(root / "runs" / "fv"), "--out", str(tmp_path))
     a, b = (json.loads((d / "summary.json").read_text())["by_temperature"]["all"] for d in (model, ref))
     expected = np.mean([abs(a[T]["v0_1e5_m_s"] - b[T]["v0_1e5_m_s"]) for T in ("0.0", "300.0")])
     rows = read_csv(tmp_path / "runs.csv")
     got = {(r["arm"], r["seed"]): r["vf_mae_1e5_m_s"] for r in rows}
-    assert float(got[("hedgenet_small (single)", "0")]) == pytest.approx(expected, rel=1e-9)
+    assert float(got[("hedgenet_small (intra_inter)", "0")]) == pytest.approx(expected, rel=1e-9)
     assert sum(v != "" for v in got.values()) == 1
     assert (tmp_path / "ab_bilayer_graphene" / "fermi_velocity.png").exists()

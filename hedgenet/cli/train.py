@@ -78,6 +78,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from hedgenet.cli.sweep import check_one_device_per_trial
     from hedgenet.graphs import collate
     from hedgenet.models import count_parameters
     from hedgenet.models.io import save_model
@@ -87,8 +88,6 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
         band_errors, element_block_errors, evaluate, learning_curves, parity_plots, predict_batches,
     )
     from hedgenet.training.module import TrainingModule
-
-    from hedgenet.cli.sweep import check_one_device_per_trial
 
     check_train_config(cfg)
     if cfg.task not in ("forces", "hamiltonian", "joint"):
@@ -215,7 +214,8 @@ def objective_value(metrics: dict, name: str, run_dir: Path) -> float:
 
 def inference_time(model, graphs, n_max: int = 8) -> dict:
     """Wall time (s) of one full prediction (energy, forces by autograd, H/S blocks) per structure, the
-    median over up to ``n_max`` of ``graphs`` one at a time after one warm-up call; graph building excluded."""
+    median over up to ``n_max`` of ``graphs`` one at a time after one warm-up call (batching included, the
+    neighbour lists of the graphs were built before)."""
     import numpy as np
 
     from hedgenet.training.evaluate import predict_batches

@@ -42,8 +42,14 @@ def fmt_stat(stat, key: str) -> str:
 
 def table_rows(t: MaterialTable) -> tuple[list[str], list[list[str]]]:
     header = ["model (relations)", "seeds"] + [h for _, h in COLUMNS]
-    rows = [[a.name, ",".join(str(r.seed) for r in a.runs)] + [fmt_stat(a.stats(k), k) for k, _ in COLUMNS]
-            for a in t.arms]
+    rows = []
+    for a in t.arms:
+        cells = []
+        for k, _ in COLUMNS:
+            st = a.stats(k)
+            partial = st is not None and st[2] < len(a.runs)  # e.g. v_F(T) computed for some seeds only
+            cells.append(fmt_stat(st, k) + (f" (n={st[2]})" if partial else ""))
+        rows.append([a.name, ",".join(str(r.seed) for r in a.runs)] + cells)
     return header, rows
 
 
