@@ -1,6 +1,7 @@
-"""hedgenet-pipeline end to end at a CI-sized setting (4×4 AB bilayer, few cells, 3 epochs): killed during
-training and rerun (the label stage is reused, training resumes), the report's files and numbers, a rerun
-with another sampler that only reruns the Monte Carlo stage, and the pipeline's input errors."""
+"""hedgenet-pipeline end to end at a CI-sized setting (4×4 AB bilayer, 9 cells, 30 epochs): killed during
+training and rerun (the label stage is reused, training resumes), the report's files and numbers, model
+phonons against the reference's for this small trained case, a rerun with another sampler that only
+reruns the Monte Carlo stage, and the pipeline's input errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import render
 from cli_runner import BIN, untrained_model
 
 TINY = [
@@ -21,7 +23,7 @@ TINY = [
     "overrides.label.dataset.supercell=[4,4]", "overrides.label.dataset.n_workers=1",
     "overrides.label.reference.block_cutoff=4.0",
     "+overrides.label.dataset.rattle.n_per_amplitude=3", "+overrides.label.dataset.thermal.n_per_temperature=1",
-    "overrides.train.train.max_epochs=3",
+    "overrides.train.train.max_epochs=30",
     "overrides.phonons.phonons.supercell=[4,4]", "+overrides.phonons.phonons.npoints=11",
     "overrides.phonons.reference.block_cutoff=4.0",
     "overrides.epi.epi.supercell=[4,4]", "overrides.epi.reference.block_cutoff=4.0",
@@ -75,16 +77,22 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     for f in ("report.md", "report.html", "headline.json", "stages.json", "resolved_config.yaml"):
         assert (run_dir / f).exists(), f
     html = (run_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 4  # phonon bands, couplings, v_F(T), A(k, E) (+ training)
+    n_images = html.count('src="data:image/png;base64,')
+    assert n_images >= 4  # phonon bands, couplings, v_F(T), A(k, E) (+ training)
+    dom, console = render(run_dir / "report.html", tmp_path / "profile")  # headless Chromium
+    assert f'data-images-loaded="{n_images}/{n_images}"' in dom and 'data-render-errors="0"' in dom
+    assert console == [], console
     summary = json.loads((run_dir / "summary.json").read_text())
     headline = summary["headline"]
     assert all(math.isfinite(v) for v in headline.values())
     assert 1.0 < headline["v0_static_1e5_m_s"] < 20.0  # a Fermi velocity, in 10⁵ m/s (graphene ~8)
     ph = json.loads((Path(summary["stages"]["phonons_model"]) / "summary.json").read_text())
     assert ph["asr_violation_after_eV_A2"] < 1e-8  # acoustic sum rule after enforcement
-    assert "frequency_mae_vs_compare_THz" in ph
     ref = json.loads((Path(summary["stages"]["phonons_reference"]) / "summary.json").read_text())
     assert 30.0 < ref["max_frequency_THz"] < 60.0  # graphene's optical branch (~47 THz)
+    # the trained small model against the reference (measured 0.84 THz; 7.3 THz after 3 epochs)
+    assert ph["frequency_mae_vs_compare_THz"] < 2.0
+    assert ph["max_frequency_THz"] == pytest.approx(ref["max_frequency_THz"], rel=0.05)
     fv = json.loads((Path(summary["stages"]["fermi_velocity_model"]) / "summary.json").read_text())
     assert set(fv["by_temperature"]) == {"first", "all"}
 

@@ -57,7 +57,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     from tqdm import tqdm
 
     from hedgenet.pipeline import PipelineError, assign_hashes, load_outputs, plan, run_stage_process
-    from hedgenet.report import write_report
+    from hedgenet.report.pipeline import write_report
 
     choices = HydraConfig.get().runtime.choices
     stages = plan(cfg, {"material": choices["material"], "reference": choices["reference"]})

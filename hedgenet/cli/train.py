@@ -4,9 +4,12 @@
     hedgenet-train task=forces model=hedgenet_medium relations=single
     hedgenet-train trainer=ddp_sim train.max_epochs=5        # 2 CPU processes (gloo)
     hedgenet-train train.resume=<run dir>/checkpoints/last.ckpt
+    hedgenet-train hparams_search=hedgenet                   # Optuna sweep (sqlite study, resumable)
+    hedgenet-train experiment=compare_baselines              # every model × 3 seeds on one split (multirun)
 
 Writes into the run directory: resolved_config.yaml, split.json, history.jsonl, metrics.json,
 parity_*.png, learning_curves.png, checkpoints/ and model.pt (the EMA weights when EMA is on).
+Returns ``metrics[objective]`` (default ``val/loss``) to a Hydra sweeper.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from hedgenet.cli import run_stage
 from hedgenet.config import ConfigError, check_keys, config_dir, resolved_dict
 
 ROOT_KEYS = ("paths", "material", "reference", "model", "relations", "trainer", "logger", "task_name", "task",
-             "seed", "data", "train")
-DATA_KEYS = ("paths", "test_paths", "val_fraction", "test_fraction", "batch_size", "num_workers")
+             "seed", "objective", "data", "train")
+DATA_KEYS = ("paths", "test_paths", "val_fraction", "test_fraction", "split_seed", "batch_size", "num_workers")
 TRAIN_KEYS = ("max_epochs", "loss_weights", "optimizer", "scheduler", "ema_decay", "gradient_clip_val", "resume",
               "log_every_n_steps")
 MODEL_KEYS = ("name", "size", "num_basis", "radial_hidden")
@@ -95,6 +98,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from hedgenet.cli.sweep import check_one_device_per_trial
     from hedgenet.graphs import collate
     from hedgenet.models import count_parameters
     from hedgenet.models.io import save_model
@@ -108,6 +112,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     check_train_config(cfg)
     if cfg.task not in ("forces", "hamiltonian", "joint"):
         raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
+    check_one_device_per_trial(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     samples, layout, headers = load_samples(list(cfg.data.paths))
     test_paths = list(cfg.data.get("test_paths") or [])
@@ -125,11 +130,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
     dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
     model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1])
+    check_objective(str(cfg.objective), model.outputs)
 
     dm = GraphDataModule(
         cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,
         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed,
-        num_workers=cfg.data.num_workers, samples=samples,
+        split_seed=cfg.data.split_seed, num_workers=cfg.data.num_workers, samples=samples,
     )
     dm.setup()
     (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
@@ -141,7 +147,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
 
     history = run_dir / "history.jsonl"
 
-    logger, wandb_logger = False, None
+    logger = False
     if cfg.logger.name == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
@@ -149,7 +155,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     elif cfg.logger.name == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
-        wandb_logger = logger = WandbLogger(
+        logger = WandbLogger(
             project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
             group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])),
         )
@@ -168,19 +174,17 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     if resume is not None and not Path(resume).exists():
         raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
     t0 = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume)
-    finally:
-        if wandb_logger is not None:
-            import wandb
-
-            wandb.finish()
+    # with logger=wandb, WandbLogger logs into the run start_run opened; run_stage finishes it after the summary
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
     train_time = time.perf_counter() - t0
     if not trainer.is_global_zero:
         return {}
     final = module.ema.shadow if module.ema is not None else module.model
     final = final.cpu().to(dtype)
     metrics, arrays = evaluate(final, dm.graphs["val"], cfg.data.batch_size, "val")
+    if "val/loss" in trainer.callback_metrics:  # the weighted loss of the last validation (same weights as final)
+        metrics["val/loss"] = float(trainer.callback_metrics["val/loss"])
+    metrics.update(inference_time(final, dm.graphs["val"]))
     # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
     builder = final.graph_builder()
     test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]
@@ -201,7 +205,51 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     learning_curves(history, run_dir)
     save_model(run_dir / "model.pt", cfg.model.name, init_kwargs, final,
                extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
+    objective_value(metrics, str(cfg.objective), run_dir)  # after every output is written: no work lost
     return metrics
+
+
+def check_objective(name: str, outputs) -> None:
+    """Fail before training when ``objective`` names a validation metric the model cannot produce
+    (``test/*`` names depend on the held-out data: they are checked once the metrics exist)."""
+    from hedgenet.training.metrics import ErrorMetrics
+
+    if not name.startswith("val/"):
+        return
+    valid = ["val/loss"] + [f"val/{n}_{s}" for n in ErrorMetrics(tuple(outputs)).names for s in ("mae", "rmse")]
+    if name not in valid:
+        raise ConfigError(f"objective={name!r} is not a validation metric of this model (outputs {list(outputs)}); "
+                          f"valid: {valid}. Fix: set objective to one of them.")
+
+
+def objective_value(metrics: dict, name: str, run_dir: Path) -> float:
+    """``metrics[name]`` as a float for a sweeper, or a ConfigError listing the metric names there are."""
+    value = metrics.get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        names = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" in k)
+        raise ConfigError(f"objective={name!r} is not in this run's metrics ({run_dir}/metrics.json, kept); "
+                          f"available: {names}. Fix: set objective to one of them.")
+    return float(value)
+
+
+def inference_time(model, graphs, n_max: int = 8) -> dict:
+    """Wall time (s) of one full prediction (energy, forces by autograd, H/S blocks) per structure, the
+    median over up to ``n_max`` of ``graphs`` one at a time after one warm-up call (batching included, the
+    neighbour lists of the graphs were built before)."""
+    import numpy as np
+
+    from hedgenet.training.evaluate import predict_batches
+
+    graphs = list(graphs)[:n_max]
+    next(predict_batches(model, graphs[:1], batch_size=1))  # warm-up (lazy initialisation, caches)
+    times, atoms = [], []
+    for g in graphs:
+        t0 = time.perf_counter()
+        _, batch = next(predict_batches(model, [g], batch_size=1))
+        times.append(time.perf_counter() - t0)
+        atoms.append(int(batch.n_atoms.sum()))
+    return {"inference_time_s_per_structure": float(np.median(times)),
+            "inference_atoms_per_structure": float(np.mean(atoms))}
 
 
 def _report(metrics: dict, run) -> None:
@@ -215,7 +263,7 @@ def _main(cfg: DictConfig) -> float | None:
     from hedgenet.data.store import DatasetError
 
     metrics = run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError,))
-    return metrics.get("val/loss") if metrics else None
+    return float(metrics[cfg.objective]) if metrics else None  # the sweep objective (run_train checked it)
 
 
 def main() -> None:

@@ -81,7 +81,8 @@ class EpochSeededSampler(Sampler):
 
 
 class GraphDataModule(L.LightningDataModule):
-    """Graphs of labelled samples, split by seed; batch size is per rank."""
+    """Graphs of labelled samples, split by ``split_seed`` (default: ``seed``), shuffled per epoch by
+    ``seed``; batch size is per rank."""
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class GraphDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         samples: list[dict] | None = None,
+        split_seed: int | None = None,
     ):
         super().__init__()
         self.paths = list(paths)
@@ -101,6 +103,7 @@ class GraphDataModule(L.LightningDataModule):
         self.collate = collate
         self.batch_size = batch_size
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.split_seed = seed if split_seed is None else split_seed
         self.num_workers = num_workers
         self._samples = samples
         self.graphs: dict[str, list] | None = None
@@ -112,7 +115,7 @@ class GraphDataModule(L.LightningDataModule):
         samples = self._samples
         if samples is None:
             samples, _, _ = load_samples(self.paths)
-        self.split = split_indices(len(samples), self.val_fraction, self.test_fraction, self.seed)
+        self.split = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
         self.sample_keys = [(s.get("dataset", ""), int(s.get("sample_id", k))) for k, s in enumerate(samples)]
         self.graphs = {name: [self.graph_builder(samples[i]) for i in idx] for name, idx in self.split.items()}
 

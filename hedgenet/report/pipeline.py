@@ -4,12 +4,13 @@ model accuracy, timings against the reference and the resolved config."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
 import shutil
 from pathlib import Path
+
+from hedgenet.report.render import CSS, SCRIPT, _data_uri
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -152,7 +153,8 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
 
 def markdown_to_html(text: str, base: Path, title: str = "hedgenet report") -> str:
     """The subset of markdown the reports use (headings, tables, images, code blocks, lists, paragraphs) as
-    one self-contained HTML page: images are embedded as data URIs, so the file renders anywhere."""
+    one self-contained HTML page: images are embedded as data URIs, so the file renders anywhere; the page
+    records script errors and undecodable images like hedgenet-compare's (``data-render-errors``)."""
     out, in_code, table = [], False, []
 
     def flush_table():
@@ -182,15 +184,12 @@ def markdown_to_html(text: str, base: Path, title: str = "hedgenet report") -> s
             out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
         elif line.startswith("![") and "](" in line:
             alt, src = line[2:].split("](", 1)
-            data = base64.b64encode((base / src.rstrip(")")).read_bytes()).decode()
-            out.append(f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>')
+            out.append(f'<figure><img alt="{html.escape(alt)}" src="{_data_uri(base / src.rstrip(")"))}"></figure>')
         elif line.startswith("- "):
             out.append(f"<li>{html.escape(line[2:])}</li>")
         elif line.strip():
             out.append(f"<p>{html.escape(line)}</p>")
     flush_table()
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
-             "margin:0.5em 0}td,th{border:1px solid #ccc;padding:0.2em 0.6em;text-align:right}img{max-width:100%}"
-             "pre{background:#f6f6f6;padding:0.6em;overflow:auto;font-size:0.8em}")
+    style = CSS + "pre{background:#f6f6f6;padding:0.6em;overflow:auto;font-size:0.8em}"
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+            f"<style>{style}</style><script>{SCRIPT}</script></head><body>\n" + "\n".join(out) + "\n</body></html>\n")

@@ -1,0 +1,336 @@
+"""The comparison of trained models on one material: per-run values, mean ± std over seeds per arm
+(model × relation set), phonons of each model against the reference's finite differences, v_F(T) errors.
+
+Every number comes from a run's own files (``metrics.json``: errors in meV, meV/Å, meV/atom, times in s)
+or is computed here from its ``model.pt`` (phonon frequencies in THz along Γ–M–K–Γ, by the same phonopy
+finite differences as the reference's, acoustic sum rule imposed on both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from hedgenet.report.runs import CompareError, TrainRun
+
+# (key, header with unit); which split's metric is read is decided per table (test if every run has one)
+COLUMNS = (
+    ("forces_mae", "force MAE (meV/Å)"),
+    ("energy_mae", "energy MAE (meV/atom)"),
+    ("H_onsite_mae", "H on-site MAE (meV)"),
+    ("H_intra_mae", "H intra MAE (meV)"),
+    ("H_inter_mae", "H inter MAE (meV)"),
+    ("bands_mae", "eigenvalue MAE (meV)"),
+    ("phonon_mae_THz", "phonon MAE (THz)"),
+    ("vf_mae_1e5_m_s", "v_F(T) MAE (10⁵ m/s)"),
+    ("n_parameters", "parameters"),
+    ("train_time_s", "training time (s)"),
+    ("inference_ms", "inference (ms/structure)"),
+)
+SPLIT_METRICS = ("forces_mae", "energy_mae", "H_onsite_mae", "H_intra_mae", "H_inter_mae", "bands_mae")
+MARGIN_KEYS = ("phonon_mae_THz", "forces_mae", "bands_mae", "H_intra_mae", "H_inter_mae")
+
+
+@dataclass
+class PhononSettings:
+    """Phonons of the comparison: ``mode`` auto (on for cells of ≤ ``max_atoms`` atoms and ≤
+    ``max_displacements`` displacements), on or off; the supercell (default: the material's
+    ``label_supercell``), the ± displacement (Å) and the band path."""
+
+    mode: str = "auto"
+    supercell: tuple[int, int] | None = None
+    displacement_A: float = 0.01
+    path: str = "GMKG"
+    npoints: int = 21
+    max_atoms: int = 200
+    max_displacements: int = 60
+
+
+@dataclass
+class Arm:
+    """One model × relation set on one material: its runs (one per seed) and per-run values."""
+
+    name: str
+    runs: list[TrainRun]
+    values: list[dict] = field(default_factory=list)          # per run: column key -> float | None
+    phonons: list[np.ndarray | None] = field(default_factory=list)   # per run: frequencies (n_q, n_modes) THz
+    vf_curves: list[dict | None] = field(default_factory=list)       # per run: {T: v0 (10⁵ m/s)}
+
+    def stats(self, key: str) -> tuple[float, float | None, int] | None:
+        """(mean, sample std (ddof 1) or None for one seed, number of seeds) of ``key``; None if no run has it."""
+        xs = [v[key] for v in self.values if v.get(key) is not None]
+        if not xs:
+            return None
+        return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else None), len(xs)
+
+
+@dataclass
+class MaterialTable:
+    material: str
+    split: str                      # "test" (held-out set) or "val"
+    n_eval: int                     # structures in that set
+    arms: list[Arm]
+    phonon_note: str
+    reference_phonons: dict | None = None      # distances, frequencies_THz, ticks, labels
+    vf_reference: dict | None = None           # {T: v0 (10⁵ m/s)}
+    vf_order: str | None = None
+    versus: str | None = None                  # the arm margins are measured against (HedgeNet)
+    margins: list[dict] = field(default_factory=list)
+
+
+def split_of(runs: list[TrainRun]) -> tuple[str, int]:
+    """The held-out test set when every run evaluated one, else the validation set; and its size."""
+    if all(int(r.metrics.get("n_test", 0)) > 0 for r in runs):
+        return "test", int(runs[0].metrics["n_test"])
+    return "val", int(runs[0].metrics.get("n_val", 0))
+
+
+def run_values(run: TrainRun, split: str) -> dict:
+    """The table's values of one run read from its metrics.json (None where the run has none)."""
+    m = run.metrics
+    out = {k: (float(m[f"{split}/{k}"]) if f"{split}/{k}" in m else None) for k in SPLIT_METRICS}
+    out["n_parameters"] = float(m["n_parameters"]) if "n_parameters" in m else None
+    out["train_time_s"] = float(m["train_time_s"]) if "train_time_s" in m else None
+    t = m.get("inference_time_s_per_structure")
+    out["inference_ms"] = 1e3 * float(t) if t is not None else None
+    out["phonon_mae_THz"] = None
+    out["vf_mae_1e5_m_s"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- phonons
+def _reference_for(run: TrainRun):
+    from hedgenet.reference import make_reference
+
+    ref_cfg = dict(run.config["reference"])
+    return make_reference(ref_cfg.pop("name"), **ref_cfg)
+
+
+def _bands(phonon, settings: PhononSettings):
+    from hedgenet.physics.phonons import band_structure, enforce_acoustic_sum_rule
+
+    enforce_acoustic_sum_rule(phonon)
+    return band_structure(phonon, settings.path, settings.npoints)
+
+
+def phonon_cell(run: TrainRun, settings: PhononSettings, cache_dir: Path):
+    """(reference solver, relaxed unit cell, supercell) of a run's material, or (None, None, reason) when
+    phonons are off or, in auto mode, the cell is too large."""
+    from hedgenet.data.displacements import make_phonopy
+    from hedgenet.structures.relax import relaxed_structure
+
+    if settings.mode == "off":
+        return None, None, "phonons off (--phonons off)"
+    material = run.config["material"]
+    supercell = list(settings.supercell or material.get("label_supercell") or [1, 1])
+    reference = _reference_for(run)
+    unit, _ = relaxed_structure(material, reference, cache_dir, log=lambda *a: None)
+    ph = make_phonopy(unit, supercell)
+    ph.generate_displacements(distance=settings.displacement_A, is_plusminus=True)
+    n_atoms, n_disp = len(ph.supercell), len(ph.supercells_with_displacements)
+    if settings.mode == "auto" and (n_atoms > settings.max_atoms or n_disp > settings.max_displacements):
+        return None, None, (f"phonons skipped: the {supercell[0]}×{supercell[1]} cell has {n_atoms} atoms and {n_disp} "
+                            f"displacements (auto limit {settings.max_atoms} atoms, {settings.max_displacements} "
+                            "displacements). Fix: --phonons on, or a smaller --phonon-supercell")
+    return reference, unit, supercell
+
+
+def reference_phonons(run: TrainRun, reference, unit, supercell, settings: PhononSettings, cache_dir: Path,
+                      log=print) -> dict:
+    """Reference finite-difference phonon bands (THz) of the run's material, computed once and cached in
+    ``<cache_dir>/compare/`` keyed by material, reference settings, supercell, displacement and path."""
+    from hedgenet.calculators import ReferenceCalculator
+    from hedgenet.physics.phonons import finite_difference_force_constants
+
+    payload = {"material": run.config["material"], "reference": reference.settings_hash(), "supercell": supercell,
+               "displacement_A": settings.displacement_A, "path": settings.path, "npoints": settings.npoints,
+               "positions": np.round(unit.positions, 8).tolist(), "cell": np.round(unit.cell.array, 8).tolist()}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / "compare" / f"reference_phonons_{key}.npz"
+    if cache.exists():
+        log(f"{run.material}: reference phonons from the cache {cache}")
+        data = np.load(cache, allow_pickle=False)
+        return {k: data[k] for k in data.files}
+    log(f"{run.material}: computing reference phonons ({reference.name}, {supercell[0]}×{supercell[1]} supercell)")
+    t0 = time.perf_counter()
+    phonon = finite_difference_force_constants(ReferenceCalculator(reference), unit, supercell, settings.displacement_A)
+    bands = _bands(phonon, settings)
+    out = {"distances": bands.distances, "frequencies_THz": bands.frequencies, "ticks": bands.ticks,
+           "labels": np.array(bands.labels), "time_s": np.array(time.perf_counter() - t0)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(cache)
+    return out
+
+
+def model_phonons(run: TrainRun, unit, supercell, settings: PhononSettings) -> np.ndarray | None:
+    """Phonon frequencies (THz) of the run's model by the reference's finite differences; None for a
+    model without forces (task=hamiltonian)."""
+    from hedgenet.calculators import ModelCalculator, check_calculator_for
+    from hedgenet.models.io import load_model
+    from hedgenet.physics.phonons import finite_difference_force_constants
+
+    try:
+        model = load_model(run.model_path)
+    except ValueError as err:
+        raise CompareError(f"{run.model_path}: {err}") from None
+    if "forces" not in model.outputs:
+        return None
+    calc = ModelCalculator(model)
+    try:
+        check_calculator_for(calc, unit)
+    except ValueError as err:
+        raise CompareError(f"{run.dir}: {err}") from None
+    phonon = finite_difference_force_constants(calc, unit, supercell, settings.displacement_A)
+    return _bands(phonon, settings).frequencies
+
+
+# ----------------------------------------------------------------------------------------------- v_F(T)
+@dataclass
+class FermiVelocityRun:
+    dir: Path
+    config: dict
+    summary: dict
+
+
+def find_fermi_velocity_runs(dirs) -> list[FermiVelocityRun]:
+    """``hedgenet-fermi-velocity`` run directories below each of ``dirs``."""
+    out = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise CompareError(f"--fermi-velocity {d}: not a directory. Fix: pass a folder of hedgenet-fermi-velocity runs.")
+        for cfg_file in sorted(d.rglob("resolved_config.yaml")):
+            config = yaml.safe_load(cfg_file.read_text()) or {}
+            if config.get("task_name") != "fermi_velocity":
+                raise CompareError(f"--fermi-velocity {d}: {cfg_file.parent} is not a hedgenet-fermi-velocity run. "
+                                   "Fix: pass only folders of hedgenet-fermi-velocity runs.")
+            summary = cfg_file.parent / "summary.json"
+            if not summary.exists():
+                raise CompareError(f"v_F run {cfg_file.parent} did not finish (no summary.json). Fix: rerun or remove it.")
+            out.append(FermiVelocityRun(cfg_file.parent, config, json.loads(summary.read_text())))
+    return out
+
+
+def _vf_settings(r: FermiVelocityRun) -> dict:
+    return {"fermi_velocity": r.config.get("fermi_velocity"), "sampler": r.config.get("sampler"),
+            "material": r.config.get("material")}
+
+
+def attach_fermi_velocity(table: MaterialTable, fv_runs: list[FermiVelocityRun]) -> list[str]:
+    """Fill the v_F(T) column of ``table``: per model run, the MAE over temperatures (10⁵ m/s) of its v_F(T)
+    against the reference run's (all orders when both have them, else first order). Returns notes."""
+    notes = []
+    mine = [r for r in fv_runs if (r.config.get("material") or {}).get("name") == table.material]
+    refs = [r for r in mine if r.config.get("calculator") == "reference"]
+    models = [r for r in mine if r.config.get("calculator") == "model"]
+    if not models:
+        return notes
+    if len(refs) != 1:
+        raise CompareError(
+            f"v_F(T) of {table.material}: {len(refs)} reference runs ({[str(r.dir) for r in refs]}) for "
+            f"{len(models)} model runs. Fix: pass exactly one hedgenet-fermi-velocity calculator=reference run per material.")
+    ref = refs[0]
+    by_model = {Path(str(r.config.get("model_path"))).resolve(): r for r in models}
+    matched = set()
+    for arm in table.arms:
+        for i, run in enumerate(arm.runs):
+            fv = by_model.get(run.model_path.resolve())
+            if fv is None:
+                continue
+            matched.add(fv.dir)
+            if _vf_settings(fv) != _vf_settings(ref):
+                raise CompareError(f"v_F runs {fv.dir} and {ref.dir} differ in settings (fermi_velocity, sampler or "
+                                   "material). Fix: run the model and the reference with the same settings.")
+            a, b = fv.summary["by_temperature"], ref.summary["by_temperature"]
+            order = "all" if "all" in a and "all" in b else "first"
+            if order not in a or order not in b:
+                raise CompareError(f"v_F runs {fv.dir} and {ref.dir} share no order (first/all). Fix: same fermi_velocity.orders.")
+            temps = sorted(set(a[order]) & set(b[order]), key=float)
+            curve = {float(T): float(a[order][T]["v0_1e5_m_s"]) for T in temps}
+            table.vf_reference = {float(T): float(b[order][T]["v0_1e5_m_s"]) for T in temps}
+            table.vf_order = order
+            arm.vf_curves[i] = curve
+            arm.values[i]["vf_mae_1e5_m_s"] = float(np.mean([abs(curve[T] - table.vf_reference[T]) for T in curve]))
+    for r in models:
+        if r.dir not in matched:
+            notes.append(f"v_F run {r.dir}: its model {r.config.get('model_path')} is not among the compared runs (ignored)")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------- margins
+def pick_versus(arms: list[Arm]) -> str | None:
+    """The arm the margins are measured against: HedgeNet with its heterogeneous relations, if present."""
+    for a in arms:
+        r = a.runs[0]
+        if r.config["model"]["name"] == "hedgenet" and r.relations != "single":
+            return a.name
+    return None
+
+
+def margins(table: MaterialTable) -> list[dict]:
+    """For each other arm and key of :data:`MARGIN_KEYS`: how far the versus arm's error is below the
+    other's, 100·(1 − e_versus/e_other) %, from the means, and per seed both have (mean ± std over seeds)."""
+    if table.versus is None:
+        return []
+    base = next(a for a in table.arms if a.name == table.versus)
+    out = []
+    for other in table.arms:
+        if other is base:
+            continue
+        for key in MARGIN_KEYS:
+            sb, so = base.stats(key), other.stats(key)
+            if sb is None or so is None or so[0] == 0:
+                continue
+            by_seed_b = {r.seed: v[key] for r, v in zip(base.runs, base.values) if v.get(key) is not None}
+            by_seed_o = {r.seed: v[key] for r, v in zip(other.runs, other.values) if v.get(key) is not None}
+            paired = [100 * (1 - by_seed_b[s] / by_seed_o[s]) for s in sorted(set(by_seed_b) & set(by_seed_o))
+                      if by_seed_o[s] != 0]
+            out.append({"versus": base.name, "other": other.name, "key": key,
+                        "margin_pct": 100 * (1 - sb[0] / so[0]),
+                        "paired_mean_pct": float(np.mean(paired)) if paired else None,
+                        "paired_std_pct": float(np.std(paired, ddof=1)) if len(paired) > 1 else None,
+                        "n_pairs": len(paired)})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- build
+def build_tables(groups: dict, phonons: PhononSettings, cache_dir: Path, fv_runs=(), log=print) -> tuple[list[MaterialTable], list[str]]:
+    """One :class:`MaterialTable` per material of ``groups`` (:func:`hedgenet.report.runs.group_runs`)."""
+    tables, notes = [], []
+    for material, arm_runs in sorted(groups.items()):
+        everyone = [r for rs in arm_runs.values() for r in rs]
+        split, n_eval = split_of(everyone)
+        arms = []
+        for name, runs in sorted(arm_runs.items()):
+            arm = Arm(name, runs, [run_values(r, split) for r in runs], [None] * len(runs), [None] * len(runs))
+            arms.append(arm)
+        reference, unit, supercell = phonon_cell(everyone[0], phonons, cache_dir)
+        ref_bands = None
+        if reference is None:
+            note = supercell
+        else:
+            ref_bands = reference_phonons(everyone[0], reference, unit, supercell, phonons, cache_dir, log)
+            note = (f"phonon MAE: each model's finite-difference phonons (±{phonons.displacement_A} Å) against the "
+                    f"reference's ({reference.name}) on the {supercell[0]}×{supercell[1]} supercell of the relaxed "
+                    f"unit cell, all bands at {len(ref_bands['distances'])} q-points along {phonons.path} (THz)")
+            for arm in arms:
+                for i, run in enumerate(arm.runs):
+                    log(f"{material}: phonons of {arm.name} seed {run.seed}")
+                    f = model_phonons(run, unit, supercell, phonons)
+                    arm.phonons[i] = f
+                    if f is not None:
+                        arm.values[i]["phonon_mae_THz"] = float(np.abs(f - ref_bands["frequencies_THz"]).mean())
+        table = MaterialTable(material, split, n_eval, arms, note, ref_bands)
+        notes += attach_fermi_velocity(table, list(fv_runs))
+        table.versus = pick_versus(arms)
+        table.margins = margins(table)
+        tables.append(table)
+    return tables, notes
