@@ -233,7 +233,7 @@ def charge_neutrality_point(blocks: BlockSet, numbers, sigma_guess_eV: float, kp
             return float(0.5 * (e[n_occ - 1 - lo] + e[n_occ - lo])), res
         spacing = max(np.ptp(e) / max(len(e) - 1, 1), 1e-4)  # mean level spacing in the window (eV)
         if hi < n_occ:  # every state found is occupied: the gap lies above e[-1]
-            below = max(below, e[min(n_occ - 1 - lo, len(e) - 1)] if lo <= n_occ - 1 else e[-1])
+            below = max(below, e[-1])
             step = max(spacing * (n_occ - hi), 0.5 * np.ptp(e)) * 2**attempt
         else:  # every state found is empty: the gap lies below e[0]
             above = min(above, e[0])
