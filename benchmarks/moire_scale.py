@@ -11,8 +11,8 @@ included, which tracemalloc misses) is its own:
 1. ``validate``: the ``--validate`` cell (default 6.01°, 364 atoms; it must not be in the training set)
    with xTB (forces, blocks within the model's block cutoff, Γ orbital energies) and with the model;
    dense generalized eigenvalues at Γ, M and K of the moiré cell; MAE of the eigenvalues within
-   E_F ± ``--window`` eV (E_F: xTB's charge-neutrality level at K, the Dirac energy; bands matched by index), forces MAE, and the model's charge-neutrality level at
-   K (the Dirac energy: the σ guess for the big cell).
+   E_F ± ``--window`` eV (E_F: xTB's charge-neutrality level at K, the Dirac energy; bands matched by
+   index), forces MAE, and the model's charge-neutrality level at K (the σ guess for the big cell).
 2. ``predict``: the ``--big`` cell (default 1.12°, 10 444 atoms): graph construction, then one model call
    for energy, forces (autograd) and every H_ij(R), S_ij(R) block; blocks saved for the next stage.
 3. ``bands``: sparse H(k), S(k) and the ``--n-bands`` eigenvalues nearest E_CNP at the ``--kpoints``
@@ -253,9 +253,9 @@ def main() -> None:
               r["cnp_model_eV"]] for k, r in v["bands"].items()],
             title=f"transfer: {v['cell']} ({v['atoms']} atoms, not in the training set), model vs xTB, "
                   f"blocks within {v['block_cutoff_A']} Å; forces MAE {v['forces_mae_meV_per_A']:.1f} meV/Å "
-                  f"(xTB force RMS {v['forces_rms_ref_meV_per_A']:.1f}); block truncation moves xTB's Γ bands within E_F ± 3 eV "
-                  f"by ≤ {v['truncation_eig_err_meV']:.2f} meV; sparse vs dense solve of the model's K bands: "
-                  f"{v['sparse_vs_dense_max_eV']:.1e} eV",
+                  f"(xTB force RMS {v['forces_rms_ref_meV_per_A']:.1f}); block truncation moves xTB's Γ bands "
+                  f"within E_F ± 3 eV by ≤ {v['truncation_eig_err_meV']:.2f} meV; sparse vs dense solve of the "
+                  f"model's K bands: {v['sparse_vs_dense_max_eV']:.1e} eV",
         )
     if pr:
         n_ref, t_ref, p_exp = args.xtb_ref
@@ -275,14 +275,16 @@ def main() -> None:
                      t_ref * (pr["atoms"] / n_ref) ** p_exp])
         if v:
             rows.append([f"xTB extrapolated from this run's {v['atoms']}-atom call ({v['xtb_seconds']:.0f} s, "
-                         f"{args.threads} thread(s), p = {p_exp}) (s)", v["xtb_seconds"] * (pr["atoms"] / v["atoms"]) ** p_exp])
+                         f"{args.threads} thread(s), p = {p_exp}) (s)",
+                         v["xtb_seconds"] * (pr["atoms"] / v["atoms"]) ** p_exp])
             rows.append(["xTB dense matrices (GB, one N_orb² float64 matrix)", 8 * pr["orbitals"] ** 2 / 1e9])
         print_table(["quantity", "value"], rows,
                     title=f"{pr['cell']}: {pr['atoms']} atoms, {pr['orbitals']} orbitals, {pr['block_edges']} block "
                           f"edges, {args.threads} thread(s)")
         if b:
             for k, r in b["kpoints"].items():
-                print(f"\n{k}: E_CNP = {r['E_cnp_eV']:.6f} eV; the {len(r['eigenvalues_minus_cnp_meV'])} bands nearest "
+                print(f"\n{k}: E_CNP{'' if k == 'Gamma' else ' (σ: the Γ level or the guess)'} = {r['E_cnp_eV']:.6f} eV; "
+                      f"the {len(r['eigenvalues_minus_cnp_meV'])} bands nearest "
                       f"(meV from E_CNP; first band index {r['first_band_index']}, occupied {r['n_occupied']}):\n  "
                       + " ".join(f"{x:.1f}" for x in r["eigenvalues_minus_cnp_meV"]))
     (Path(args.work) / "summary.json").write_text(json.dumps(res, indent=1))
