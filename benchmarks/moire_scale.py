@@ -16,7 +16,7 @@ included, which tracemalloc misses) is its own:
 2. ``predict``: the ``--big`` cell (default 1.12°, 10 444 atoms): graph construction, then one model call
    for energy, forces (autograd) and every H_ij(R), S_ij(R) block; blocks saved for the next stage.
 3. ``bands``: sparse H(k), S(k) and the ``--n-bands`` eigenvalues nearest E_CNP at the ``--kpoints``
-   (Γ by default; K of the moiré zone needs a complex factorisation, ≈ 4× Γ's time and 2× its memory)
+   (Γ by default; K of the moiré zone needs a complex factorisation: 2.1× Γ's time, 1.8× its memory)
    with :func:`hedgenet.physics.sparse_bands.charge_neutrality_point`; never a dense solve.
 
 The xTB single point of the big cell is extrapolated as t = t_ref (N / N_ref)^p from
