@@ -78,21 +78,27 @@ class ModelCalculator(BlockCalculator):
 
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
         """H_ij(R) (eV) and S_ij(R) for every block edge, padded to the layout's n_max for ``atoms``."""
-        import numpy as np
-
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
         g = self.builder.from_atoms(atoms)
         out = self.model(g.to(dtype=next(self.model.parameters()).dtype), compute_forces=False)
-        n_orb = np.array([self.layout.n_orb(int(z)) for z in atoms.numbers], dtype=np.int64)
-        n_max = int(n_orb.max())
-        return BlockSet(
-            edge_index=g.block_index.numpy().astype(np.int64),
-            cell_shift=g.block_shift.numpy().round().astype(np.int64),
-            H=out["H"].numpy()[:, :n_max, :n_max].astype(float),
-            S=out["S"].numpy()[:, :n_max, :n_max].astype(float),
-            n_orb=n_orb,
-        )
+        return blocks_from_prediction(g, out, self.layout, atoms.numbers)
+
+
+def blocks_from_prediction(graph, out: dict, layout: OrbitalLayout, numbers) -> BlockSet:
+    """The :class:`BlockSet` (eV, float64, padded to the n_max of ``numbers``) of a model output ``out``
+    (keys ``H``, ``S``) on ``graph`` (from the model's ``graph_builder``)."""
+    import numpy as np
+
+    n_orb = np.array([layout.n_orb(int(z)) for z in numbers], dtype=np.int64)
+    n_max = int(n_orb.max())
+    return BlockSet(
+        edge_index=graph.block_index.numpy().astype(np.int64),
+        cell_shift=graph.block_shift.numpy().round().astype(np.int64),
+        H=out["H"].detach().numpy()[:, :n_max, :n_max].astype(float),
+        S=out["S"].detach().numpy()[:, :n_max, :n_max].astype(float),
+        n_orb=n_orb,
+    )
 
 
 def make_calculator(kind: str, reference=None, model_path=None) -> BlockCalculator:

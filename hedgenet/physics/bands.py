@@ -23,15 +23,24 @@ def _scatter_plan(edge_index: np.ndarray, n_orb: np.ndarray, n_max: int):
     return e, r, c, offsets[i][e] + r, offsets[j][e] + c, int(offsets[-1])
 
 
-def bloch_matrix(blocks, edge_index, cell_shift, n_orb, kpoint_frac=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """``M(k)`` (n_orb_total, n_orb_total) from blocks (E, n_max, n_max) of the edges ``edge_index`` (2, E)
-    with integer ``cell_shift`` (E, 3); real when every phase is real (e.g. k = Γ), else complex."""
+def bloch_entries(blocks, edge_index, cell_shift, n_orb, kpoint_frac=(0.0, 0.0, 0.0)):
+    """The nonzero terms of ``M(k)``: ``(rows, cols, values, n_orb_total)``, one term per physical block
+    element and edge (several terms can share a (row, col): they add). Values are real when every phase
+    is real (e.g. k = Γ), else complex. The one index builder behind the dense :func:`bloch_matrix` and
+    the sparse :func:`hedgenet.physics.sparse_bands.sparse_bloch_matrix`."""
     blocks = np.asarray(blocks)
     e, r, c, rows, cols, n = _scatter_plan(edge_index, n_orb, blocks.shape[-1])
     phase = np.exp(2j * np.pi * np.asarray(cell_shift, dtype=float) @ np.asarray(kpoint_frac, dtype=float))
     real = np.allclose(phase.imag, 0.0)
     vals = blocks[e, r, c] * (phase.real[e] if real else phase[e])
-    out = np.zeros((n, n), dtype=float if real else complex)
+    return rows, cols, vals, n
+
+
+def bloch_matrix(blocks, edge_index, cell_shift, n_orb, kpoint_frac=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """``M(k)`` (n_orb_total, n_orb_total) from blocks (E, n_max, n_max) of the edges ``edge_index`` (2, E)
+    with integer ``cell_shift`` (E, 3); real when every phase is real (e.g. k = Γ), else complex."""
+    rows, cols, vals, n = bloch_entries(blocks, edge_index, cell_shift, n_orb, kpoint_frac)
+    out = np.zeros((n, n), dtype=vals.dtype)
     np.add.at(out, (rows, cols), vals)
     return out
 

@@ -111,12 +111,9 @@ def spectral_function(eps: np.ndarray, weights: np.ndarray, energies_eV: np.ndar
 def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac=(1 / 3, 1 / 3, 0.0)) -> float:
     """Midpoint (eV) between the highest occupied and lowest empty supercell state at the primitive wave
     vector ``kfrac`` (default K, where graphene's Dirac states sit) for the neutral valence electron count."""
-    from hedgenet.reference.orbitals import VALENCE_ELECTRONS
+    from hedgenet.reference.orbitals import valence_electron_count
 
-    unknown = sorted({int(z) for z in numbers} - set(VALENCE_ELECTRONS))
-    if unknown:
-        raise ValueError(f"no valence electron count for Z={unknown}")
-    n_el = sum(VALENCE_ELECTRONS[int(z)] for z in numbers)
+    n_el = valence_electron_count(numbers)
     k = primitive_kpoints_cart(cmap.primitive_cell, [kfrac])[0]
     kf = cmap.supercell_kfrac(k)
     Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)

@@ -160,3 +160,12 @@ VALENCE_ELECTRONS: dict[int, int] = {
 }
 """Valence electrons per neutral atom in the minimal valence bases used here (GFN1-xTB, GTH
 pseudopotentials of the same elements): the electron count that fixes the charge-neutrality level."""
+
+
+def valence_electron_count(numbers) -> int:
+    """Valence electrons of the neutral structure with atomic numbers ``numbers`` (see
+    :data:`VALENCE_ELECTRONS`); ValueError naming the elements without a count."""
+    unknown = sorted({int(z) for z in numbers} - set(VALENCE_ELECTRONS))
+    if unknown:
+        raise ValueError(f"no valence electron count for Z={unknown}; add it to VALENCE_ELECTRONS")
+    return int(sum(VALENCE_ELECTRONS[int(z)] for z in numbers))
