@@ -182,6 +182,7 @@ def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
     cmd = stage_command(stage, by_name)
     (stage.dir / "command.txt").write_text(" ".join(cmd) + "\n")
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
     with open(stage.dir / "stage.log", "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
@@ -191,6 +192,7 @@ def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
         except OSError as err:
             raise PipelineError(f"stage {stage.name} could not start ({err})") from None
     seconds = time.perf_counter() - t0
+    cpu_seconds = _children_cpu_s() - cpu0
     if proc.returncode != 0:
         tail = (stage.dir / "stage.log").read_text()[-1500:]
         if proc.returncode < 0:
@@ -202,8 +204,16 @@ def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
         raise PipelineError(f"stage {stage.name} {why}. Log: {stage.dir / 'stage.log'}\n--- last lines ---\n{tail}\n"
                             "Finished stages are kept: fix the cause and rerun the same command to resume here.")
     _write_json_atomic(stage.dir / DONE, {"stage": stage.name, "hash": stage.hash, "seconds": seconds,
-                                          "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                                          "cpu_seconds": cpu_seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return seconds
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU time (s) of finished child processes: a stage's CPU cost, whatever the load."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -220,7 +230,8 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def load_outputs(stage: Stage) -> dict:
     """The stage's summary (summary.json, or metrics.json for training) and its wall time."""
     d = stage.dir
-    out = {"dir": str(d), "seconds": json.loads((d / DONE).read_text())["seconds"]}
+    done = json.loads((d / DONE).read_text())
+    out = {"dir": str(d), "seconds": done["seconds"], "cpu_seconds": done.get("cpu_seconds")}
     for name in ("summary.json", "metrics.json"):
         if (d / name).exists():
             out[name.split(".")[0]] = json.loads((d / name).read_text())

@@ -94,6 +94,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         raise PipelineError(f"stages {missing} finished without a summary: see their stage.log")
     return {"report_md": report["report_md"], "report_html": report["report_html"], "headline": report["headline"],
             "stage_seconds": seconds, "total_s": time.perf_counter() - t_all,
+            "stage_cpu_seconds": {n: o.get("cpu_seconds") for n, o in outputs.items()},
             "stages": {s.name: str(s.dir) for s in stages}}
 
 

@@ -141,7 +141,8 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
     trows = _timing_rows(outputs)
     md += ["## Timing", "", "Physics stages driven by the model vs by the reference (s; training is counted "
            "separately below).", ""] + _table(["stage", "reference", "model", "ratio"], trows)
-    md += _table(["pipeline stage", "wall time (s)"], [[k, v] for k, v in stage_seconds.items()])
+    md += _table(["pipeline stage", "wall time this run (s; 0 = cached)", "CPU time when it ran (s)"],
+                 [[k, v, outputs.get(k, {}).get("cpu_seconds")] for k, v in stage_seconds.items()])
     md += ["## Stage directories", ""] + [f"- {k}: `{v['dir']}`" for k, v in outputs.items()] + [""]
     md += ["## Resolved config", "", "```yaml", resolved_config.rstrip(), "```", ""]
     text = "\n".join(md)
