@@ -153,11 +153,13 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
 
         logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
     elif cfg.logger.name == "wandb":
+        import wandb
         from lightning.pytorch.loggers import WandbLogger
 
+        # log into the run start_run opened (passing it avoids wandb's "run already in progress" warning)
         logger = WandbLogger(
             project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
-            group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])),
+            group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])), experiment=wandb.run,
         )
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, monitor="val/loss", mode="min")
     t = cfg.trainer
