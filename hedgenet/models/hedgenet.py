@@ -289,10 +289,7 @@ class HedgeNet(GraphModel):
             h = layer(h, onehot, edges)
         out = {}
         if "energy" in self.outputs:
-            e_atom = self.readout(h[:, : self.n_scalars]).squeeze(-1)
-            e_atom = e_atom * self.energy_scale[species] + self.energy_shift[species]
-            out["node_energy"] = e_atom
-            out["energy"] = e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)
+            out.update(self._energy(h, species, batch))
         if "H" in self.outputs:
             args = (h, species, pos, cell_of_atom, batch.block_index, batch.block_shift, batch.block_reverse)
             # the blocks need an autograd graph only to be differentiated (training, dH/du); without it

@@ -266,10 +266,7 @@ class DeepHE3(GraphModel):
             h, e = layer(h, e, onehot, i, j, sh, rbf)
         out = {}
         if "energy" in self.outputs:
-            e_atom = self.readout(h[:, : self.n_scalars]).squeeze(-1)
-            e_atom = e_atom * self.energy_scale[species] + self.energy_shift[species]
-            out["node_energy"] = e_atom
-            out["energy"] = e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)
+            out.update(self._energy(h, species, batch))
         with torch.set_grad_enabled(torch.is_grad_enabled() and blocks_grad):
             out.update(self.head_H(h, e, vec, species, index, on, off, batch.block_reverse))
             out.update(self.head_S(h, species, pos, cell_of_atom, index, shift, batch.block_reverse))
