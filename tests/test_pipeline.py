@@ -111,6 +111,7 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     (["overrides.fermi_velocity.fermi_velocity.temperatures_K=[]"], "temperature list is empty"),
     (["stages=[label,phonons]"], "need a model"),
     (["stages=[label,relax]"], "stages ['relax'] unknown"),
+    (["overrides.label.dataset.supercell=[3,3]"], "too narrow for reference.block_cutoff=5"),
 ])
 def test_pipeline_input_errors_are_clear_and_nothing_runs(tmp_path, args, message):
     proc, _ = pipeline(tmp_path, "err", args)

@@ -39,6 +39,7 @@ def check_pipeline_config(cfg: DictConfig, stages) -> None:
                                     orders=tuple(c["fermi_velocity"]["orders"])).check()
         except ValueError as err:
             raise ConfigError(f"stage fermi_velocity: {err} (overrides.fermi_velocity)") from None
+    check_stage_cells(cfg, stages)
     if cfg.model_path is not None:
         from hedgenet.calculators import check_calculator_for, make_calculator
         from hedgenet.config import resolved_dict
@@ -108,6 +109,39 @@ def _report(summary: dict, run) -> None:
         print(f"  {k:28s} {v:.4g}")
     print(f"report: {summary['report_html']}\n        {summary['report_md']}")
     print(f"total {summary['total_s']:.1f} s")
+
+
+# (stage kind, config section holding its supercell) for the stages that run the reference on a supercell
+SUPERCELL_KEYS = {"label": "dataset", "phonons": "phonons", "epi": "epi", "fermi_velocity": "fermi_velocity"}
+RELAX_TOLERANCE = 1.03  # the relaxed lattice constant may exceed the builder's default by a few %
+
+
+def check_stage_cells(cfg: DictConfig, stages) -> None:
+    """Refuse, before anything runs, a stage whose supercell is narrower than twice its reference's block
+    cutoff (minimum-image splitting of the Γ-point blocks; the stage would fail after the relaxation). Checked
+    on the builder's unrelaxed cell, with :data:`RELAX_TOLERANCE`; the stage itself checks the relaxed cell."""
+    import numpy as np
+
+    from hedgenet.config import resolved_dict
+    from hedgenet.structures import build_structure
+    from hedgenet.structures.supercell import in_plane_width, supercell_matrix
+
+    unit = build_structure(cfg.material.builder, **resolved_dict(cfg.material.params))
+    for s in stages:
+        section = SUPERCELL_KEYS.get(s.kind)
+        if section is None or s.config is None or "reference" not in s.config:
+            continue
+        sc = s.config[section].get("supercell")
+        cutoff = float(s.config["reference"].get("block_cutoff") or 0.0)
+        if sc is None or cutoff <= 0:
+            continue
+        width = in_plane_width(supercell_matrix(sc) @ unit.cell.array)
+        if width * RELAX_TOLERANCE <= 2 * cutoff:
+            raise ConfigError(
+                f"stage {s.name}: the {'×'.join(map(str, sc))} supercell of {cfg.material.name} is about "
+                f"{width:.2f} Å wide, too narrow for reference.block_cutoff={cutoff:g} Å (blocks are split "
+                f"by minimum image: width > 2 × cutoff). Fix: overrides.{s.kind}.{section}.supercell larger, or "
+                f"overrides.{s.kind}.reference.block_cutoff ≤ {np.floor(width / 2 * 10) / 10:g}. Nothing has run.")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")

@@ -12,10 +12,10 @@ from numpy.typing import ArrayLike
 
 from hedgenet.structures._common import LAYER_KEY, sort_atoms
 
-__all__ = ["make_supercell", "cell_widths", "in_plane_width"]
+__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width"]
 
 
-def _integer_matrix(matrix: ArrayLike) -> np.ndarray:
+def supercell_matrix(matrix: ArrayLike) -> np.ndarray:
     """Validate a 2x2 (in-plane) or 3x3 supercell matrix (or its diagonal) and return it as 3x3 int64."""
     try:
         m = np.asarray(matrix, dtype=float)
@@ -75,7 +75,7 @@ def make_supercell(atoms: Atoms, matrix: ArrayLike) -> Atoms:
     ValueError
         If the matrix is not 2x2/3x3, has non-integer entries, or is singular.
     """
-    mi = _integer_matrix(matrix)
+    mi = supercell_matrix(matrix)
     # order="cell-major": atom i of image k is at index k * len(atoms) + i, so labels tile with np.tile.
     sc = _ase_make_supercell(atoms, mi, wrap=True, order="cell-major")
     if LAYER_KEY in atoms.arrays:
