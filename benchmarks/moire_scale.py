@@ -269,7 +269,7 @@ def main() -> None:
                          [f"  assembly / S check / LU / Lanczos (s), {t.get('n_sigma', 1)} σ",
                           " / ".join(f"{t.get(x, 0):.1f}" for x in ("assembly", "overlap_check", "factorisation",
                                                                       "lanczos"))],
-                         [f"  LU fill (nonzeros) vs H(k) nonzeros", f"{r['lu_fill_nnz']:.3g} vs {b['matrix_nnz']:.3g}"]]
+                         ["  LU fill (nonzeros) vs H(k) nonzeros", f"{r['lu_fill_nnz']:.3g} vs {b['matrix_nnz']:.3g}"]]
             rows.append(["peak RSS, bands stage (GB)", b["peak_rss_GB"]])
         rows.append([f"xTB extrapolated from {int(n_ref)} atoms ({t_ref} s, p = {p_exp}) (s)",
                      t_ref * (pr["atoms"] / n_ref) ** p_exp])
