@@ -54,8 +54,11 @@ class TrainRun:
 
     @property
     def arm(self) -> str:
-        """The comparison arm: model choice and relation set, e.g. ``hedgenet_small (single)``."""
-        return f"{self.model} ({self.relations})"
+        """The comparison arm: model choice, and for HedgeNet its relation set, e.g. ``hedgenet_small (single)``;
+        the baselines use no relation types (one homogeneous graph), so their arm is the model alone."""
+        if self.config["model"]["name"] == "hedgenet":
+            return f"{self.model} ({self.relations})"
+        return self.model
 
     @property
     def model_path(self) -> Path:
