@@ -36,6 +36,16 @@ def choice_error(what: str, value, valid) -> ValueError:
     return ValueError(f"unknown {what} {value!r}; valid: {sorted(valid)}.{hint}")
 
 
+def size_with_defaults(model: str, size: dict | None, defaults: dict) -> dict:
+    """A baseline's hyperparameters: ``defaults`` updated by ``size`` (integers); a key that ``defaults``
+    lacks is a ValueError naming ``model=<model>`` and the valid keys."""
+    size = dict(size or {})
+    bad = sorted(set(size) - set(defaults))
+    if bad:
+        raise ValueError(f"model={model}: unknown size key(s) {bad}; valid: {list(defaults)}")
+    return {**defaults, **{k: int(v) for k, v in size.items()}}
+
+
 def as_dtype(dtype) -> torch.dtype:
     """``float32`` | ``float64`` | a torch dtype | ``None`` (torch's default) -> torch dtype."""
     if dtype is None:

@@ -173,7 +173,22 @@ class RadialBasis(tnn.Module):
         return bessel * self.envelope(d)
 
 
-class BlockHead(tnn.Module):
+class BlockHeadBase(tnn.Module):
+    """What every block head shares with :func:`finish_blocks` and :func:`init_block_statistics`: a
+    ``decoder`` (:class:`OrbitalBlockDecoder`), ``onsite_coef`` (n_targets, n_onsite_basis), ``scale``
+    (n_targets,) and ``targets``; subclasses set them in ``__init__``."""
+
+    @property
+    def n_max(self) -> int:
+        return self.decoder.n_max
+
+    def onsite_reference(self) -> torch.Tensor:
+        """(n_targets, n_species, n_max, n_max) identity-like on-site blocks added to every self edge."""
+        basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
+        return torch.einsum("tc,cskl->tskl", self.onsite_coef, basis)
+
+
+class BlockHead(BlockHeadBase):
     """Orbital blocks of several targets (H in eV and S) for every block edge (i, j, R), self edges
     included, from one shared trunk.
 
@@ -233,15 +248,6 @@ class BlockHead(tnn.Module):
         self.onsite_coef = tnn.Parameter(torch.zeros(k, self.decoder.onsite_basis.shape[0]))
         self.register_buffer("scale", torch.ones(k))
         self.chunk_size = 32768  # off-site block edges per chunk (memory bound, not a hyperparameter)
-
-    @property
-    def n_max(self) -> int:
-        return self.decoder.n_max
-
-    def onsite_reference(self) -> torch.Tensor:
-        """(n_targets, n_species, n_max, n_max) identity-like on-site blocks added to every self edge."""
-        basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
-        return torch.einsum("tc,cskl->tskl", self.onsite_coef, basis)
 
     def forward(
         self,
@@ -343,7 +349,7 @@ class GaussianBasis(tnn.Module):
         return torch.exp(-0.5 * ((d.unsqueeze(-1) - self.centers.to(d.dtype)) / self.width) ** 2)
 
 
-class TwoCenterHead(tnn.Module):
+class TwoCenterHead(BlockHeadBase):
     """Overlap blocks S_ij(R) as the two-center integrals they are: functions of the species pair and of
     r_ij only, with no dependence on the environment.
 
@@ -386,10 +392,6 @@ class TwoCenterHead(tnn.Module):
         self.onsite_coef = tnn.Parameter(torch.ones(1, self.decoder.onsite_basis.shape[0]))
         self.register_buffer("scale", torch.full((1,), 0.01))
 
-    @property
-    def n_max(self) -> int:
-        return self.decoder.n_max
-
     def forward(self, h, species, pos, cell_of_atom, index, shift, reverse) -> dict[str, torch.Tensor]:
         """``{"S": blocks (E, n_max, n_max)}``; same arguments as :meth:`BlockHead.forward` (``h`` unused)."""
         i, j = index
@@ -407,9 +409,4 @@ class TwoCenterHead(tnn.Module):
             vals = coef[:, self.coef_index] * y[:, self.sh_index]
             f_off = pos.new_zeros(off.numel(), feats.shape[1]).index_copy(1, self.feat_index, vals)
             feats = feats.index_copy(0, off, f_off)
-        blocks = self.decoder(feats, species[i], species[j]) * self.scale.to(feats.dtype)[0]
-        if on.numel():
-            basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
-            ref = torch.einsum("c,cskl->skl", self.onsite_coef[0], basis).to(blocks.dtype)
-            blocks = blocks.index_add(0, on, ref[species[i[on]]])
-        return {"S": 0.5 * (blocks + blocks[reverse].transpose(-1, -2))}
+        return finish_blocks(self, feats.unsqueeze(1), species, index, on, reverse)

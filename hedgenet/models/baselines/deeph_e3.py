@@ -35,26 +35,17 @@ from hedgenet.graphs.neighbors import GraphBuilder
 from hedgenet.graphs.relations import make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
 from hedgenet.models.base import (
-    TASKS, GraphModel, as_dtype, average_neighbors, choice_error, init_energy_head,
+    TASKS, GraphModel, as_dtype, average_neighbors, choice_error, init_energy_head, size_with_defaults,
 )
 from hedgenet.models.blocks_head import (
-    OrbitalBlockDecoder, RadialBasis, TwoCenterHead, finish_blocks, init_block_statistics, uvu_tensor_product,
+    BlockHeadBase, OrbitalBlockDecoder, RadialBasis, TwoCenterHead, finish_blocks, init_block_statistics,
+    uvu_tensor_product,
 )
 from hedgenet.models.hedgenet import hidden_irreps
 from hedgenet.reference.orbitals import OrbitalLayout
 
-DEEPH_SIZE_KEYS = ("channels", "edge_channels", "lmax", "num_layers")
 DEEPH_DEFAULT_SIZE = {"channels": 16, "edge_channels": 16, "lmax": 1, "num_layers": 2}
 """Channels per irrep of node and edge features (every l ≤ ``lmax``, both parities) and layers."""
-
-
-def deeph_size(size: dict | None) -> dict:
-    """DeepH-E3 hyperparameters: :data:`DEEPH_DEFAULT_SIZE` updated by ``size`` (ValueError on unknown keys)."""
-    size = dict(size or {})
-    bad = sorted(set(size) - set(DEEPH_SIZE_KEYS))
-    if bad:
-        raise ValueError(f"model=deeph_e3: unknown size key(s) {bad}; valid: {list(DEEPH_SIZE_KEYS)}")
-    return {**DEEPH_DEFAULT_SIZE, **{k: int(v) for k, v in size.items()}}
 
 
 def _gate(irreps_hidden: o3.Irreps) -> nn.Gate:
@@ -111,7 +102,7 @@ class DeepHLayer(tnn.Module):
         return h, e
 
 
-class EdgeBlockHead(tnn.Module):
+class EdgeBlockHead(BlockHeadBase):
     """H blocks from final edge (off-site) and node (on-site) features, with hedgenet's block conventions
     (same attributes as :class:`~hedgenet.models.blocks_head.BlockHead`: ``decoder``, ``onsite_coef``,
     ``scale``, so :func:`~hedgenet.models.blocks_head.init_block_statistics` sets them from data)."""
@@ -137,14 +128,6 @@ class EdgeBlockHead(tnn.Module):
         self.onsite_coef = tnn.Parameter(torch.zeros(1, self.decoder.onsite_basis.shape[0]))
         self.register_buffer("scale", torch.ones(1))
 
-    @property
-    def n_max(self) -> int:
-        return self.decoder.n_max
-
-    def onsite_reference(self) -> torch.Tensor:
-        basis = self.decoder.onsite_basis.to(self.onsite_coef.dtype)
-        return torch.einsum("tc,cskl->tskl", self.onsite_coef, basis)
-
     def forward(self, h, e, vec, species, index, on, off, reverse) -> dict[str, torch.Tensor]:
         dim = self.decoder.irreps.dim
         feats = h.new_zeros(index.shape[1], dim)
@@ -167,7 +150,7 @@ class DeepHE3(GraphModel):
     layout, block_cutoff:
         Orbital layout (shells per element, or its JSON dict) and block cutoff (Å): the graph's cutoff too.
     size:
-        Dict with any of :data:`DEEPH_SIZE_KEYS` (defaults :data:`DEEPH_DEFAULT_SIZE`).
+        Dict with any of the keys of :data:`DEEPH_DEFAULT_SIZE` (its values are the defaults).
     task:
         ``hamiltonian`` (H, S) or ``joint`` (also energy and forces).
     num_basis, radial_hidden:
@@ -204,7 +187,7 @@ class DeepHE3(GraphModel):
         if isinstance(layout, dict):
             layout = OrbitalLayout.from_json(layout)
         dtype = as_dtype(dtype)
-        hp = deeph_size(size)
+        hp = size_with_defaults("deeph_e3", size, DEEPH_DEFAULT_SIZE)
         self.config = {
             "elements": sorted(int(z) for z in set(elements)), "layout": layout.to_json(),
             "block_cutoff": float(block_cutoff), "size": hp, "task": task, "num_basis": int(num_basis),

@@ -34,9 +34,10 @@ import torch
 from hedgenet.graphs.neighbors import GraphBuilder
 from hedgenet.graphs.relations import make_relations
 from hedgenet.models._e3nn import e3nn_build_options, o3
-from hedgenet.models.base import TASKS, GraphModel, as_dtype, average_neighbors, energy_statistics
+from hedgenet.models.base import (
+    TASKS, GraphModel, as_dtype, average_neighbors, energy_statistics, size_with_defaults,
+)
 
-MACE_SIZE_KEYS = ("channels", "lmax", "num_layers", "max_ell", "correlation")
 MACE_DEFAULT_SIZE = {"channels": 32, "lmax": 1, "num_layers": 2, "max_ell": 2, "correlation": 3}
 """``channels`` x (0e + 1o + ... up to ``lmax``) hidden irreps (MACE's ``hidden_irreps``), ``num_layers``
 interactions, spherical harmonics up to ``max_ell`` on the edges, body order ``correlation`` + 1."""
@@ -64,15 +65,6 @@ def import_mace_modules():
     return modules
 
 
-def mace_size(size: dict | None) -> dict:
-    """MACE hyperparameters: :data:`MACE_DEFAULT_SIZE` updated by ``size`` (ValueError on unknown keys)."""
-    size = dict(size or {})
-    bad = sorted(set(size) - set(MACE_SIZE_KEYS))
-    if bad:
-        raise ValueError(f"model=mace: unknown size key(s) {bad}; valid: {list(MACE_SIZE_KEYS)}")
-    return {**MACE_DEFAULT_SIZE, **{k: int(v) for k, v in size.items()}}
-
-
 def _sync_after_load(module: "MACEModel", incompatible_keys) -> None:
     module._sync_avg_num_neighbors()  # a module-level function: the model stays picklable (ddp_spawn)
 
@@ -87,7 +79,7 @@ class MACEModel(GraphModel):
     r_max:
         Cutoff (Å) of MACE's radial basis and of the graph (one edge type).
     size:
-        Dict with any of :data:`MACE_SIZE_KEYS` (defaults :data:`MACE_DEFAULT_SIZE`).
+        Dict with any of the keys of :data:`MACE_DEFAULT_SIZE` (its values are the defaults).
     task:
         Must be ``forces``: MACE has no Hamiltonian head.
     num_basis, radial_hidden:
@@ -121,7 +113,7 @@ class MACEModel(GraphModel):
         if float(r_max) <= 0:
             raise ValueError(f"model=mace: r_max must be positive (Å), got {r_max}")
         dtype = as_dtype(dtype)
-        hp = mace_size(size)
+        hp = size_with_defaults("mace", size, MACE_DEFAULT_SIZE)
         self.config = {
             "elements": sorted(int(z) for z in set(elements)), "r_max": float(r_max), "size": hp, "task": task,
             "num_basis": int(num_basis), "radial_hidden": int(radial_hidden),
