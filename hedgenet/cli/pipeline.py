@@ -121,8 +121,10 @@ def check_stage_cells(cfg: DictConfig, stages) -> None:
     cutoff (minimum-image splitting of the Γ-point blocks; the stage would fail after the relaxation). Checked
     on the builder's unrelaxed cell, with :data:`RELAX_TOLERANCE`; the stage itself checks the relaxed cell."""
     import numpy as np
+    from ase import Atoms
 
     from hedgenet.config import resolved_dict
+    from hedgenet.reference.blocks import CellTooSmallError, check_cell_for_cutoff
     from hedgenet.structures import build_structure
     from hedgenet.structures.supercell import in_plane_width, supercell_matrix
 
@@ -135,14 +137,17 @@ def check_stage_cells(cfg: DictConfig, stages) -> None:
         cutoff = float(s.config["reference"].get("block_cutoff") or 0.0)
         if sc is None or cutoff <= 0:
             continue
-        width = in_plane_width(supercell_matrix(sc) @ unit.cell.array)
-        if width * RELAX_TOLERANCE <= 2 * cutoff:
+        cell = supercell_matrix(sc) @ unit.cell.array
+        try:  # the stage's own rule, on the unrelaxed cell widened by what the relaxation may add
+            check_cell_for_cutoff(Atoms(cell=cell * RELAX_TOLERANCE, pbc=unit.pbc), cutoff)
+        except CellTooSmallError:
+            width = in_plane_width(cell)
             raise ConfigError(
                 f"stage {s.name}: the {'×'.join(map(str, sc))} supercell of {cfg.material.name} is about "
                 f"{width:.2f} Å wide, too narrow for reference.block_cutoff={cutoff:g} Å (blocks are split "
                 f"by minimum image: width > 2 × cutoff). Fix: overrides.{s.kind}.{section}.supercell larger, or "
-                f"overrides.{s.kind}.reference.block_cutoff ≤ {np.floor(width / 2 * 10) / 10:g}. Nothing has run.")
-
+                f"overrides.{s.kind}.reference.block_cutoff ≤ {np.floor(width / 2 * 10) / 10:g}. Nothing has run."
+            ) from None
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")
 def _main(cfg: DictConfig) -> None:
