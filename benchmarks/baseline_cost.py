@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/baseline_cost.py --n 4 --block-cutoff 6.0 --dtype float32
 
 Every model is built exactly as ``hedgenet-train model=<name> relations=<r> task=<task>`` builds it (the
-configs in conf/model and conf/relations, through :func:`hedgenet.cli.train.build_model`), with fresh
+configs in conf/model and conf/relations, through :func:`hedgenet.training.factory.build_model`), with fresh
 weights (weights do not change the cost). Timed per model: graph construction (neighbour lists and block
 edges, once per geometry) and the model call (energy, forces = −∂E/∂r by autograd, and every H_ij(R),
 S_ij(R) within the block cutoff, as the task asks), medians of ``--repeats`` after one warm-up call.
@@ -41,12 +41,12 @@ def main(argv=None) -> str:
     import torch
     from omegaconf import OmegaConf
 
-    from hedgenet.cli.train import build_model
     from hedgenet.config import config_dir
     from hedgenet.models import count_parameters
-    from hedgenet.reference.orbitals import OrbitalLayout
+    from hedgenet.orbitals.layout import OrbitalLayout
     from hedgenet.reference.xtb import GFN1_SHELLS
     from hedgenet.structures import build_structure, make_supercell
+    from hedgenet.training.factory import build_model
 
     torch.set_num_threads(args.threads)
     atoms = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35, stacking="AB"), [args.n, args.n])

@@ -17,8 +17,12 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import print_table  # noqa: E402
 
+from hedgenet.orbitals.blocks import (  # noqa: E402
+    cell_widths,
+    eigen_error_of_truncation,
+    split_gamma_matrices,
+)
 from hedgenet.reference import make_reference  # noqa: E402
-from hedgenet.reference.blocks import cell_widths, eigen_error_of_truncation, split_gamma_matrices  # noqa: E402
 from hedgenet.structures import build_structure, make_supercell  # noqa: E402
 
 

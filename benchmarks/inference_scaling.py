@@ -47,8 +47,8 @@ def cells(max_atoms: int):
 def build_model(args, dtype: str):
     from hedgenet.models import HedgeNet
     from hedgenet.models.io import load_model
+    from hedgenet.orbitals.layout import OrbitalLayout
     from hedgenet.reference.xtb import GFN1_SHELLS
-    from hedgenet.reference.orbitals import OrbitalLayout
 
     if args.model:
         model = load_model(args.model)

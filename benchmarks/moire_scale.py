@@ -59,7 +59,7 @@ def twisted_cell(name: str, lattice_from: str):
 
 
 def dense_bands(blocks, kpts):
-    from hedgenet.physics.bands import band_energies
+    from hedgenet.orbitals.bloch import band_energies
 
     return band_energies(blocks.H, blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kpts)
 
@@ -70,9 +70,9 @@ def stage_validate(args) -> dict:
 
     from hedgenet.calculators import blocks_from_prediction
     from hedgenet.models.io import load_model
+    from hedgenet.orbitals.blocks import eigen_error_of_truncation
+    from hedgenet.orbitals.layout import valence_electron_count
     from hedgenet.reference import make_reference
-    from hedgenet.reference.blocks import eigen_error_of_truncation
-    from hedgenet.reference.orbitals import valence_electron_count
 
     model = load_model(args.model)
     atoms = twisted_cell(args.validate, args.lattice_from)
@@ -164,9 +164,13 @@ def stage_predict(args) -> dict:
 def stage_bands(args) -> dict:
     import numpy as np
 
-    from hedgenet.physics.sparse_bands import charge_neutrality_point, eigenvalues_near, sparse_bloch_pair
-    from hedgenet.reference.blocks import BlockSet
-    from hedgenet.reference.orbitals import valence_electron_count
+    from hedgenet.orbitals.blocks import BlockSet
+    from hedgenet.orbitals.layout import valence_electron_count
+    from hedgenet.physics.sparse_bands import (
+        charge_neutrality_point,
+        eigenvalues_near,
+        sparse_bloch_pair,
+    )
 
     z = np.load(Path(args.work) / "big_blocks.npz")
     blocks = BlockSet(z["edge_index"], z["cell_shift"], z["H"], z["S"], z["n_orb"])

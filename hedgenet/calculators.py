@@ -10,9 +10,9 @@ from __future__ import annotations
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from hedgenet.orbitals.blocks import BlockSet
+from hedgenet.orbitals.layout import OrbitalLayout
 from hedgenet.reference.base import Reference
-from hedgenet.reference.blocks import BlockSet
-from hedgenet.reference.orbitals import OrbitalLayout
 
 
 class BlockCalculator(Calculator):
@@ -49,7 +49,7 @@ class ModelCalculator(BlockCalculator):
     """A trained model (``model.pt`` from ``hedgenet-train``) as an ASE calculator with blocks.
 
     ``predict_hamiltonian`` returns a :class:`BlockSet` with exactly the reference's edges (every (i, j, R)
-    within the block cutoff plus self edges, in :func:`~hedgenet.reference.blocks.block_edges` order),
+    within the block cutoff plus self edges, in :func:`~hedgenet.orbitals.blocks.block_edges` order),
     padding and units (eV), so physics code cannot tell it from :class:`ReferenceCalculator`.
     """
 
@@ -143,3 +143,34 @@ def check_calculator_for(calc: BlockCalculator, atoms: Atoms, reference_layout: 
                         f"({calc.layout.basis_name}) but the reference uses {reference_layout.shells_of(z)} "
                         f"({reference_layout.basis_name}). Fix: use a model trained on this reference's labels."
                     )
+
+
+def setup_calculation(cfg, need_blocks: bool = False, supercell=None):
+    """Reference, calculator and relaxed unit cell for a physics CLI (``calculator=reference|model``).
+
+    Every input check runs before the first expensive call: the calculator and its fit to the material
+    (elements, orbital basis when ``need_blocks``) on the unrelaxed structure, and, with the reference as
+    calculator, whether ``supercell`` is wide enough for its block cutoff. Returns
+    ``(reference, calculator, unit cell, structure parameters)``; ValueErrors become ConfigErrors."""
+    from pathlib import Path
+
+    from hedgenet.config import ConfigError, resolved_dict
+    from hedgenet.reference import make_reference, reference_settings
+    from hedgenet.reference.relax import relaxed_structure
+    from hedgenet.structures import build_structure
+    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
+
+    reference = make_reference(cfg.reference.name, **reference_settings(cfg))
+    try:
+        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
+        check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
+                             reference.layout, need_blocks=need_blocks)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    unit, params = relaxed_structure(resolved_dict(cfg.material), reference, Path(cfg.paths.cache_dir))
+    if cfg.calculator == "reference" and need_blocks and supercell is not None:
+        try:
+            reference.check_cell(supercell_atoms(make_phonopy(unit, list(supercell)), unit))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    return reference, calc, unit, params

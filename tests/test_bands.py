@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hedgenet.physics.bands import band_energies, band_energy_error, bloch_matrix
-from hedgenet.reference.blocks import block_edges
+from hedgenet.orbitals.bloch import band_energies, band_energy_error, bloch_matrix
+from hedgenet.orbitals.blocks import block_edges
 from hedgenet.structures import build_structure, make_supercell
 
 

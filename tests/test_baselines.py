@@ -15,14 +15,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.transform import Rotation
-
 from cli_runner import run_cli, tiny_xtb_dataset
+from scipy.spatial.transform import Rotation
+from test_models import LAYOUT, orbital_rotation, rattled, transformed
+
 from hedgenet.calculators import ModelCalculator
 from hedgenet.models import count_parameters
 from hedgenet.models.io import load_model
 from hedgenet.structures import build_structure, make_supercell
-from test_models import LAYOUT, orbital_rotation, rattled, transformed
 
 BASE = ["relations.r_intra=3.0", "relations.r_inter=3.5", "data.batch_size=2", "logger=csv",
         "data.val_fraction=0.34", "train.max_epochs=3"]

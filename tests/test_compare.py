@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser import render
 from cli_runner import TINY_TRAIN, run_cli, run_module, run_sweep
 

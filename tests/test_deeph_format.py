@@ -12,8 +12,8 @@ from ase import Atoms
 from ase.build import graphene
 
 from hedgenet.data.deeph_format import deeph_shell_transform, export_deeph, import_deeph
-from hedgenet.reference.blocks import BlockSet, block_edges
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.blocks import BlockSet, block_edges
+from hedgenet.orbitals.layout import OrbitalLayout
 
 
 @pytest.fixture(scope="module")

@@ -94,11 +94,14 @@ def test_dirac_point_couplings_of_graphene_select_the_e2g_mode():
     """Momentum conservation and the textbook coupling: in a 4×4 graphene cell (K folds to K, not Γ) only
     Γ phonons couple the Dirac states to themselves, and among them only the E2g (G) mode, with
     |g|·√N_cells ≈ 0.3 eV (DFT: ≈ 0.2–0.3 eV)."""
-    from hedgenet.data.displacements import supercell_atoms
     from hedgenet.physics.epi import dirac_point_couplings
-    from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
+    from hedgenet.physics.phonons import (
+        enforce_acoustic_sum_rule,
+        finite_difference_force_constants,
+    )
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+    from hedgenet.structures.supercell import supercell_atoms
 
     unit = build_structure("monolayer_graphene", a=2.4581)
     calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli_runner import run_cli
 
 SMALL = ["material=monolayer_graphene", "epi.supercell=[4,4]", "reference.block_cutoff=4.0", "epi.n_states=2"]

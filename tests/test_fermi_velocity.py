@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.linalg import eigh
+from test_unfold import primitive_hamiltonian
 
-from hedgenet.physics.fermi_velocity import (
+from hedgenet.physics.continuum_fit import (
     DIRECTIONS,
     fit_continuum,
     thermal_fermi_velocity,
@@ -17,7 +18,6 @@ from hedgenet.physics.fermi_velocity import (
 from hedgenet.physics.unfold import SupercellMap, primitive_kpoints_cart
 from hedgenet.reference import make_reference
 from hedgenet.structures import build_structure, make_supercell
-from test_unfold import primitive_hamiltonian
 
 
 @pytest.fixture(scope="module")

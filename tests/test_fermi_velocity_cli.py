@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_runner import run_cli
 
 SMALL = ["fermi_velocity.supercell=[4,4]", "reference.block_cutoff=4.0", "sampler.n_samples=4",

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from hedgenet.graphs import RELATIONS, collate, make_relations, relation_edges
 from hedgenet.models import HedgeNet, model_size
 from hedgenet.models._e3nn import o3
-from hedgenet.reference.blocks import block_edges
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.blocks import block_edges
+from hedgenet.orbitals.layout import OrbitalLayout
 from hedgenet.reference.xtb import GFN1_SHELLS
 from hedgenet.structures import build_structure, make_supercell
 

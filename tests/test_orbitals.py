@@ -6,7 +6,7 @@ from ase import Atoms
 from scipy.linalg import block_diag
 from scipy.spatial.transform import Rotation
 
-from hedgenet.reference.orbitals import OrbitalLayout, shell_transform
+from hedgenet.orbitals.layout import OrbitalLayout, shell_transform
 from hedgenet.reference.xtb import XTBReference
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from hedgenet.calculators import ModelCalculator, ReferenceCalculator
-from hedgenet.data.displacements import make_phonopy, supercell_atoms
 from hedgenet.models import HedgeNet
 from hedgenet.physics.phonons import (
     autograd_force_constants,
@@ -22,6 +21,7 @@ from hedgenet.physics.phonons import (
 )
 from hedgenet.reference import make_reference
 from hedgenet.structures import build_structure
+from hedgenet.structures.supercell import make_phonopy, supercell_atoms
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_reference_phonons_sum_rule_and_named_gamma_modes(xtb_phonon, unit):
 
 @pytest.fixture(scope="module")
 def model():
+    from hedgenet.orbitals.layout import OrbitalLayout
     from hedgenet.reference.xtb import GFN1_SHELLS
-    from hedgenet.reference.orbitals import OrbitalLayout
 
     torch.manual_seed(0)
     layout = OrbitalLayout(shells=dict(GFN1_SHELLS), basis_name="GFN1-xTB")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_runner import run_cli, untrained_model
 
 CELL = ["phonons.supercell=[4,4]", "phonons.npoints=11", "phonons.dos_mesh=[12,12,1]"]

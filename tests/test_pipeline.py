@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser import render
 from cli_runner import BIN, untrained_model
 

@@ -9,8 +9,12 @@ import pytest
 from ase import Atoms
 from scipy.linalg import eigh
 
-from hedgenet.reference import CellTooSmallError, UnsupportedElementError, make_reference
-from hedgenet.reference.orbitals import shell_transform
+from hedgenet.orbitals.layout import shell_transform
+from hedgenet.reference import (
+    CellTooSmallError,
+    UnsupportedElementError,
+    make_reference,
+)
 from hedgenet.structures import build_structure
 
 # imported before anything else of PySCF: it fixes the torch/PySCF OpenMP load order (see _load_pyscf)

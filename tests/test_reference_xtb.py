@@ -5,8 +5,12 @@ import pytest
 from ase import Atoms
 from scipy.linalg import eigh
 
-from hedgenet.reference import CellTooSmallError, UnsupportedElementError, make_reference
-from hedgenet.reference.blocks import eigen_error_of_truncation
+from hedgenet.orbitals.blocks import eigen_error_of_truncation
+from hedgenet.reference import (
+    CellTooSmallError,
+    UnsupportedElementError,
+    make_reference,
+)
 from hedgenet.reference.xtb import XTBReference
 
 

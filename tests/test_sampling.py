@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from hedgenet.calculators import ReferenceCalculator
-from hedgenet.data.displacements import supercell_atoms
-from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
+from hedgenet.physics.phonons import (
+    enforce_acoustic_sum_rule,
+    finite_difference_force_constants,
+)
 from hedgenet.physics.sampling import (
     THZ_PER_SQRT_EV_A2_AMU,
     NormalModes,
@@ -19,6 +21,7 @@ from hedgenet.physics.sampling import (
 )
 from hedgenet.reference import make_reference
 from hedgenet.structures import build_structure
+from hedgenet.structures.supercell import supercell_atoms
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hedgenet.orbitals.bloch import band_energies, bloch_matrix
+from hedgenet.orbitals.blocks import BlockSet
+from hedgenet.orbitals.layout import valence_electron_count
 from hedgenet.physics import sparse_bands
-from hedgenet.physics.bands import band_energies, bloch_matrix
 from hedgenet.physics.sparse_bands import (
     bands_near,
     charge_neutrality_point,
@@ -14,8 +16,6 @@ from hedgenet.physics.sparse_bands import (
     sparse_bloch_pair,
 )
 from hedgenet.reference import make_reference
-from hedgenet.reference.blocks import BlockSet
-from hedgenet.reference.orbitals import valence_electron_count
 from hedgenet.structures import build_structure
 
 K_GENERAL = (0.13, 0.29, 0.0)

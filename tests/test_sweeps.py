@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_runner import TINY_TRAIN, run_cli, run_sweep
 
 # the HedgeNet family's search space, shrunk to tiny models (sweep overrides extend hydra.sweeper.params)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli_runner import tiny_xtb_dataset
 
 BIN = Path(sys.executable).parent

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from scipy.linalg import eigh
 
-from hedgenet.physics.unfold import SupercellMap, primitive_kpoints_cart, spectral_function, unfolded_states
+from hedgenet.physics.unfold import (
+    SupercellMap,
+    primitive_kpoints_cart,
+    spectral_function,
+    unfolded_states,
+)
 from hedgenet.reference import make_reference
 from hedgenet.structures import build_structure, make_supercell
 

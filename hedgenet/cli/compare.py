@@ -38,7 +38,11 @@ def main(argv=None) -> None:
                    help="reference phonons and relaxed cells (default: $HEDGENET_ROOT/.cache/hedgenet)")
     args = p.parse_args(argv)
 
-    from hedgenet.report.compare import PhononSettings, build_tables, find_fermi_velocity_runs
+    from hedgenet.report.compare import (
+        PhononSettings,
+        build_tables,
+        find_fermi_velocity_runs,
+    )
     from hedgenet.report.render import write_report
     from hedgenet.report.runs import CompareError, find_runs, group_runs
 

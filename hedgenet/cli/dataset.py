@@ -33,8 +33,8 @@ def _export(args) -> None:
 
     from hedgenet.data.deeph_format import export_deeph
     from hedgenet.data.store import DatasetStore
-    from hedgenet.reference.blocks import BlockSet
-    from hedgenet.reference.orbitals import OrbitalLayout
+    from hedgenet.orbitals.blocks import BlockSet
+    from hedgenet.orbitals.layout import OrbitalLayout
 
     store = DatasetStore(args.file)
     layout = OrbitalLayout.from_json(store.header()["orbital_layout"])

@@ -17,8 +17,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import load_run_arrays, run_stage, setup_calculation
+from hedgenet.calculators import setup_calculation
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir
+from hedgenet.run_io import load_run_arrays, run_stage
 
 EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_states", "report_threshold_meV")
 
@@ -26,15 +27,18 @@ EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_sta
 def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.data.displacements import supercell_atoms
     from hedgenet.physics.epi import (
         autograd_block_derivatives,
         dirac_point_couplings,
         finite_difference_block_derivatives,
     )
-    from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
+    from hedgenet.physics.phonons import (
+        enforce_acoustic_sum_rule,
+        finite_difference_force_constants,
+    )
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+    from hedgenet.structures.supercell import supercell_atoms
     check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "calculator", "model_path",
                      "compare_with", "epi"), "<root>")
     check_material(cfg.material)

@@ -17,15 +17,19 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import run_stage, setup_calculation
+from hedgenet.calculators import setup_calculation
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir
+from hedgenet.run_io import run_stage
 
 FV_KEYS = ("supercell", "temperatures_K", "orders", "fc_displacement_A", "epi_displacement_A", "q_max_inv_A",
            "n_q", "window_eV", "layers", "n_bootstrap")
 
 
 def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
-    from hedgenet.physics.renormalization import RenormalizationSettings, fermi_velocity_vs_temperature
+    from hedgenet.physics.fermi_velocity import (
+        RenormalizationSettings,
+        fermi_velocity_vs_temperature,
+    )
     check_keys(cfg, ("paths", "material", "reference", "sampler", "logger", "task_name", "calculator", "model_path",
                      "seed", "progress", "fermi_velocity"), "<root>")
     check_material(cfg.material)

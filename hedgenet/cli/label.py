@@ -15,8 +15,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from hedgenet.cli import reference_settings, run_stage
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir, resolved_dict
+from hedgenet.config import (
+    ConfigError,
+    check_keys,
+    check_material,
+    config_dir,
+    resolved_dict,
+)
+from hedgenet.reference import reference_settings
+from hedgenet.run_io import run_stage
 
 DATASET_KEYS = (
     "name", "path", "supercell", "rattle", "thermal", "n_workers", "consolidate_every_s",
@@ -70,7 +77,7 @@ def run_label(cfg: DictConfig) -> dict:
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
-    from hedgenet.structures.relax import relaxed_structure
+    from hedgenet.reference.relax import relaxed_structure
 
     check_label_config(cfg)
     ref_kwargs = reference_settings(cfg)

@@ -20,8 +20,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from hedgenet.cli import load_run_arrays, run_stage, setup_calculation
+from hedgenet.calculators import setup_calculation
 from hedgenet.config import ConfigError, check_keys, check_material, config_dir
+from hedgenet.run_io import load_run_arrays, run_stage
 
 PHONON_KEYS = ("supercell", "method", "displacement_A", "path", "npoints", "dos_mesh", "dos_sigma_THz")
 
@@ -42,7 +43,6 @@ def check_phonons_config(cfg: DictConfig) -> None:
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.data.displacements import make_phonopy, supercell_atoms
     from hedgenet.physics.phonons import (
         autograd_force_constants,
         band_structure,
@@ -51,6 +51,7 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
         finite_difference_force_constants,
         name_gamma_modes,
     )
+    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
     check_phonons_config(cfg)
     p = cfg.phonons
     compare = load_run_arrays(cfg.compare_with, "phonons.npz", "hedgenet-phonons") if cfg.compare_with else None

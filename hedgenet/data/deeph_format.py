@@ -20,7 +20,7 @@ hedgenet adds ``orbital_order``, ``basis_name`` and ``hedgenet_version`` (and a 
 
 Orbital order inside a shell
 ----------------------------
-hedgenet's own order is e3nn's (see :mod:`hedgenet.reference.orbitals`): p = (x, y, z),
+hedgenet's own order is e3nn's (see :mod:`hedgenet.orbitals.layout`): p = (x, y, z),
 d = (xz, xy, 3y²−r², yz, z²−x²). The files can be written (and read) in these orders:
 
 ``"e3nn"`` (default)
@@ -59,8 +59,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from hedgenet.reference.blocks import BlockSet
-from hedgenet.reference.orbitals import OrbitalLayout, shell_transform
+from hedgenet.orbitals.blocks import BlockSet
+from hedgenet.orbitals.layout import OrbitalLayout, shell_transform
 
 __all__ = ["export_deeph", "import_deeph", "deeph_shell_transform", "ORBITAL_ORDERS"]
 

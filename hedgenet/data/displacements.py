@@ -1,21 +1,18 @@
 """Displaced supercells for training sets: random rattles and harmonic thermal displacements.
 
-The labelling supercell is always phonopy's supercell of the material's unit cell (atom order: for each
-unit-cell atom all its images), so rattled and thermal samples share one reference structure and the
-reference force constants apply to it directly. Thermal displacements come from phonopy's canonical
-sampler of harmonic phonons (quantum widths ħ/(2Mω)·coth(ħω/2k_BT), zero point included, or classical)
-with force constants computed by finite differences with the reference solver (cached).
+The labelling supercell is always phonopy's supercell of the material's unit cell
+(:func:`hedgenet.structures.supercell.make_phonopy`; atom order: for each unit-cell atom all its images), so
+rattled and thermal samples share one reference structure and the reference force constants
+(:func:`hedgenet.physics.phonons.reference_force_constants`) apply to it directly. Thermal displacements come
+from phonopy's canonical sampler of harmonic phonons (quantum widths ħ/(2Mω)·coth(ħω/2k_BT), zero point
+included, or classical).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from ase import Atoms
 
 
 @dataclass
@@ -36,93 +33,6 @@ class SampleSpec:
         if self.temperature_K is not None:
             out["temperature_K"] = self.temperature_K
         return out
-
-
-def to_phonopy_atoms(atoms: Atoms):
-    from phonopy.structure.atoms import PhonopyAtoms
-
-    return PhonopyAtoms(
-        symbols=atoms.get_chemical_symbols(),
-        cell=atoms.cell.array,
-        positions=atoms.positions,
-        masses=atoms.get_masses(),
-    )
-
-
-def make_phonopy(unit: Atoms, supercell_matrix, symprec: float = 1e-4):
-    """Phonopy object for ``unit`` (primitive = unit cell) and an integer supercell matrix (2×2 or 3×3)."""
-    from phonopy import Phonopy
-
-    m = np.asarray(supercell_matrix, dtype=int)
-    if m.shape == (2,):
-        m = np.diag([m[0], m[1], 1])
-    elif m.shape == (2, 2):
-        m = np.block([[m, np.zeros((2, 1), int)], [np.zeros((1, 2), int), np.ones((1, 1), int)]])
-    if m.shape != (3, 3) or round(abs(np.linalg.det(m))) == 0:
-        raise ValueError(
-            f"supercell matrix {supercell_matrix!r} must be [n1, n2], a 2×2 or a 3×3 non-singular "
-            "integer matrix"
-        )
-    return Phonopy(to_phonopy_atoms(unit), supercell_matrix=m, primitive_matrix=None, symprec=symprec)
-
-
-def supercell_atoms(phonon, unit: Atoms) -> Atoms:
-    """The labelling supercell as ``ase.Atoms`` with the layer index carried over from ``unit``."""
-    sc = phonon.supercell
-    atoms = Atoms(
-        numbers=sc.numbers, positions=sc.positions, cell=sc.cell, pbc=unit.pbc, masses=sc.masses
-    )
-    u2u = sc.u2u_map  # supercell index of a unit-cell atom's first image -> unit-cell index
-    unit_index = np.array([u2u[int(s)] for s in sc.s2u_map])
-    atoms.arrays["layer"] = np.asarray(unit.arrays["layer"])[unit_index].astype(np.int64)
-    return atoms
-
-
-def _fc_key(unit: Atoms, supercell_matrix, reference, distance_A: float) -> str:
-    payload = {
-        "numbers": unit.numbers.tolist(),
-        "positions": np.round(unit.positions, 8).tolist(),
-        "cell": np.round(unit.cell.array, 8).tolist(),
-        "supercell": np.asarray(supercell_matrix).tolist(),
-        "reference": reference.settings_hash(),
-        "distance_A": distance_A,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def reference_force_constants(
-    unit: Atoms,
-    supercell_matrix,
-    reference,
-    distance_A: float = 0.01,
-    cache_dir: str | Path | None = None,
-    progress: bool = False,
-):
-    """Phonopy object with force constants (eV/Å²) from reference forces at ±``distance_A`` displacements.
-
-    Cached in ``cache_dir/force_constants/<key>.npz`` (key: structure, supercell, solver settings,
-    distance); the acoustic sum rule is imposed with phonopy's symmetrisation.
-    """
-    phonon = make_phonopy(unit, supercell_matrix)
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / "force_constants" / f"{_fc_key(unit, supercell_matrix, reference, distance_A)}.npz"
-        if cache.exists():
-            phonon.force_constants = np.load(cache)["force_constants"]
-            return phonon
-    from hedgenet.calculators import ReferenceCalculator
-    from hedgenet.physics.phonons import enforce_acoustic_sum_rule, finite_difference_force_constants
-
-    phonon = finite_difference_force_constants(
-        ReferenceCalculator(reference), unit, supercell_matrix, distance_A, progress=progress
-    )
-    enforce_acoustic_sum_rule(phonon)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, force_constants=phonon.force_constants)
-        tmp.replace(cache)
-    return phonon
 
 
 def rattle_specs(n_atoms: int, amplitudes_A, n_per_amplitude: int, seed: int, start_id: int = 0):

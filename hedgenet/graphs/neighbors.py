@@ -9,7 +9,7 @@ A :class:`Graph` holds one structure (or a batch of them) as plain tensors:
   neighbour (sender) of a message j -> i, and ``rel_shift[name]`` (E_r, 3) the integer cell shift R
   (stored as float), so the edge vector is ``r_ij = pos[j] + R·cell − pos[i]``;
 * block edges, for the orbital blocks H_ij(R): ``block_index`` (2, E_b), ``block_shift`` (E_b, 3), in
-  exactly the order of :func:`hedgenet.reference.blocks.block_edges` (self edges (i, i, 0) included),
+  exactly the order of :func:`hedgenet.orbitals.blocks.block_edges` (self edges (i, i, 0) included),
   ``block_reverse`` (E_b,) the index of (j, i, −R), ``block_kind`` (E_b,) 0 on-site / 1 intra / 2 inter;
 * labels when known: ``energy`` (B,) eV, ``forces`` (N, 3) eV/Å, ``H`` (E_b, n_max, n_max) eV, ``S``,
   ``block_mask`` (E_b, n_max, n_max) bool (real orbitals, not padding).
@@ -29,7 +29,7 @@ import torch
 from ase import Atoms
 
 from hedgenet.graphs.relations import RelationSpec
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.layout import OrbitalLayout
 
 
 # ---------------------------------------------------------------------------------------------- lists
@@ -262,7 +262,7 @@ class GraphBuilder:
         return np.array([self._species[int(z)] for z in numbers], dtype=np.int64)
 
     def from_atoms(self, atoms: Atoms, labels: dict | None = None) -> Graph:
-        """Graph of ``atoms``; block edges from :func:`hedgenet.reference.blocks.block_edges` unless
+        """Graph of ``atoms``; block edges from :func:`hedgenet.orbitals.blocks.block_edges` unless
         ``labels`` carries ``edge_index``/``cell_shift`` (then those, checked against the cutoff)."""
         labels = labels or {}
         layer = _layer_of(atoms)
@@ -288,7 +288,7 @@ class GraphBuilder:
         return g
 
     def _add_blocks(self, g: Graph, atoms: Atoms, layer: np.ndarray, labels: dict) -> None:
-        from hedgenet.reference.blocks import block_edges
+        from hedgenet.orbitals.blocks import block_edges
 
         if labels.get("edge_index") is not None:
             ei = np.asarray(labels["edge_index"], dtype=np.int64)

@@ -1,6 +1,6 @@
 """Equivariant orbital-block heads (DeepH-E3 style): node/edge irreps -> H_ij(R) or S_ij(R) blocks.
 
-Orbital convention: :mod:`hedgenet.reference.orbitals` (shells per element, e3nn real spherical harmonics,
+Orbital convention: :mod:`hedgenet.orbitals.layout` (shells per element, e3nn real spherical harmonics,
 a block of shells (l1, l2) transforms as ``D^{l1}(R) B D^{l2}(R)^T``).
 
 A block of shells (l1, l2) is a tensor in l1 ⊗ l2 = ⊕_{L=|l1−l2|}^{l1+l2} L, every L with parity
@@ -23,7 +23,7 @@ import torch
 from torch import nn as tnn
 
 from hedgenet.models._e3nn import nn, o3
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.layout import OrbitalLayout
 
 
 class OrbitalBlockDecoder(tnn.Module):

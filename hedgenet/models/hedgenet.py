@@ -30,12 +30,22 @@ from hedgenet.graphs.neighbors import Graph, GraphBuilder
 from hedgenet.graphs.relations import RelationSpec, make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
 from hedgenet.models.base import (
-    TASKS, GraphModel, as_dtype, average_neighbors, choice_error, count_parameters, init_energy_head,
+    TASKS,
+    GraphModel,
+    as_dtype,
+    average_neighbors,
+    choice_error,
+    count_parameters,
+    init_energy_head,
 )
 from hedgenet.models.blocks_head import (
-    BlockHead, RadialBasis, TwoCenterHead, init_block_statistics, uvu_tensor_product,
+    BlockHead,
+    RadialBasis,
+    TwoCenterHead,
+    init_block_statistics,
+    uvu_tensor_product,
 )
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.layout import OrbitalLayout
 
 SIZES: dict[str, dict] = {
     "hedgenet_small": {"channels": 16, "lmax": 1, "num_layers": 2, "head_channels": 16},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from hedgenet.reference.blocks import BlockSet
+from hedgenet.orbitals.blocks import BlockSet
 
 
 @dataclass
@@ -207,7 +207,7 @@ def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float,
 
     and ``g_abs_meV[ν]`` = √(Σ_mn |g_mn^ν|² / n_states), invariant under unitary mixing of the states.
     Returns frequencies (THz), |g| (meV) and the state energies (eV)."""
-    from hedgenet.physics.bands import bloch_matrix, generalized_eigh
+    from hedgenet.orbitals.bloch import bloch_matrix, generalized_eigh
     from hedgenet.physics.sampling import mode_variances
     from hedgenet.physics.unfold import primitive_kpoints_cart
 

@@ -7,12 +7,15 @@ supercell), frequencies in THz (phonopy's VASP units: eV, Å, amu).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
-from hedgenet.data.displacements import make_phonopy, supercell_atoms
+from hedgenet.structures.supercell import make_phonopy, supercell_atoms
 
 HEXAGONAL_PATH = {"Γ": (0.0, 0.0, 0.0), "M": (0.5, 0.0, 0.0), "K": (1 / 3, 1 / 3, 0.0)}
 """High-symmetry points of a hexagonal cell (fractional reciprocal coordinates), a1·a2 at 60°/120°."""
@@ -67,6 +70,52 @@ def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> n
         hess[start : start + rows.shape[0]] = -grad.reshape(rows.shape[0], 3 * n).double().numpy()
     hess = 0.5 * (hess + hess.T)
     return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
+
+
+def _fc_key(unit: Atoms, supercell_matrix, reference, distance_A: float) -> str:
+    payload = {
+        "numbers": unit.numbers.tolist(),
+        "positions": np.round(unit.positions, 8).tolist(),
+        "cell": np.round(unit.cell.array, 8).tolist(),
+        "supercell": np.asarray(supercell_matrix).tolist(),
+        "reference": reference.settings_hash(),
+        "distance_A": distance_A,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reference_force_constants(
+    unit: Atoms,
+    supercell_matrix,
+    reference,
+    distance_A: float = 0.01,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+):
+    """Phonopy object with force constants (eV/Å²) from reference forces at ±``distance_A`` displacements.
+
+    Cached in ``cache_dir/force_constants/<key>.npz`` (key: structure, supercell, solver settings,
+    distance); the acoustic sum rule is imposed with phonopy's symmetrisation.
+    """
+    phonon = make_phonopy(unit, supercell_matrix)
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / "force_constants" / f"{_fc_key(unit, supercell_matrix, reference, distance_A)}.npz"
+        if cache.exists():
+            phonon.force_constants = np.load(cache)["force_constants"]
+            return phonon
+    from hedgenet.calculators import ReferenceCalculator
+
+    phonon = finite_difference_force_constants(
+        ReferenceCalculator(reference), unit, supercell_matrix, distance_A, progress=progress
+    )
+    enforce_acoustic_sum_rule(phonon)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, force_constants=phonon.force_constants)
+        tmp.replace(cache)
+    return phonon
 
 
 def sum_rule_violation(force_constants: np.ndarray) -> float:

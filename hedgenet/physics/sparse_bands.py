@@ -16,7 +16,7 @@ an energy σ (the charge-neutrality point, where the flat bands of a twisted bil
 
 The positivity of S is checked the same way up to 20 000 orbitals (no negative pivot in the factorisation
 of S), by a Lanczos estimate of its lowest eigenvalue above. Bloch sums use
-the one convention and index builder of :mod:`hedgenet.physics.bands` (``M(k) = Σ_R e^{2πi k·R} M_ij(R)``,
+the one convention and index builder of :mod:`hedgenet.orbitals.bloch` (``M(k) = Σ_R e^{2πi k·R} M_ij(R)``,
 k fractional in the cell's reciprocal lattice). Energies in eV.
 """
 
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from hedgenet.physics.bands import bloch_entries
-from hedgenet.reference.blocks import BlockSet
+from hedgenet.orbitals.bloch import bloch_entries
+from hedgenet.orbitals.blocks import BlockSet
 
 
 def sparse_bloch_matrix(blocks, edge_index, cell_shift, n_orb, kpoint_frac=(0.0, 0.0, 0.0)) -> sp.csc_matrix:
     """``M(k)`` as a CSC sparse matrix (n_orb_total, n_orb_total); the same entries as the dense
-    :func:`hedgenet.physics.bands.bloch_matrix` (duplicates summed), real at real phases, else complex."""
+    :func:`hedgenet.orbitals.bloch.bloch_matrix` (duplicates summed), real at real phases, else complex."""
     rows, cols, vals, n = bloch_entries(blocks, edge_index, cell_shift, n_orb, kpoint_frac)
     m = sp.csc_matrix((vals, (rows, cols)), shape=(n, n))
     m.sum_duplicates()
@@ -139,7 +139,7 @@ def eigenvalues_near(H: sp.spmatrix, S: sp.spmatrix, sigma_eV: float, n_bands: i
     Lanczos with one sparse factorisation of ``H − σS``; never a dense solve.
 
     ValueError (with the fix) for: mismatched or non-square matrices, ``n_bands`` < 1 or ≥ N − 1 (ARPACK's
-    limit; use the dense :func:`hedgenet.physics.bands.band_energies` then), S not positive definite, σ on
+    limit; use the dense :func:`hedgenet.orbitals.bloch.band_energies` then), S not positive definite, σ on
     an eigenvalue (H − σS singular)."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
@@ -150,7 +150,7 @@ def eigenvalues_near(H: sp.spmatrix, S: sp.spmatrix, sigma_eV: float, n_bands: i
         raise ValueError(
             f"n_bands={n_bands} must lie in [1, N − 2] = [1, {n - 2}] for this {n}-orbital matrix (ARPACK needs "
             f"k < N − 1). For {'so few orbitals' if n < 500 else 'that many bands'} use the dense "
-            "hedgenet.physics.bands.band_energies instead."
+            "hedgenet.orbitals.bloch.band_energies instead."
         )
     if not np.isfinite(sigma_eV):
         raise ValueError(f"sigma_eV must be a finite energy in eV, got {sigma_eV!r}")
@@ -208,7 +208,7 @@ def charge_neutrality_point(blocks: BlockSet, numbers, sigma_guess_eV: float, kp
 
     Returns ``(E_CNP, bands)`` with ``bands`` the ``n_bands`` eigenvalues nearest the last σ; its
     ``timings_s`` are totals over every σ tried (``n_sigma`` of them) plus the Bloch assembly."""
-    from hedgenet.reference.orbitals import valence_electron_count
+    from hedgenet.orbitals.layout import valence_electron_count
 
     n_occ = valence_electron_count(numbers) // 2
     t0 = time.perf_counter()

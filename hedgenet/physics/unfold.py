@@ -2,7 +2,7 @@
 
 A supercell of ``N_c`` primitive cells (lattice M·A, ``M`` integer) is solved at a primitive wave vector k
 (which is also a supercell wave vector): ``H(k) C_J = ε_J S(k) C_J`` with ``C_J† S(k) C_J = 1``, Bloch sums
-in the lattice gauge of :func:`hedgenet.physics.bands.bloch_matrix`. Each supercell atom a is primitive site
+in the lattice gauge of :func:`hedgenet.orbitals.bloch.bloch_matrix`. Each supercell atom a is primitive site
 s(a) in primitive cell R_a (from the *undisplaced* supercell). A primitive Bloch state of wave vector k
 has coefficients ∝ e^{ik·R_a} on the images of a site, so the spectral weight of state J at k is
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from hedgenet.physics.bands import bloch_matrix, generalized_eigh
-from hedgenet.reference.blocks import BlockSet
+from hedgenet.orbitals.bloch import bloch_matrix, generalized_eigh
+from hedgenet.orbitals.blocks import BlockSet
 
 
 @dataclass
@@ -111,7 +111,7 @@ def spectral_function(eps: np.ndarray, weights: np.ndarray, energies_eV: np.ndar
 def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac=(1 / 3, 1 / 3, 0.0)) -> float:
     """Midpoint (eV) between the highest occupied and lowest empty supercell state at the primitive wave
     vector ``kfrac`` (default K, where graphene's Dirac states sit) for the neutral valence electron count."""
-    from hedgenet.reference.orbitals import valence_electron_count
+    from hedgenet.orbitals.layout import valence_electron_count
 
     n_el = valence_electron_count(numbers)
     k = primitive_kpoints_cart(cmap.primitive_cell, [kfrac])[0]

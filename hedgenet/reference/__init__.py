@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 
+from hedgenet.orbitals.blocks import BlockSet, CellTooSmallError
 from hedgenet.reference.base import (
     Reference,
     ReferenceError,
@@ -12,7 +13,6 @@ from hedgenet.reference.base import (
     SCFNotConvergedError,
     UnsupportedElementError,
 )
-from hedgenet.reference.blocks import BlockSet, CellTooSmallError
 
 
 def _xtb():
@@ -48,6 +48,13 @@ def make_reference(name: str, **settings) -> Reference:
     return cls(**settings)
 
 
+def reference_settings(cfg) -> dict:
+    """Keyword arguments of ``make_reference`` from the ``reference`` config group (all keys but ``name``)."""
+    from hedgenet.config import resolved_dict
+
+    return {k: v for k, v in resolved_dict(cfg.reference).items() if k != "name"}
+
+
 __all__ = [
     "BlockSet",
     "CellTooSmallError",
@@ -58,4 +65,5 @@ __all__ = [
     "SCFNotConvergedError",
     "UnsupportedElementError",
     "make_reference",
+    "reference_settings",
 ]

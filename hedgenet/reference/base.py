@@ -2,7 +2,7 @@
 
 A reference takes an ``ase.Atoms`` (Å) and returns a :class:`ReferenceResult`: the energy (eV), forces
 (eV/Å), and the Hamiltonian and overlap blocks H_ij(R), S_ij(R) within ``block_cutoff`` (Å), in hedgenet's
-orbital convention (see :mod:`hedgenet.reference.orbitals`).
+orbital convention (see :mod:`hedgenet.orbitals.layout`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from hedgenet.reference.blocks import BlockSet
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.blocks import BlockSet
+from hedgenet.orbitals.layout import OrbitalLayout
 
 
 class ReferenceError(RuntimeError):
@@ -83,7 +83,7 @@ class Reference(abc.ABC):
 
         Γ-point solvers need every periodic width > 2 × cutoff; k-mesh solvers override this with the
         width of their Born–von Kármán supercell."""
-        from hedgenet.reference.blocks import check_cell_for_cutoff
+        from hedgenet.orbitals.blocks import check_cell_for_cutoff
 
         check_cell_for_cutoff(atoms, self.block_cutoff)
 

@@ -27,13 +27,13 @@ At every k-point of the mesh the self-consistent Kohn–Sham matrix is rebuilt a
 ``H(k) = S(k) C(k) diag(ε(k)) C(k)^† S(k)`` from PySCF's orbitals and orbital energies, so its generalized
 eigenvalues are the reported ``orbital_energies_eV`` to machine precision. PySCF's Bloch sums are
 ``φ_μ^k(r) = Σ_L e^{ik·L} φ_μ(r − L)``, hence ``H(k) = Σ_R e^{ik·R} H(R)`` with ``H(R) = <0μ|H|Rν>``, the
-folding convention of :meth:`hedgenet.reference.blocks.BlockSet.fold`. The inverse on the k-mesh gives the
+folding convention of :meth:`hedgenet.orbitals.blocks.BlockSet.fold`. The inverse on the k-mesh gives the
 matrices of the Born–von Kármán (BvK) supercell (kmesh × cell):
 ``H(T) = (1/N_k) Σ_k e^{−ik·T} H(k)`` = Σ_L H(T + L) over the BvK lattice L. Each primitive-cell edge
 (i, j, R) within ``block_cutoff`` receives the block of T = R mod kmesh (minimum image in the BvK cell,
 unique when every BvK width exceeds 2 × cutoff, otherwise :class:`CellTooSmallError`). The blocks are
 in e3nn orbital order (PySCF's p = (x, y, z), d = (xy, yz, z², xz, x²−y²) converted by
-:mod:`hedgenet.reference.orbitals`), eV, and exactly Hermitian (``H_ij(R) = H_ji(−R)^T``).
+:mod:`hedgenet.orbitals.layout`), eV, and exactly Hermitian (``H_ij(R) = H_ji(−R)^T``).
 What the cutoff drops inside the BvK cell is measured (``stats``); blocks beyond the BvK cell are aliased
 into it by the k-mesh and cannot be seen from one calculation (converge ``kmesh`` to check).
 """
@@ -50,6 +50,13 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from ase.units import Bohr, Hartree, kB
 
+from hedgenet.orbitals.blocks import (
+    BlockSet,
+    CellTooSmallError,
+    block_edges,
+    cell_widths,
+)
+from hedgenet.orbitals.layout import OrbitalLayout
 from hedgenet.reference.base import (
     Reference,
     ReferenceError,
@@ -57,13 +64,6 @@ from hedgenet.reference.base import (
     SCFNotConvergedError,
     UnsupportedElementError,
 )
-from hedgenet.reference.blocks import (
-    BlockSet,
-    CellTooSmallError,
-    block_edges,
-    cell_widths,
-)
-from hedgenet.reference.orbitals import OrbitalLayout
 
 
 def _load_pyscf() -> None:

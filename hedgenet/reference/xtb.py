@@ -4,7 +4,7 @@ Periodic GFN1-xTB is Γ-point only. The self-consistent Hamiltonian is rebuilt a
 ``H = S C diag(ε) Cᵀ S`` from the orbital coefficients C and energies ε (tblite's saved
 "hamiltonian-matrix" is the non-self-consistent H0 and must not be learned). The Γ-point matrices are
 converted to e3nn orbital order and split into blocks H_ij(R) by the minimum-image rule
-(:func:`hedgenet.reference.blocks.split_gamma_matrices`).
+(:func:`hedgenet.orbitals.blocks.split_gamma_matrices`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree, kB
 
+from hedgenet.orbitals.blocks import split_gamma_matrices
+from hedgenet.orbitals.layout import OrbitalLayout
 from hedgenet.reference.base import (
     Reference,
     ReferenceError,
     ReferenceResult,
     SCFNotConvergedError,
 )
-from hedgenet.reference.blocks import split_gamma_matrices
-from hedgenet.reference.orbitals import OrbitalLayout
 
 # GFN1-xTB shells (angular momenta in tblite's order), checked element by element against tblite 0.8
 # by probing overlaps with a hydrogen atom placed along x, y and z (see tests/test_xtb.py).

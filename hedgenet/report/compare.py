@@ -122,8 +122,8 @@ def _bands(phonon, settings: PhononSettings):
 def phonon_cell(run: TrainRun, settings: PhononSettings, cache_dir: Path):
     """(reference solver, relaxed unit cell, supercell) of a run's material, or (None, None, reason) when
     phonons are off or, in auto mode, the cell is too large."""
-    from hedgenet.data.displacements import make_phonopy
-    from hedgenet.structures.relax import relaxed_structure
+    from hedgenet.reference.relax import relaxed_structure
+    from hedgenet.structures.supercell import make_phonopy
 
     if settings.mode == "off":
         return None, None, "phonons off (--phonons off)"

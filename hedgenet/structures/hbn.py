@@ -10,7 +10,12 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from hedgenet.structures._common import assemble_slab, check_positive, hexagonal_cell_2d, normalise_choice
+from hedgenet.structures._common import (
+    assemble_slab,
+    check_positive,
+    hexagonal_cell_2d,
+    normalise_choice,
+)
 
 __all__ = ["monolayer_hbn", "bilayer_hbn", "HBN_STACKINGS"]
 

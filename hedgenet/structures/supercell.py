@@ -10,9 +10,11 @@ from ase.build import make_supercell as _ase_make_supercell
 from ase.cell import Cell
 from numpy.typing import ArrayLike
 
+from hedgenet.orbitals.cells import cell_widths
 from hedgenet.structures._common import LAYER_KEY, sort_atoms
 
-__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width"]
+__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width", "make_phonopy", "supercell_atoms",
+           "to_phonopy_atoms"]
 
 
 def supercell_matrix(matrix: ArrayLike) -> np.ndarray:
@@ -90,32 +92,46 @@ def make_supercell(atoms: Atoms, matrix: ArrayLike) -> Atoms:
     return sort_atoms(sc)
 
 
-def _cell_array(cell: Atoms | Cell | ArrayLike) -> np.ndarray:
-    if isinstance(cell, Atoms):
-        return cell.cell.array
-    if isinstance(cell, Cell):
-        return cell.array
-    arr = np.asarray(cell, dtype=float)
-    if arr.shape != (3, 3):
-        raise ValueError(f"cell must be a 3x3 array of lattice vectors (rows, Å), got shape {arr.shape}")
-    return arr
-
-
-def cell_widths(cell: Atoms | Cell | ArrayLike) -> np.ndarray:
-    """Perpendicular distances (Å) between opposite faces of the cell, shape (3,).
-
-    ``widths[i] = V / |a_j × a_k|`` with (i, j, k) cyclic and V = |det(cell)|. A sphere of radius r fits in
-    the periodic cell without touching its own images iff 2r < min(widths). ``cell`` may be an ``Atoms``, an
-    ``ase.cell.Cell`` or a 3x3 array whose rows are the lattice vectors.
-    """
-    c = _cell_array(cell)
-    volume = abs(float(np.linalg.det(c)))
-    if volume <= 0.0:
-        raise ValueError("cell is singular (zero volume)")
-    areas = np.linalg.norm(np.cross(c[[1, 2, 0]], c[[2, 0, 1]]), axis=1)
-    return volume / areas
-
-
 def in_plane_width(cell: Atoms | Cell | ArrayLike) -> float:
     """Smallest perpendicular width (Å) of the cell within the plane: ``min(cell_widths(cell)[:2])``."""
     return float(np.min(cell_widths(cell)[:2]))
+
+
+def to_phonopy_atoms(atoms: Atoms):
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    return PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(),
+        cell=atoms.cell.array,
+        positions=atoms.positions,
+        masses=atoms.get_masses(),
+    )
+
+
+def make_phonopy(unit: Atoms, supercell_matrix, symprec: float = 1e-4):
+    """Phonopy object for ``unit`` (primitive = unit cell) and an integer supercell matrix (2×2 or 3×3)."""
+    from phonopy import Phonopy
+
+    m = np.asarray(supercell_matrix, dtype=int)
+    if m.shape == (2,):
+        m = np.diag([m[0], m[1], 1])
+    elif m.shape == (2, 2):
+        m = np.block([[m, np.zeros((2, 1), int)], [np.zeros((1, 2), int), np.ones((1, 1), int)]])
+    if m.shape != (3, 3) or round(abs(np.linalg.det(m))) == 0:
+        raise ValueError(
+            f"supercell matrix {supercell_matrix!r} must be [n1, n2], a 2×2 or a 3×3 non-singular "
+            "integer matrix"
+        )
+    return Phonopy(to_phonopy_atoms(unit), supercell_matrix=m, primitive_matrix=None, symprec=symprec)
+
+
+def supercell_atoms(phonon, unit: Atoms) -> Atoms:
+    """The labelling supercell as ``ase.Atoms`` with the layer index carried over from ``unit``."""
+    sc = phonon.supercell
+    atoms = Atoms(
+        numbers=sc.numbers, positions=sc.positions, cell=sc.cell, pbc=unit.pbc, masses=sc.masses
+    )
+    u2u = sc.u2u_map  # supercell index of a unit-cell atom's first image -> unit-cell index
+    unit_index = np.array([u2u[int(s)] for s in sc.s2u_map])
+    atoms.arrays["layer"] = np.asarray(unit.arrays["layer"])[unit_index].astype(np.int64)
+    return atoms

@@ -11,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from hedgenet.structures._common import assemble_slab, check_positive, hexagonal_cell_2d, normalise_choice
+from hedgenet.structures._common import (
+    assemble_slab,
+    check_positive,
+    hexagonal_cell_2d,
+    normalise_choice,
+)
 
 __all__ = ["monolayer_mos2", "bilayer_mos2", "MOS2_STACKINGS"]
 

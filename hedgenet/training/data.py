@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from hedgenet.data.store import DatasetError, DatasetStore
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.layout import OrbitalLayout
 
 
 def load_samples(paths: Sequence[str | Path]) -> tuple[list[dict], OrbitalLayout, list[dict]]:

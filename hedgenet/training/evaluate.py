@@ -58,7 +58,7 @@ def band_errors(model, predictions, kpoints_frac=BAND_KPOINTS_FRAC, window_eV: f
     ``kpoints_frac`` of each cell. Both sides are folded from blocks with the same cutoff, so this is the
     model's error alone (the cutoff's own effect is measured by ``benchmarks/block_truncation.py``).
     Graphs lacking H/S labels or a Fermi level are skipped; ``{}`` when none is left."""
-    from hedgenet.physics.bands import band_energies, band_energy_error
+    from hedgenet.orbitals.bloch import band_energies, band_energy_error
 
     if "H" not in model.outputs:
         return {}

@@ -35,14 +35,25 @@ from hedgenet.graphs.neighbors import GraphBuilder
 from hedgenet.graphs.relations import make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
 from hedgenet.models.base import (
-    TASKS, GraphModel, as_dtype, average_neighbors, choice_error, init_energy_head, size_with_defaults,
+    TASKS,
+    GraphModel,
+    as_dtype,
+    average_neighbors,
+    choice_error,
+    init_energy_head,
+    size_with_defaults,
 )
 from hedgenet.models.blocks_head import (
-    BlockHeadBase, OrbitalBlockDecoder, RadialBasis, TwoCenterHead, finish_blocks, init_block_statistics,
+    BlockHeadBase,
+    OrbitalBlockDecoder,
+    RadialBasis,
+    TwoCenterHead,
+    finish_blocks,
+    init_block_statistics,
     uvu_tensor_product,
 )
 from hedgenet.models.hedgenet import hidden_irreps
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.layout import OrbitalLayout
 
 DEEPH_DEFAULT_SIZE = {"channels": 16, "edge_channels": 16, "lmax": 1, "num_layers": 2}
 """Channels per irrep of node and edge features (every l ≤ ``lmax``, both parities) and layers."""

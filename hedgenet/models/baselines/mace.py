@@ -35,7 +35,12 @@ from hedgenet.graphs.neighbors import GraphBuilder
 from hedgenet.graphs.relations import make_relations
 from hedgenet.models._e3nn import e3nn_build_options, o3
 from hedgenet.models.base import (
-    TASKS, GraphModel, as_dtype, average_neighbors, energy_statistics, size_with_defaults,
+    TASKS,
+    GraphModel,
+    as_dtype,
+    average_neighbors,
+    energy_statistics,
+    size_with_defaults,
 )
 
 MACE_DEFAULT_SIZE = {"channels": 32, "lmax": 1, "num_layers": 2, "max_ell": 2, "correlation": 3}

@@ -1,6 +1,6 @@
 """Bloch sums of orbital blocks and generalized eigenvalues (band energies).
 
-Convention (the one the references use, see :meth:`hedgenet.reference.blocks.BlockSet.fold`):
+Convention (the one the references use, see :meth:`hedgenet.orbitals.blocks.BlockSet.fold`):
 ``M(k) = Σ_R e^{2πi k·R} M_ij(R)`` with ``k`` in fractional coordinates of the cell's reciprocal lattice
 and ``R`` the integer cell shift of edge (i, j, R). Orbital rows of atom i start at
 ``offsets[i] = Σ_{a<i} n_orb[a]``; blocks are padded to ``(n_max, n_max)`` and only the leading

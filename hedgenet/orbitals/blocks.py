@@ -14,36 +14,15 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from hedgenet.reference.orbitals import OrbitalLayout
+from hedgenet.orbitals.cells import (
+    CellTooSmallError,
+    cell_widths,
+    check_cell_for_cutoff,
+)
+from hedgenet.orbitals.layout import OrbitalLayout
 
-
-class CellTooSmallError(ValueError):
-    """The supercell is too narrow for minimum-image splitting at the requested block cutoff."""
-
-
-def cell_widths(cell: np.ndarray) -> np.ndarray:
-    """Perpendicular distances (Å) between opposite faces of the cell spanned by the rows of ``cell``."""
-    cell = np.asarray(cell, dtype=float)
-    vol = abs(np.linalg.det(cell))
-    return np.array(
-        [vol / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
-    )
-
-
-def check_cell_for_cutoff(atoms: Atoms, block_cutoff: float) -> None:
-    """Refuse a periodic cell narrower than twice the block cutoff (minimum image would be ambiguous)."""
-    if not atoms.pbc.any():
-        return
-    widths = cell_widths(atoms.cell.array)
-    narrow = [k for k in range(3) if atoms.pbc[k] and widths[k] <= 2.0 * block_cutoff]
-    if narrow:
-        axes = ", ".join(f"a{k + 1}: {widths[k]:.2f} Å" for k in narrow)
-        raise CellTooSmallError(
-            f"cell too small for block_cutoff={block_cutoff:.2f} Å: minimum-image splitting of the "
-            f"Γ-point matrices needs every periodic width > 2 × cutoff = {2 * block_cutoff:.2f} Å, but "
-            f"{axes}. Fix: use a larger supercell (e.g. dataset.supercell=[7,7]) or a smaller "
-            f"reference.block_cutoff (≤ {0.999 * widths[narrow].min() / 2:.2f} Å here)."
-        )
+__all__ = ["BlockSet", "CellTooSmallError", "block_edges", "cell_widths", "check_cell_for_cutoff", "eigen_error_of_truncation",
+           "split_gamma_matrices"]
 
 
 @dataclass
@@ -73,7 +52,7 @@ class BlockSet:
     def fold(self, kpoint_frac=(0.0, 0.0, 0.0), which: str = "H") -> np.ndarray:
         """M(k) = Σ_R e^{2πi k·R} M(R) for k in fractional coordinates of the (super)cell's reciprocal
         lattice; at k = 0 this is the Γ-point matrix the solver diagonalised (minus truncated blocks)."""
-        from hedgenet.physics.bands import bloch_matrix
+        from hedgenet.orbitals.bloch import bloch_matrix
 
         blocks = self.H if which == "H" else self.S
         return bloch_matrix(blocks, self.edge_index, self.cell_shift, self.n_orb, kpoint_frac)

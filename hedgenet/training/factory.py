@@ -1,0 +1,56 @@
+"""Model construction from the ``model`` and ``relations`` config groups: one place that turns a config and
+the data's layout, block cutoff, elements and layer count into a model and its (saved) constructor arguments."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from hedgenet.config import ConfigError, resolved_dict
+
+
+def model_kwargs(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers: int, dtype: str) -> dict:
+    """Constructor arguments of the model family ``cfg.model.name`` (JSON-able: saved with the weights).
+
+    * ``hedgenet``: relations and their cutoffs, the blocks' layout and cutoff unless ``task=forces``;
+    * ``mace``: one cutoff ``r_max`` = ``relations.r_single``, else max(r_intra, r_inter) (Å): the same
+      neighbourhood as HedgeNet's homogeneous ablation ``relations=single``;
+    * ``deeph_e3``: the blocks' layout and cutoff (its graph is the block graph; relations are unused).
+    """
+    common = {
+        "elements": [int(z) for z in elements],
+        "size": resolved_dict(cfg.model.size),
+        "task": cfg.task,
+        "num_basis": int(cfg.model.num_basis),
+        "radial_hidden": int(cfg.model.radial_hidden),
+        "dtype": dtype,  # built in this precision: a float32 model cast to float64 is equivariant only to ~1e-7
+    }
+    blocks = {"layout": layout.to_json() if cfg.task != "forces" else None,
+              "block_cutoff": block_cutoff if cfg.task != "forces" else None}
+    rel = cfg.relations
+    if cfg.model.name == "mace":
+        r_max = float(rel.r_single) if rel.r_single is not None else max(float(rel.r_intra), float(rel.r_inter))
+        return {**common, "r_max": r_max}
+    if cfg.model.name == "deeph_e3":
+        return {**common, **blocks}
+    return {
+        **common, **blocks,
+        "relations": rel.name,
+        "r_intra": float(rel.r_intra),
+        "r_inter": float(rel.r_inter),
+        "r_single": None if rel.r_single is None else float(rel.r_single),
+        "n_layers": n_layers,
+    }
+
+
+def build_model(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers: int, dtype: str = "float64"):
+    """The model of ``cfg.model`` and its constructor arguments (saved with the weights)."""
+    from hedgenet.models.io import BUILDERS
+
+    if cfg.model.name not in BUILDERS:
+        raise ConfigError(f"model.name={cfg.model.name!r} unknown; valid: {sorted(BUILDERS)}")
+    kwargs = model_kwargs(cfg, layout, block_cutoff, elements, n_layers, dtype)
+    try:
+        model = BUILDERS[cfg.model.name](**kwargs)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return model, kwargs

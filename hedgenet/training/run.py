@@ -1,0 +1,200 @@
+"""One training run (``hedgenet-train``): load the datasets, build the model, fit it with Lightning, evaluate
+it on the validation and held-out sets and write metrics.json, plots, checkpoints and model.pt."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hedgenet.config import ConfigError, check_keys, resolved_dict
+
+ROOT_KEYS = ("paths", "material", "reference", "model", "relations", "trainer", "logger", "task_name", "task",
+             "seed", "objective", "data", "train")
+DATA_KEYS = ("paths", "test_paths", "val_fraction", "test_fraction", "split_seed", "batch_size", "num_workers")
+TRAIN_KEYS = ("max_epochs", "loss_weights", "optimizer", "scheduler", "ema_decay", "gradient_clip_val", "resume",
+              "log_every_n_steps")
+MODEL_KEYS = ("name", "size", "num_basis", "radial_hidden")
+RELATION_KEYS = ("name", "r_intra", "r_inter", "r_single")
+TRAINER_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    check_keys(cfg, ROOT_KEYS, "<root>")
+    check_keys(cfg.data, DATA_KEYS, "data")
+    check_keys(cfg.train, TRAIN_KEYS, "train")
+    check_keys(cfg.model, MODEL_KEYS, "model")
+    check_keys(cfg.relations, RELATION_KEYS, "relations")
+    check_keys(cfg.trainer, TRAINER_KEYS, "trainer")
+    check_keys(cfg.train.loss_weights, ("energy", "forces", "H", "S"), "train.loss_weights")
+
+
+
+def run_train(cfg: DictConfig, run_dir: Path) -> dict:
+    import lightning as L
+    import numpy as np
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from hedgenet.graphs import collate
+    from hedgenet.models import count_parameters
+    from hedgenet.models.io import save_model
+    from hedgenet.training.callbacks import HistoryWriter
+    from hedgenet.training.data import GraphDataModule, load_samples
+    from hedgenet.training.evaluate import (
+        band_errors,
+        element_block_errors,
+        evaluate,
+        learning_curves,
+        parity_plots,
+        predict_batches,
+    )
+    from hedgenet.training.factory import build_model
+    from hedgenet.training.module import TrainingModule
+    from hedgenet.training.sweep import check_one_device_per_trial
+
+    check_train_config(cfg)
+    if cfg.task not in ("forces", "hamiltonian", "joint"):
+        raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
+    check_one_device_per_trial(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    samples, layout, headers = load_samples(list(cfg.data.paths))
+    test_paths = list(cfg.data.get("test_paths") or [])
+    test_samples, test_headers = [], []
+    if test_paths:
+        test_samples, _, test_headers = load_samples(test_paths)
+    cutoffs = {h["solver_settings"].get("block_cutoff_A") for h in headers + test_headers}
+    if len(cutoffs) != 1:
+        raise ConfigError(
+            f"datasets {list(cfg.data.paths) + test_paths} were labelled with different block cutoffs {cutoffs}. "
+            "Fix: label them with one reference.block_cutoff."
+        )
+    block_cutoff = float(cutoffs.pop())
+    elements = sorted({int(z) for s in samples + test_samples for z in s["numbers"]})
+    n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
+    dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
+    model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1])
+    check_objective(str(cfg.objective), model.outputs)
+
+    dm = GraphDataModule(
+        cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,
+        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed,
+        split_seed=cfg.data.split_seed, num_workers=cfg.data.num_workers, samples=samples,
+    )
+    dm.setup()
+    (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
+    stats = model.init_statistics(dm.graphs["train"])
+    module = TrainingModule(
+        model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
+        resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
+    )
+
+    history = run_dir / "history.jsonl"
+
+    logger = False
+    if cfg.logger.name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    elif cfg.logger.name == "wandb":
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
+        # log into the run start_run opened (passing it avoids wandb's "run already in progress" warning)
+        logger = WandbLogger(
+            project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
+            group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])), experiment=wandb.run,
+        )
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, monitor="val/loss", mode="min")
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        precision=t.precision, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
+        callbacks=[ckpt, HistoryWriter(history)], gradient_clip_val=cfg.train.gradient_clip_val,
+        log_every_n_steps=cfg.train.log_every_n_steps, enable_progress_bar=True, deterministic=False,
+        default_root_dir=str(run_dir), enable_model_summary=False,
+    )
+    resume = cfg.train.resume
+    if resume == "last":
+        resume = str(run_dir / "checkpoints" / "last.ckpt")
+    if resume is not None and not Path(resume).exists():
+        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    t0 = time.perf_counter()
+    # with logger=wandb, WandbLogger logs into the run start_run opened; run_stage finishes it after the summary
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    train_time = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return {}
+    final = module.ema.shadow if module.ema is not None else module.model
+    final = final.cpu().to(dtype)
+    metrics, arrays = evaluate(final, dm.graphs["val"], cfg.data.batch_size, "val")
+    if "val/loss" in trainer.callback_metrics:  # the weighted loss of the last validation (same weights as final)
+        metrics["val/loss"] = float(trainer.callback_metrics["val/loss"])
+    metrics.update(inference_time(final, dm.graphs["val"]))
+    # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
+    builder = final.graph_builder()
+    test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]
+    if test_graphs:
+        t_eval = time.perf_counter()
+        test_predictions = list(predict_batches(final, test_graphs, batch_size=1))  # one pass serves all three
+        test_metrics, arrays = evaluate(final, prefix="test", predictions=test_predictions)
+        metrics.update(test_metrics)
+        metrics.update(element_block_errors(final, test_predictions, "test"))
+        metrics.update(band_errors(final, test_predictions, prefix="test"))
+        metrics["test_eval_time_s"] = time.perf_counter() - t_eval
+    metrics.update(
+        train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
+        n_val=len(dm.graphs["val"]), n_test=len(test_graphs), epochs=cfg.train.max_epochs, init_statistics=stats,
+    )
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    parity_plots(arrays, run_dir)
+    learning_curves(history, run_dir)
+    save_model(run_dir / "model.pt", cfg.model.name, init_kwargs, final,
+               extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
+    objective_value(metrics, str(cfg.objective), run_dir)  # after every output is written: no work lost
+    return metrics
+
+
+def check_objective(name: str, outputs) -> None:
+    """Fail before training when ``objective`` names a validation metric the model cannot produce
+    (``test/*`` names depend on the held-out data: they are checked once the metrics exist)."""
+    from hedgenet.training.metrics import ErrorMetrics
+
+    if not name.startswith("val/"):
+        return
+    valid = ["val/loss"] + [f"val/{n}_{s}" for n in ErrorMetrics(tuple(outputs)).names for s in ("mae", "rmse")]
+    if name not in valid:
+        raise ConfigError(f"objective={name!r} is not a validation metric of this model (outputs {list(outputs)}); "
+                          f"valid: {valid}. Fix: set objective to one of them.")
+
+
+def objective_value(metrics: dict, name: str, run_dir: Path) -> float:
+    """``metrics[name]`` as a float for a sweeper, or a ConfigError listing the metric names there are."""
+    value = metrics.get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        names = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" in k)
+        raise ConfigError(f"objective={name!r} is not in this run's metrics ({run_dir}/metrics.json, kept); "
+                          f"available: {names}. Fix: set objective to one of them.")
+    return float(value)
+
+
+def inference_time(model, graphs, n_max: int = 8) -> dict:
+    """Wall time (s) of one full prediction (energy, forces by autograd, H/S blocks) per structure, the
+    median over up to ``n_max`` of ``graphs`` one at a time after one warm-up call (batching included, the
+    neighbour lists of the graphs were built before)."""
+    import numpy as np
+
+    from hedgenet.training.evaluate import predict_batches
+
+    graphs = list(graphs)[:n_max]
+    next(predict_batches(model, graphs[:1], batch_size=1))  # warm-up (lazy initialisation, caches)
+    times, atoms = [], []
+    for g in graphs:
+        t0 = time.perf_counter()
+        _, batch = next(predict_batches(model, [g], batch_size=1))
+        times.append(time.perf_counter() - t0)
+        atoms.append(int(batch.n_atoms.sum()))
+    return {"inference_time_s_per_structure": float(np.median(times)),
+            "inference_atoms_per_structure": float(np.mean(atoms))}
