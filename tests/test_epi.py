@@ -10,14 +10,10 @@ import torch
 
 from hedgenet.calculators import ModelCalculator, ReferenceCalculator
 from hedgenet.models import HedgeNet
-from hedgenet.physics.epi import (
-    autograd_block_derivatives,
-    blocks_on_edges,
-    finite_difference_block_derivatives,
-    lattice_translations,
-)
+from hedgenet.orbitals.blocks import blocks_on_edges
 from hedgenet.reference import make_reference
 from hedgenet.structures import build_structure, make_supercell
+from hedgenet.structures.supercell import lattice_translations
 
 UNIT = dict(a=2.4581, d=3.3225, stacking="AB")
 
@@ -46,10 +42,10 @@ def test_translations_of_a_supercell_and_none_for_a_rattled_one():
 def test_translation_reduced_differences_equal_full_ones_and_autograd(model):
     atoms = make_supercell(build_structure("bilayer_graphene", **UNIT), [2, 2])
     calc = ModelCalculator(model)
-    reduced = finite_difference_block_derivatives(calc, atoms, 0.002)
-    full = finite_difference_block_derivatives(calc, atoms, 0.002, use_translations=False)
+    reduced = calc.block_derivatives(atoms, 0.002)
+    full = calc.block_derivatives(atoms, 0.002, use_translations=False)
     assert np.abs(reduced.dH - full.dH).max() < 1e-10 and np.abs(reduced.dS - full.dS).max() < 1e-10
-    exact = autograd_block_derivatives(model, atoms)
+    exact = calc.block_derivatives(atoms, method="autograd")
     scale = np.abs(exact.dH).max()
     assert np.abs(exact.dH - full.dH).max() < 1e-3 * scale  # O(δ²) at δ = 0.002 Å
     assert np.abs(exact.dS - full.dS).max() < 1e-3 * np.abs(exact.dS).max()
@@ -59,7 +55,7 @@ def test_translation_reduced_differences_equal_full_ones_and_autograd(model):
 def xtb_derivatives():
     atoms = make_supercell(build_structure("bilayer_graphene", **UNIT), [4, 4])
     calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
-    return atoms, calc, finite_difference_block_derivatives(calc, atoms, 0.005)
+    return atoms, calc, calc.block_derivatives(atoms, 0.005)
 
 
 def test_reference_derivatives_obey_invariants(xtb_derivatives):
@@ -95,21 +91,18 @@ def test_dirac_point_couplings_of_graphene_select_the_e2g_mode():
     Γ phonons couple the Dirac states to themselves, and among them only the E2g (G) mode, with
     |g|·√N_cells ≈ 0.3 eV (DFT: ≈ 0.2–0.3 eV)."""
     from hedgenet.physics.epi import dirac_point_couplings
-    from hedgenet.physics.phonons import (
-        enforce_acoustic_sum_rule,
-        finite_difference_force_constants,
-    )
+    from hedgenet.physics.phonons import enforce_acoustic_sum_rule
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
     from hedgenet.structures.supercell import supercell_atoms
 
     unit = build_structure("monolayer_graphene", a=2.4581)
     calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
-    ph = finite_difference_force_constants(calc, unit, [4, 4])
+    ph = calc.force_constants(unit, [4, 4])
     enforce_acoustic_sum_rule(ph)
     sc = supercell_atoms(ph, unit)
     modes = NormalModes.from_force_constants(ph.force_constants, sc.get_masses())
-    d = finite_difference_block_derivatives(calc, sc, 0.005)
+    d = calc.block_derivatives(sc, 0.005)
     cmap = SupercellMap.build(sc, unit)
     r = dirac_point_couplings(d, modes, cmap, charge_neutrality_level(d.blocks0, cmap, sc.numbers), n_states=2)
     g, nu = r["g_abs_meV"], r["frequencies_THz"]

@@ -10,11 +10,9 @@ import torch
 from hedgenet.calculators import ModelCalculator, ReferenceCalculator
 from hedgenet.models import HedgeNet
 from hedgenet.physics.phonons import (
-    autograd_force_constants,
     band_structure,
     density_of_states,
     enforce_acoustic_sum_rule,
-    finite_difference_force_constants,
     name_gamma_modes,
     path_qpoints,
     sum_rule_violation,
@@ -32,7 +30,7 @@ def unit():
 @pytest.fixture(scope="module")
 def xtb_phonon(unit):
     calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
-    return finite_difference_force_constants(calc, unit, [4, 4])
+    return calc.force_constants(unit, [4, 4])
 
 
 def test_reference_phonons_sum_rule_and_named_gamma_modes(xtb_phonon, unit):
@@ -69,10 +67,10 @@ def model():
 
 def test_model_autograd_hessian_matches_its_finite_differences(model, unit):
     atoms = supercell_atoms(make_phonopy(unit, [2, 2]), unit)
-    hess = autograd_force_constants(model, atoms, rows_per_batch=7)  # rows not a divisor of 3N: batching edge
+    hess = ModelCalculator(model).hessian(atoms, rows_per_batch=7)  # rows not a divisor of 3N: batching edge
     err = {}
     for d in (0.01, 0.005):
-        fd = finite_difference_force_constants(ModelCalculator(model), unit, [2, 2], distance_A=d).force_constants
+        fd = ModelCalculator(model).force_constants(unit, [2, 2], distance_A=d).force_constants
         err[d] = np.abs(hess - fd).max()
     scale = np.abs(hess).max()
     assert err[0.005] < 1e-3 * scale
@@ -84,5 +82,10 @@ def test_model_autograd_hessian_matches_its_finite_differences(model, unit):
 def test_bad_inputs(unit):
     with pytest.raises(ValueError, match="band path"):
         path_qpoints("GXK")
+    calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
     with pytest.raises(ValueError, match="> 0 Å"):
-        finite_difference_force_constants(None, unit, [2, 2], distance_A=0.0)
+        calc.force_constants(unit, [2, 2], distance_A=0.0)
+    with pytest.raises(ValueError, match="autograd differentiates a model"):  # a reference has no autograd route
+        calc.force_constants(unit, [2, 2], method="autograd")
+    with pytest.raises(ValueError, match="autograd differentiates a model"):
+        calc.block_derivatives(build_structure("bilayer_graphene"), method="autograd")

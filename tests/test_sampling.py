@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 
 from hedgenet.calculators import ReferenceCalculator
-from hedgenet.physics.phonons import (
-    enforce_acoustic_sum_rule,
-    finite_difference_force_constants,
-)
+from hedgenet.physics.phonons import enforce_acoustic_sum_rule
 from hedgenet.physics.sampling import (
     THZ_PER_SQRT_EV_A2_AMU,
     NormalModes,
@@ -27,7 +24,7 @@ from hedgenet.structures.supercell import supercell_atoms
 @pytest.fixture(scope="module")
 def system():
     unit = build_structure("bilayer_graphene", a=2.4581, d=3.3225, stacking="AB")
-    ph = finite_difference_force_constants(ReferenceCalculator(make_reference("xtb", block_cutoff=4.0)), unit, [4, 4])
+    ph = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0)).force_constants(unit, [4, 4])
     enforce_acoustic_sum_rule(ph)
     atoms = supercell_atoms(ph, unit)
     return ph, atoms, NormalModes.from_force_constants(ph.force_constants, atoms.get_masses())

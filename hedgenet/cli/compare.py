@@ -38,11 +38,9 @@ def main(argv=None) -> None:
                    help="reference phonons and relaxed cells (default: $HEDGENET_ROOT/.cache/hedgenet)")
     args = p.parse_args(argv)
 
-    from hedgenet.report.compare import (
-        PhononSettings,
-        build_tables,
-        find_fermi_velocity_runs,
-    )
+    from hedgenet.physics import comparison
+    from hedgenet.physics.comparison import PhononSettings
+    from hedgenet.report.compare import build_tables, find_fermi_velocity_runs
     from hedgenet.report.render import write_report
     from hedgenet.report.runs import CompareError, find_runs, group_runs
 
@@ -53,7 +51,8 @@ def main(argv=None) -> None:
         fv = find_fermi_velocity_runs(args.fermi_velocity)
         settings = PhononSettings(mode=args.phonons, npoints=args.phonon_npoints,
                                   supercell=tuple(args.phonon_supercell) if args.phonon_supercell else None)
-        tables, notes = build_tables(groups, settings, cache, fv, log=lambda m: print(m, flush=True))
+        tables, notes = build_tables(groups, settings, cache, fv, log=lambda m: print(m, flush=True),
+                                     phonon_source=comparison)
         files = write_report(tables, notes, args.runs, out)
     except CompareError as err:
         print(f"hedgenet-compare: error: {err}", file=sys.stderr)

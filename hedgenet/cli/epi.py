@@ -27,15 +27,8 @@ EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_sta
 def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.physics.epi import (
-        autograd_block_derivatives,
-        dirac_point_couplings,
-        finite_difference_block_derivatives,
-    )
-    from hedgenet.physics.phonons import (
-        enforce_acoustic_sum_rule,
-        finite_difference_force_constants,
-    )
+    from hedgenet.physics.epi import dirac_point_couplings
+    from hedgenet.physics.phonons import enforce_acoustic_sum_rule
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
     from hedgenet.structures.supercell import supercell_atoms
@@ -51,16 +44,13 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     other = load_run_arrays(cfg.compare_with, "epi.npz", "hedgenet-epi") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=e.supercell)
     t0 = time.perf_counter()
-    phonon = finite_difference_force_constants(calc, unit, list(e.supercell), float(e.fc_displacement_A))
+    phonon = calc.force_constants(unit, list(e.supercell), float(e.fc_displacement_A))
     enforce_acoustic_sum_rule(phonon)
     sc = supercell_atoms(phonon, unit)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     t_ph = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if e.method == "autograd":
-        deriv = autograd_block_derivatives(calc.model, sc)
-    else:
-        deriv = finite_difference_block_derivatives(calc, sc, float(e.displacement_A))
+    deriv = calc.block_derivatives(sc, float(e.displacement_A), method=str(e.method))
     t_epi = time.perf_counter() - t0
     cmap = SupercellMap.build(sc, unit)
     e_cnp = charge_neutrality_level(deriv.blocks0, cmap, sc.numbers)

@@ -43,26 +43,15 @@ def check_phonons_config(cfg: DictConfig) -> None:
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.physics.phonons import (
-        autograd_force_constants,
-        band_structure,
-        density_of_states,
-        enforce_acoustic_sum_rule,
-        finite_difference_force_constants,
-        name_gamma_modes,
-    )
-    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
+    from hedgenet.physics.phonons import band_structure, density_of_states, enforce_acoustic_sum_rule, name_gamma_modes
+
     check_phonons_config(cfg)
     p = cfg.phonons
     compare = load_run_arrays(cfg.compare_with, "phonons.npz", "hedgenet-phonons") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg)
 
     t0 = time.perf_counter()
-    if p.method == "autograd":
-        phonon = make_phonopy(unit, list(p.supercell))
-        phonon.force_constants = autograd_force_constants(calc.model, supercell_atoms(phonon, unit))
-    else:
-        phonon = finite_difference_force_constants(calc, unit, list(p.supercell), float(p.displacement_A))
+    phonon = calc.force_constants(unit, list(p.supercell), float(p.displacement_A), method=str(p.method))
     t_fc = time.perf_counter() - t0
     asr = enforce_acoustic_sum_rule(phonon)
     bands = band_structure(phonon, str(p.path), int(p.npoints))

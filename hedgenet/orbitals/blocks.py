@@ -21,7 +21,7 @@ from hedgenet.orbitals.cells import (
 )
 from hedgenet.orbitals.layout import OrbitalLayout
 
-__all__ = ["BlockSet", "CellTooSmallError", "block_edges", "cell_widths", "check_cell_for_cutoff", "eigen_error_of_truncation",
+__all__ = ["BlockDerivatives", "BlockSet", "CellTooSmallError", "block_edges", "blocks_on_edges", "edge_positions", "cell_widths", "check_cell_for_cutoff", "eigen_error_of_truncation",
            "split_gamma_matrices"]
 
 
@@ -132,3 +132,51 @@ def eigen_error_of_truncation(
         sel = (ref > window_eV[0]) & (ref < window_eV[1])
         diff = diff[sel]
     return float(diff.max())
+
+
+def _edge_keys(edge_index: np.ndarray, cell_shift: np.ndarray, n_atoms: int) -> np.ndarray:
+    """One int64 per edge (i, j, R) for |R| < 500."""
+    r = np.asarray(cell_shift, dtype=np.int64) + 500
+    return ((edge_index[0] * n_atoms + edge_index[1]) * 1000 + r[:, 0]) * 1000 * 1000 + r[:, 1] * 1000 + r[:, 2]
+
+
+def edge_positions(edge_index, cell_shift, target_index, target_shift, n_atoms: int) -> np.ndarray:
+    """Position of every edge of (edge_index, cell_shift) in the target list, −1 where absent."""
+    src = _edge_keys(np.asarray(edge_index), cell_shift, n_atoms)
+    dst = _edge_keys(np.asarray(target_index), target_shift, n_atoms)
+    order = np.argsort(dst)
+    pos = np.searchsorted(dst[order], src)
+    pos = np.clip(pos, 0, len(dst) - 1)
+    found = dst[order][pos] == src
+    return np.where(found, order[pos], -1)
+
+
+def blocks_on_edges(blocks: BlockSet, edge_index, cell_shift) -> tuple[np.ndarray, np.ndarray]:
+    """H and S of ``blocks`` re-expressed on the given edge list (zeros for edges ``blocks`` lacks)."""
+    n_atoms = len(blocks.n_orb)
+    where = edge_positions(edge_index, cell_shift, blocks.edge_index, blocks.cell_shift, n_atoms)
+    shape = (len(where),) + blocks.H.shape[1:]
+    H, S = np.zeros(shape), np.zeros(shape)
+    ok = where >= 0
+    H[ok], S[ok] = blocks.H[where[ok]], blocks.S[where[ok]]
+    return H, S
+
+
+@dataclass
+class BlockDerivatives:
+    """dH/du (eV/Å) and dS/du (1/Å) on the edges of the undisplaced structure.
+
+    ``dH[a, α, e]`` is the derivative of block e = (i, j, R) with respect to the Cartesian displacement
+    u_aα of atom ``atoms[a]``; arrays (N, 3, E, n_max, n_max). ``blocks0`` holds H and S at u = 0."""
+
+    blocks0: BlockSet
+    dH: np.ndarray
+    dS: np.ndarray
+
+    def first_order(self, u: np.ndarray) -> BlockSet:
+        """H₀ + Σ_aα dH/du_aα · u_aα (and S likewise) for displacements ``u`` (N, 3) Å: the Hamiltonian of
+        linear electron–phonon coupling, on the undisplaced edge list."""
+        u = np.asarray(u, dtype=float)
+        b = self.blocks0
+        return BlockSet(b.edge_index, b.cell_shift, b.H + np.einsum("ax,axenm->enm", u, self.dH),
+                        b.S + np.einsum("ax,axenm->enm", u, self.dS), b.n_orb)

@@ -26,17 +26,14 @@ from hedgenet.physics.continuum_fit import (
     thermal_fermi_velocity,
     unfold_near_k,
 )
-from hedgenet.physics.epi import finite_difference_block_derivatives
-from hedgenet.physics.phonons import (
-    enforce_acoustic_sum_rule,
-    finite_difference_force_constants,
-)
+from hedgenet.physics.phonons import enforce_acoustic_sum_rule
 from hedgenet.physics.sampling import (
     NormalModes,
     special_displacement,
     thermal_displacements,
 )
 from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+from hedgenet.structures.supercell import supercell_atoms
 
 ORDERS = ("first", "all")
 
@@ -96,20 +93,18 @@ def _displacements(modes, T, s: RenormalizationSettings, seed: int) -> np.ndarra
 def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSettings,
                                   progress: bool = False) -> RenormalizationResult:
     """The whole chain for one calculator; see the module docstring."""
-    from hedgenet.structures.supercell import supercell_atoms
-
     s = settings
     s.check()
     t = {}
     t0 = time.perf_counter()
-    phonon = finite_difference_force_constants(calc, unit, list(s.supercell), s.fc_displacement_A)
+    phonon = calc.force_constants(unit, list(s.supercell), s.fc_displacement_A)
     enforce_acoustic_sum_rule(phonon)
     sc = supercell_atoms(phonon, unit)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     t["phonons"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    deriv = finite_difference_block_derivatives(calc, sc, s.epi_displacement_A) if "first" in s.orders else None
+    deriv = calc.block_derivatives(sc, s.epi_displacement_A) if "first" in s.orders else None
     blocks0 = deriv.blocks0 if deriv is not None else calc.predict_hamiltonian(sc)
     t["epi"] = time.perf_counter() - t0
 

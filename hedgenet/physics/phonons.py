@@ -1,5 +1,6 @@
-"""Phonons from any calculator: phonopy finite displacements (reference or model), the model's autograd
-Hessian, the acoustic sum rule, bands along Γ–M–K–Γ (THz), DOS and named Γ modes of layered materials.
+"""Phonons from any calculator's force constants (``calc.force_constants``: phonopy finite displacements with a
+reference or a model, or the model's autograd Hessian): the reference's cached force constants, the
+acoustic sum rule, bands along Γ–M–K–Γ (THz), DOS and named Γ modes of layered materials.
 
 Units: force constants Φ_ij^{αβ} = ∂²E/∂u_iα∂u_jβ in eV/Å² (phonopy's layout (N, N, 3, 3) over the
 supercell), frequencies in THz (phonopy's VASP units: eV, Å, amu).
@@ -15,61 +16,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from hedgenet.structures.supercell import make_phonopy, supercell_atoms
+from hedgenet.structures.supercell import make_phonopy
 
 HEXAGONAL_PATH = {"Γ": (0.0, 0.0, 0.0), "M": (0.5, 0.0, 0.0), "K": (1 / 3, 1 / 3, 0.0)}
 """High-symmetry points of a hexagonal cell (fractional reciprocal coordinates), a1·a2 at 60°/120°."""
-
-
-def finite_difference_force_constants(calc, unit: Atoms, supercell_matrix, distance_A: float = 0.01,
-                                      progress: bool = False):
-    """Phonopy object with force constants (eV/Å²) from ``calc``'s forces at ± ``distance_A`` (Å)
-    symmetry-reduced displacements of the supercell of ``unit``. ``calc``: any ASE calculator
-    (a :class:`hedgenet.calculators.ReferenceCalculator` or :class:`~hedgenet.calculators.ModelCalculator`).
-    No sum rule is imposed here: see :func:`enforce_acoustic_sum_rule`."""
-    if distance_A <= 0:
-        raise ValueError(f"displacement distance must be > 0 Å, got {distance_A}")
-    phonon = make_phonopy(unit, supercell_matrix)
-    phonon.generate_displacements(distance=distance_A, is_plusminus=True)
-    base = supercell_atoms(phonon, unit)
-    cells = phonon.supercells_with_displacements
-    if progress:
-        from tqdm import tqdm
-
-        cells = tqdm(cells, desc="force constants", unit="disp")
-    forces = []
-    for sc in cells:
-        displaced = base.copy()
-        displaced.positions = sc.positions
-        displaced.calc = calc
-        forces.append(np.array(displaced.get_forces(), dtype=float))
-    phonon.forces = np.array(forces)
-    phonon.produce_force_constants()
-    return phonon
-
-
-def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> np.ndarray:
-    """Exact Hessian Φ (N, N, 3, 3) in eV/Å² of a model's energy at ``atoms``, by differentiating its
-    autograd forces once more, ``rows_per_batch`` Hessian rows (atom, direction) at a time (a batched
-    vector–Jacobian product), so memory stays that of a few force evaluations on large cells."""
-    import torch
-
-    builder = model.graph_builder()
-    dtype = next(model.parameters()).dtype
-    graph = builder.from_atoms(atoms).to(dtype=dtype)
-    pos = graph.pos.detach().clone().requires_grad_(True)
-    graph.pos = pos
-    forces = model(graph, compute_forces=True)["forces"]  # differentiable: pos requires grad
-    n = len(atoms)
-    flat = forces.reshape(-1)
-    hess = np.zeros((3 * n, 3 * n))
-    eye = torch.eye(3 * n, dtype=dtype)
-    for start in range(0, 3 * n, rows_per_batch):
-        rows = eye[start : start + rows_per_batch]
-        (grad,) = torch.autograd.grad(flat, pos, rows, retain_graph=True, is_grads_batched=True)
-        hess[start : start + rows.shape[0]] = -grad.reshape(rows.shape[0], 3 * n).double().numpy()
-    hess = 0.5 * (hess + hess.T)
-    return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
 
 
 def _fc_key(unit: Atoms, supercell_matrix, reference, distance_A: float) -> str:
@@ -106,9 +56,7 @@ def reference_force_constants(
             return phonon
     from hedgenet.calculators import ReferenceCalculator
 
-    phonon = finite_difference_force_constants(
-        ReferenceCalculator(reference), unit, supercell_matrix, distance_A, progress=progress
-    )
+    phonon = ReferenceCalculator(reference).force_constants(unit, supercell_matrix, distance_A, progress=progress)
     enforce_acoustic_sum_rule(phonon)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -2,15 +2,14 @@
 (model × relation set), phonons of each model against the reference's finite differences, v_F(T) errors.
 
 Every number comes from a run's own files (``metrics.json``: errors in meV, meV/Å, meV/atom, times in s)
-or is computed here from its ``model.pt`` (phonon frequencies in THz along Γ–M–K–Γ, by the same phonopy
-finite differences as the reference's, acoustic sum rule imposed on both).
+or from :mod:`hedgenet.physics.comparison` (phonon frequencies in THz along Γ–M–K–Γ of each ``model.pt`` and
+of the reference, by the same phonopy finite differences), which the caller passes in: this module computes
+no physics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,21 +34,6 @@ COLUMNS = (
 )
 SPLIT_METRICS = ("forces_mae", "energy_mae", "H_onsite_mae", "H_intra_mae", "H_inter_mae", "bands_mae")
 MARGIN_KEYS = ("phonon_mae_THz", "forces_mae", "bands_mae", "H_intra_mae", "H_inter_mae")
-
-
-@dataclass
-class PhononSettings:
-    """Phonons of the comparison: ``mode`` auto (on for cells of ≤ ``max_atoms`` atoms and ≤
-    ``max_displacements`` displacements), on or off; the supercell (default: the material's
-    ``label_supercell``), the ± displacement (Å) and the band path."""
-
-    mode: str = "auto"
-    supercell: tuple[int, int] | None = None
-    displacement_A: float = 0.01
-    path: str = "GMKG"
-    npoints: int = 21
-    max_atoms: int = 200
-    max_displacements: int = 60
 
 
 @dataclass
@@ -102,94 +86,6 @@ def run_values(run: TrainRun, split: str) -> dict:
     out["phonon_mae_THz"] = None
     out["vf_mae_1e5_m_s"] = None
     return out
-
-
-# ----------------------------------------------------------------------------------------------- phonons
-def _reference_for(run: TrainRun):
-    from hedgenet.reference import make_reference
-
-    ref_cfg = dict(run.config["reference"])
-    return make_reference(ref_cfg.pop("name"), **ref_cfg)
-
-
-def _bands(phonon, settings: PhononSettings):
-    from hedgenet.physics.phonons import band_structure, enforce_acoustic_sum_rule
-
-    enforce_acoustic_sum_rule(phonon)
-    return band_structure(phonon, settings.path, settings.npoints)
-
-
-def phonon_cell(run: TrainRun, settings: PhononSettings, cache_dir: Path):
-    """(reference solver, relaxed unit cell, supercell) of a run's material, or (None, None, reason) when
-    phonons are off or, in auto mode, the cell is too large."""
-    from hedgenet.reference.relax import relaxed_structure
-    from hedgenet.structures.supercell import make_phonopy
-
-    if settings.mode == "off":
-        return None, None, "phonons off (--phonons off)"
-    material = run.config["material"]
-    supercell = list(settings.supercell or material.get("label_supercell") or [1, 1])
-    reference = _reference_for(run)
-    unit, _ = relaxed_structure(material, reference, cache_dir, log=lambda *a: None)
-    ph = make_phonopy(unit, supercell)
-    ph.generate_displacements(distance=settings.displacement_A, is_plusminus=True)
-    n_atoms, n_disp = len(ph.supercell), len(ph.supercells_with_displacements)
-    if settings.mode == "auto" and (n_atoms > settings.max_atoms or n_disp > settings.max_displacements):
-        return None, None, (f"phonons skipped: the {supercell[0]}×{supercell[1]} cell has {n_atoms} atoms and {n_disp} "
-                            f"displacements (auto limit {settings.max_atoms} atoms, {settings.max_displacements} "
-                            "displacements). Fix: --phonons on, or a smaller --phonon-supercell")
-    return reference, unit, supercell
-
-
-def reference_phonons(run: TrainRun, reference, unit, supercell, settings: PhononSettings, cache_dir: Path,
-                      log=print) -> dict:
-    """Reference finite-difference phonon bands (THz) of the run's material, computed once and cached in
-    ``<cache_dir>/compare/`` keyed by material, reference settings, supercell, displacement and path."""
-    from hedgenet.calculators import ReferenceCalculator
-    from hedgenet.physics.phonons import finite_difference_force_constants
-
-    payload = {"material": run.config["material"], "reference": reference.settings_hash(), "supercell": supercell,
-               "displacement_A": settings.displacement_A, "path": settings.path, "npoints": settings.npoints,
-               "positions": np.round(unit.positions, 8).tolist(), "cell": np.round(unit.cell.array, 8).tolist()}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / "compare" / f"reference_phonons_{key}.npz"
-    if cache.exists():
-        log(f"{run.material}: reference phonons from the cache {cache}")
-        data = np.load(cache, allow_pickle=False)
-        return {k: data[k] for k in data.files}
-    log(f"{run.material}: computing reference phonons ({reference.name}, {supercell[0]}×{supercell[1]} supercell)")
-    t0 = time.perf_counter()
-    phonon = finite_difference_force_constants(ReferenceCalculator(reference), unit, supercell, settings.displacement_A)
-    bands = _bands(phonon, settings)
-    out = {"distances": bands.distances, "frequencies_THz": bands.frequencies, "ticks": bands.ticks,
-           "labels": np.array(bands.labels), "time_s": np.array(time.perf_counter() - t0)}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(cache)
-    return out
-
-
-def model_phonons(run: TrainRun, unit, supercell, settings: PhononSettings) -> np.ndarray | None:
-    """Phonon frequencies (THz) of the run's model by the reference's finite differences; None for a
-    model without forces (task=hamiltonian)."""
-    from hedgenet.calculators import ModelCalculator, check_calculator_for
-    from hedgenet.models.io import load_model
-    from hedgenet.physics.phonons import finite_difference_force_constants
-
-    try:
-        model = load_model(run.model_path)
-    except ValueError as err:
-        raise CompareError(f"{run.model_path}: {err}") from None
-    if "forces" not in model.outputs:
-        return None
-    calc = ModelCalculator(model)
-    try:
-        check_calculator_for(calc, unit)
-    except ValueError as err:
-        raise CompareError(f"{run.dir}: {err}") from None
-    phonon = finite_difference_force_constants(calc, unit, supercell, settings.displacement_A)
-    return _bands(phonon, settings).frequencies
 
 
 # ----------------------------------------------------------------------------------------------- v_F(T)
@@ -302,8 +198,13 @@ def margins(table: MaterialTable) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- build
-def build_tables(groups: dict, phonons: PhononSettings, cache_dir: Path, fv_runs=(), log=print) -> tuple[list[MaterialTable], list[str]]:
-    """One :class:`MaterialTable` per material of ``groups`` (:func:`hedgenet.report.runs.group_runs`)."""
+def build_tables(groups: dict, phonons, cache_dir: Path, fv_runs=(), log=print,
+                 phonon_source=None) -> tuple[list[MaterialTable], list[str]]:
+    """One :class:`MaterialTable` per material of ``groups`` (:func:`hedgenet.report.runs.group_runs`).
+
+    ``phonons``: a :class:`hedgenet.physics.comparison.PhononSettings`; ``phonon_source``: the module (or
+    object) with ``phonon_cell``, ``reference_phonons`` and ``model_phonons`` of that name
+    (:mod:`hedgenet.physics.comparison`), which computes the phonons; None: no phonon column."""
     tables, notes = [], []
     for material, arm_runs in sorted(groups.items()):
         everyone = [r for rs in arm_runs.values() for r in rs]
@@ -312,19 +213,29 @@ def build_tables(groups: dict, phonons: PhononSettings, cache_dir: Path, fv_runs
         for name, runs in sorted(arm_runs.items()):
             arm = Arm(name, runs, [run_values(r, split) for r in runs], [None] * len(runs), [None] * len(runs))
             arms.append(arm)
-        reference, unit, supercell = phonon_cell(everyone[0], phonons, cache_dir)
+        if phonon_source is None:
+            reference, unit, supercell = None, None, "phonons not computed"
+        else:
+            try:
+                reference, unit, supercell = phonon_source.phonon_cell(everyone[0].config, phonons, cache_dir)
+            except ValueError as err:
+                raise CompareError(f"{everyone[0].dir}: {err}") from None
         ref_bands = None
         if reference is None:
             note = supercell
         else:
-            ref_bands = reference_phonons(everyone[0], reference, unit, supercell, phonons, cache_dir, log)
+            ref_bands = phonon_source.reference_phonons(everyone[0].config["material"], reference, unit, supercell,
+                                                        phonons, cache_dir, log)
             note = (f"phonon MAE: each model's finite-difference phonons (±{phonons.displacement_A} Å) against the "
                     f"reference's ({reference.name}) on the {supercell[0]}×{supercell[1]} supercell of the relaxed "
                     f"unit cell, all bands at {len(ref_bands['distances'])} q-points along {phonons.path} (THz)")
             for arm in arms:
                 for i, run in enumerate(arm.runs):
                     log(f"{material}: phonons of {arm.name} seed {run.seed}")
-                    f = model_phonons(run, unit, supercell, phonons)
+                    try:
+                        f = phonon_source.model_phonons(run.model_path, unit, supercell, phonons)
+                    except ValueError as err:
+                        raise CompareError(f"{run.dir}: {err}") from None
                     arm.phonons[i] = f
                     if f is not None:
                         arm.values[i]["phonon_mae_THz"] = float(np.abs(f - ref_bands["frequencies_THz"]).mean())

@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 from hedgenet.orbitals.cells import cell_widths
 from hedgenet.structures._common import LAYER_KEY, sort_atoms
 
-__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width", "make_phonopy", "supercell_atoms",
+__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width", "lattice_translations", "make_phonopy", "supercell_atoms",
            "to_phonopy_atoms"]
 
 
@@ -135,3 +135,34 @@ def supercell_atoms(phonon, unit: Atoms) -> Atoms:
     unit_index = np.array([u2u[int(s)] for s in sc.s2u_map])
     atoms.arrays["layer"] = np.asarray(unit.arrays["layer"])[unit_index].astype(np.int64)
     return atoms
+
+
+def lattice_translations(atoms: Atoms, decimals: int = 4):
+    """Translations of an undisplaced periodic structure onto itself (the lattice of its unit cell inside
+    a supercell), found from the atoms equivalent to atom 0: ``(perms, wraps)`` with ``perms[t, a]`` the
+    atom at r_a + t and ``wraps[t, a]`` the integer cell vector W with r_perm = r_a + t − W·cell (identity
+    first). A cell with no translation symmetry (a moiré cell, a rattled cell) gives only the identity."""
+    cell = atoms.cell.array
+    frac = atoms.positions @ np.linalg.inv(cell)
+    scale = 10**decimals
+
+    def keys(f):
+        g = np.rint(f * scale).astype(np.int64)
+        g[:, :2] %= scale  # periodic in plane; z is not wrapped (slab)
+        return [tuple(r) for r in np.column_stack([g, atoms.numbers])]
+
+    index = {k: a for a, k in enumerate(keys(frac))}
+    perms, wraps = [], []
+    for b in np.flatnonzero(atoms.numbers == atoms.numbers[0]):
+        t = frac[b] - frac[0]
+        t[2] = 0.0 if abs(t[2]) < 0.5 / scale else t[2]
+        if t[2] != 0.0:
+            continue
+        perm = np.array([index.get(k, -1) for k in keys(frac + t)])
+        if (perm < 0).any():
+            continue
+        wrap = np.rint(frac + t - frac[perm]).astype(np.int64)
+        perms.append(perm)
+        wraps.append(wrap)
+    order = np.argsort([0 if np.array_equal(p, np.arange(len(atoms))) else 1 for p in perms], kind="stable")
+    return np.array(perms)[order], np.array(wraps)[order]

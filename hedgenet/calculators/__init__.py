@@ -1,8 +1,12 @@
-"""One interface over a reference solver or a trained model: energy (eV), forces (eV/Å), H/S blocks.
+"""One interface over a reference solver or a trained model: energy (eV), forces (eV/Å), H/S blocks, force
+constants (eV/Å²) and block derivatives dH/du (eV/Å), dS/du (1/Å).
 
 Physics code (phonons, couplings, Monte Carlo) takes a :class:`BlockCalculator` and cannot tell whether
 the numbers come from GFN1-xTB, DFT or a network: that is what makes "model vs direct finite
 differences with the reference" the same code. Both kinds are also ASE calculators (energy, forces).
+Physics never touches a model directly: a model's exact derivatives (autograd Hessian, forward-mode
+dH/du) are ``method="autograd"`` of the same two calls, which a reference answers by finite differences
+(:mod:`~hedgenet.calculators.finite_differences`, :mod:`~hedgenet.calculators.autograd`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,11 @@ from __future__ import annotations
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from hedgenet.orbitals.blocks import BlockSet
+from hedgenet.calculators.finite_differences import (
+    finite_difference_block_derivatives,
+    finite_difference_force_constants,
+)
+from hedgenet.orbitals.blocks import BlockDerivatives, BlockSet
 from hedgenet.orbitals.layout import OrbitalLayout
 from hedgenet.reference.base import Reference
 
@@ -22,8 +30,35 @@ class BlockCalculator(Calculator):
     layout: OrbitalLayout
     block_cutoff: float
 
+    DERIVATIVE_METHODS: tuple[str, ...] = ("finite_differences",)
+    """Ways this calculator can differentiate (``method=`` of :meth:`force_constants`, :meth:`block_derivatives`)."""
+
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check_method(self, method: str, what: str) -> None:
+        if method not in self.DERIVATIVE_METHODS:
+            raise ValueError(f"{what} method={method!r} is not available with {type(self).__name__}; valid: "
+                             f"{list(self.DERIVATIVE_METHODS)} (autograd differentiates a model: calculator=model)")
+
+    def force_constants(self, unit: Atoms, supercell_matrix, distance_A: float = 0.01,
+                        method: str = "finite_differences", progress: bool = False):
+        """Phonopy object of the supercell ``supercell_matrix`` of ``unit`` with force constants Φ (eV/Å²).
+
+        ``finite_differences``: forces at phonopy's symmetry-reduced ± ``distance_A`` (Å) displacements.
+        No sum rule is imposed: see :func:`hedgenet.physics.phonons.enforce_acoustic_sum_rule`."""
+        self._check_method(method, "force constants")
+        return finite_difference_force_constants(self, unit, supercell_matrix, distance_A, progress=progress)
+
+    def block_derivatives(self, atoms: Atoms, delta_A: float = 0.005, method: str = "finite_differences",
+                          use_translations: bool = True, progress: bool = False) -> BlockDerivatives:
+        """dH/du (eV/Å) and dS/du (1/Å) of the blocks of ``atoms`` on its undisplaced edge list.
+
+        ``finite_differences``: central differences at ± ``delta_A`` (Å); with ``use_translations`` only one
+        atom per lattice-translation orbit of a supercell is displaced."""
+        self._check_method(method, "block derivatives")
+        return finite_difference_block_derivatives(self, atoms, delta_A, use_translations=use_translations,
+                                                   progress=progress)
 
 
 class ReferenceCalculator(BlockCalculator):
@@ -84,6 +119,39 @@ class ModelCalculator(BlockCalculator):
         out = self.model(g.to(dtype=next(self.model.parameters()).dtype), compute_forces=False)
         return blocks_from_prediction(g, out, self.layout, atoms.numbers)
 
+    DERIVATIVE_METHODS = ("finite_differences", "autograd")
+
+    def hessian(self, atoms: Atoms, rows_per_batch: int = 48):
+        """The model's exact Hessian Φ (N, N, 3, 3) in eV/Å² at ``atoms`` (autograd, ``rows_per_batch`` rows of
+        3N at a time: memory of a few force evaluations on large cells)."""
+        from hedgenet.calculators.autograd import autograd_force_constants
+
+        return autograd_force_constants(self.model, atoms, rows_per_batch=rows_per_batch)
+
+    def force_constants(self, unit: Atoms, supercell_matrix, distance_A: float = 0.01,
+                        method: str = "finite_differences", progress: bool = False):
+        """As :meth:`BlockCalculator.force_constants`; ``method="autograd"``: the exact Hessian of the model's
+        energy on the supercell (``distance_A`` unused)."""
+        if method != "autograd":
+            return super().force_constants(unit, supercell_matrix, distance_A, method, progress)
+        from hedgenet.structures.supercell import make_phonopy, supercell_atoms
+
+        phonon = make_phonopy(unit, supercell_matrix)
+        phonon.force_constants = self.hessian(supercell_atoms(phonon, unit))
+        return phonon
+
+    def block_derivatives(self, atoms: Atoms, delta_A: float = 0.005, method: str = "finite_differences",
+                          use_translations: bool = True, progress: bool = False) -> BlockDerivatives:
+        """As :meth:`BlockCalculator.block_derivatives`; ``method="autograd"``: the model's exact derivatives
+        by forward-mode autodiff, one Jacobian–vector product per atom and direction (no step size)."""
+        if method != "autograd":
+            return super().block_derivatives(atoms, delta_A, method, use_translations, progress)
+        from hedgenet.calculators.autograd import autograd_block_derivatives
+
+        if "H" not in self.model.outputs:
+            raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
+        return autograd_block_derivatives(self.model, atoms)
+
 
 def blocks_from_prediction(graph, out: dict, layout: OrbitalLayout, numbers) -> BlockSet:
     """The :class:`BlockSet` (eV, float64, padded to the n_max of ``numbers``) of a model output ``out``
@@ -143,6 +211,20 @@ def check_calculator_for(calc: BlockCalculator, atoms: Atoms, reference_layout: 
                         f"({calc.layout.basis_name}) but the reference uses {reference_layout.shells_of(z)} "
                         f"({reference_layout.basis_name}). Fix: use a model trained on this reference's labels."
                     )
+
+
+def reference_unit_cell(material: dict, reference_cfg: dict, cache_dir, log=print):
+    """The reference solver of a ``reference`` config (``name`` + settings) and the material's unit cell
+    relaxed with it (cached in ``cache_dir``): ``(reference, unit cell, structure parameters in Å)``."""
+    from pathlib import Path
+
+    from hedgenet.reference import make_reference
+    from hedgenet.reference.relax import relaxed_structure
+
+    settings = {k: v for k, v in dict(reference_cfg).items() if k != "name"}
+    reference = make_reference(reference_cfg["name"], **settings)
+    unit, params = relaxed_structure(material, reference, Path(cache_dir), log=log)
+    return reference, unit, params
 
 
 def setup_calculation(cfg, need_blocks: bool = False, supercell=None):

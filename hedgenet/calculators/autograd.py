@@ -1,0 +1,69 @@
+"""Exact derivatives of a model by automatic differentiation, behind :class:`~hedgenet.calculators.ModelCalculator`'s
+``force_constants(method="autograd")`` and ``block_derivatives(method="autograd")``: the Hessian of the
+energy (eV/Å², batched vector–Jacobian products) and dH/du, dS/du by forward mode (one Jacobian–vector
+product per atom and direction), no step size."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from hedgenet.orbitals.blocks import BlockDerivatives
+
+
+def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> np.ndarray:
+    """Exact Hessian Φ (N, N, 3, 3) in eV/Å² of a model's energy at ``atoms``, by differentiating its
+    autograd forces once more, ``rows_per_batch`` Hessian rows (atom, direction) at a time (a batched
+    vector–Jacobian product), so memory stays that of a few force evaluations on large cells."""
+    import torch
+
+    builder = model.graph_builder()
+    dtype = next(model.parameters()).dtype
+    graph = builder.from_atoms(atoms).to(dtype=dtype)
+    pos = graph.pos.detach().clone().requires_grad_(True)
+    graph.pos = pos
+    forces = model(graph, compute_forces=True)["forces"]  # differentiable: pos requires grad
+    n = len(atoms)
+    flat = forces.reshape(-1)
+    hess = np.zeros((3 * n, 3 * n))
+    eye = torch.eye(3 * n, dtype=dtype)
+    for start in range(0, 3 * n, rows_per_batch):
+        rows = eye[start : start + rows_per_batch]
+        (grad,) = torch.autograd.grad(flat, pos, rows, retain_graph=True, is_grads_batched=True)
+        hess[start : start + rows.shape[0]] = -grad.reshape(rows.shape[0], 3 * n).double().numpy()
+    hess = 0.5 * (hess + hess.T)
+    return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
+
+
+def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:
+    """The model's exact dH/du and dS/du by forward-mode autodiff (torch.func.jvp), one product per
+    atom and direction, on the edge list of ``atoms``."""
+    import torch
+    from torch.func import jvp
+
+    from hedgenet.calculators import blocks_from_prediction
+
+    dtype = next(model.parameters()).dtype
+    graph = model.graph_builder().from_atoms(atoms)
+    out0 = model(graph.to(dtype=dtype), compute_forces=False)
+    b0 = blocks_from_prediction(graph, out0, model.layout, atoms.numbers)
+    graph = model.graph_builder().from_atoms(atoms).to(dtype=dtype)
+    n_max = b0.H.shape[-1]
+
+    def blocks(pos):
+        g = graph
+        g.pos = pos
+        out = model(g, compute_forces=False, training=True)
+        return out["H"][:, :n_max, :n_max], out["S"][:, :n_max, :n_max]
+
+    n = len(atoms)
+    dH = np.zeros((n, 3) + b0.H.shape)
+    dS = np.zeros_like(dH)
+    pos0 = graph.pos.detach().clone()
+    for a in range(n):
+        for x in range(3):
+            tangent = torch.zeros_like(pos0)
+            tangent[a, x] = 1.0
+            _, (tH, tS) = jvp(blocks, (pos0,), (tangent,))
+            dH[a, x], dS[a, x] = tH.detach().double().numpy(), tS.detach().double().numpy()
+    return BlockDerivatives(b0, dH, dS)
