@@ -11,7 +11,7 @@ import hedgenet
 PACKAGE = Path(hedgenet.__file__).parent
 
 # Shared helpers every room may use: the version, config errors/paths, the run-directory life cycle.
-BASE = {"hedgenet", "config", "run_io"}
+BASE = {"hedgenet", "config", "config_schema", "run_io"}
 
 # room -> rooms it may import (besides itself and BASE); cli may import anything, nothing imports cli.
 ALLOWED = {
@@ -115,3 +115,26 @@ def test_no_import_cycles():
         return any(n == b or (n not in seen and reaches(n, b, (*seen, n))) for n in rooms.get(a, ()))
     room_cycles = sorted({tuple(sorted((a, b))) for a in rooms for b in rooms[a] if reaches(b, a)})
     assert not room_cycles, f"rooms that import each other (directly or through others): {room_cycles}"
+
+
+def test_every_import_inside_functions_resolves():
+    """Imports inside functions run only when the function does: a moved name must not wait for a user."""
+    import importlib
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("hedgenet"):
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as err:
+                    missing.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {err}")
+                    continue
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            missing.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: "
+                                           f"{node.module} has no {alias.name}")
+    assert not missing, "imports that fail when their function runs:\n" + "\n".join(missing)

@@ -11,7 +11,6 @@ and max |dH/du| per atom in eV/Å), summary.json (the strongly coupled modes, ti
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import hydra
@@ -27,11 +26,9 @@ EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_sta
 def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.physics.epi import dirac_point_couplings
-    from hedgenet.physics.phonons import enforce_acoustic_sum_rule
-    from hedgenet.physics.sampling import NormalModes
-    from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
-    from hedgenet.structures.supercell import supercell_atoms
+    from hedgenet.physics.epi import dirac_couplings_of
+    from hedgenet.report.plots import plot_couplings
+
     check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "calculator", "model_path",
                      "compare_with", "epi"), "<root>")
     check_material(cfg.material)
@@ -43,26 +40,16 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError("epi.method=autograd differentiates a model: set calculator=model model_path=...")
     other = load_run_arrays(cfg.compare_with, "epi.npz", "hedgenet-epi") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=e.supercell)
-    t0 = time.perf_counter()
-    phonon = calc.force_constants(unit, list(e.supercell), float(e.fc_displacement_A))
-    enforce_acoustic_sum_rule(phonon)
-    sc = supercell_atoms(phonon, unit)
-    modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
-    t_ph = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    deriv = calc.block_derivatives(sc, float(e.displacement_A), method=str(e.method))
-    t_epi = time.perf_counter() - t0
-    cmap = SupercellMap.build(sc, unit)
-    e_cnp = charge_neutrality_level(deriv.blocks0, cmap, sc.numbers)
-    g = dirac_point_couplings(deriv, modes, cmap, e_cnp, int(e.n_states))
-    dh_atom = np.abs(deriv.dH).reshape(len(sc), -1).max(axis=1)
+    g = dirac_couplings_of(calc, unit, e.supercell, float(e.displacement_A), float(e.fc_displacement_A), str(e.method),
+                           int(e.n_states))
+    e_cnp, dh_atom = g["E_cnp_eV"], g["max_dH_du_eV_A"]
     np.savez(run_dir / "epi.npz", frequencies_THz=g["frequencies_THz"], g_abs_meV=g["g_abs_meV"],
              state_energies_eV=g["state_energies_eV"], max_dH_du_eV_A=dh_atom, E_cnp_eV=e_cnp)
     strong = np.flatnonzero(g["g_abs_meV"] > float(e.report_threshold_meV))
     summary = {
         "calculator": cfg.calculator, "method": e.method, "material": cfg.material.name, "structure_params": params,
-        "supercell": list(e.supercell), "E_cnp_eV": e_cnp, "phonons_time_s": t_ph, "epi_time_s": t_epi,
-        "max_dH_du_eV_A": float(dh_atom.max()), "max_dS_du_inv_A": float(np.abs(deriv.dS).max()),
+        "supercell": list(e.supercell), "E_cnp_eV": e_cnp, "phonons_time_s": g["phonons_time_s"], "epi_time_s": g["epi_time_s"],
+        "max_dH_du_eV_A": float(dh_atom.max()), "max_dS_du_inv_A": g["max_dS_du_inv_A"],
         "strong_modes": [{"frequency_THz": float(g["frequencies_THz"][k]), "g_meV": float(g["g_abs_meV"][k])}
                          for k in strong[np.argsort(-g["g_abs_meV"][strong])]],
     }
@@ -73,27 +60,8 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
         summary["compare_with"] = str(cfg.compare_with)
         summary["g_mae_strong_modes_meV"] = float(np.abs(g["g_abs_meV"] - other["g_abs_meV"])[ref_strong].mean()) if ref_strong.any() else 0.0
         summary["g_sum_ratio_to_compare"] = float(g["g_abs_meV"].sum() / max(other["g_abs_meV"].sum(), 1e-12))
-    _plot(run_dir / "couplings.png", g, other)
+    plot_couplings(run_dir / "couplings.png", g, other)
     return summary
-
-
-def _plot(path: Path, g: dict, other: dict | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    if other is not None:
-        ax.scatter(other["frequencies_THz"], other["g_abs_meV"], s=30, facecolors="none", edgecolors="0.5",
-                   label="compare_with")
-    ax.scatter(g["frequencies_THz"], g["g_abs_meV"], s=8, color="C0", label="this run")
-    ax.set_xlabel("phonon frequency (THz)")
-    ax.set_ylabel("|g| Dirac states (meV, supercell)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _report(summary: dict, run) -> None:

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hedgenet.physics.phonons import band_structure, enforce_acoustic_sum_rule, reference_force_constants
+from hedgenet.physics.phonons import (
+    band_structure,
+    enforce_acoustic_sum_rule,
+    reference_force_constants,
+)
 from hedgenet.structures.supercell import make_phonopy
 
 

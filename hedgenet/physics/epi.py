@@ -51,3 +51,33 @@ def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float,
     g = np.einsum("axv,axmn->vmn", coef, M)  # eV
     g_abs = 1e3 * np.sqrt(np.sum(np.abs(g) ** 2, axis=(1, 2)) / n_states)
     return {"frequencies_THz": modes.frequencies_THz, "g_abs_meV": g_abs, "state_energies_eV": e}
+
+
+def dirac_couplings_of(calc, unit, supercell, delta_A: float = 0.005, fc_displacement_A: float = 0.01,
+                       method: str = "finite_differences", n_states: int = 4) -> dict:
+    """The coupling chain for any calculator on the ``supercell`` of ``unit``: force constants and normal
+    modes, dH/du and dS/du (``calc.block_derivatives``), E_CNP and the Dirac-point |g_ν| (meV).
+
+    Returns :func:`dirac_point_couplings`' arrays plus ``E_cnp_eV``, ``max_dH_du_eV_A`` (per atom),
+    ``max_dS_du_inv_A`` and the times (s) of the phonon and derivative parts."""
+    import time
+
+    from hedgenet.physics.phonons import enforce_acoustic_sum_rule
+    from hedgenet.physics.sampling import NormalModes
+    from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+    from hedgenet.structures.supercell import supercell_atoms
+
+    t0 = time.perf_counter()
+    phonon = calc.force_constants(unit, list(supercell), float(fc_displacement_A))
+    enforce_acoustic_sum_rule(phonon)
+    sc = supercell_atoms(phonon, unit)
+    modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
+    t_ph = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    deriv = calc.block_derivatives(sc, float(delta_A), method=str(method))
+    t_epi = time.perf_counter() - t0
+    cmap = SupercellMap.build(sc, unit)
+    e_cnp = charge_neutrality_level(deriv.blocks0, cmap, sc.numbers)
+    g = dirac_point_couplings(deriv, modes, cmap, e_cnp, int(n_states))
+    return {**g, "E_cnp_eV": e_cnp, "max_dH_du_eV_A": np.abs(deriv.dH).reshape(len(sc), -1).max(axis=1),
+            "max_dS_du_inv_A": float(np.abs(deriv.dS).max()), "phonons_time_s": t_ph, "epi_time_s": t_epi}

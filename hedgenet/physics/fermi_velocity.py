@@ -162,3 +162,30 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     t["unfold_part"], t["fit_part"] = t_unfold, t_fit
     result.timings_s = t
     return result
+
+
+def spectral_maps(result: RenormalizationResult, settings: RenormalizationSettings, n_energies: int = 300,
+                  sigma_eV: float = 0.03) -> list[dict]:
+    """Sample-averaged unfolded spectral functions A(q, E) (states/eV) on K–Γ (q < 0, drawn as −|q|) and K–M
+    (q > 0) for up to three temperatures, all orders if computed: one dict per temperature with ``T_K``,
+    ``order``, ``q_inv_A`` (n_q), ``E_minus_Ecnp_eV`` (n_E) and ``A`` (n_q, n_E)."""
+    from hedgenet.physics.unfold import spectral_function
+
+    order = "all" if "all" in settings.orders else settings.orders[0]
+    temps = sorted({T for (o, T) in result.lines if o == order})
+    temps = [temps[0], temps[len(temps) // 2], temps[-1]] if len(temps) > 3 else temps
+    e0 = result.static["E_cnp_eV"]
+    E = np.linspace(e0 - settings.window_eV, e0 + settings.window_eV, n_energies)
+    maps = []
+    for T in temps:
+        lines = result.lines[(order, T)]
+        q = lines[0].q
+        cols, xs = [], []
+        for name, sign in (("KΓ", -1), ("KM", 1)):
+            for iq in range(len(q)):
+                cols.append(np.mean([spectral_function(*ln.states[name][iq], E, sigma_eV) for ln in lines], axis=0))
+                xs.append(sign * q[iq])
+        order_x = np.argsort(xs)
+        maps.append({"T_K": T, "order": order, "q_inv_A": np.array(xs)[order_x], "E_minus_Ecnp_eV": E - e0,
+                     "A": np.array(cols)[order_x]})
+    return maps

@@ -153,3 +153,45 @@ def name_gamma_modes(phonon, unit: Atoms, rigid_threshold: float = 0.9) -> list[
         out.append({"frequency_THz": float(freqs[m]), "frequency_cm1": float(freqs[m]) * 33.35641,
                     "name": name, "rigid_layer_fraction": frac})
     return out
+
+
+@dataclass
+class PhononResult:
+    """Phonons of one calculator on one supercell: the phonopy object (force constants Φ in eV/Å², sum rule
+    imposed), bands along the path (THz), total DOS (1/THz per unit cell) and the named Γ modes."""
+
+    phonon: object
+    bands: PhononBands
+    dos_frequency_THz: np.ndarray
+    dos: np.ndarray
+    gamma_modes: list
+    asr: dict
+    force_constants_time_s: float
+    n_displacements: int
+
+    def summary(self) -> dict:
+        """Sum-rule violation (eV/Å²), time (s), extreme frequencies and the Γ interlayer modes (THz)."""
+        out = {"force_constants_time_s": self.force_constants_time_s, "n_displacements": self.n_displacements,
+               **self.asr, "max_frequency_THz": float(self.bands.frequencies.max()),
+               "min_frequency_THz": float(self.bands.frequencies.min())}
+        for name in ("interlayer shear", "layer breathing"):
+            f = [m["frequency_THz"] for m in self.gamma_modes if m["name"] == name]
+            if f:
+                out[f"gamma_{name.replace(' ', '_')}_THz"] = float(np.mean(f))
+        return out
+
+
+def phonons_of(calc, unit: Atoms, supercell, distance_A: float = 0.01, method: str = "finite_differences",
+               path: str = "GMKG", npoints: int = 51, dos_mesh=(24, 24, 1), dos_sigma_THz: float = 0.1) -> PhononResult:
+    """The phonon chain for any calculator: force constants (``calc.force_constants``: finite differences at
+    ± ``distance_A`` Å, or a model's autograd Hessian), acoustic sum rule, bands, DOS, named Γ modes."""
+    import time
+
+    t0 = time.perf_counter()
+    phonon = calc.force_constants(unit, list(supercell), float(distance_A), method=str(method))
+    t_fc = time.perf_counter() - t0
+    asr = enforce_acoustic_sum_rule(phonon)
+    bands = band_structure(phonon, str(path), int(npoints))
+    dos_f, dos = density_of_states(phonon, tuple(dos_mesh), float(dos_sigma_THz))
+    n_disp = len(phonon.displacements) if method != "autograd" else 0
+    return PhononResult(phonon, bands, dos_f, dos, name_gamma_modes(phonon, unit), asr, t_fc, n_disp)

@@ -1,0 +1,86 @@
+"""Figures of the physics CLIs (PNG, matplotlib's Agg backend): they draw arrays the physics computed and
+compute nothing themselves. Frequencies in THz, couplings in meV, energies in eV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_phonon_bands(path: Path, bands, dos_f, dos, compare: dict | None, label: str) -> None:
+    """Bands along the path (left) and DOS (right); ``compare`` (another run's phonons.npz arrays) in grey."""
+    plt = _pyplot()
+    fig, (ax, axd) = plt.subplots(1, 2, figsize=(7, 4), sharey=True, gridspec_kw={"width_ratios": [3, 1]})
+    if compare is not None:
+        ax.plot(compare["distances"], compare["frequencies_THz"], color="0.6", lw=2.5)
+        ax.plot([], [], color="0.6", lw=2.5, label="compare_with")
+        axd.plot(compare["dos"], compare["dos_frequency_THz"], color="0.6", lw=2.5)
+    ax.plot(bands.distances, bands.frequencies, color="C0", lw=1)
+    ax.plot([], [], color="C0", label=label)
+    axd.plot(dos, dos_f, color="C0", lw=1)
+    for t in bands.ticks:
+        ax.axvline(t, color="k", lw=0.5)
+    ax.set_xticks(bands.ticks, bands.labels)
+    ax.set_xlim(bands.distances[0], bands.distances[-1])
+    ax.set_ylabel("frequency (THz)")
+    axd.set_xlabel("DOS (1/THz)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_couplings(path: Path, g: dict, other: dict | None) -> None:
+    """|g_ν| (meV) of the Dirac-point states against ω_ν (THz); ``other`` (a compared run) as open circles."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if other is not None:
+        ax.scatter(other["frequencies_THz"], other["g_abs_meV"], s=30, facecolors="none", edgecolors="0.5",
+                   label="compare_with")
+    ax.scatter(g["frequencies_THz"], g["g_abs_meV"], s=8, color="C0", label="this run")
+    ax.set_xlabel("phonon frequency (THz)")
+    ax.set_ylabel("|g| Dirac states (meV, supercell)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ratios(path: Path, by_temperature: dict) -> None:
+    """v_F(T)/v_F(static) with error bars per order: ``{order: {T: {ratio_to_static, ratio_err}}}``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for order, d in by_temperature.items():
+        T = sorted(d)
+        ax.errorbar(T, [d[t]["ratio_to_static"] for t in T], yerr=[d[t]["ratio_err"] for t in T], marker="o",
+                    capsize=3, label=f"{order} order" if order == "first" else "all orders")
+    ax.axhline(1.0, color="k", lw=0.5)
+    ax.set_xlabel("T (K)")
+    ax.set_ylabel("v_F(T) / v_F(static lattice)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_spectral_maps(path: Path, maps: list[dict]) -> None:
+    """A(q, E) maps of :func:`hedgenet.physics.fermi_velocity.spectral_maps`, one panel per temperature."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.5), squeeze=False)
+    for ax, m in zip(axes[0], maps):
+        ax.pcolormesh(m["q_inv_A"], m["E_minus_Ecnp_eV"], m["A"].T, shading="nearest", cmap="magma")
+        ax.set_title(f"{m['T_K']:.0f} K ({m['order']} orders)" if m["order"] == "all" else f"{m['T_K']:.0f} K (first order)",
+                     fontsize=9)
+        ax.set_xlabel("q (1/Å)   Γ ← K → M")
+    axes[0][0].set_ylabel("E − E_CNP (eV)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
