@@ -1,8 +1,13 @@
 """Config helpers shared by the Hydra entry points: where the configs live and strict validation.
 
-Hydra's struct mode already rejects a misspelt key given on the command line and an unknown group option
-(naming the valid choices). :func:`check_keys` extends that to keys written inside YAML files (a user's own
-material or experiment file), naming the bad key, a close match and the valid keys.
+Every CLI merges its composed config into its schema (:mod:`hedgenet.config_schema`) with
+:func:`check_config` before anything runs: a misspelt key anywhere (also inside a YAML file a user wrote, e.g.
+a material) or a value of the wrong type is a :class:`ConfigError` naming the key, a close match and the fix.
+Hydra refuses an unknown group option itself (naming the valid choices); a misspelt key given on the
+command line without ``+`` gets the same hint (:func:`hedgenet.cli.run_hydra_app`).
+
+Resolver ``${hedgenet.above_zero:<list>}``: the values of a temperature list above 0 K (the thermal samples
+of ``hedgenet-label`` take the temperatures of v_F(T) without its 0 K point).
 """
 
 from __future__ import annotations
@@ -15,6 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 class ConfigError(ValueError):
     """A config is inconsistent or has keys hedgenet does not know."""
+
+
+def _above_zero(values):
+    return [v for v in values if float(v) > 0]
+
+
+if not OmegaConf.has_resolver("hedgenet.above_zero"):
+    OmegaConf.register_new_resolver("hedgenet.above_zero", _above_zero)
 
 
 def config_dir() -> str:
@@ -30,30 +43,111 @@ def config_dir() -> str:
     )
 
 
+def unknown_key_message(key: str, valid, where: str | None = None) -> str:
+    """``unknown config key <key> (did you mean <close match>?); valid keys of <section>: [...]. Fix: ...``
+    for a dotted ``key`` whose last part is not among ``valid`` (the keys of its section)."""
+    section, _, leaf = key.rpartition(".")
+    valid = sorted(str(v) for v in valid)
+    hint = difflib.get_close_matches(leaf, valid, n=1)
+    near = f" (did you mean {section + '.' if section else ''}{hint[0]}?)" if hint else ""
+    fix = f"write {section + '.' if section else ''}{hint[0]}" if hint else "remove it"
+    return (f"unknown config key {key}{near}{f' in {where}' if where else ''}; valid keys of "
+            f"{section or '<root>'}: {valid}. Fix: {fix} (on the command line or in the YAML file that sets it)")
+
+
 def check_keys(section, allowed, where: str) -> None:
-    """Raise :class:`ConfigError` if ``section`` has keys outside ``allowed``."""
+    """Raise :class:`ConfigError` if ``section`` has keys outside ``allowed`` (for sections whose valid keys
+    depend on another value, e.g. a material's builder ``params``: the schemas cover the rest)."""
     keys = list(section.keys()) if section is not None else []
-    allowed = list(allowed)
     bad = [k for k in keys if k not in allowed]
     if bad:
-        parts = []
-        for k in bad:
-            hint = difflib.get_close_matches(str(k), allowed, n=1)
-            parts.append(f"{where}.{k}" + (f" (did you mean {where}.{hint[0]}?)" if hint else ""))
-        raise ConfigError(f"unknown config key {', '.join(parts)}; valid keys of {where}: {sorted(allowed)}")
+        raise ConfigError(unknown_key_message(f"{where}.{bad[0]}", allowed))
 
 
-MATERIAL_KEYS = ("name", "builder", "params", "relax", "label_supercell", "description")
-RELAX_STEP_KEYS = ("parameter", "builder", "supercell", "bounds")
+def _locate(node, key: str, prefix: str = "") -> str | None:
+    """Dotted path (list items as ``[i]``) of the first mapping inside ``node`` holding ``key``."""
+    if isinstance(node, dict):
+        if key in node:
+            return f"{prefix}.{key}".lstrip(".")
+        items = [(f"{prefix}.{k}", v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return None
+    for p, v in items:
+        found = _locate(v, key, p)
+        if found is not None:
+            return found
+    return None
+
+
+def check_config(cfg, schema: str | type, where: str | None = None, allow_missing: bool = False) -> DictConfig:
+    """``cfg`` merged into its schema (a name of :data:`hedgenet.config_schema.SCHEMAS` or a dataclass):
+    the typed config, or a :class:`ConfigError` naming the first unknown key (with a close match and the
+    valid keys of its section), value of the wrong type or missing value. ``where`` (e.g. ``stage
+    phonons_model (overrides.phonons)``) says where the config came from. Interpolations stay unresolved."""
+    import dataclasses
+
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    from hedgenet.config_schema import SCHEMAS, open_paths
+
+    schema_cls = SCHEMAS[schema] if isinstance(schema, str) else schema
+    base = OmegaConf.structured(schema_cls)
+    for path in open_paths(schema_cls):
+        OmegaConf.set_struct(OmegaConf.select(base, path), False)
+    data = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    try:
+        merged = OmegaConf.merge(base, data)
+    except OmegaConfBaseException as err:
+        key = str(err.full_key or err.key or "")
+        if isinstance(err, ConfigKeyError) and err.key is not None:
+            leaf = str(err.key)
+            if "." not in key and err.object_type is not schema_cls:  # inside a list item: find it
+                plain = OmegaConf.to_container(data, resolve=False) if isinstance(data, DictConfig) else data
+                key = _locate(plain, leaf) or key
+            valid = ([f.name for f in dataclasses.fields(err.object_type)]
+                     if err.object_type is not None and dataclasses.is_dataclass(err.object_type) else [])
+            raise ConfigError(unknown_key_message(key, valid, where)) from None
+        if isinstance(err, ValidationError):
+            value = OmegaConf.select(data, key, default=None, throw_on_missing=False) if key else None
+            types = {f.name: f.type for f in dataclasses.fields(err.object_type)} if (
+                err.object_type is not None and dataclasses.is_dataclass(err.object_type)) else {}
+            wanted = types.get(str(err.key))
+            wanted = getattr(wanted, "__name__", None) or str(wanted or "the type of its config file")
+            raise ConfigError(
+                f"config key {key}={value!r} has the wrong type{f' in {where}' if where else ''}: "
+                f"{str(err.msg).splitlines()[0]}. Fix: give {key} a value of type {wanted}"
+            ) from None
+        raise ConfigError(f"config key {key}{f' in {where}' if where else ''}: {str(err.msg).splitlines()[0]}") from None
+    if not allow_missing:
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(f"config keys {missing} have no value{f' in {where}' if where else ''}. "
+                              f"Fix: set them (e.g. {missing[0]}=...) or in the YAML file of that section")
+    return merged
+
+
+def check_temperatures(temperatures, key: str, allow_empty: bool = False) -> list[float]:
+    """The one check of a temperature list (K): finite and ≥ 0, non-empty unless ``allow_empty``."""
+    import math
+
+    values = [float(t) for t in (temperatures or [])]
+    if not values and not allow_empty:
+        raise ConfigError(f"{key}: the temperature list is empty: give at least one temperature (K). "
+                          "Fix: set temperatures.K (shared by the thermal samples and v_F(T))")
+    if any(not math.isfinite(t) or t < 0 for t in values):
+        raise ConfigError(f"{key}: temperatures must be ≥ 0 K, got {values}. Fix: set temperatures.K")
+    return values
 
 
 def check_material(material: DictConfig) -> None:
+    """The material section: its schema (keys, types, relaxation steps) and the builder's parameters."""
+    from hedgenet.config_schema import MaterialConfig
     from hedgenet.structures import BUILDERS, builder_parameters
 
-    check_keys(material, MATERIAL_KEYS, "material")
-    for key in ("name", "builder"):
-        if key not in material:
-            raise ConfigError(f"material config lacks {key!r}")
+    check_config(OmegaConf.create({"material": material}) if isinstance(material, DictConfig) else
+                 {"material": material}, _material_root(MaterialConfig), allow_missing=False)
     builder = material.builder
     if builder not in BUILDERS:
         hint = difflib.get_close_matches(builder, BUILDERS, n=1)
@@ -63,8 +157,7 @@ def check_material(material: DictConfig) -> None:
         )
     steps = list(material.get("relax") or [])
     accepted = set(builder_parameters(builder))
-    for i, step in enumerate(steps):
-        check_keys(step, RELAX_STEP_KEYS, f"material.relax[{i}]")
+    for step in steps:
         accepted |= set(builder_parameters(step.builder))
     check_keys(material.get("params") or {}, sorted(accepted), "material.params")
     relaxed = {s.parameter for s in steps}
@@ -74,6 +167,13 @@ def check_material(material: DictConfig) -> None:
             raise ConfigError(
                 f"material.relax relaxes {p!r}, which builder {builder!r} does not take; valid: {sorted(main)}"
             )
+
+
+def _material_root(material_cls):
+    import dataclasses
+
+    return dataclasses.make_dataclass(
+        "MaterialRoot", [("material", material_cls, dataclasses.field(default_factory=material_cls))])
 
 
 def resolved_dict(cfg: DictConfig) -> dict:

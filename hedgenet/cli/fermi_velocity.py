@@ -18,24 +18,27 @@ import hydra
 from omegaconf import DictConfig
 
 from hedgenet.calculators import setup_calculation
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir
+from hedgenet.config import (
+    ConfigError,
+    check_config,
+    check_material,
+    check_temperatures,
+    config_dir,
+)
 from hedgenet.run_io import run_stage
-
-FV_KEYS = ("supercell", "temperatures_K", "orders", "fc_displacement_A", "epi_displacement_A", "q_max_inv_A",
-           "n_q", "window_eV", "layers", "n_bootstrap")
 
 
 def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.physics.fermi_velocity import (
         RenormalizationSettings,
         fermi_velocity_vs_temperature,
+        spectral_maps,
     )
-    check_keys(cfg, ("paths", "material", "reference", "sampler", "logger", "task_name", "calculator", "model_path",
-                     "seed", "progress", "fermi_velocity"), "<root>")
+    from hedgenet.report.plots import plot_ratios, plot_spectral_maps
+    check_config(cfg, "fermi_velocity")
     check_material(cfg.material)
-    check_keys(cfg.fermi_velocity, FV_KEYS, "fermi_velocity")
-    check_keys(cfg.sampler, ("name", "n_samples", "quantum", "cutoff_frequency_THz"), "sampler")
     f = cfg.fermi_velocity
+    check_temperatures(f.temperatures_K, "fermi_velocity.temperatures_K")
     settings = RenormalizationSettings(
         supercell=tuple(f.supercell), temperatures_K=tuple(float(t) for t in f.temperatures_K),
         sampler=cfg.sampler.name, n_samples=int(cfg.sampler.n_samples), quantum=bool(cfg.sampler.quantum),
@@ -51,69 +54,14 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=f.supercell)
     result = fermi_velocity_vs_temperature(calc, unit, settings, progress=bool(cfg.progress))
     result.phonon.save(str(run_dir / "phonopy_params.yaml"), settings={"force_constants": True})
-    plot_ratios(run_dir / "fermi_velocity.png", result)
-    plot_spectral_function(run_dir / "spectral_function.png", result, settings)
+    plot_ratios(run_dir / "fermi_velocity.png", result.by_temperature)
+    plot_spectral_maps(run_dir / "spectral_function.png", spectral_maps(result, settings))
     return {
         "calculator": cfg.calculator, "material": cfg.material.name, "structure_params": params,
         "sampler": cfg.sampler.name, "supercell": list(f.supercell), "static": result.static,
         "by_temperature": {o: {str(T): v for T, v in d.items()} for o, d in result.by_temperature.items()},
         "timings_s": result.timings_s,
     }
-
-
-def plot_ratios(path: Path, result) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    for order, d in result.by_temperature.items():
-        T = sorted(d)
-        ax.errorbar(T, [d[t]["ratio_to_static"] for t in T], yerr=[d[t]["ratio_err"] for t in T], marker="o",
-                    capsize=3, label=f"{order} order" if order == "first" else "all orders")
-    ax.axhline(1.0, color="k", lw=0.5)
-    ax.set_xlabel("T (K)")
-    ax.set_ylabel("v_F(T) / v_F(static lattice)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_spectral_function(path: Path, result, settings) -> None:
-    """Sample-averaged A(k, E) on K–Γ (left, q < 0 drawn as −|q|) and K–M (right), all orders if computed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from hedgenet.physics.unfold import spectral_function
-
-    order = "all" if "all" in settings.orders else settings.orders[0]
-    temps = sorted({T for (o, T) in result.lines if o == order})
-    temps = [temps[0], temps[len(temps) // 2], temps[-1]] if len(temps) > 3 else temps
-    e0 = result.static["E_cnp_eV"]
-    E = np.linspace(e0 - settings.window_eV, e0 + settings.window_eV, 300)
-    fig, axes = plt.subplots(1, len(temps), figsize=(3.2 * len(temps), 3.5), squeeze=False)
-    for ax, T in zip(axes[0], temps):
-        lines = result.lines[(order, T)]
-        q = lines[0].q
-        cols, xs = [], []
-        for name, sign in (("KΓ", -1), ("KM", 1)):
-            for iq in range(len(q)):
-                a = np.mean([spectral_function(*ln.states[name][iq], E, 0.03) for ln in lines], axis=0)
-                cols.append(a)
-                xs.append(sign * q[iq])
-        order_x = np.argsort(xs)
-        ax.pcolormesh(np.array(xs)[order_x], E - e0, np.array(cols)[order_x].T, shading="nearest", cmap="magma")
-        ax.set_title(f"{T:.0f} K ({order} orders)" if order == "all" else f"{T:.0f} K (first order)", fontsize=9)
-        ax.set_xlabel("q (1/Å)   Γ ← K → M")
-    axes[0][0].set_ylabel("E − E_CNP (eV)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _report(summary: dict, run) -> None:

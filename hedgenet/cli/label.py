@@ -17,29 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from hedgenet.config import (
     ConfigError,
-    check_keys,
+    check_config,
     check_material,
+    check_temperatures,
     config_dir,
     resolved_dict,
 )
 from hedgenet.reference import reference_settings
 from hedgenet.run_io import run_stage
 
-DATASET_KEYS = (
-    "name", "path", "supercell", "rattle", "thermal", "n_workers", "consolidate_every_s",
-    "num_shards", "shard_index",
-)
-RATTLE_KEYS = ("amplitudes_A", "n_per_amplitude")
-THERMAL_KEYS = ("temperatures_K", "n_per_temperature", "quantum", "cutoff_frequency_THz", "fc_displacement_A")
-
 
 def check_label_config(cfg: DictConfig) -> None:
-    check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "seed", "progress", "dataset"), "<root>")
+    check_config(cfg, "label")
     check_material(cfg.material)
     d = cfg.dataset
-    check_keys(d, DATASET_KEYS, "dataset")
-    check_keys(d.rattle, RATTLE_KEYS, "dataset.rattle")
-    check_keys(d.thermal, THERMAL_KEYS, "dataset.thermal")
+    check_temperatures(d.thermal.temperatures_K, "dataset.thermal.temperatures_K", allow_empty=True)
     if not (0 <= d.shard_index < d.num_shards):
         raise ConfigError(
             f"dataset.shard_index={d.shard_index} must lie in [0, dataset.num_shards={d.num_shards})"
@@ -67,13 +59,9 @@ def dataset_fingerprint(material_params: dict, cfg: DictConfig, reference) -> st
 
 def run_label(cfg: DictConfig) -> dict:
     """Build, label and summarise the dataset described by ``cfg``; returns the summary dict."""
-    from hedgenet.data.displacements import (
-        make_phonopy,
-        rattle_specs,
-        reference_force_constants,
-        supercell_atoms,
-        thermal_specs,
-    )
+    from hedgenet.data.displacements import rattle_specs, thermal_specs
+    from hedgenet.physics.phonons import reference_force_constants
+    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference

@@ -14,24 +14,19 @@ phonon_bands.png and summary.json (sum-rule violation, times, and vs ``compare_w
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from hedgenet.calculators import setup_calculation
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir
+from hedgenet.config import ConfigError, check_config, check_material, config_dir
 from hedgenet.run_io import load_run_arrays, run_stage
-
-PHONON_KEYS = ("supercell", "method", "displacement_A", "path", "npoints", "dos_mesh", "dos_sigma_THz")
 
 
 def check_phonons_config(cfg: DictConfig) -> None:
-    check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "calculator", "model_path",
-                     "compare_with", "phonons"), "<root>")
+    check_config(cfg, "phonons")
     check_material(cfg.material)
-    check_keys(cfg.phonons, PHONON_KEYS, "phonons")
     if cfg.calculator not in ("reference", "model"):
         raise ConfigError(f"calculator={cfg.calculator!r} unknown; valid: reference, model")
     if cfg.phonons.method not in ("finite_differences", "autograd"):
@@ -43,35 +38,24 @@ def check_phonons_config(cfg: DictConfig) -> None:
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.physics.phonons import band_structure, density_of_states, enforce_acoustic_sum_rule, name_gamma_modes
+    from hedgenet.physics.phonons import phonons_of
+    from hedgenet.report.plots import plot_phonon_bands
 
     check_phonons_config(cfg)
     p = cfg.phonons
     compare = load_run_arrays(cfg.compare_with, "phonons.npz", "hedgenet-phonons") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg)
 
-    t0 = time.perf_counter()
-    phonon = calc.force_constants(unit, list(p.supercell), float(p.displacement_A), method=str(p.method))
-    t_fc = time.perf_counter() - t0
-    asr = enforce_acoustic_sum_rule(phonon)
-    bands = band_structure(phonon, str(p.path), int(p.npoints))
-    dos_f, dos = density_of_states(phonon, tuple(p.dos_mesh), float(p.dos_sigma_THz))
-    modes = name_gamma_modes(phonon, unit)
-
+    r = phonons_of(calc, unit, p.supercell, float(p.displacement_A), str(p.method), str(p.path), int(p.npoints),
+                   tuple(p.dos_mesh), float(p.dos_sigma_THz))
+    bands = r.bands
     np.savez(run_dir / "phonons.npz", distances=bands.distances, frequencies_THz=bands.frequencies,
-             ticks=bands.ticks, labels=np.array(bands.labels), dos_frequency_THz=dos_f, dos=dos,
-             force_constants_eV_A2=phonon.force_constants)
-    phonon.save(str(run_dir / "phonopy_params.yaml"), settings={"force_constants": True})
-    (run_dir / "gamma_modes.json").write_text(json.dumps(modes, indent=1))
+             ticks=bands.ticks, labels=np.array(bands.labels), dos_frequency_THz=r.dos_frequency_THz, dos=r.dos,
+             force_constants_eV_A2=r.phonon.force_constants)
+    r.phonon.save(str(run_dir / "phonopy_params.yaml"), settings={"force_constants": True})
+    (run_dir / "gamma_modes.json").write_text(json.dumps(r.gamma_modes, indent=1))
     summary = {"calculator": cfg.calculator, "method": p.method, "material": cfg.material.name,
-               "structure_params": params, "supercell": list(p.supercell), "force_constants_time_s": t_fc,
-               "n_displacements": len(phonon.displacements) if p.method != "autograd" else 0, **asr,
-               "max_frequency_THz": float(bands.frequencies.max()),
-               "min_frequency_THz": float(bands.frequencies.min())}
-    for name in ("interlayer shear", "layer breathing"):
-        f = [m["frequency_THz"] for m in modes if m["name"] == name]
-        if f:
-            summary[f"gamma_{name.replace(' ', '_')}_THz"] = float(np.mean(f))
+               "structure_params": params, "supercell": list(p.supercell), **r.summary()}
     if compare is not None:
         other = compare["frequencies_THz"]
         if other.shape != bands.frequencies.shape:
@@ -82,34 +66,8 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
         summary["frequency_mae_vs_compare_THz"] = float(np.abs(bands.frequencies - other).mean())
         summary["frequency_max_abs_diff_vs_compare_THz"] = float(np.abs(bands.frequencies - other).max())
         summary["compare_with"] = str(cfg.compare_with)
-    plot_bands(run_dir / "phonon_bands.png", bands, dos_f, dos, compare, cfg.calculator)
+    plot_phonon_bands(run_dir / "phonon_bands.png", bands, r.dos_frequency_THz, r.dos, compare, cfg.calculator)
     return summary
-
-
-def plot_bands(path: Path, bands, dos_f, dos, compare: dict | None, label: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, axd) = plt.subplots(1, 2, figsize=(7, 4), sharey=True, gridspec_kw={"width_ratios": [3, 1]})
-    if compare is not None:
-        ax.plot(compare["distances"], compare["frequencies_THz"], color="0.6", lw=2.5)
-        ax.plot([], [], color="0.6", lw=2.5, label="compare_with")
-        axd.plot(compare["dos"], compare["dos_frequency_THz"], color="0.6", lw=2.5)
-    ax.plot(bands.distances, bands.frequencies, color="C0", lw=1)
-    ax.plot([], [], color="C0", label=label)
-    axd.plot(dos, dos_f, color="C0", lw=1)
-    for t in bands.ticks:
-        ax.axvline(t, color="k", lw=0.5)
-    ax.set_xticks(bands.ticks, bands.labels)
-    ax.set_xlim(bands.distances[0], bands.distances[-1])
-    ax.set_ylabel("frequency (THz)")
-    axd.set_xlabel("DOS (1/THz)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _report(summary: dict, run) -> None:

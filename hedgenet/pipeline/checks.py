@@ -6,26 +6,26 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from hedgenet.config import ConfigError, check_keys
-
-ROOT_KEYS = ("paths", "material", "reference", "task_name", "stages", "reference_stages", "model_path", "dry_run",
-             "min_free_disk_GB", "overrides")
-
+from hedgenet.config import ConfigError, check_config, check_temperatures
 
 
 def check_pipeline_config(cfg: DictConfig, stages) -> None:
-    check_keys(cfg, ROOT_KEYS, "<root>")
-    check_keys(cfg.overrides, ("common", "label", "train", "phonons", "epi", "fermi_velocity"), "overrides")
+    check_config(cfg, "pipeline")
+    for s in stages:  # each stage's composed config against that stage's schema (keys, types)
+        if s.config is not None:
+            check_config(s.config, s.kind, where=f"stage {s.name} (overrides.{s.kind} or overrides.common)",
+                         allow_missing=True)
     fv = next((s for s in stages if s.kind == "fermi_velocity"), None)
     if fv is not None:
         from hedgenet.physics.fermi_velocity import RenormalizationSettings
 
         c = fv.config
         try:
+            check_temperatures(c["fermi_velocity"]["temperatures_K"], "fermi_velocity.temperatures_K")
             RenormalizationSettings(temperatures_K=tuple(c["fermi_velocity"]["temperatures_K"]),
                                     sampler=c["sampler"]["name"], n_samples=int(c["sampler"]["n_samples"]),
                                     orders=tuple(c["fermi_velocity"]["orders"])).check()
-        except ValueError as err:
+        except ValueError as err:  # ConfigError included
             raise ConfigError(f"stage fermi_velocity: {err} (overrides.fermi_velocity)") from None
     check_stage_cells(cfg, stages)
     if cfg.model_path is not None:

@@ -9,26 +9,83 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hedgenet.config import ConfigError, check_keys, resolved_dict
+from hedgenet.config import ConfigError, check_config, resolved_dict, unknown_key_message
 
-ROOT_KEYS = ("paths", "material", "reference", "model", "relations", "trainer", "logger", "task_name", "task",
-             "seed", "objective", "data", "train")
-DATA_KEYS = ("paths", "test_paths", "val_fraction", "test_fraction", "split_seed", "batch_size", "num_workers")
-TRAIN_KEYS = ("max_epochs", "loss_weights", "optimizer", "scheduler", "ema_decay", "gradient_clip_val", "resume",
-              "log_every_n_steps")
-MODEL_KEYS = ("name", "size", "num_basis", "radial_hidden")
-RELATION_KEYS = ("name", "r_intra", "r_inter", "r_single")
-TRAINER_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
+# Trainer arguments the run sets itself, and where to set them instead
+RUN_TRAINER_ARGS = {
+    "max_epochs": "train.max_epochs", "gradient_clip_val": "train.gradient_clip_val",
+    "log_every_n_steps": "train.log_every_n_steps", "logger": "logger=csv|wandb|none",
+    "callbacks": "the callbacks group (callbacks=<option>, +callbacks.<name>={_target_: ...})",
+    "default_root_dir": "hydra.run.dir", "inference_mode": None,
+}
 
 
-def check_train_config(cfg: DictConfig) -> None:
-    check_keys(cfg, ROOT_KEYS, "<root>")
-    check_keys(cfg.data, DATA_KEYS, "data")
-    check_keys(cfg.train, TRAIN_KEYS, "train")
-    check_keys(cfg.model, MODEL_KEYS, "model")
-    check_keys(cfg.relations, RELATION_KEYS, "relations")
-    check_keys(cfg.trainer, TRAINER_KEYS, "trainer")
-    check_keys(cfg.train.loss_weights, ("energy", "forces", "H", "S"), "train.loss_weights")
+def check_train_config(cfg: DictConfig) -> DictConfig:
+    """The train config against its schema (hedgenet.config_schema.TrainConfig); returns it typed."""
+    checked = check_config(cfg, "train")
+    for key in RUN_TRAINER_ARGS:
+        if key in cfg.trainer:
+            where = RUN_TRAINER_ARGS[key]
+            raise ConfigError(f"trainer.{key} is set by hedgenet-train itself"
+                              + (f". Fix: set {where} instead" if where else " (forces need autograd in evaluation). "
+                                 "Fix: remove it"))
+    _instantiable(checked.trainer, "trainer")
+    for name, section in (cfg.get("callbacks") or {}).items():
+        if section is not None:
+            _instantiable(section, f"callbacks.{name}")
+    return checked
+
+
+def _accepted_kwargs(target) -> list[str] | None:
+    """Keyword arguments ``target`` accepts, or None when it takes any (``**kwargs``)."""
+    import inspect
+
+    params = inspect.signature(target).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _instantiable(section, where: str):
+    """The class ``section._target_`` names, after checking the section's keys against its arguments."""
+    from hydra.utils import get_object
+
+    if not isinstance(section, DictConfig) or "_target_" not in section:
+        raise ConfigError(f"{where} needs a _target_ (the class to build) and its arguments, got {section!r}. "
+                          f"Fix: e.g. {where}={{_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/loss}}")
+    try:
+        target = get_object(str(section._target_))
+    except Exception as err:
+        raise ConfigError(f"{where}._target_={section._target_!r} cannot be imported ({err}). "
+                          "Fix: give a class by its full module path") from None
+    accepted = _accepted_kwargs(target)
+    if accepted is not None:
+        for key in section:
+            if not str(key).startswith("_") and key not in accepted:
+                raise ConfigError(unknown_key_message(f"{where}.{key}", accepted))
+    return target
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """The Lightning callbacks of the ``callbacks`` group (name → {_target_, arguments}; null drops one)."""
+    from hydra.utils import instantiate
+
+    out = []
+    for name, section in (cfg.get("callbacks") or {}).items():
+        if section is None:
+            continue
+        _instantiable(section, f"callbacks.{name}")
+        out.append(instantiate(section, _convert_="all"))
+    return out
+
+
+def build_trainer(trainer_cfg: DictConfig, **run_args):
+    """``lightning.Trainer`` (or ``trainer._target_``) from the trainer config plus the run's own arguments
+    (:data:`RUN_TRAINER_ARGS`, objects such as the logger and callbacks)."""
+    from hydra.utils import instantiate
+
+    _instantiable(trainer_cfg, "trainer")
+    return instantiate(trainer_cfg, _partial_=True, _convert_="all")(**run_args)
 
 
 
@@ -36,12 +93,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     import numpy as np
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from hedgenet.graphs import collate
     from hedgenet.models import count_parameters
     from hedgenet.models.io import save_model
-    from hedgenet.training.callbacks import HistoryWriter
     from hedgenet.training.data import GraphDataModule, load_samples
     from hedgenet.training.evaluate import (
         band_errors,
@@ -55,7 +109,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.training.module import TrainingModule
     from hedgenet.training.sweep import check_one_device_per_trial
 
-    check_train_config(cfg)
+    checked = check_train_config(cfg)
     if cfg.task not in ("forces", "hamiltonian", "joint"):
         raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
     check_one_device_per_trial(cfg)
@@ -107,14 +161,10 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
             project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
             group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])), experiment=wandb.run,
         )
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, monitor="val/loss", mode="min")
-    t = cfg.trainer
-    trainer = L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
-        precision=t.precision, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
-        callbacks=[ckpt, HistoryWriter(history)], gradient_clip_val=cfg.train.gradient_clip_val,
-        log_every_n_steps=cfg.train.log_every_n_steps, enable_progress_bar=True, deterministic=False,
-        default_root_dir=str(run_dir), enable_model_summary=False,
+    trainer = build_trainer(
+        checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
+        callbacks=build_callbacks(cfg), gradient_clip_val=cfg.train.gradient_clip_val,
+        log_every_n_steps=cfg.train.log_every_n_steps, default_root_dir=str(run_dir),
     )
     resume = cfg.train.resume
     if resume == "last":

@@ -1,0 +1,360 @@
+"""The schemas of hedgenet's configs: one dataclass per section, registered in Hydra's ConfigStore.
+
+Every primary config (``label``, ``train``, ``phonons``, ``epi``, ``fermi_velocity``, ``pipeline``) has a root
+schema here (:data:`SCHEMAS`); :func:`hedgenet.config.check_config` merges a composed config into it at the
+start of each run, so a key no schema names, or a value of the wrong type, anywhere (command line or a YAML
+file a user wrote) is refused with a :class:`~hedgenet.config.ConfigError` naming the key, a close match and
+the fix. The schemas are also stored in Hydra's ConfigStore as ``schema/<name>`` (e.g. for
+``hedgenet-train --cfg job`` tooling or a user's own app that lists ``- /schema/train`` in its defaults).
+
+Sections marked :func:`open_section` take keys beyond the ones declared: their extra keys go to whatever
+consumes the section, which checks them itself (``trainer``: keyword arguments of ``lightning.Trainer``;
+``reference``: the solver's settings, checked by :func:`hedgenet.reference.make_reference`; ``model.size``:
+the model family's size dict; ``callbacks``: instantiable Lightning callbacks; the optimizer and scheduler
+settings; a material's builder ``params``, checked against its builder in :func:`check_material`).
+"""
+
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+_OPEN = {"open": True}
+
+
+def open_section(factory=dict):
+    """A dataclass field whose section also takes keys the schema does not declare."""
+    return field(default_factory=factory, metadata=_OPEN)
+
+
+# --- shared sections ----------------------------------------------------------------------------------------
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: Optional[str] = None
+
+
+@dataclass
+class RelaxStep:
+    parameter: str = MISSING
+    builder: str = MISSING
+    supercell: List[int] = MISSING
+    bounds: List[float] = MISSING
+
+
+@dataclass
+class MaterialConfig:
+    name: str = MISSING
+    builder: str = MISSING
+    params: Dict[str, Any] = field(default_factory=dict)   # keys checked against the builder (check_material)
+    relax: List[RelaxStep] = field(default_factory=list)
+    label_supercell: List[int] = MISSING
+    block_cutoff_A: float = MISSING   # Å, the block cutoff the labelling supercell allows (width > 2 × cutoff)
+    description: Optional[str] = None
+
+
+@dataclass
+class ReferenceConfig:  # open: the solver's own settings (make_reference checks them)
+    name: str = MISSING
+    block_cutoff: float = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    save_dir: Optional[str] = None
+    project: Optional[str] = None
+    mode: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SamplerConfig:
+    name: str = MISSING
+    n_samples: int = MISSING
+    quantum: bool = MISSING
+    cutoff_frequency_THz: float = MISSING
+
+
+@dataclass
+class TemperaturesConfig:
+    K: List[float] = MISSING
+
+
+# --- hedgenet-label -----------------------------------------------------------------------------------------
+
+@dataclass
+class RattleConfig:
+    amplitudes_A: List[float] = MISSING
+    n_per_amplitude: int = MISSING
+
+
+@dataclass
+class ThermalConfig:
+    temperatures_K: List[float] = MISSING
+    n_per_temperature: int = MISSING
+    quantum: bool = MISSING
+    cutoff_frequency_THz: float = MISSING
+    fc_displacement_A: float = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    path: str = MISSING
+    supercell: List[int] = MISSING
+    rattle: RattleConfig = field(default_factory=RattleConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    n_workers: int = MISSING
+    consolidate_every_s: float = MISSING
+    num_shards: int = MISSING
+    shard_index: int = MISSING
+
+
+@dataclass
+class LabelConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    temperatures: TemperaturesConfig = field(default_factory=TemperaturesConfig)
+    task_name: str = MISSING
+    seed: int = MISSING
+    progress: bool = MISSING
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+
+# --- hedgenet-train -----------------------------------------------------------------------------------------
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    size: Dict[str, Any] = open_section()   # the family's size dict (size_with_defaults checks its keys)
+    num_basis: int = MISSING
+    radial_hidden: int = MISSING
+
+
+@dataclass
+class RelationsConfig:
+    name: str = MISSING
+    r_intra: float = MISSING
+    r_inter: float = MISSING
+    r_single: Optional[float] = None
+
+
+@dataclass
+class TrainerConfig:  # open: every other key is a keyword argument of lightning.Trainer
+    _target_: str = "lightning.Trainer"
+    accelerator: str = MISSING
+    devices: Any = MISSING          # int, "auto" or a list of device ids
+    strategy: str = MISSING
+    precision: Any = MISSING        # decides the model dtype too: 64-true → float64
+    num_nodes: int = 1
+
+
+@dataclass
+class DataConfig:
+    paths: List[str] = MISSING
+    test_paths: List[str] = field(default_factory=list)
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    split_seed: int = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+
+
+@dataclass
+class LossWeights:
+    energy: float = MISSING
+    forces: float = MISSING
+    H: float = MISSING
+    S: float = MISSING
+
+
+@dataclass
+class OptimizerConfig:  # open: further keyword arguments of the optimizer
+    name: str = MISSING
+    lr: float = MISSING
+
+
+@dataclass
+class SchedulerConfig:  # open: the scheduler's own settings
+    name: Optional[str] = None
+
+
+@dataclass
+class TrainSection:
+    max_epochs: int = MISSING
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    optimizer: OptimizerConfig = open_section(OptimizerConfig)
+    scheduler: SchedulerConfig = open_section(SchedulerConfig)
+    ema_decay: Optional[float] = None
+    gradient_clip_val: Optional[float] = None
+    resume: Optional[str] = None
+    log_every_n_steps: int = MISSING
+
+
+@dataclass
+class TrainConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    relations: RelationsConfig = field(default_factory=RelationsConfig)
+    trainer: TrainerConfig = open_section(TrainerConfig)
+    callbacks: Dict[str, Any] = open_section()   # name → {_target_: a Lightning callback, its arguments}
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task_name: str = MISSING
+    task: str = MISSING
+    seed: int = MISSING
+    objective: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+
+
+# --- physics stages -----------------------------------------------------------------------------------------
+
+@dataclass
+class PhononsSection:
+    supercell: List[int] = MISSING
+    method: str = MISSING
+    displacement_A: float = MISSING
+    path: str = MISSING
+    npoints: int = MISSING
+    dos_mesh: List[int] = MISSING
+    dos_sigma_THz: float = MISSING
+
+
+@dataclass
+class PhononsConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task_name: str = MISSING
+    calculator: str = MISSING
+    model_path: Optional[str] = None
+    compare_with: Optional[str] = None
+    phonons: PhononsSection = field(default_factory=PhononsSection)
+
+
+@dataclass
+class EpiSection:
+    supercell: List[int] = MISSING
+    method: str = MISSING
+    displacement_A: float = MISSING
+    fc_displacement_A: float = MISSING
+    n_states: int = MISSING
+    report_threshold_meV: float = MISSING
+
+
+@dataclass
+class EpiConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task_name: str = MISSING
+    calculator: str = MISSING
+    model_path: Optional[str] = None
+    compare_with: Optional[str] = None
+    epi: EpiSection = field(default_factory=EpiSection)
+
+
+@dataclass
+class FermiVelocitySection:
+    supercell: List[int] = MISSING
+    temperatures_K: List[float] = MISSING
+    orders: List[str] = MISSING
+    fc_displacement_A: float = MISSING
+    epi_displacement_A: float = MISSING
+    q_max_inv_A: float = MISSING
+    n_q: int = MISSING
+    window_eV: float = MISSING
+    layers: int = MISSING
+    n_bootstrap: int = MISSING
+
+
+@dataclass
+class FermiVelocityConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    temperatures: TemperaturesConfig = field(default_factory=TemperaturesConfig)
+    task_name: str = MISSING
+    calculator: str = MISSING
+    model_path: Optional[str] = None
+    seed: int = MISSING
+    progress: bool = MISSING
+    fermi_velocity: FermiVelocitySection = field(default_factory=FermiVelocitySection)
+
+
+# --- hedgenet-pipeline --------------------------------------------------------------------------------------
+
+@dataclass
+class PipelineOverrides:  # each stage's overrides are checked against that stage's schema once composed
+    common: Dict[str, Any] = field(default_factory=dict)
+    label: Dict[str, Any] = field(default_factory=dict)
+    train: Dict[str, Any] = field(default_factory=dict)
+    phonons: Dict[str, Any] = field(default_factory=dict)
+    epi: Dict[str, Any] = field(default_factory=dict)
+    fermi_velocity: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    temperatures: TemperaturesConfig = field(default_factory=TemperaturesConfig)
+    task_name: str = MISSING
+    stages: List[str] = MISSING
+    reference_stages: List[str] = field(default_factory=list)
+    model_path: Optional[str] = None
+    dry_run: bool = False
+    min_free_disk_GB: float = MISSING
+    overrides: PipelineOverrides = field(default_factory=PipelineOverrides)
+
+
+SCHEMAS = {
+    "label": LabelConfig, "train": TrainConfig, "phonons": PhononsConfig, "epi": EpiConfig,
+    "fermi_velocity": FermiVelocityConfig, "pipeline": PipelineConfig,
+}
+
+
+def open_paths(schema, prefix: str = "") -> list[str]:
+    """Dotted paths of the open sections of ``schema`` (a dataclass), depth first."""
+    out = []
+    for f in dataclasses.fields(schema):
+        path = f"{prefix}{f.name}"
+        if f.metadata.get("open"):
+            out.append(path)
+        ftype = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(ftype):
+            out += open_paths(type(ftype), path + ".")
+    return out
+
+
+def register_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore as ``schema/<name>`` (and the shared sections as
+    ``schema/<section>/base``)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        cs.store(group="schema", name=name, node=schema)
+    for group, node in (("material", MaterialConfig), ("reference", ReferenceConfig), ("trainer", TrainerConfig),
+                        ("logger", LoggerConfig), ("sampler", SamplerConfig), ("model", ModelConfig),
+                        ("relations", RelationsConfig), ("temperatures", TemperaturesConfig)):
+        cs.store(group=f"schema/{group}", name="base", node=node)
+
+
+register_schemas()
