@@ -15,6 +15,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, legend_ax=None) -> None:
+    if legend_ax is not None:
+        legend_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
 def plot_phonon_bands(path: Path, bands, dos_f, dos, compare: dict | None, label: str) -> None:
     """Bands along the path (left) and DOS (right); ``compare`` (another run's phonons.npz arrays) in grey."""
     plt = _pyplot()
@@ -32,10 +40,7 @@ def plot_phonon_bands(path: Path, bands, dos_f, dos, compare: dict | None, label
     ax.set_xlim(bands.distances[0], bands.distances[-1])
     ax.set_ylabel("frequency (THz)")
     axd.set_xlabel("DOS (1/THz)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, ax)
 
 
 def plot_couplings(path: Path, g: dict, other: dict | None) -> None:
@@ -48,10 +53,7 @@ def plot_couplings(path: Path, g: dict, other: dict | None) -> None:
     ax.scatter(g["frequencies_THz"], g["g_abs_meV"], s=8, color="C0", label="this run")
     ax.set_xlabel("phonon frequency (THz)")
     ax.set_ylabel("|g| Dirac states (meV, supercell)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, ax)
 
 
 def plot_ratios(path: Path, by_temperature: dict) -> None:
@@ -65,10 +67,7 @@ def plot_ratios(path: Path, by_temperature: dict) -> None:
     ax.axhline(1.0, color="k", lw=0.5)
     ax.set_xlabel("T (K)")
     ax.set_ylabel("v_F(T) / v_F(static lattice)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, ax)
 
 
 def plot_spectral_maps(path: Path, maps: list[dict]) -> None:
@@ -81,6 +80,4 @@ def plot_spectral_maps(path: Path, maps: list[dict]) -> None:
                      fontsize=9)
         ax.set_xlabel("q (1/Å)   Γ ← K → M")
     axes[0][0].set_ylabel("E − E_CNP (eV)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
