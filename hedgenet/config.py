@@ -178,3 +178,6 @@ def _material_root(material_cls):
 
 def resolved_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+from hedgenet import config_schema as _config_schema  # noqa: F401  (stores the schemas in Hydra's ConfigStore)

@@ -1,3 +1,5 @@
+# OmegaConf 2.3 reads typing.List/Dict/Optional (not list[int] or X | None) in structured configs
+# ruff: noqa: UP006, UP035, UP045, RUF009
 """The schemas of hedgenet's configs: one dataclass per section, registered in Hydra's ConfigStore.
 
 Every primary config (``label``, ``train``, ``phonons``, ``epi``, ``fermi_velocity``, ``pipeline``) has a root

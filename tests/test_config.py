@@ -22,7 +22,7 @@ def _refused(proc, *expected):
 
 def test_trainer_and_callbacks_come_from_config(tiny_dataset, tmp_path):
     # 2 training samples, one per batch: accumulating 2 batches makes one optimizer step in the epoch
-    proc, run = run_cli("hedgenet-train", tmp_path, "accumulate", [
+    _, run = run_cli("hedgenet-train", tmp_path, "accumulate", [
         f"data.paths=[{tiny_dataset}]", *TINY_TRAIN, "data.batch_size=1", "+trainer.accumulate_grad_batches=2",
         "callbacks=early_stopping", "logger=none"])
     resolved = yaml.safe_load((run / "resolved_config.yaml").read_text())

@@ -9,7 +9,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hedgenet.config import ConfigError, check_config, resolved_dict, unknown_key_message
+from hedgenet.config import (
+    ConfigError,
+    check_config,
+    resolved_dict,
+    unknown_key_message,
+)
 
 # Trainer arguments the run sets itself, and where to set them instead
 RUN_TRAINER_ARGS = {
@@ -23,9 +28,8 @@ RUN_TRAINER_ARGS = {
 def check_train_config(cfg: DictConfig) -> DictConfig:
     """The train config against its schema (hedgenet.config_schema.TrainConfig); returns it typed."""
     checked = check_config(cfg, "train")
-    for key in RUN_TRAINER_ARGS:
+    for key, where in RUN_TRAINER_ARGS.items():
         if key in cfg.trainer:
-            where = RUN_TRAINER_ARGS[key]
             raise ConfigError(f"trainer.{key} is set by hedgenet-train itself"
                               + (f". Fix: set {where} instead" if where else " (forces need autograd in evaluation). "
                                  "Fix: remove it"))
@@ -55,7 +59,7 @@ def _instantiable(section, where: str):
                           f"Fix: e.g. {where}={{_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/loss}}")
     try:
         target = get_object(str(section._target_))
-    except Exception as err:
+    except (ImportError, AttributeError, ValueError) as err:
         raise ConfigError(f"{where}._target_={section._target_!r} cannot be imported ({err}). "
                           "Fix: give a class by its full module path") from None
     accepted = _accepted_kwargs(target)
@@ -93,6 +97,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     import numpy as np
     import torch
+
     from hedgenet.graphs import collate
     from hedgenet.models import count_parameters
     from hedgenet.models.io import save_model
