@@ -108,4 +108,4 @@ def test_block_cutoff_and_temperatures_are_stated_once(compose_cfg):
             assert f"reference.block_cutoff={cutoff}" in ov, (name, ov)
         assert "temperatures.K=[0,77]" in overrides["label"]
         if "fermi_velocity_model" in overrides:
-            assert "temperatures.K=[0,77]" in overrides["fermi_velocity_model"]
+            assert "fermi_velocity.temperatures_K=[0,77]" in overrides["fermi_velocity_model"]
