@@ -226,7 +226,7 @@ class TrainConfig:
 class PhononsSection:
     supercell: List[int] = MISSING
     method: str = MISSING
-    displacement_A: float = MISSING
+    fc_displacement_A: float = MISSING
     path: str = MISSING
     npoints: int = MISSING
     dos_mesh: List[int] = MISSING
@@ -250,7 +250,7 @@ class PhononsConfig:
 class EpiSection:
     supercell: List[int] = MISSING
     method: str = MISSING
-    displacement_A: float = MISSING
+    epi_displacement_A: float = MISSING
     fc_displacement_A: float = MISSING
     n_states: int = MISSING
     report_threshold_meV: float = MISSING

@@ -17,11 +17,8 @@ import hydra
 from omegaconf import DictConfig
 
 from hedgenet.calculators import setup_calculation
-from hedgenet.config import ConfigError, check_keys, check_material, config_dir
+from hedgenet.config import ConfigError, check_config, check_material, config_dir
 from hedgenet.run_io import load_run_arrays, run_stage
-
-EPI_KEYS = ("supercell", "method", "displacement_A", "fc_displacement_A", "n_states", "report_threshold_meV")
-
 
 def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
@@ -29,10 +26,8 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.physics.epi import dirac_couplings_of
     from hedgenet.report.plots import plot_couplings
 
-    check_keys(cfg, ("paths", "material", "reference", "logger", "task_name", "calculator", "model_path",
-                     "compare_with", "epi"), "<root>")
+    check_config(cfg, "epi")
     check_material(cfg.material)
-    check_keys(cfg.epi, EPI_KEYS, "epi")
     e = cfg.epi
     if e.method not in ("finite_differences", "autograd"):
         raise ConfigError(f"epi.method={e.method!r} unknown; valid: finite_differences, autograd")
@@ -40,7 +35,7 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError("epi.method=autograd differentiates a model: set calculator=model model_path=...")
     other = load_run_arrays(cfg.compare_with, "epi.npz", "hedgenet-epi") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=e.supercell)
-    g = dirac_couplings_of(calc, unit, e.supercell, float(e.displacement_A), float(e.fc_displacement_A), str(e.method),
+    g = dirac_couplings_of(calc, unit, e.supercell, float(e.epi_displacement_A), float(e.fc_displacement_A), str(e.method),
                            int(e.n_states))
     e_cnp, dh_atom = g["E_cnp_eV"], g["max_dH_du_eV_A"]
     np.savez(run_dir / "epi.npz", frequencies_THz=g["frequencies_THz"], g_abs_meV=g["g_abs_meV"],

@@ -46,7 +46,7 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     compare = load_run_arrays(cfg.compare_with, "phonons.npz", "hedgenet-phonons") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg)
 
-    r = phonons_of(calc, unit, p.supercell, float(p.displacement_A), str(p.method), str(p.path), int(p.npoints),
+    r = phonons_of(calc, unit, p.supercell, float(p.fc_displacement_A), str(p.method), str(p.path), int(p.npoints),
                    tuple(p.dos_mesh), float(p.dos_sigma_THz))
     bands = r.bands
     np.savez(run_dir / "phonons.npz", distances=bands.distances, frequencies_THz=bands.frequencies,
