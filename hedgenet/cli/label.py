@@ -7,9 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 from pathlib import Path
 
 import hydra
@@ -44,110 +41,27 @@ def check_label_config(cfg: DictConfig) -> None:
         raise ConfigError("the dataset has no samples: set dataset.rattle.n_per_amplitude or dataset.thermal.n_per_temperature > 0")
 
 
-def dataset_fingerprint(material_params: dict, cfg: DictConfig, reference) -> str:
-    payload = {
-        "material": {"builder": cfg.material.builder, "params": material_params},
-        "supercell": list(cfg.dataset.supercell),
-        "rattle": resolved_dict(cfg.dataset.rattle),
-        "thermal": resolved_dict(cfg.dataset.thermal),
-        "seed": cfg.seed,
-        "reference": reference.settings(),
-    }
-    payload["reference"].pop("tblite_version", None)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def run_label(cfg: DictConfig) -> dict:
-    """Build, label and summarise the dataset described by ``cfg``; returns the summary dict."""
-    from hedgenet.data.displacements import rattle_specs, thermal_specs
+    """Check the config, relax the material with the reference, then build and label the dataset
+    (:func:`hedgenet.data.build.label_material`; thermal samples from the reference's cached force constants)."""
+    from hedgenet.data.build import label_material
     from hedgenet.physics.phonons import reference_force_constants
-    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
-    from hedgenet.data.labelling import label_dataset
-    from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
     from hedgenet.reference.relax import relaxed_structure
 
     check_label_config(cfg)
-    ref_kwargs = reference_settings(cfg)
-    reference = make_reference(cfg.reference.name, **ref_kwargs)
+    reference = make_reference(cfg.reference.name, **reference_settings(cfg))
     cache_dir = Path(cfg.paths.cache_dir)
     d = cfg.dataset
-
-    # Structure: relaxed unit cell, then phonopy's supercell (checked before any expensive work).
     unit, params = relaxed_structure(resolved_dict(cfg.material), reference, cache_dir)
-    phonon = make_phonopy(unit, list(d.supercell))
-    base = supercell_atoms(phonon, unit)
-    reference.check_elements(base)
-    reference.check_cell(base)
 
-    specs = rattle_specs(len(base), list(d.rattle.amplitudes_A), d.rattle.n_per_amplitude, cfg.seed)
-    if d.thermal.n_per_temperature > 0 and len(d.thermal.temperatures_K) > 0:
-        phonon = reference_force_constants(
-            unit, list(d.supercell), reference, d.thermal.fc_displacement_A, cache_dir, progress=cfg.progress
-        )
-        specs += thermal_specs(
-            phonon, list(d.thermal.temperatures_K), d.thermal.n_per_temperature, cfg.seed,
-            start_id=len(specs), quantum=d.thermal.quantum, cutoff_frequency_THz=d.thermal.cutoff_frequency_THz,
-        )
-    path = Path(d.path)
-    if d.num_shards > 1:
-        specs = [s for s in specs if s.sample_id % d.num_shards == d.shard_index]
-        path = path.with_name(f"{path.stem}.shard{d.shard_index}-of-{d.num_shards}{path.suffix}")
+    def thermal_force_constants():
+        return reference_force_constants(unit, list(d.supercell), reference, d.thermal.fc_displacement_A, cache_dir,
+                                         progress=cfg.progress)
 
-    store = DatasetStore(path)
-    fingerprint = dataset_fingerprint(params, cfg, reference)
-    if store.exists():
-        store.check_fingerprint(fingerprint)
-    else:
-        store.create(
-            {
-                "fingerprint": fingerprint,
-                "solver_settings": reference.settings(),
-                "orbital_layout": reference.layout.to_json(),
-                "material": {"name": cfg.material.name, "builder": cfg.material.builder, "params": params},
-                "supercell": list(d.supercell),
-                "config": OmegaConf.to_yaml(cfg, resolve=True),
-                "provenance": provenance(),
-            },
-            base,
-        )
-    counts = label_dataset(
-        store, base, specs, make_reference, {"name": cfg.reference.name, **ref_kwargs},
-        n_workers=d.n_workers, consolidate_every_s=d.consolidate_every_s, progress=cfg.progress,
-        reference=reference,
-    )
-    summary = store.summary()
-    summary.update(
-        material=cfg.material.name, reference=cfg.reference.name, structure_params=params,
-        block_cutoff_A=reference.block_cutoff, this_run=counts,
-    )
-    if summary["n_failed"]:
-        summary["failures"] = {str(k): v for k, v in store.failures().items()}
-    return summary
-
-
-def provenance() -> dict:
-    import datetime
-    import platform
-    import subprocess
-
-    import hedgenet
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "hedgenet_version": hedgenet.__version__,
-        "git_commit": commit,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "argv": sys.argv,
-    }
+    return label_material(unit, params, reference, {"name": cfg.reference.name, **reference_settings(cfg)},
+                          resolved_dict(cfg.dataset), cfg.seed, resolved_dict(cfg.material), thermal_force_constants,
+                          OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress))
 
 
 def print_summary(summary: dict) -> None:

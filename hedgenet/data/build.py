@@ -1,0 +1,114 @@
+"""Building a labelled dataset: the displaced supercells of a recipe (rattles, thermal samples), labelled by
+a reference solver into the HDF5 store, resumable, with a fingerprint and provenance in the file header."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+
+def label_material(unit, params: dict, reference, reference_spec: dict, dataset: dict, seed: int, material: dict,
+                   thermal_force_constants=None, config_yaml: str = "", progress: bool = False) -> dict:
+    """Build the displaced supercells of ``dataset`` (the ``dataset`` config section, resolved) for the relaxed
+    ``unit`` cell and label them with ``reference`` into the HDF5 store; returns the store's summary.
+
+    ``reference_spec``: ``{"name": ..., **settings}`` of ``reference``, from which worker processes make their own.
+
+    ``thermal_force_constants()``: a phonopy object with the reference's force constants of the labelling
+    supercell, called only when thermal samples are asked for. Resumable: a store that exists must have the
+    same fingerprint; finished samples are kept."""
+    from hedgenet.data.displacements import rattle_specs, thermal_specs
+    from hedgenet.data.labelling import label_dataset
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.reference import make_reference
+    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
+
+    d = dataset
+    # Structure: phonopy's supercell of the relaxed unit cell (checked before any expensive work).
+    base = supercell_atoms(make_phonopy(unit, list(d["supercell"])), unit)
+    reference.check_elements(base)
+    reference.check_cell(base)
+
+    rattle, thermal = d["rattle"], d["thermal"]
+    specs = rattle_specs(len(base), list(rattle["amplitudes_A"]), rattle["n_per_amplitude"], seed)
+    if thermal["n_per_temperature"] > 0 and len(thermal["temperatures_K"]) > 0:
+        specs += thermal_specs(
+            thermal_force_constants(), list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
+            start_id=len(specs), quantum=thermal["quantum"], cutoff_frequency_THz=thermal["cutoff_frequency_THz"],
+        )
+    path = Path(d["path"])
+    if d["num_shards"] > 1:
+        specs = [s for s in specs if s.sample_id % d["num_shards"] == d["shard_index"]]
+        path = path.with_name(f"{path.stem}.shard{d['shard_index']}-of-{d['num_shards']}{path.suffix}")
+
+    store = DatasetStore(path)
+    fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
+    if store.exists():
+        store.check_fingerprint(fingerprint)
+    else:
+        store.create(
+            {
+                "fingerprint": fingerprint,
+                "solver_settings": reference.settings(),
+                "orbital_layout": reference.layout.to_json(),
+                "material": {"name": material["name"], "builder": material["builder"], "params": params},
+                "supercell": list(d["supercell"]),
+                "config": config_yaml,
+                "provenance": provenance(),
+            },
+            base,
+        )
+    counts = label_dataset(
+        store, base, specs, make_reference, reference_spec,
+        n_workers=d["n_workers"], consolidate_every_s=d["consolidate_every_s"], progress=progress,
+        reference=reference,
+    )
+    summary = store.summary()
+    summary.update(
+        material=material["name"], reference=reference.name, structure_params=params,
+        block_cutoff_A=reference.block_cutoff, this_run=counts,
+    )
+    if summary["n_failed"]:
+        summary["failures"] = {str(k): v for k, v in store.failures().items()}
+    return summary
+
+
+def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed: int, reference) -> str:
+    """What a dataset file is (material, supercell, displacement recipe, seed, solver settings): a resumed run
+    must match it."""
+    payload = {
+        "material": {"builder": builder, "params": material_params},
+        "supercell": list(dataset["supercell"]),
+        "rattle": dataset["rattle"],
+        "thermal": dataset["thermal"],
+        "seed": seed,
+        "reference": reference.settings(),
+    }
+    payload["reference"].pop("tblite_version", None)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def provenance() -> dict:
+    import datetime
+    import platform
+    import subprocess
+
+    import hedgenet
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "hedgenet_version": hedgenet.__version__,
+        "git_commit": commit,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "argv": sys.argv,
+    }
