@@ -107,12 +107,18 @@ class ThermalConfig:
 
 
 @dataclass
+class RigidConfig:
+    shifts_A: List[List[float]] = field(default_factory=list)   # [dx, dy, dz] Å of the top layer per sample
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     path: str = MISSING
     supercell: List[int] = MISSING
     rattle: RattleConfig = field(default_factory=RattleConfig)
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    rigid: RigidConfig = field(default_factory=RigidConfig)
     n_workers: int = MISSING
     consolidate_every_s: float = MISSING
     num_shards: int = MISSING
@@ -177,6 +183,7 @@ class LossWeights:
     forces: float = MISSING
     H: float = MISSING
     S: float = MISSING
+    layer_forces: float = 0.0   # on the MSE of each layer's mean force per atom (eV/Å): interlayer physics
 
 
 @dataclass

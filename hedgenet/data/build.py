@@ -19,7 +19,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     ``thermal_force_constants()``: a phonopy object with the reference's force constants of the labelling
     supercell, called only when thermal samples are asked for. Resumable: a store that exists must have the
     same fingerprint; finished samples are kept."""
-    from hedgenet.data.displacements import rattle_specs, thermal_specs
+    from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, thermal_specs
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
@@ -38,6 +38,8 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
             thermal_force_constants(), list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
             start_id=len(specs), quantum=thermal["quantum"], cutoff_frequency_THz=thermal["cutoff_frequency_THz"],
         )
+    shifts = (d.get("rigid") or {}).get("shifts_A") or []
+    specs += rigid_layer_specs(base.arrays["layer"], shifts, seed, start_id=len(specs))
     path = Path(d["path"])
     if d["num_shards"] > 1:
         specs = [s for s in specs if s.sample_id % d["num_shards"] == d["shard_index"]]
@@ -86,6 +88,8 @@ def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed
         "seed": seed,
         "reference": reference.settings(),
     }
+    if (dataset.get("rigid") or {}).get("shifts_A"):  # absent for recipes without rigid shifts: their files resume
+        payload["rigid"] = dataset["rigid"]
     payload["reference"].pop("tblite_version", None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -20,11 +20,12 @@ class SampleSpec:
     """What one dataset sample is: its displacement (Å) from the reference supercell and how it was drawn."""
 
     sample_id: int
-    kind: str  # 'rattle' | 'thermal'
+    kind: str  # 'rattle' | 'thermal' | 'rigid'
     seed: int
     displacement: np.ndarray  # (N, 3) Å
     amplitude_A: float | None = None
     temperature_K: float | None = None
+    shift_A: tuple[float, float, float] | None = None  # rigid samples: the moving layer's shift (Å)
 
     def attrs(self) -> dict:
         out = {"sample_id": self.sample_id, "kind": self.kind, "seed": self.seed}
@@ -32,6 +33,8 @@ class SampleSpec:
             out["amplitude_A"] = self.amplitude_A
         if self.temperature_K is not None:
             out["temperature_K"] = self.temperature_K
+        if self.shift_A is not None:
+            out["shift_A"] = list(self.shift_A)
         return out
 
 
@@ -79,4 +82,30 @@ def thermal_specs(
         for u in disp:
             specs.append(SampleSpec(sid, "thermal", s, np.asarray(u), temperature_K=float(T)))
             sid += 1
+    return specs
+
+
+def rigid_layer_specs(layer, shifts_A, seed: int, start_id: int = 0):
+    """Rigid shifts of the top layer against the others: for each ``[dx, dy, dz]`` (Å) every atom of the top
+    layer moves by it, then the mean displacement is removed (no net translation), so the layers' relative
+    position changes by exactly the shift. A scan in dz samples the interlayer binding curve E(d) (breathing
+    mode), one in dx, dy the sliding surface (shear mode): the interlayer forces of these cells are the whole
+    signal, while in rattled cells they are a few meV/Å under intralayer forces of ~0.5 eV/Å.
+
+    Returns no samples for a structure with one layer (no interlayer physics to sample)."""
+    layer = np.asarray(layer)
+    if len(np.unique(layer)) < 2 or not len(shifts_A):
+        return []
+    top = layer == layer.max()
+    specs = []
+    for k, shift in enumerate(shifts_A):
+        shift = np.asarray(shift, dtype=float)
+        if shift.shape != (3,):
+            raise ValueError(f"dataset.rigid.shifts_A[{k}]={list(shift)} must be [dx, dy, dz] in Å")
+        u = np.zeros((len(layer), 3))
+        u[top] = shift
+        u -= u.mean(axis=0)
+        sid = start_id + k
+        s = int(np.random.SeedSequence([seed, sid]).generate_state(1)[0])
+        specs.append(SampleSpec(sid, "rigid", s, u, shift_A=tuple(float(x) for x in shift)))
     return specs

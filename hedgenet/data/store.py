@@ -10,7 +10,7 @@ Schema (version 1; all lengths Å, energies eV, forces eV/Å; see docs/data_form
                            displacement (N,3) Å (from /reference), energy () eV, forces (N,3) eV/Å,
                            edge_index (2,E) i->j, cell_shift (E,3) int, H (E,n_max,n_max) eV,
                            S (E,n_max,n_max), orbital_mask (N,n_max) bool, orbital_energies (n_orb,) eV
-                           attrs: sample_id, seed, kind ('rattle'|'thermal'), amplitude_A | temperature_K,
+                           attrs: sample_id, seed, kind ('rattle'|'thermal'|'rigid'), amplitude_A | temperature_K | shift_A,
                                   time_s, fermi_level_eV, stats (JSON), labelled_at, pid
     /failed/<id:06d>/      attrs: sample_id, seed, kind, reason, labelled_at
 

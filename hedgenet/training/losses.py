@@ -2,6 +2,10 @@
 
 All losses are mean squared errors in physical units: energy per atom (eV/atom), force components
 (eV/Å), and H (eV) and S (dimensionless) block elements over the real orbitals only (padding masked).
+
+``layer_forces``: the mean force per atom of each layer of each structure, (1/N_l) Σ_{i∈l} F_i (eV/Å). It is
+what the interlayer modes are made of (a rigid layer displacement feels only this force) and is a few meV/Å,
+invisible in the per-atom force MSE next to intralayer forces of ~0.5 eV/Å.
 """
 
 from __future__ import annotations
@@ -25,6 +29,17 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return (diff * diff).mean() if diff.numel() else pred.sum() * 0.0
 
 
+def layer_mean_forces(forces: torch.Tensor, batch) -> torch.Tensor:
+    """(n_groups, 3) mean force per atom (eV/Å) of every (structure, layer) group present in ``batch``."""
+    n_layers = int(batch.layer.max()) + 1
+    group = batch.batch * n_layers + batch.layer
+    sums = torch.zeros(int(batch.n_atoms.numel()) * n_layers, 3, dtype=forces.dtype, device=forces.device)
+    sums.index_add_(0, group, forces)
+    counts = torch.bincount(group, minlength=sums.shape[0]).to(forces.dtype)
+    present = counts > 0
+    return sums[present] / counts[present, None]
+
+
 def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
     """Σ_w w · MSE over the quantities the model predicts and the weights ask for; returns the parts too."""
     parts = {}
@@ -33,6 +48,9 @@ def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
         parts["energy"] = (((pred["energy"] - batch.energy) / n) ** 2).mean()
     if "forces" in pred and weights.get("forces", 0) > 0:
         parts["forces"] = ((pred["forces"] - batch.forces) ** 2).mean()
+    if "forces" in pred and weights.get("layer_forces", 0) > 0:
+        diff = layer_mean_forces(pred["forces"], batch) - layer_mean_forces(batch.forces, batch)
+        parts["layer_forces"] = (diff**2).mean()
     for key in ("H", "S"):
         if key in pred and weights.get(key, 0) > 0:
             parts[key] = masked_mse(pred[key], getattr(batch, key), batch.block_mask)

@@ -1,4 +1,5 @@
-"""torchmetrics MAE/RMSE for energy (meV/atom), forces (meV/Å) and H (meV) / S blocks per block kind.
+"""torchmetrics MAE/RMSE for energy (meV/atom), forces (meV/Å), each layer's mean force per atom
+(``layer_forces``, meV/Å: the interlayer force) and H (meV) / S blocks per block kind.
 
 Metrics accumulate over an epoch and are synchronised across DDP ranks by torchmetrics.
 """
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-from hedgenet.training.losses import BLOCK_KINDS
+from hedgenet.training.losses import BLOCK_KINDS, layer_mean_forces
 
 
 class ErrorMetrics(nn.Module):
@@ -23,6 +24,8 @@ class ErrorMetrics(nn.Module):
                 names += [f"{q}_{kind}" for kind in ("all", *BLOCK_KINDS)]
             else:
                 names.append(q)
+            if q == "forces":
+                names.append("layer_forces")
         self.names = names
         # float64 accumulators: a float32 sum loses digits that model comparisons need
         self.mae = nn.ModuleDict({n: MeanAbsoluteError().set_dtype(torch.float64) for n in names})
@@ -40,6 +43,7 @@ class ErrorMetrics(nn.Module):
             self._add("energy", pred["energy"] / n, batch.energy / n)
         if "forces" in pred:
             self._add("forces", pred["forces"], batch.forces)
+            self._add("layer_forces", layer_mean_forces(pred["forces"], batch), layer_mean_forces(batch.forces, batch))
         for q in ("H", "S"):
             if q not in pred:
                 continue

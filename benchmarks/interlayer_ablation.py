@@ -1,0 +1,156 @@
+"""Which means make the model's interlayer physics right? An ablation on the main job's material.
+
+Labels (once, cached under ``--root``) the main job's dataset of 5×5 AB bilayer graphene cells (rattles and
+thermal samples) and a set of rigid-layer cells (top layer shifted: interlayer distance scan and sliding), the
+reference's phonons on the same 5×5 cell, and held-out test cells; then trains one model per arm and measures,
+per arm:
+
+- test force MAE and the MAE of each layer's mean force per atom (meV/Å), H MAE (meV);
+- phonon MAE against the reference on Γ–M–K–Γ (THz) and the Γ interlayer shear and breathing modes (THz),
+  model and reference;
+- the residual force at the relaxed (undisplaced) geometry: largest |F| on an atom and the largest layer-mean
+  force (meV/Å); the reference's is ~0.
+
+Arms (``--arms``, default all): ``base`` (the main job's recipe), ``layer_loss`` (+ the layer net-force
+loss), ``rigid`` (+ rigid-layer cells in the training set), ``rigid+layer_loss`` (both).
+
+    OMP_NUM_THREADS=1 python benchmarks/interlayer_ablation.py --root outputs/interlayer_ablation [--epochs 30]
+
+Prints a markdown table (and writes ``<root>/ablation.json``); every run directory stays under ``--root``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table  # noqa: E402
+
+RIGID_SHIFTS_A = [[0, 0, -0.15], [0, 0, -0.075], [0, 0, 0.075], [0, 0, 0.15], [0, 0, 0.3], [0, 0, 0.6],
+                  [0.05, 0, 0], [0.15, 0, 0], [0.4, 0, 0], [0, 0.05, 0], [0, 0.15, 0], [0, 0.4, 0]]
+"""Top-layer shifts (Å): a scan of the interlayer distance d0 − 0.15 … d0 + 0.6 and slides along x and y."""
+
+ARMS = {
+    "base": {"rigid": False, "layer_forces": 0.0},
+    "layer_loss": {"rigid": False, "layer_forces": 1000.0},
+    "rigid": {"rigid": True, "layer_forces": 0.0},
+    "rigid+layer_loss": {"rigid": True, "layer_forces": 1000.0},
+}
+
+
+def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
+    """Run ``hedgenet-<name>`` (Hydra) into ``run_dir`` unless it finished before; returns its summary.json."""
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        env = {**os.environ, "HEDGENET_ROOT": str(root)}
+        cmd = [sys.executable, "-m", f"hedgenet.cli.{name}", *overrides, f"hydra.run.dir={run_dir}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        (run_dir.parent / f"{run_dir.name}.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        print(f"  {run_dir.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads(summary.read_text())
+
+
+def gamma_modes(run_dir: Path) -> dict:
+    modes = json.loads((run_dir / "gamma_modes.json").read_text())
+    out = {}
+    for name in ("interlayer shear", "layer breathing"):
+        f = [m["frequency_THz"] for m in modes if m["name"] == name]
+        out[name] = float(np.mean(f)) if f else float("nan")
+    return out
+
+
+def residual_forces(model_path: Path, phonons_dir: Path) -> tuple[float, float]:
+    """Largest |F| per atom and largest layer-mean force (meV/Å) of the model on the undisplaced supercell of
+    the phonon run (the relaxed geometry of the reference)."""
+    import phonopy
+    from ase import Atoms
+
+    from hedgenet.calculators import ModelCalculator
+    from hedgenet.structures.supercell import supercell_atoms
+
+    ph = phonopy.load(str(phonons_dir / "phonopy_params.yaml"), produce_fc=False)
+    unit = ph.unitcell
+    layer = (unit.positions[:, 2] > unit.positions[:, 2].mean()).astype(np.int64)
+    unit_atoms = Atoms(numbers=unit.numbers, positions=unit.positions, cell=unit.cell, pbc=True)
+    unit_atoms.arrays["layer"] = layer
+    atoms = supercell_atoms(ph, unit_atoms)
+    atoms.calc = ModelCalculator(str(model_path))
+    f = atoms.get_forces()
+    per_layer = [np.linalg.norm(f[atoms.arrays["layer"] == lay].mean(axis=0)) for lay in np.unique(layer)]
+    return 1e3 * float(np.linalg.norm(f, axis=1).max()), 1e3 * float(max(per_layer))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, default=Path("outputs/interlayer_ablation"))
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="labelling processes")
+    args = p.parse_args(argv)
+    root = args.root.resolve()
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    data = root / "data"
+
+    print("labelling (cached after the first run)", flush=True)
+    cli("label", root, runs / "label_default", f"dataset.n_workers={args.workers}", "progress=false")
+    shifts = json.dumps(RIGID_SHIFTS_A).replace(" ", "")
+    cli("label", root, runs / "label_rigid", "dataset.name=ab_bilayer_graphene_rigid", "dataset.rattle.n_per_amplitude=0",
+        "dataset.thermal.n_per_temperature=0", f"dataset.rigid.shifts_A={shifts}", f"dataset.n_workers={args.workers}",
+        "progress=false")
+    cli("label", root, runs / "label_test", "dataset.name=ab_bilayer_graphene_test", "seed=777",
+        "dataset.rattle.n_per_amplitude=2", "dataset.thermal.n_per_temperature=2", f"dataset.n_workers={args.workers}",
+        "progress=false")
+    ref_ph = runs / "phonons_reference"
+    cli("phonons", root, ref_ph, "phonons.supercell=[5,5]", "reference.block_cutoff=5.0")
+    ref_modes = gamma_modes(ref_ph)
+
+    rows, results = [], {}
+    for arm in args.arms:
+        spec = ARMS[arm]
+        paths = [str(data / "ab_bilayer_graphene_default.h5")]
+        if spec["rigid"]:
+            paths.append(str(data / "ab_bilayer_graphene_rigid.h5"))
+        train_dir = runs / f"train_{arm}_seed{args.seed}_e{args.epochs}"
+        t0 = time.perf_counter()
+        metrics = cli("train", root, train_dir, f"data.paths=[{','.join(paths)}]",
+                      f"data.test_paths=[{data / 'ab_bilayer_graphene_test.h5'}]", f"seed={args.seed}",
+                      f"train.max_epochs={args.epochs}", "train.scheduler.patience=4", "trainer.precision=32-true",
+                      f"train.loss_weights.layer_forces={spec['layer_forces']}")
+        train_s = time.perf_counter() - t0
+        model = train_dir / "model.pt"
+        ph_dir = runs / f"phonons_{arm}_seed{args.seed}_e{args.epochs}"
+        ph = cli("phonons", root, ph_dir, "phonons.supercell=[5,5]", "reference.block_cutoff=5.0", "calculator=model",
+                 f"model_path={model}", f"compare_with={ref_ph}")
+        modes = gamma_modes(ph_dir)
+        f_max, f_layer = residual_forces(model, ph_dir)
+        results[arm] = {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        "phonon_mae_THz": ph["frequency_mae_vs_compare_THz"], "gamma_model_THz": modes,
+                        "gamma_reference_THz": ref_modes, "residual_force_max_meV_A": f_max,
+                        "residual_layer_force_meV_A": f_layer, "train_wall_s": train_s}
+        rows.append([arm, metrics.get("test/forces_mae", float("nan")), metrics.get("test/layer_forces_mae", float("nan")),
+                     metrics.get("test/H_all_mae", float("nan")), ph["frequency_mae_vs_compare_THz"],
+                     modes["interlayer shear"], modes["layer breathing"], f_max, f_layer])
+    (root / "ablation.json").write_text(json.dumps(results, indent=1))
+    print_table(["arm", "force MAE (meV/Å)", "layer-force MAE (meV/Å)", "H MAE (meV)", "phonon MAE (THz)",
+                 "Γ shear (THz)", "Γ breathing (THz)", "residual max |F| (meV/Å)", "residual layer F (meV/Å)"],
+                rows + [["reference (xTB)", 0.0, 0.0, 0.0, 0.0, ref_modes["interlayer shear"],
+                         ref_modes["layer breathing"], float("nan"), float("nan")]],
+                title=f"5×5 AB bilayer graphene, {args.epochs} epochs, seed {args.seed}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
