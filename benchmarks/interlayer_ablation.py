@@ -34,8 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table  # noqa: E402
 
-RIGID_SHIFTS_A = [[0, 0, -0.15], [0, 0, -0.075], [0, 0, 0.075], [0, 0, 0.15], [0, 0, 0.3], [0, 0, 0.6],
-                  [0.05, 0, 0], [0.15, 0, 0], [0.4, 0, 0], [0, 0.05, 0], [0, 0.15, 0], [0, 0.4, 0]]
+RIGID_SHIFTS_A = [[0.0, 0.0, -0.15], [0.0, 0.0, -0.075], [0.0, 0.0, 0.075], [0.0, 0.0, 0.15], [0.0, 0.0, 0.3], [0.0, 0.0, 0.6],
+                  [0.05, 0.0, 0.0], [0.15, 0.0, 0.0], [0.4, 0.0, 0.0], [0.0, 0.05, 0.0], [0.0, 0.15, 0.0], [0.0, 0.4, 0.0]]
 """Top-layer shifts (Å): a scan of the interlayer distance d0 − 0.15 … d0 + 0.6 and slides along x and y."""
 
 ARMS = {

@@ -114,10 +114,11 @@ def check_config(cfg, schema: str | type, where: str | None = None, allow_missin
             types = {f.name: f.type for f in dataclasses.fields(err.object_type)} if (
                 err.object_type is not None and dataclasses.is_dataclass(err.object_type)) else {}
             wanted = types.get(str(err.key))
-            wanted = getattr(wanted, "__name__", None) or str(wanted or "the type of its config file")
+            wanted = getattr(wanted, "__name__", None) or (str(wanted) if wanted else None)
             raise ConfigError(
                 f"config key {key}={value!r} has the wrong type{f' in {where}' if where else ''}: "
-                f"{str(err.msg).splitlines()[0]}. Fix: give {key} a value of type {wanted}"
+                f"{str(err.msg).splitlines()[0]}. Fix: give {key} "
+                + (f"a value of type {wanted}" if wanted else "a value of the type hedgenet/config_schema.py declares for it")
             ) from None
         raise ConfigError(f"config key {key}{f' in {where}' if where else ''}: {str(err.msg).splitlines()[0]}") from None
     if not allow_missing:

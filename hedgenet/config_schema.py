@@ -108,7 +108,7 @@ class ThermalConfig:
 
 @dataclass
 class RigidConfig:
-    shifts_A: List[List[float]] = field(default_factory=list)   # [dx, dy, dz] Å of the top layer per sample
+    shifts_A: List[Any] = field(default_factory=list)   # [dx, dy, dz] Å of the top layer per sample (checked when used)
 
 
 @dataclass
