@@ -37,8 +37,9 @@ def check_label_config(cfg: DictConfig) -> None:
         raise ConfigError("dataset.rattle.n_per_amplitude and dataset.thermal.n_per_temperature must be ≥ 0")
     if d.rattle.n_per_amplitude * len(d.rattle.amplitudes_A) + d.thermal.n_per_temperature * len(
         d.thermal.temperatures_K
-    ) == 0:
-        raise ConfigError("the dataset has no samples: set dataset.rattle.n_per_amplitude or dataset.thermal.n_per_temperature > 0")
+    ) + len(d.rigid.shifts_A) == 0:
+        raise ConfigError("the dataset has no samples: set dataset.rattle.n_per_amplitude or "
+                          "dataset.thermal.n_per_temperature > 0, or give dataset.rigid.shifts_A")
 
 
 def run_label(cfg: DictConfig) -> dict:
