@@ -1,6 +1,10 @@
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One OpenMP/BLAS thread for the in-process tests unless the caller chose otherwise. On a 2-core machine like CI
+# two threads per process were slower, not faster: the in-process modules (test_fermi_velocity, test_models,
+# test_epi, test_unfold, ...) took 106 s with 2 threads and 67 s with 1, and every CLI the tests start
+# already runs with OMP_NUM_THREADS=1 (cli_runner).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import numpy as np
@@ -26,20 +30,26 @@ def graphene_sheet():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """3 rattled 4×4 AB bilayer graphene cells (64 atoms, a = 2.458 Å, d = 3.32 Å) labelled by GFN1-xTB with
-    blocks within 3.5 Å; returns the HDF5 path. Train on it with TINY_TRAIN (tiny models, cutoffs that fit)."""
-    from hedgenet.data.displacements import rattle_specs
-    from hedgenet.data.labelling import label_dataset
-    from hedgenet.data.store import DatasetStore
-    from hedgenet.reference import make_reference
-    from hedgenet.structures import build_structure, make_supercell
+    blocks within 3.5 Å; returns the HDF5 path. Labelled once per session and shared by every module that
+    trains on it (test_training, test_baselines, test_sweeps, test_compare): modules that need it under
+    their own HEDGENET_ROOT copy it there with ``tiny_root``. Train on it with TINY_TRAIN (tiny models,
+    cutoffs that fit)."""
+    from cli_runner import tiny_xtb_dataset
 
-    root = tmp_path_factory.mktemp("tiny_dataset")
-    atoms = make_supercell(build_structure("bilayer_graphene", a=2.458, d=3.32, stacking="AB"), [4, 4])
-    ref = make_reference("xtb", block_cutoff=3.5)
-    store = DatasetStore(root / "tiny.h5")
-    store.create({"fingerprint": "tiny", "solver_settings": ref.settings(), "orbital_layout": ref.layout.to_json()}, atoms)
-    label_dataset(store, atoms, rattle_specs(len(atoms), [0.04], 3, seed=1), make_reference,
-                  {"name": "xtb", "block_cutoff": 3.5}, progress=False, reference=ref)
-    assert len(store) == 3
-    return store.path
+    return tiny_xtb_dataset(tmp_path_factory.mktemp("tiny_dataset"))
 
+
+@pytest.fixture(scope="session")
+def tiny_root(tiny_dataset):
+    """``tiny_root(path)``: a fresh HEDGENET_ROOT at ``path`` holding a copy of the session's
+    ``tiny_dataset`` as ``path/data/tiny.h5`` (no xTB relabelling)."""
+    import shutil
+    from pathlib import Path
+
+    def make(path) -> Path:
+        root = Path(path)
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_dataset, root / "data" / "tiny.h5")
+        return root
+
+    return make

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from cli_runner import run_cli, tiny_xtb_dataset
+from cli_runner import run_cli
 from scipy.spatial.transform import Rotation
 from test_models import LAYOUT, orbital_rotation, rattled, transformed
 
@@ -37,10 +37,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("baselines_root")
-    tiny_xtb_dataset(root)
-    return root
+def tiny(tmp_path_factory, tiny_root):
+    """The session's ``tiny_dataset`` (3 xTB-labelled 4×4 AB bilayer cells), copied into this module's root."""
+    return tiny_root(tmp_path_factory.mktemp("baselines_root"))
 
 
 def train(root, name, *overrides, check=True):

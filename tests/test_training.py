@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runner import tiny_xtb_dataset
 
 BIN = Path(sys.executable).parent
 BASE = [
@@ -21,12 +20,10 @@ BASE = [
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(tmp_path_factory, tiny_root) -> Path:
     """3 rattled 4×4 AB bilayer graphene cells (64 atoms) labelled by GFN1-xTB, blocks within 3.5 Å
-    (which includes the interlayer dimer pairs at 3.32 Å)."""
-    root = tmp_path_factory.mktemp("train_root")
-    tiny_xtb_dataset(root)
-    return root
+    (which includes the interlayer dimer pairs at 3.32 Å): the session's ``tiny_dataset``, copied."""
+    return tiny_root(tmp_path_factory.mktemp("train_root"))
 
 
 def train(root: Path, name: str, *overrides: str, check: bool = True):
