@@ -12,7 +12,8 @@ per arm:
   force (meV/Å); the reference's is ~0.
 
 Arms (``--arms``, default all): ``base`` (the main job's recipe), ``layer_loss`` (+ the layer net-force
-loss), ``rigid`` (+ rigid-layer cells in the training set), ``rigid+layer_loss`` (both).
+loss, weight 1000), ``rigid`` (+ rigid-layer cells ``scan`` in the training set), ``rigid+layer_loss`` (both),
+``rigid_pm+layer_loss`` (the ``pm`` set of small two-sided shifts instead) and ``..._1e4`` (loss weight 10⁴).
 
     OMP_NUM_THREADS=1 python benchmarks/interlayer_ablation.py --root outputs/interlayer_ablation [--epochs 30]
 
@@ -34,15 +35,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table  # noqa: E402
 
-RIGID_SHIFTS_A = [[0.0, 0.0, -0.15], [0.0, 0.0, -0.075], [0.0, 0.0, 0.075], [0.0, 0.0, 0.15], [0.0, 0.0, 0.3], [0.0, 0.0, 0.6],
-                  [0.05, 0.0, 0.0], [0.15, 0.0, 0.0], [0.4, 0.0, 0.0], [0.0, 0.05, 0.0], [0.0, 0.15, 0.0], [0.0, 0.4, 0.0]]
-"""Top-layer shifts (Å): a scan of the interlayer distance d0 − 0.15 … d0 + 0.6 and slides along x and y."""
+RIGID_SETS = {
+    "scan": [[0.0, 0.0, -0.15], [0.0, 0.0, -0.075], [0.0, 0.0, 0.075], [0.0, 0.0, 0.15], [0.0, 0.0, 0.3],
+             [0.0, 0.0, 0.6], [0.05, 0.0, 0.0], [0.15, 0.0, 0.0], [0.4, 0.0, 0.0], [0.0, 0.05, 0.0], [0.0, 0.15, 0.0],
+             [0.0, 0.4, 0.0]],
+    "pm": [[0.0, 0.0, d] for d in (-0.15, -0.075, -0.03, 0.03, 0.075, 0.15, 0.3, 0.6)]
+          + [[s * x, 0.0, 0.0] for x in (0.03, 0.08, 0.2) for s in (1, -1)]
+          + [[0.0, s * y, 0.0] for y in (0.03, 0.08, 0.2) for s in (1, -1)],
+}
+"""Top-layer shifts (Å). ``scan``: the interlayer distance d0 − 0.15 … d0 + 0.6 and one-sided slides along x and
+y (12 cells); ``pm``: the distance scan with ±0.03 Å near d0 and slides of ±0.03, ±0.08, ±0.2 Å along x and y,
+both signs (20 cells: the harmonic region of the shear mode, whose restoring force is ~2 meV/Å per atom at
+0.05 Å)."""
 
 ARMS = {
-    "base": {"rigid": False, "layer_forces": 0.0},
-    "layer_loss": {"rigid": False, "layer_forces": 1000.0},
-    "rigid": {"rigid": True, "layer_forces": 0.0},
-    "rigid+layer_loss": {"rigid": True, "layer_forces": 1000.0},
+    "base": {"rigid": None, "layer_forces": 0.0},
+    "layer_loss": {"rigid": None, "layer_forces": 1000.0},
+    "rigid": {"rigid": "scan", "layer_forces": 0.0},
+    "rigid+layer_loss": {"rigid": "scan", "layer_forces": 1000.0},
+    "rigid_pm+layer_loss": {"rigid": "pm", "layer_forces": 1000.0},
+    "rigid_pm+layer_loss_1e4": {"rigid": "pm", "layer_forces": 10000.0},
 }
 
 
@@ -70,13 +82,12 @@ def gamma_modes(run_dir: Path) -> dict:
     return out
 
 
-def residual_forces(model_path: Path, phonons_dir: Path) -> tuple[float, float]:
-    """Largest |F| per atom and largest layer-mean force (meV/Å) of the model on the undisplaced supercell of
-    the phonon run (the relaxed geometry of the reference)."""
+def residual_forces(calc, phonons_dir: Path) -> tuple[float, float]:
+    """Largest |F| per atom and largest layer-mean force (meV/Å) of ``calc`` on the undisplaced supercell of
+    the phonon run (the geometry relaxed with the reference, in its own relaxation cell)."""
     import phonopy
     from ase import Atoms
 
-    from hedgenet.calculators import ModelCalculator
     from hedgenet.structures.supercell import supercell_atoms
 
     ph = phonopy.load(str(phonons_dir / "phonopy_params.yaml"), produce_fc=False)
@@ -85,7 +96,7 @@ def residual_forces(model_path: Path, phonons_dir: Path) -> tuple[float, float]:
     unit_atoms = Atoms(numbers=unit.numbers, positions=unit.positions, cell=unit.cell, pbc=True)
     unit_atoms.arrays["layer"] = layer
     atoms = supercell_atoms(ph, unit_atoms)
-    atoms.calc = ModelCalculator(str(model_path))
+    atoms.calc = calc
     f = atoms.get_forces()
     per_layer = [np.linalg.norm(f[atoms.arrays["layer"] == lay].mean(axis=0)) for lay in np.unique(layer)]
     return 1e3 * float(np.linalg.norm(f, axis=1).max()), 1e3 * float(max(per_layer))
@@ -106,23 +117,28 @@ def main(argv=None) -> int:
 
     print("labelling (cached after the first run)", flush=True)
     cli("label", root, runs / "label_default", f"dataset.n_workers={args.workers}", "progress=false")
-    shifts = json.dumps(RIGID_SHIFTS_A).replace(" ", "")
-    cli("label", root, runs / "label_rigid", "dataset.name=ab_bilayer_graphene_rigid", "dataset.rattle.n_per_amplitude=0",
-        "dataset.thermal.n_per_temperature=0", f"dataset.rigid.shifts_A={shifts}", f"dataset.n_workers={args.workers}",
-        "progress=false")
+    for name in sorted({ARMS[a]["rigid"] for a in args.arms if ARMS[a]["rigid"]}):
+        shifts = json.dumps(RIGID_SETS[name]).replace(" ", "")
+        cli("label", root, runs / f"label_rigid_{name}", f"dataset.name=ab_bilayer_graphene_rigid_{name}",
+            "dataset.rattle.n_per_amplitude=0", "dataset.thermal.n_per_temperature=0", f"dataset.rigid.shifts_A={shifts}",
+            f"dataset.n_workers={args.workers}", "progress=false")
     cli("label", root, runs / "label_test", "dataset.name=ab_bilayer_graphene_test", "seed=777",
         "dataset.rattle.n_per_amplitude=2", "dataset.thermal.n_per_temperature=2", f"dataset.n_workers={args.workers}",
         "progress=false")
     ref_ph = runs / "phonons_reference"
     cli("phonons", root, ref_ph, "phonons.supercell=[5,5]", "reference.block_cutoff=5.0")
     ref_modes = gamma_modes(ref_ph)
+    from hedgenet.calculators import ModelCalculator, ReferenceCalculator
+    from hedgenet.reference import make_reference
+
+    ref_residual = residual_forces(ReferenceCalculator(make_reference("xtb", block_cutoff=5.0)), ref_ph)
 
     rows, results = [], {}
     for arm in args.arms:
         spec = ARMS[arm]
         paths = [str(data / "ab_bilayer_graphene_default.h5")]
         if spec["rigid"]:
-            paths.append(str(data / "ab_bilayer_graphene_rigid.h5"))
+            paths.append(str(data / f"ab_bilayer_graphene_rigid_{spec['rigid']}.h5"))
         train_dir = runs / f"train_{arm}_seed{args.seed}_e{args.epochs}"
         t0 = time.perf_counter()
         metrics = cli("train", root, train_dir, f"data.paths=[{','.join(paths)}]",
@@ -135,7 +151,7 @@ def main(argv=None) -> int:
         ph = cli("phonons", root, ph_dir, "phonons.supercell=[5,5]", "reference.block_cutoff=5.0", "calculator=model",
                  f"model_path={model}", f"compare_with={ref_ph}")
         modes = gamma_modes(ph_dir)
-        f_max, f_layer = residual_forces(model, ph_dir)
+        f_max, f_layer = residual_forces(ModelCalculator(str(model)), ph_dir)
         results[arm] = {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                         "phonon_mae_THz": ph["frequency_mae_vs_compare_THz"], "gamma_model_THz": modes,
                         "gamma_reference_THz": ref_modes, "residual_force_max_meV_A": f_max,
@@ -147,7 +163,7 @@ def main(argv=None) -> int:
     print_table(["arm", "force MAE (meV/Å)", "layer-force MAE (meV/Å)", "H MAE (meV)", "phonon MAE (THz)",
                  "Γ shear (THz)", "Γ breathing (THz)", "residual max |F| (meV/Å)", "residual layer F (meV/Å)"],
                 rows + [["reference (xTB)", 0.0, 0.0, 0.0, 0.0, ref_modes["interlayer shear"],
-                         ref_modes["layer breathing"], float("nan"), float("nan")]],
+                         ref_modes["layer breathing"], *ref_residual]],
                 title=f"5×5 AB bilayer graphene, {args.epochs} epochs, seed {args.seed}")
     return 0
 
