@@ -83,8 +83,13 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     assert console == [], console
     summary = json.loads((run_dir / "summary.json").read_text())
     headline = summary["headline"]
-    assert all(math.isfinite(v) for v in headline.values())
+    numbers = [x for v in headline.values() for x in (v.values() if isinstance(v, dict) else [v])]
+    assert all(math.isfinite(x) for x in numbers)
     assert 1.0 < headline["v0_static_1e5_m_s"] < 20.0  # a Fermi velocity, in 10⁵ m/s (graphene ~8)
+    for mode in ("gamma_shear_THz", "gamma_breathing_THz"):  # Γ interlayer modes, model beside reference
+        assert set(headline[mode]) == {"model", "reference"}
+    assert headline["gamma_breathing_THz"]["reference"] > 0.5  # xTB's layer breathing mode is real (~2 THz)
+    assert "coupling_sum_ratio" not in headline  # this run has no reference couplings (reference_stages=[phonons])
     ph = json.loads((Path(summary["stages"]["phonons_model"]) / "summary.json").read_text())
     assert ph["asr_violation_after_eV_A2"] < 1e-8  # acoustic sum rule after enforcement
     ref = json.loads((Path(summary["stages"]["phonons_reference"]) / "summary.json").read_text())

@@ -25,7 +25,10 @@ def _report(summary: dict, run) -> None:
     for name, sec in summary["stage_seconds"].items():
         print(f"  {name:24s} {'cached' if sec == 0 else f'{sec:8.1f} s'}")
     for k, v in summary["headline"].items():
-        print(f"  {k:28s} {v:.4g}")
+        if isinstance(v, dict):  # model and reference side by side
+            print(f"  {k:28s} " + ", ".join(f"{side} {x:.4g}" for side, x in v.items() if x is not None))
+        else:
+            print(f"  {k:28s} {v:.4g}")
     print(f"report: {summary['report_html']}\n        {summary['report_md']}")
     print(f"total {summary['total_s']:.1f} s")
 

@@ -38,6 +38,14 @@ def headline(outputs: dict) -> dict:
     ph = outputs.get("phonons_model", {}).get("summary", {})
     if "frequency_mae_vs_compare_THz" in ph:
         h["phonon_mae_THz"] = ph["frequency_mae_vs_compare_THz"]
+    ph_ref = outputs.get("phonons_reference", {}).get("summary", {})
+    for mode in ("shear", "breathing"):  # Γ interlayer modes (THz), model and reference side by side
+        key = f"gamma_{'interlayer_shear' if mode == 'shear' else 'layer_breathing'}_THz"
+        if key in ph or key in ph_ref:
+            h[f"gamma_{mode}_THz"] = {"model": ph.get(key), "reference": ph_ref.get(key)}
+    epi = outputs.get("epi_model", {}).get("summary", {})
+    if "g_sum_ratio_to_compare" in epi:  # Σ|g| of the model's Dirac-point couplings over the reference's
+        h["coupling_sum_ratio"] = epi["g_sum_ratio_to_compare"]
     fv = outputs.get("fermi_velocity_model", {}).get("summary", {})
     if fv:
         h["v0_static_1e5_m_s"] = fv["static"]["v0_1e5_m_s"]
@@ -86,7 +94,9 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
     figs.mkdir(exist_ok=True)
     md = ["# hedgenet pipeline report", ""]
     h = headline(outputs)
-    md += ["## Headline", ""] + _table(["quantity", "value"], [[k, v] for k, v in h.items()])
+    rows = [[k, ", ".join(f"{side} {_fmt(x)}" for side, x in v.items()) if isinstance(v, dict) else v]
+            for k, v in h.items()]
+    md += ["## Headline", ""] + _table(["quantity", "value"], rows)
     images: list[tuple[str, Path]] = []
 
     def figure(stage: str, name: str, caption: str) -> None:
