@@ -20,16 +20,14 @@ from cli_runner import BIN, untrained_model
 TINY = [
     "reference_stages=[phonons]",
     "overrides.label.dataset.supercell=[4,4]", "overrides.label.dataset.n_workers=1",
-    "overrides.label.reference.block_cutoff=4.0",
+    "overrides.common.reference.block_cutoff=4.0",  # the one place the pipeline's block cutoff is stated
     "+overrides.label.dataset.rattle.n_per_amplitude=3", "+overrides.label.dataset.thermal.n_per_temperature=1",
     "overrides.train.train.max_epochs=30",
     "overrides.phonons.phonons.supercell=[4,4]", "+overrides.phonons.phonons.npoints=11",
-    "overrides.phonons.reference.block_cutoff=4.0",
-    "overrides.epi.epi.supercell=[4,4]", "overrides.epi.reference.block_cutoff=4.0",
+    "overrides.epi.epi.supercell=[4,4]",
     "overrides.fermi_velocity.fermi_velocity.supercell=[4,4]",
     "overrides.fermi_velocity.fermi_velocity.temperatures_K=[0,300]",
     "+overrides.fermi_velocity.sampler.n_samples=4", "overrides.fermi_velocity.fermi_velocity.n_bootstrap=10",
-    "overrides.fermi_velocity.reference.block_cutoff=4.0",
 ]
 
 

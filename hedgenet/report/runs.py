@@ -80,6 +80,15 @@ def _drop(flat: dict, keys) -> dict:
     return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in keys)}
 
 
+def _settings(run: TrainRun) -> dict:
+    """A run's flattened config without what is its own (seed, paths, logger, ...), with its run directory in
+    any value (callback paths such as ``callbacks.history.path``) written as ``<run dir>``."""
+    flat = flatten(run.config)
+    own = str(flat.get("paths.output_dir") or run.dir)
+    return _drop({k: v.replace(own, "<run dir>") if isinstance(v, str) and own else v for k, v in flat.items()},
+                 RUN_LOCAL_KEYS)
+
+
 def _select(flat: dict, keys) -> dict:
     return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)}
 
@@ -156,9 +165,9 @@ def group_runs(runs: list[TrainRun]) -> dict[str, dict[str, list[TrainRun]]]:
                 )
         for arm, rs in arms.items():
             rs.sort(key=lambda r: r.seed)
-            base = _drop(flatten(rs[0].config), RUN_LOCAL_KEYS)
+            base = _settings(rs[0])
             for r in rs[1:]:
-                diff = _first_difference(base, _drop(flatten(r.config), RUN_LOCAL_KEYS))
+                diff = _first_difference(base, _settings(r))
                 if diff is not None:
                     raise CompareError(
                         f"runs of {arm} on {material} differ in {diff[0]} ({diff[1]!r} in {rs[0].dir}, {diff[2]!r} in "
