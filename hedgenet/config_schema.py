@@ -241,7 +241,10 @@ class PhononsSection:
 
 
 @dataclass
-class PhononsConfig:
+class CalculationConfig:
+    """What every physics command shares: the material, the reference, which calculator (``reference`` or
+    ``model`` with ``model_path``), the run's logger and paths."""
+
     paths: PathsConfig = field(default_factory=PathsConfig)
     material: MaterialConfig = field(default_factory=MaterialConfig)
     reference: ReferenceConfig = open_section(ReferenceConfig)
@@ -249,6 +252,10 @@ class PhononsConfig:
     task_name: str = MISSING
     calculator: str = MISSING
     model_path: Optional[str] = None
+
+
+@dataclass
+class PhononsConfig(CalculationConfig):
     compare_with: Optional[str] = None
     phonons: PhononsSection = field(default_factory=PhononsSection)
 
@@ -264,14 +271,7 @@ class EpiSection:
 
 
 @dataclass
-class EpiConfig:
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    material: MaterialConfig = field(default_factory=MaterialConfig)
-    reference: ReferenceConfig = open_section(ReferenceConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    task_name: str = MISSING
-    calculator: str = MISSING
-    model_path: Optional[str] = None
+class EpiConfig(CalculationConfig):
     compare_with: Optional[str] = None
     epi: EpiSection = field(default_factory=EpiSection)
 
@@ -291,16 +291,9 @@ class FermiVelocitySection:
 
 
 @dataclass
-class FermiVelocityConfig:
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    material: MaterialConfig = field(default_factory=MaterialConfig)
-    reference: ReferenceConfig = open_section(ReferenceConfig)
+class FermiVelocityConfig(CalculationConfig):
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
     temperatures: TemperaturesConfig = field(default_factory=TemperaturesConfig)
-    task_name: str = MISSING
-    calculator: str = MISSING
-    model_path: Optional[str] = None
     seed: int = MISSING
     progress: bool = MISSING
     fermi_velocity: FermiVelocitySection = field(default_factory=FermiVelocitySection)
