@@ -116,13 +116,15 @@ def main(argv=None) -> int:
     data = root / "data"
 
     print("labelling (cached after the first run)", flush=True)
-    cli("label", root, runs / "label_default", f"dataset.n_workers={args.workers}", "progress=false")
+    # the main job's recipe without rigid cells (rattles + thermal samples); the rigid sets are separate files
+    cli("label", root, runs / "label_default", "dataset.rigid.shifts_A=[]", f"dataset.n_workers={args.workers}",
+        "progress=false")
     for name in sorted({ARMS[a]["rigid"] for a in args.arms if ARMS[a]["rigid"]}):
         shifts = json.dumps(RIGID_SETS[name]).replace(" ", "")
         cli("label", root, runs / f"label_rigid_{name}", f"dataset.name=ab_bilayer_graphene_rigid_{name}",
             "dataset.rattle.n_per_amplitude=0", "dataset.thermal.n_per_temperature=0", f"dataset.rigid.shifts_A={shifts}",
             f"dataset.n_workers={args.workers}", "progress=false")
-    cli("label", root, runs / "label_test", "dataset.name=ab_bilayer_graphene_test", "seed=777",
+    cli("label", root, runs / "label_test", "dataset.name=ab_bilayer_graphene_test", "seed=777", "dataset.rigid.shifts_A=[]",
         "dataset.rattle.n_per_amplitude=2", "dataset.thermal.n_per_temperature=2", f"dataset.n_workers={args.workers}",
         "progress=false")
     ref_ph = runs / "phonons_reference"

@@ -28,6 +28,7 @@ TINY = [
     "dataset.rattle.n_per_amplitude=2",
     "dataset.thermal.temperatures_K=[300.0]",
     "dataset.thermal.n_per_temperature=2",
+    "dataset.rigid.shifts_A=[[0.0,0.0,0.1]]",  # one rigid-layer cell: the layers 0.1 Å further apart
     "progress=false",
 ]
 
@@ -58,7 +59,7 @@ def base_dataset(root) -> Path:
 
 def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
     store = DatasetStore(base_dataset)
-    assert store.ids() == [0, 1, 2, 3]
+    assert store.ids() == [0, 1, 2, 3, 4]
     header = store.header()
     assert header["solver_settings"]["name"] == "xtb"
     assert header["solver_settings"]["block_cutoff_A"] == 4.0
@@ -75,14 +76,18 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
         key = {(i, j, *r): e for e, (i, j, r) in enumerate(zip(*s["edge_index"], s["cell_shift"]))}
         rev = [key[(j, i, *(-r))] for i, j, r in zip(*s["edge_index"], s["cell_shift"])]
         assert np.array_equal(s["H"], s["H"][rev].transpose(0, 2, 1))
-    assert kinds == {"rattle": 2, "thermal": 2}
+    assert kinds == {"rattle": 2, "thermal": 2, "rigid": 1}
     thermal = [s for s in store.iter_samples() if s["kind"] == "thermal"]
     assert all(s["temperature_K"] == 300.0 and "seed" in s for s in thermal)
+    (rigid,) = [s for s in store.iter_samples() if s["kind"] == "rigid"]
+    assert list(rigid["shift_A"]) == [0.0, 0.0, 0.1]
+    u = rigid["displacement"]
+    assert np.allclose(u[rigid["layer"] == 1].mean(axis=0) - u[rigid["layer"] == 0].mean(axis=0), [0, 0, 0.1])
     runs = sorted((root / "outputs" / "label" / "runs").iterdir())
     run_dir = runs[0]
     assert (run_dir / "resolved_config.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["n_samples"] == 4 and summary["this_run"]["ok"] == 4
+    assert summary["n_samples"] == 5 and summary["this_run"]["ok"] == 5
     # cached relaxation: the lattice parameters came from the reference, not from the yaml
     assert 2.40 < summary["structure_params"]["a"] < 2.50
     assert 3.1 < summary["structure_params"]["d"] < 3.6
@@ -91,13 +96,13 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
 def test_rerun_is_a_no_op_and_summary_cli(root, base_dataset):
     before = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(base_dataset).iter_samples()}
     proc = label(root, "dataset.name=base")
-    assert "skipped_done=4" in proc.stdout.replace(" ", "")
+    assert "skipped_done=5" in proc.stdout.replace(" ", "")
     after = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(base_dataset).iter_samples()}
     assert before == after
     out = subprocess.run(
         [str(BIN / "hedgenet-dataset"), "summary", str(base_dataset)], capture_output=True, text=True
     )
-    assert out.returncode == 0 and json.loads(out.stdout)["n_samples"] == 4
+    assert out.returncode == 0 and json.loads(out.stdout)["n_samples"] == 5
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
@@ -123,7 +128,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
     store = DatasetStore(path)
     with h5py.File(path) as f:
         names = sorted(f["samples"].keys())
-    assert names == [f"{i:06d}" for i in range(10)]  # each id exactly once
+    assert names == [f"{i:06d}" for i in range(11)]  # each id exactly once (8 rattles, 2 thermal, 1 rigid)
     assert not list(store.staging.glob("*.npz")) if store.staging.exists() else True
     again = {s["sample_id"]: s["labelled_at"] for s in store.iter_samples()}
     assert all(again[i] == t for i, t in first.items()), "finished samples must not be relabelled"
@@ -158,7 +163,7 @@ def test_shards_via_submitit_local_and_merge(root, base_dataset):
     shards = sorted((root / "data").glob("sharded.shard*-of-2.h5"))
     assert len(shards) == 2, proc.stdout
     merged = merge_shards(root / "data" / "sharded.h5", shards)
-    assert merged.ids() == [0, 1, 2, 3]
+    assert merged.ids() == [0, 1, 2, 3, 4]
     base = DatasetStore(base_dataset)
     for i in merged.ids():
         assert abs(merged.read_sample(i)["energy"] - base.read_sample(i)["energy"]) < 1e-8
@@ -192,7 +197,7 @@ def test_changed_settings_do_not_mix_into_an_existing_dataset(root, base_dataset
     proc = label(root, "dataset.name=base", "seed=7", check=False)
     assert proc.returncode != 0
     assert "fingerprint" in (proc.stdout + proc.stderr) or "different settings" in (proc.stdout + proc.stderr)
-    assert len(DatasetStore(base_dataset)) == 4
+    assert len(DatasetStore(base_dataset)) == 5
 
 
 def test_corrupt_hdf5_is_named_and_not_overwritten(root, tmp_path):

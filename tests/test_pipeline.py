@@ -22,6 +22,9 @@ TINY = [
     "overrides.label.dataset.supercell=[4,4]", "overrides.label.dataset.n_workers=1",
     "overrides.common.reference.block_cutoff=4.0",  # the one place the pipeline's block cutoff is stated
     "+overrides.label.dataset.rattle.n_per_amplitude=3", "+overrides.label.dataset.thermal.n_per_temperature=1",
+    # six rigid-layer cells (interlayer distance ± 0.1 Å, slides ± 0.05 Å) instead of the default twenty
+    "+overrides.label.dataset.rigid.shifts_A=[[0.0,0.0,-0.1],[0.0,0.0,0.1],[0.05,0.0,0.0],[-0.05,0.0,0.0],"
+    "[0.0,0.05,0.0],[0.0,-0.05,0.0]]",
     "overrides.train.train.max_epochs=30",
     "overrides.phonons.phonons.supercell=[4,4]", "+overrides.phonons.phonons.npoints=11",
     "overrides.epi.epi.supercell=[4,4]",
@@ -86,7 +89,11 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     assert 1.0 < headline["v0_static_1e5_m_s"] < 20.0  # a Fermi velocity, in 10⁵ m/s (graphene ~8)
     for mode in ("gamma_shear_THz", "gamma_breathing_THz"):  # Γ interlayer modes, model beside reference
         assert set(headline[mode]) == {"model", "reference"}
-    assert headline["gamma_breathing_THz"]["reference"] > 0.5  # xTB's layer breathing mode is real (~2 THz)
+    breathing = headline["gamma_breathing_THz"]
+    assert breathing["reference"] > 0.5  # xTB's layer breathing mode is real (~2 THz)
+    # interlayer physics learned: with the rigid-layer cells and the layer net-force loss the model's breathing
+    # mode is real and near the reference's (measured 1.88 vs 2.16 THz; without them −3.56 THz, imaginary)
+    assert 0.7 * breathing["reference"] < breathing["model"] < 1.3 * breathing["reference"], breathing
     assert "coupling_sum_ratio" not in headline  # this run has no reference couplings (reference_stages=[phonons])
     ph = json.loads((Path(summary["stages"]["phonons_model"]) / "summary.json").read_text())
     assert ph["asr_violation_after_eV_A2"] < 1e-8  # acoustic sum rule after enforcement

@@ -74,6 +74,15 @@ def _sid(sample_id: int) -> str:
     return f"{int(sample_id):06d}"
 
 
+def _sample_attr(value):
+    """A sample attribute as written: scalars as they are, lists (a rigid sample's ``shift_A``) from their JSON."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] == "[":
+        return json.loads(value)
+    return value
+
+
 class DatasetStore:
     """A labelled dataset in one HDF5 file plus its staging folder for finished, unconsolidated samples."""
 
@@ -193,7 +202,7 @@ class DatasetStore:
             except KeyError:
                 raise KeyError(f"sample {sample_id} is not in {self.path}") from None
             out = {k: g[k][()] for k in g.keys()}
-            out.update({k: v for k, v in g.attrs.items()})
+            out.update({k: _sample_attr(v) for k, v in g.attrs.items()})
             return out
 
     def read_reference(self) -> dict:
@@ -206,7 +215,7 @@ class DatasetStore:
             for key in sorted(f["samples"].keys()):
                 g = f["samples"][key]
                 out = {k: g[k][()] for k in g.keys()}
-                out.update({k: v for k, v in g.attrs.items()})
+                out.update({k: _sample_attr(v) for k, v in g.attrs.items()})
                 yield out
 
     # ------------------------------------------------------------------ writing
