@@ -1,4 +1,4 @@
-"""The whole v_F(T) run driven by a trained model vs by the reference, side by side (issue 5).
+"""The whole v_F(T) run driven by a trained model vs by the reference, side by side.
 
 Runs ``hedgenet-fermi-velocity`` twice with the same settings, ``calculator=reference`` and
 ``calculator=model``, one OpenMP thread each, one after the other, and prints three tables:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Moiré scale (issue 7): label small commensurate twisted cells and AB/AA stackings with GFN1-xTB (blocks
+# Moiré scale: label small commensurate twisted cells and AB/AA stackings with GFN1-xTB (blocks
 # within 5 Å, the reference's default), train hedgenet_small (joint, float32) on one CPU thread, then run
 # benchmarks/moire_scale.py: transfer check on the held-out 6.01° cell (364 atoms) against xTB, and the
 # 1.12° cell (10 444 atoms): forces + H/S blocks, bands nearest E_CNP by sparse shift-invert, peak memory.

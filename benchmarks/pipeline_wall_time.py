@@ -8,7 +8,7 @@ takes the first ```` ```bash ```` block of the README verbatim, and runs its ``&
 other in the clone with ``bash -c``, timing each (wall s, and user+system CPU s of the step's processes). The
 last step is ``hedgenet-pipeline``; its run directory's ``summary.json`` gives the wall and CPU time of every
 stage. Nothing of this checkout is reused: no outputs, no caches (pip's download cache excepted: set
-``PIP_NO_CACHE_DIR=1`` to measure downloads too). The goal (issue 7): the pipeline ≤ 15 min on 2 cores.
+``PIP_NO_CACHE_DIR=1`` to measure downloads too). The goal: set-up and pipeline together ≤ 15 min on 2 cores.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reference single-point cost against atom count (issue: foundation benchmark).
+"""Reference single-point cost against atom count.
 
     .venv/bin/python benchmarks/reference_cost.py                 # xTB, bilayer 3×3…8×8 + twisted cells
     .venv/bin/python benchmarks/reference_cost.py --pyscf         # adds PySCF on the two smallest cells

@@ -1,4 +1,4 @@
-"""Baselines trained on the same data, losses, metrics and trainer as HedgeNet (issue 6):
+"""Baselines trained on the same data, losses, metrics and trainer as HedgeNet:
 
 * :mod:`hedgenet.models.baselines.mace`: ``model=mace``, the real mace-torch ``ScaleShiftMACE`` behind
   an adapter (energies, forces, force constants);
