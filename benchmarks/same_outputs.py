@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     files = sorted({f.relative_to(args.old) for f in args.old.rglob("*") if f.suffix in READERS
                     and (f.suffix != ".json" or f.name == "summary.json") and "checkpoints" not in f.parts})
     bad = 0
-    print(f"| file | arrays | max abs difference | where |\n|---|---|---|---|")
+    print("| file | arrays | max abs difference | where |\n|---|---|---|---|")
     for rel in files:
         other = args.new / rel
         if not other.exists():
