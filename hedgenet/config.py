@@ -143,12 +143,11 @@ def check_temperatures(temperatures, key: str, allow_empty: bool = False) -> lis
 
 
 def check_material(material: DictConfig) -> None:
-    """The material section: its schema (keys, types, relaxation steps) and the builder's parameters."""
-    from hedgenet.config_schema import MaterialConfig
+    """What the material's schema cannot say, because it depends on the builder: the builder exists, its
+    ``params`` and those of the relaxation steps' builders, and every relaxed parameter is one of the builder's.
+    The material's keys and types are checked with the rest of the config by :func:`check_config` first."""
     from hedgenet.structures import BUILDERS, builder_parameters
 
-    check_config(OmegaConf.create({"material": material}) if isinstance(material, DictConfig) else
-                 {"material": material}, _material_root(MaterialConfig), allow_missing=False)
     builder = material.builder
     if builder not in BUILDERS:
         hint = difflib.get_close_matches(builder, BUILDERS, n=1)
@@ -168,13 +167,6 @@ def check_material(material: DictConfig) -> None:
             raise ConfigError(
                 f"material.relax relaxes {p!r}, which builder {builder!r} does not take; valid: {sorted(main)}"
             )
-
-
-def _material_root(material_cls):
-    import dataclasses
-
-    return dataclasses.make_dataclass(
-        "MaterialRoot", [("material", material_cls, dataclasses.field(default_factory=material_cls))])
 
 
 def resolved_dict(cfg: DictConfig) -> dict:

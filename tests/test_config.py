@@ -59,21 +59,20 @@ def test_phonons_config_errors(tmp_path, args, expected):
     _refused(proc, expected)
 
 
-def test_misspelt_key_in_a_user_material_file(tmp_path):
+@pytest.mark.parametrize("yaml_text, expected", [
+    ("name: my_bilayer\nbuilder: bilayer_graphene\nparams: {stacking: AB}\nlable_supercell: [5, 5]\n"
+     "block_cutoff_A: 5.0\n", ("material.lable_supercell", "did you mean material.label_supercell?")),
+    ("name: my_bilayer\nbuilder: bilayer_graphene\nrelax:\n  - {parametr: a, builder: monolayer_graphene, "
+     "supercell: [6, 6], bounds: [2.38, 2.54]}\nlabel_supercell: [5, 5]\nblock_cutoff_A: 5.0\n",
+     ("material.relax[0].parametr", "did you mean material.relax[0].parameter?")),
+])
+def test_misspelt_key_in_a_user_material_file(tmp_path, yaml_text, expected):
     conf = tmp_path / "myconf" / "material"
     conf.mkdir(parents=True)
-    (conf / "my_bilayer.yaml").write_text(
-        "name: my_bilayer\nbuilder: bilayer_graphene\nparams: {stacking: AB}\nlable_supercell: [5, 5]\n"
-        "block_cutoff_A: 5.0\n")
+    (conf / "my_bilayer.yaml").write_text(yaml_text)
     proc, _ = run_cli("hedgenet-phonons", tmp_path, "bad",
                       ["--config-dir", str(tmp_path / "myconf"), "material=my_bilayer"], check=False, timeout=300)
-    _refused(proc, "material.lable_supercell", "did you mean material.label_supercell?")
-    (conf / "my_bilayer.yaml").write_text(
-        "name: my_bilayer\nbuilder: bilayer_graphene\nrelax:\n  - {parametr: a, builder: monolayer_graphene, "
-        "supercell: [6, 6], bounds: [2.38, 2.54]}\nlabel_supercell: [5, 5]\nblock_cutoff_A: 5.0\n")
-    proc, _ = run_cli("hedgenet-phonons", tmp_path, "bad2",
-                      ["--config-dir", str(tmp_path / "myconf"), "material=my_bilayer"], check=False, timeout=300)
-    _refused(proc, "material.relax[0].parametr", "did you mean material.relax[0].parameter?")
+    _refused(proc, *expected)
 
 
 @pytest.fixture(scope="module")
