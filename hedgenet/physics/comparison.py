@@ -17,6 +17,7 @@ import numpy as np
 from hedgenet.physics.phonons import (
     band_structure,
     enforce_acoustic_sum_rule,
+    force_constants_cache_file,
     reference_force_constants,
 )
 from hedgenet.structures.supercell import make_phonopy
@@ -57,18 +58,12 @@ def phonon_cell(run_config: dict, settings: PhononSettings, cache_dir: Path):
     return reference, unit, supercell
 
 
-def _cached_force_constants(unit, supercell, reference, distance_A: float, cache_dir: Path) -> bool:
-    from hedgenet.physics.phonons import _fc_key
-
-    return (Path(cache_dir) / "force_constants" / f"{_fc_key(unit, supercell, reference, distance_A)}.npz").exists()
-
-
 def reference_phonons(material: dict, reference, unit, supercell, settings: PhononSettings, cache_dir: Path,
                       log=print) -> dict:
     """Reference finite-difference phonon bands (THz) of the material: distances, frequencies_THz, ticks,
     labels, time_s (of this call). The force constants are computed once and cached."""
     name = material.get("name", "material")
-    if _cached_force_constants(unit, supercell, reference, settings.displacement_A, cache_dir):
+    if force_constants_cache_file(unit, supercell, reference, settings.displacement_A, cache_dir).exists():
         log(f"{name}: reference phonons from the cache of force constants in {cache_dir}")
     else:
         log(f"{name}: computing reference phonons ({reference.name}, {supercell[0]}×{supercell[1]} supercell)")

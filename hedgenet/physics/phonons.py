@@ -34,6 +34,11 @@ def _fc_key(unit: Atoms, supercell_matrix, reference, distance_A: float) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def force_constants_cache_file(unit: Atoms, supercell_matrix, reference, distance_A: float, cache_dir) -> Path:
+    """Where :func:`reference_force_constants` keeps the force constants of these settings (it may not exist)."""
+    return Path(cache_dir) / "force_constants" / f"{_fc_key(unit, supercell_matrix, reference, distance_A)}.npz"
+
+
 def reference_force_constants(
     unit: Atoms,
     supercell_matrix,
@@ -50,7 +55,7 @@ def reference_force_constants(
     phonon = make_phonopy(unit, supercell_matrix)
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / "force_constants" / f"{_fc_key(unit, supercell_matrix, reference, distance_A)}.npz"
+        cache = force_constants_cache_file(unit, supercell_matrix, reference, distance_A, cache_dir)
         if cache.exists():
             phonon.force_constants = np.load(cache)["force_constants"]
             return phonon
