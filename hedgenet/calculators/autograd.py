@@ -44,10 +44,8 @@ def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:
     from hedgenet.calculators import blocks_from_prediction
 
     dtype = next(model.parameters()).dtype
-    graph = model.graph_builder().from_atoms(atoms)
-    out0 = model(graph.to(dtype=dtype), compute_forces=False)
-    b0 = blocks_from_prediction(graph, out0, model.layout, atoms.numbers)
-    graph = model.graph_builder().from_atoms(atoms).to(dtype=dtype)
+    graph = model.graph_builder().from_atoms(atoms).to(dtype=dtype)  # one neighbour list for H₀ and every JVP
+    b0 = blocks_from_prediction(graph, model(graph, compute_forces=False), model.layout, atoms.numbers)
     n_max = b0.H.shape[-1]
 
     def blocks(pos):
