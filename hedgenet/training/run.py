@@ -71,24 +71,20 @@ def _instantiable(section, where: str):
 
 
 def build_callbacks(cfg: DictConfig) -> list:
-    """The Lightning callbacks of the ``callbacks`` group (name → {_target_, arguments}; null drops one)."""
+    """The Lightning callbacks of the ``callbacks`` group (name → {_target_, arguments}; null drops one),
+    whose targets and arguments :func:`check_train_config` checked before anything was loaded."""
     from hydra.utils import instantiate
 
-    out = []
-    for name, section in (cfg.get("callbacks") or {}).items():
-        if section is None:
-            continue
-        _instantiable(section, f"callbacks.{name}")
-        out.append(instantiate(section, _convert_="all"))
-    return out
+    return [instantiate(section, _convert_="all") for section in (cfg.get("callbacks") or {}).values()
+            if section is not None]
 
 
 def build_trainer(trainer_cfg: DictConfig, **run_args):
     """``lightning.Trainer`` (or ``trainer._target_``) from the trainer config plus the run's own arguments
-    (:data:`RUN_TRAINER_ARGS`, objects such as the logger and callbacks)."""
+    (:data:`RUN_TRAINER_ARGS`, objects such as the logger and callbacks); :func:`check_train_config` checked
+    the trainer config's target and keys."""
     from hydra.utils import instantiate
 
-    _instantiable(trainer_cfg, "trainer")
     return instantiate(trainer_cfg, _partial_=True, _convert_="all")(**run_args)
 
 
