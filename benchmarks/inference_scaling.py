@@ -44,7 +44,7 @@ def cells(max_atoms: int):
     return out
 
 
-def build_model(args, dtype: str):
+def build_model(args, dtype: str, registry: bool = True):
     from hedgenet.models import HedgeNet
     from hedgenet.models.io import load_model
     from hedgenet.orbitals.layout import OrbitalLayout
@@ -55,7 +55,8 @@ def build_model(args, dtype: str):
         return model.to(getattr(__import__("torch"), dtype)) if model.config["dtype"] != dtype else model
     layout = OrbitalLayout(shells=dict(GFN1_SHELLS), basis_name="GFN1-xTB")
     return HedgeNet([6], relations="intra_inter", r_intra=args.r_intra, r_inter=args.r_inter, size=args.size,
-                    task="joint", layout=layout, block_cutoff=args.block_cutoff, dtype=dtype).eval()
+                    task="joint", layout=layout, block_cutoff=args.block_cutoff,
+                    registry_widths=args.registry_widths if registry else (), dtype=dtype).eval()
 
 
 def main() -> None:
@@ -65,6 +66,10 @@ def main() -> None:
     p.add_argument("--block-cutoff", type=float, default=6.0, help="Å (fresh model only)")
     p.add_argument("--r-intra", type=float, default=4.0, help="Å (fresh model only)")
     p.add_argument("--r-inter", type=float, default=5.0, help="Å (fresh model only)")
+    p.add_argument("--registry-widths", nargs="*", type=float, default=[0.4, 0.7, 1.1, 1.6],
+                   help="Å: the interlayer registry Gaussians (conf/relations/intra_inter.yaml; fresh model only)")
+    p.add_argument("--without-registry-too", action="store_true",
+                   help="also time the first dtype without the registry features, side by side")
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
@@ -85,6 +90,8 @@ def main() -> None:
             torch.cuda.synchronize()
 
     models = {dt: build_model(args, dt).to(device) for dt in args.dtypes}
+    if args.without_registry_too and not args.model:
+        models[f"{args.dtypes[0]} no registry"] = build_model(args, args.dtypes[0], registry=False).to(device)
     builder = next(iter(models.values())).graph_builder()
     xtb = None
     if args.xtb_max_atoms > 0:
@@ -92,7 +99,7 @@ def main() -> None:
 
         xtb = make_reference("xtb", block_cutoff=args.block_cutoff)
 
-    rows, sizes, t_total = [], [], {dt: [] for dt in args.dtypes}
+    rows, sizes, t_total = [], [], {name: [] for name in models}
     t_xtb = []
     for label, make in cells(args.max_atoms):
         atoms = make()
@@ -100,8 +107,8 @@ def main() -> None:
         t_graph, _ = median_time(lambda: builder(atoms), repeats=args.repeats)
         graph = builder(atoms).to(device)
         row = [label, n, int(graph.block_index.shape[1]), t_graph]
-        for dt, model in models.items():
-            g = graph.to(device, dtype=getattr(torch, dt))
+        for name, model in models.items():
+            g = graph.to(device, dtype=getattr(torch, name.split()[0]))
 
             def call():
                 model(g)
@@ -112,7 +119,7 @@ def main() -> None:
                 row.append(torch.cuda.max_memory_allocated() / 2**30)
                 torch.cuda.reset_peak_memory_stats()
             row.append(t_model)
-            t_total[dt].append(t_graph + t_model)
+            t_total[name].append(t_graph + t_model)
         tx = float("nan")
         if xtb is not None and n <= args.xtb_max_atoms:
             reps = args.xtb_repeats if n <= 200 else 1
@@ -124,14 +131,14 @@ def main() -> None:
         print(f"  {label}: {n} atoms done", file=sys.stderr, flush=True)
 
     header = ["cell", "atoms", "block edges", "graph (s)"]
-    for dt in args.dtypes:
-        header += ([f"GPU mem {dt} (GiB)"] if device.type == "cuda" else []) + [f"model {dt} (s)"]
+    for name in models:
+        header += ([f"GPU mem {name} (GiB)"] if device.type == "cuda" else []) + [f"model {name} (s)"]
     header += ["xTB (s)", f"speed-up xTB/(graph+model {args.dtypes[0]})"]
     print_table(header, rows, title=f"HedgeNet ({args.model or args.size}) single point on {device}, "
                 f"{args.threads} thread(s); medians of {args.repeats}")
     big = [k for k, n in enumerate(sizes) if n >= 144]
-    fits = [["model+graph " + dt, fit_exponent(np.array(sizes)[big], np.array(t_total[dt])[big])]
-            for dt in args.dtypes if len(big) >= 2]
+    fits = [["model+graph " + name, fit_exponent(np.array(sizes)[big], np.array(t_total[name])[big])]
+            for name in models if len(big) >= 2]
     ok = [k for k in big if np.isfinite(t_xtb[k])]
     if len(ok) >= 2:
         fits.append(["xTB", fit_exponent(np.array(sizes)[ok], np.array(t_xtb)[ok])])

@@ -49,12 +49,16 @@ both signs (20 cells: the harmonic region of the shear mode, whose restoring for
 0.05 Å)."""
 
 ARMS = {
-    "base": {"rigid": None, "layer_forces": 0.0},
-    "layer_loss": {"rigid": None, "layer_forces": 1000.0},
-    "rigid": {"rigid": "scan", "layer_forces": 0.0},
-    "rigid+layer_loss": {"rigid": "scan", "layer_forces": 1000.0},
-    "rigid_pm+layer_loss": {"rigid": "pm", "layer_forces": 1000.0},
-    "rigid_pm+layer_loss_1e4": {"rigid": "pm", "layer_forces": 10000.0},
+    "base": {"rigid": None, "layer_forces": 0.0, "registry": False},
+    "layer_loss": {"rigid": None, "layer_forces": 1000.0, "registry": False},
+    "rigid": {"rigid": "scan", "layer_forces": 0.0, "registry": False},
+    "rigid+layer_loss": {"rigid": "scan", "layer_forces": 1000.0, "registry": False},
+    "rigid_pm+layer_loss": {"rigid": "pm", "layer_forces": 1000.0, "registry": False},
+    "rigid_pm+layer_loss_1e4": {"rigid": "pm", "layer_forces": 10000.0, "registry": False},
+    "rigid_pm+layer_loss+registry": {"rigid": "pm", "layer_forces": 1000.0, "registry": True},
+    "registry": {"rigid": None, "layer_forces": 0.0, "registry": True},
+    "rigid_pm+layer_loss+registry+in_plane": {"rigid": "pm", "layer_forces": 1000.0, "registry": True,
+                                              "layer_forces_in_plane": 1e5},
 }
 
 
@@ -109,6 +113,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="labelling processes")
+    p.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further hedgenet-train overrides for every arm, e.g. data.batch_size=1")
+    p.add_argument("--tag", default="", help="suffix of the run names (arms with other --extra)")
     args = p.parse_args(argv)
     root = args.root.resolve()
     runs = root / "runs"
@@ -141,15 +148,18 @@ def main(argv=None) -> int:
         paths = [str(data / "ab_bilayer_graphene_default.h5")]
         if spec["rigid"]:
             paths.append(str(data / f"ab_bilayer_graphene_rigid_{spec['rigid']}.h5"))
-        train_dir = runs / f"train_{arm}_seed{args.seed}_e{args.epochs}"
+        name = f"{arm}_seed{args.seed}_e{args.epochs}{'_' + args.tag if args.tag else ''}"
+        train_dir = runs / f"train_{name}"
         t0 = time.perf_counter()
         metrics = cli("train", root, train_dir, f"data.paths=[{','.join(paths)}]",
                       f"data.test_paths=[{data / 'ab_bilayer_graphene_test.h5'}]", f"seed={args.seed}",
                       f"train.max_epochs={args.epochs}", "train.scheduler.patience=4", "trainer.precision=32-true",
-                      f"train.loss_weights.layer_forces={spec['layer_forces']}")
+                      f"train.loss_weights.layer_forces={spec['layer_forces']}",
+                      f"train.loss_weights.layer_forces_in_plane={spec.get('layer_forces_in_plane', 0.0)}",
+                      *([] if spec["registry"] else ["relations.registry_widths_A=[]"]), *args.extra)
         train_s = time.perf_counter() - t0
         model = train_dir / "model.pt"
-        ph_dir = runs / f"phonons_{arm}_seed{args.seed}_e{args.epochs}"
+        ph_dir = runs / f"phonons_{name}"
         ph = cli("phonons", root, ph_dir, "phonons.supercell=[5,5]", "reference.block_cutoff=5.0", "calculator=model",
                  f"model_path={model}", f"compare_with={ref_ph}")
         modes = gamma_modes(ph_dir)
@@ -161,7 +171,8 @@ def main(argv=None) -> int:
         rows.append([arm, metrics.get("test/forces_mae", float("nan")), metrics.get("test/layer_forces_mae", float("nan")),
                      metrics.get("test/H_all_mae", float("nan")), ph["frequency_mae_vs_compare_THz"],
                      modes["interlayer shear"], modes["layer breathing"], f_max, f_layer])
-    (root / "ablation.json").write_text(json.dumps(results, indent=1))
+    out = root / f"ablation_seed{args.seed}_e{args.epochs}{'_' + args.tag if args.tag else ''}.json"
+    out.write_text(json.dumps(results, indent=1))
     print_table(["arm", "force MAE (meV/Å)", "layer-force MAE (meV/Å)", "H MAE (meV)", "phonon MAE (THz)",
                  "Γ shear (THz)", "Γ breathing (THz)", "residual max |F| (meV/Å)", "residual layer F (meV/Å)"],
                 rows + [["reference (xTB)", 0.0, 0.0, 0.0, 0.0, ref_modes["interlayer shear"],

@@ -154,6 +154,7 @@ class RelationsConfig:
     r_intra: float = MISSING
     r_inter: float = MISSING
     r_single: Optional[float] = None
+    registry_widths_A: list = field(default_factory=list)
 
 
 @dataclass
@@ -184,6 +185,7 @@ class LossWeights:
     H: float = MISSING
     S: float = MISSING
     layer_forces: float = 0.0   # on the MSE of each layer's mean force per atom (eV/Å): interlayer physics
+    layer_forces_in_plane: float = 0.0   # the same on its in-plane (x, y) components only: sliding and shear
 
 
 @dataclass

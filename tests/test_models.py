@@ -57,7 +57,7 @@ def model():
     torch.manual_seed(0)
     return HedgeNet(
         [6, 16, 42], size=TINY, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
-        dtype="float64",
+        registry_widths=(0.5, 1.0), dtype="float64",
     )
 
 

@@ -51,6 +51,18 @@ class RelationSpec:
     def cutoff_of(self, relation: str) -> float:
         return self.cutoffs[self.types.index(relation)]
 
+    @property
+    def crosses_layers(self) -> tuple[bool | None, ...]:
+        """Per type: True for pairs across layers, False within one layer, None when a type holds both
+        (``single``)."""
+        if self.name == "single":
+            return (None,) * len(self.types)
+        if self.name == "intra_inter":
+            return tuple(t == "inter" for t in self.types)
+        if self.name == "by_layer_pair":
+            return tuple(t.split("-")[0] != t.split("-")[1] for t in self.types)
+        return tuple(t.startswith("inter:") for t in self.types)
+
     def classify(self, numbers_i, numbers_j, layer_i, layer_j) -> np.ndarray:
         """Type index (int64) of every ordered pair given the atomic numbers and layer indices."""
         zi, zj = np.asarray(numbers_i), np.asarray(numbers_j)

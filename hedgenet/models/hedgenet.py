@@ -8,7 +8,10 @@ Architecture (NequIP/MACE style, e3nn 0.4.4):
   with the relation's cutoff, spherical harmonics of the edge vector, a 'uvu' tensor product of the
   neighbour's features with them, weighted per edge by a radial MLP, summed over neighbours
   (÷ √avg_num_neighbors_r). The node update sums the messages of all relation types and a species-
-  dependent self-connection, applies a gate nonlinearity and adds the residual;
+  dependent self-connection, applies a gate nonlinearity and adds the residual. Cross-layer relation types
+  also feed their radial MLPs the interlayer registry (``registry_widths``,
+  :mod:`hedgenet.models.registry`): the in-plane offset of each pair from the atoms' layer normals, which
+  sets the sliding energy and the shear mode and which |r_ij| alone resolves too coarsely;
 * heads, chosen by ``task``: ``forces`` -> per-atom energy (per-species scale and shift) summed to the
   total energy E (eV), forces F = −∂E/∂r (eV/Å) by autograd; ``hamiltonian`` -> H and S blocks
   (H: :class:`hedgenet.models.blocks_head.BlockHead` from the node features; S:
@@ -45,6 +48,7 @@ from hedgenet.models.blocks_head import (
     init_block_statistics,
     uvu_tensor_product,
 )
+from hedgenet.models.registry import normal_projectors, registry_features
 from hedgenet.orbitals.layout import OrbitalLayout
 
 SIZES: dict[str, dict] = {
@@ -77,7 +81,7 @@ def hidden_irreps(channels: int, lmax: int) -> o3.Irreps:
 
 
 class RelationMessage(tnn.Module):
-    """Messages of one relation type: Σ_j TP(W h_j, Y(r̂_ij); MLP(RBF(|r_ij|))) / √avg_num_neighbors."""
+    """Messages of one relation type: Σ_j TP(W h_j, Y(r̂_ij); MLP(RBF(|r_ij|) ⊕ edge features)) / √avg_num_neighbors."""
 
     def __init__(
         self,
@@ -87,22 +91,30 @@ class RelationMessage(tnn.Module):
         cutoff: float,
         num_basis: int,
         radial_hidden: int,
+        num_edge_features: int = 0,
     ):
         super().__init__()
         self.linear_up = o3.Linear(irreps_node, irreps_node)
         self.tp = uvu_tensor_product(irreps_node, irreps_sh, irreps_target)
         self.radial = RadialBasis(cutoff, num_basis)
+        # the radial MLP has no biases and silu(0) = 0: weights vanish with the (enveloped) inputs at the cutoff
         self.weights = nn.FullyConnectedNet(
-            [num_basis, radial_hidden, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
+            [num_basis + num_edge_features, radial_hidden, radial_hidden, self.tp.weight_numel],
+            torch.nn.functional.silu,
         )
         self.linear_down = o3.Linear(self.tp.irreps_out.simplify(), irreps_target)
         self.register_buffer("avg_num_neighbors", torch.tensor(10.0))
 
     def forward(
-        self, h: torch.Tensor, index: torch.Tensor, vec: torch.Tensor, sh: torch.Tensor
+        self, h: torch.Tensor, index: torch.Tensor, vec: torch.Tensor, sh: torch.Tensor,
+        edge_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``edge_features``: (E, num_edge_features) invariants beyond |r_ij| (the interlayer registry)."""
         i, j = index
-        w = self.weights(self.radial(vec.norm(dim=1)))
+        radial = self.radial(vec.norm(dim=1))
+        if edge_features is not None:
+            radial = torch.cat([radial, edge_features], dim=1)
+        w = self.weights(radial)
         msg = self.tp(self.linear_up(h)[j], sh, w)
         agg = msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, i, msg)
         return self.linear_down(agg / self.avg_num_neighbors.to(agg.dtype).sqrt())
@@ -120,6 +132,7 @@ class InteractionLayer(tnn.Module):
         cutoffs: Sequence[float],
         num_basis: int,
         radial_hidden: int,
+        num_edge_features: Sequence[int] | None = None,
     ):
         super().__init__()
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l == 0])
@@ -131,17 +144,19 @@ class InteractionLayer(tnn.Module):
         )
         target = self.gate.irreps_in
         self.messages = tnn.ModuleList(
-            RelationMessage(irreps_in, irreps_sh, target, c, num_basis, radial_hidden) for c in cutoffs
+            RelationMessage(irreps_in, irreps_sh, target, c, num_basis, radial_hidden, k)
+            for c, k in zip(cutoffs, num_edge_features or [0] * len(cutoffs))
         )
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{n_species}x0e"), target)
         self.residual = o3.Irreps(irreps_in) == self.gate.irreps_out
         self.irreps_out = self.gate.irreps_out
 
-    def forward(self, h, onehot, edges: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    def forward(self, h, onehot, edges: list[tuple]):
+        """``edges``: per relation type (index, vec, sh, edge features or None)."""
         m = self.self_connection(h, onehot)
-        for module, (index, vec, sh) in zip(self.messages, edges):
+        for module, (index, vec, sh, feats) in zip(self.messages, edges):
             if index.shape[1]:
-                m = m + module(h, index, vec, sh)
+                m = m + module(h, index, vec, sh, feats)
         out = self.gate(m)
         return h + out if self.residual else out
 
@@ -169,6 +184,11 @@ class HedgeNet(GraphModel):
         Number of layers the ``by_layer_pair`` relation function distinguishes.
     num_basis, radial_hidden:
         Bessel functions per radial basis and hidden width of the radial MLPs.
+    registry_widths:
+        Widths δ_k (Å) of the Gaussians exp(−ρ²/δ_k²) of the interlayer registry (the in-plane offset ρ of an
+        interlayer pair from each atom's layer normal, :mod:`hedgenet.models.registry`), fed to the radial
+        MLPs of the cross-layer relation types; empty = off (radial distance only). Needs a relation function
+        that separates intra- from interlayer pairs (not ``single``).
     dtype:
         ``float32`` | ``float64`` (default: torch's default dtype). The model is built in it, so its
         Clebsch–Gordan constants are exact in that precision (a float32-built model cast with
@@ -189,6 +209,7 @@ class HedgeNet(GraphModel):
         n_layers: int = 2,
         num_basis: int = 8,
         radial_hidden: int = 32,
+        registry_widths: Sequence[float] = (),
         dtype: str | torch.dtype | None = None,
     ):
         super().__init__()
@@ -203,6 +224,7 @@ class HedgeNet(GraphModel):
             "layout": layout.to_json() if isinstance(layout, OrbitalLayout) else layout,
             "block_cutoff": None if block_cutoff is None else float(block_cutoff),
             "n_layers": int(n_layers), "num_basis": int(num_basis), "radial_hidden": int(radial_hidden),
+            "registry_widths": [float(w) for w in registry_widths],
             "dtype": str(dtype).replace("torch.", ""),
         }
         default = torch.get_default_dtype()
@@ -210,12 +232,12 @@ class HedgeNet(GraphModel):
         try:
             with e3nn_build_options():
                 self._build(elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-                            n_layers, num_basis, radial_hidden)
+                            n_layers, num_basis, radial_hidden, registry_widths)
         finally:
             torch.set_default_dtype(default)
 
     def _build(self, elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-               n_layers, num_basis, radial_hidden):
+               n_layers, num_basis, radial_hidden, registry_widths):
         if task not in TASKS:
             raise choice_error("task", task, TASKS)
         self.task = task
@@ -232,6 +254,17 @@ class HedgeNet(GraphModel):
                 cutoff=r_single,
             )
         self.relations = relations
+        widths = [float(w) for w in registry_widths]
+        if widths and (None in relations.crosses_layers or all(relations.crosses_layers)):
+            raise ValueError(
+                f"registry_widths={widths} needs intra- and interlayer relation types, but relations="
+                f"{relations.name!r} has types {list(relations.types)}. Fix: relations=intra_inter (or "
+                "by_layer_pair, by_element_pair), or relations.registry_widths_A=[] for this one."
+            )
+        if any(w <= 0 for w in widths):
+            raise ValueError(f"registry_widths={widths} must be positive (Å)")
+        self.register_buffer("registry_widths", torch.tensor(widths), persistent=False)  # from config
+        n_edge_features = [2 * len(widths) if cross else 0 for cross in relations.crosses_layers]
         hp = model_size(size)
         self.size = hp
         n_sp = len(self.elements)
@@ -243,7 +276,8 @@ class HedgeNet(GraphModel):
         layers, irreps = [], o3.Irreps(f"{c}x0e")
         for _ in range(int(hp["num_layers"])):
             layer = InteractionLayer(
-                irreps, self.irreps_hidden, self.irreps_sh, n_sp, relations.cutoffs, num_basis, radial_hidden
+                irreps, self.irreps_hidden, self.irreps_sh, n_sp, relations.cutoffs, num_basis, radial_hidden,
+                n_edge_features,
             )
             layers.append(layer)
             irreps = layer.irreps_out
@@ -293,7 +327,9 @@ class HedgeNet(GraphModel):
             i, j = index
             shift = batch.rel_shift[name].to(dtype)
             vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
-            edges.append((index, vec, self.sh(vec)))
+            edges.append([index, vec, self.sh(vec), None])
+        if self.registry_widths.numel():
+            self._add_registry(edges, pos.shape[0])
         h = self.embedding(onehot)
         for layer in self.layers:
             h = layer(h, onehot, edges)
@@ -308,6 +344,20 @@ class HedgeNet(GraphModel):
                 out.update(self.head_blocks(*args))
                 out.update(self.head_S(*args))
         return out
+
+    def _add_registry(self, edges: list, n_atoms: int) -> None:
+        """Registry features (in-plane offsets from the layer normals) on every cross-layer edge."""
+        envelopes = [self.layers[0].messages[t].radial.envelope for t in range(len(edges))]
+        intra = [
+            (index[0], vec, env(vec.norm(dim=1)))
+            for (index, vec, _, _), cross, env in zip(edges, self.relations.crosses_layers, envelopes)
+            if not cross
+        ]
+        projectors = normal_projectors(n_atoms, intra)
+        for edge, cross, env in zip(edges, self.relations.crosses_layers, envelopes):
+            if cross:
+                index, vec = edge[0], edge[1]
+                edge[3] = registry_features(index, vec, projectors, self.registry_widths, env(vec.norm(dim=1)))
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()

@@ -1,5 +1,6 @@
 """torchmetrics MAE/RMSE for energy (meV/atom), forces (meV/Å), each layer's mean force per atom
-(``layer_forces``, meV/Å: the interlayer force) and H (meV) / S blocks per block kind.
+(``layer_forces``, meV/Å: the interlayer force; ``layer_forces_in_plane``: its x, y components, the sliding
+force) and H (meV) / S blocks per block kind.
 
 Metrics accumulate over an epoch and are synchronised across DDP ranks by torchmetrics.
 """
@@ -25,7 +26,7 @@ class ErrorMetrics(nn.Module):
             else:
                 names.append(q)
             if q == "forces":
-                names.append("layer_forces")
+                names += ["layer_forces", "layer_forces_in_plane"]
         self.names = names
         # float64 accumulators: a float32 sum loses digits that model comparisons need
         self.mae = nn.ModuleDict({n: MeanAbsoluteError().set_dtype(torch.float64) for n in names})
@@ -43,7 +44,9 @@ class ErrorMetrics(nn.Module):
             self._add("energy", pred["energy"] / n, batch.energy / n)
         if "forces" in pred:
             self._add("forces", pred["forces"], batch.forces)
-            self._add("layer_forces", layer_mean_forces(pred["forces"], batch), layer_mean_forces(batch.forces, batch))
+            pl, tl = layer_mean_forces(pred["forces"], batch), layer_mean_forces(batch.forces, batch)
+            self._add("layer_forces", pl, tl)
+            self._add("layer_forces_in_plane", pl[:, :2], tl[:, :2])
         for q in ("H", "S"):
             if q not in pred:
                 continue
