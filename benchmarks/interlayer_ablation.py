@@ -9,15 +9,20 @@ per arm:
 - phonon MAE against the reference on Γ–M–K–Γ (THz) and the Γ interlayer shear and breathing modes (THz),
   model and reference;
 - the residual force at the relaxed (undisplaced) geometry: largest |F| on an atom and the largest layer-mean
-  force (meV/Å); the reference's is ~0.
+  force (meV/Å); the reference's is ~0;
+- the sliding force: the top layer's mean x force per atom (meV/Å) on the rigid cells slid by 0.03, 0.08, 0.2 Å.
 
-Arms (``--arms``, default all): ``base`` (the main job's recipe), ``layer_loss`` (+ the layer net-force
-loss, weight 1000), ``rigid`` (+ rigid-layer cells ``scan`` in the training set), ``rigid+layer_loss`` (both),
-``rigid_pm+layer_loss`` (the ``pm`` set of small two-sided shifts instead) and ``..._1e4`` (loss weight 10⁴).
+Arms (``--arms``, default all; every arm without ``registry`` in its name runs with
+``relations.registry_widths_A=[]``): ``base`` (no rigid cells, no layer loss, no registry), ``layer_loss`` (+ the
+layer net-force loss, weight 1000), ``rigid`` (+ rigid-layer cells ``scan`` in the training set),
+``rigid+layer_loss`` (both), ``rigid_pm+layer_loss`` (the ``pm`` set of small two-sided shifts instead),
+``..._1e4`` (loss weight 10⁴), ``registry`` (the interlayer registry features alone),
+``rigid_pm+layer_loss+registry`` and ``...+in_plane`` (+ the in-plane layer-force loss, weight 10⁵).
+``--extra KEY=VALUE ...`` passes further hedgenet-train overrides to every arm (name the runs with ``--tag``).
 
     OMP_NUM_THREADS=1 python benchmarks/interlayer_ablation.py --root outputs/interlayer_ablation [--epochs 30]
 
-Prints a markdown table (and writes ``<root>/ablation.json``); every run directory stays under ``--root``.
+Prints a markdown table (and writes ``<root>/ablation_seed<seed>_e<epochs>[_<tag>].json``); every run directory stays under ``--root``.
 """
 
 from __future__ import annotations
@@ -106,6 +111,30 @@ def residual_forces(calc, phonons_dir: Path) -> tuple[float, float]:
     return 1e3 * float(np.linalg.norm(f, axis=1).max()), 1e3 * float(max(per_layer))
 
 
+def sliding_forces(calc, rigid_path: Path) -> dict[float, float]:
+    """Top layer's mean x force per atom (meV/Å) of ``calc`` on the rigid cells slid by +dx along x (dy = dz = 0)
+    of ``rigid_path``: the sliding force, whose slope at dx → 0 sets the shear mode."""
+    import h5py
+    from ase import Atoms
+
+    out = {}
+    with h5py.File(rigid_path, "r") as f:
+        for g in f["samples"].values():
+            shift = json.loads(g.attrs.get("shift_A", "null") or "null")
+            if not shift or shift[0] <= 0 or shift[1] != 0 or shift[2] != 0:
+                continue
+            atoms = Atoms(numbers=g["numbers"][:], positions=g["positions"][:], cell=g["cell"][:], pbc=True)
+            atoms.arrays["layer"] = g["layer"][:]
+            top = atoms.arrays["layer"] == atoms.arrays["layer"].max()
+            if calc is None:
+                forces = g["forces"][:]
+            else:
+                atoms.calc = calc
+                forces = atoms.get_forces()
+            out[float(shift[0])] = 1e3 * float(forces[top, 0].mean())
+    return dict(sorted(out.items()))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("outputs/interlayer_ablation"))
@@ -141,6 +170,8 @@ def main(argv=None) -> int:
     from hedgenet.reference import make_reference
 
     ref_residual = residual_forces(ReferenceCalculator(make_reference("xtb", block_cutoff=5.0)), ref_ph)
+    pm = data / "ab_bilayer_graphene_rigid_pm.h5"
+    ref_slide = sliding_forces(None, pm) if pm.exists() else {}
 
     rows, results = [], {}
     for arm in args.arms:
@@ -164,19 +195,23 @@ def main(argv=None) -> int:
                  f"model_path={model}", f"compare_with={ref_ph}")
         modes = gamma_modes(ph_dir)
         f_max, f_layer = residual_forces(ModelCalculator(str(model)), ph_dir)
+        slide = sliding_forces(ModelCalculator(str(model)), pm) if pm.exists() else {}
         results[arm] = {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                         "phonon_mae_THz": ph["frequency_mae_vs_compare_THz"], "gamma_model_THz": modes,
                         "gamma_reference_THz": ref_modes, "residual_force_max_meV_A": f_max,
-                        "residual_layer_force_meV_A": f_layer, "train_wall_s": train_s}
+                        "residual_layer_force_meV_A": f_layer, "train_wall_s": train_s,
+                        "sliding_force_meV_A": slide, "reference_sliding_force_meV_A": ref_slide}
         rows.append([arm, metrics.get("test/forces_mae", float("nan")), metrics.get("test/layer_forces_mae", float("nan")),
                      metrics.get("test/H_all_mae", float("nan")), ph["frequency_mae_vs_compare_THz"],
-                     modes["interlayer shear"], modes["layer breathing"], f_max, f_layer])
+                     modes["interlayer shear"], modes["layer breathing"], f_max, f_layer,
+                     " / ".join(f"{v:.3f}" for v in slide.values())])
     out = root / f"ablation_seed{args.seed}_e{args.epochs}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(results, indent=1))
     print_table(["arm", "force MAE (meV/Å)", "layer-force MAE (meV/Å)", "H MAE (meV)", "phonon MAE (THz)",
-                 "Γ shear (THz)", "Γ breathing (THz)", "residual max |F| (meV/Å)", "residual layer F (meV/Å)"],
+                 "Γ shear (THz)", "Γ breathing (THz)", "residual max |F| (meV/Å)", "residual layer F (meV/Å)",
+                 "sliding force at dx = " + " / ".join(f"{x:g}" for x in ref_slide) + " Å (meV/Å)"],
                 rows + [["reference (xTB)", 0.0, 0.0, 0.0, 0.0, ref_modes["interlayer shear"],
-                         ref_modes["layer breathing"], *ref_residual]],
+                         ref_modes["layer breathing"], *ref_residual, " / ".join(f"{v:.3f}" for v in ref_slide.values())]],
                 title=f"5×5 AB bilayer graphene, {args.epochs} epochs, seed {args.seed}")
     return 0
 
