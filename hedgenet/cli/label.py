@@ -99,6 +99,11 @@ def print_summary(summary: dict) -> None:
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
         table.add_row(key, str(value))
+    if "excluded_modes" in summary:  # modes the thermal sampler left out, by kind
+        kinds = {}
+        for m in summary["excluded_modes"]:
+            kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
+        table.add_row("modes not sampled", ", ".join(f"{n} {k}" for k, n in kinds.items()) or "none")
     Console().print(table)
 
 
