@@ -82,6 +82,8 @@ class SamplerConfig:
     n_samples: int = MISSING
     quantum: bool = MISSING
     cutoff_frequency_THz: float = MISSING
+    # |ν| (THz) of an imaginary non-acoustic mode that stops the run; null: never stop (the modes are reported)
+    imaginary_threshold_THz: Optional[float] = 0.1
 
 
 @dataclass
@@ -103,6 +105,7 @@ class ThermalConfig:
     n_per_temperature: int = MISSING
     quantum: bool = MISSING
     cutoff_frequency_THz: float = MISSING
+    imaginary_threshold_THz: float = 0.1   # |ν| of an imaginary non-acoustic mode that stops the run (THz)
     fc_displacement_A: float = MISSING
 
 
@@ -268,6 +271,7 @@ class EpiSection:
     method: str = MISSING
     epi_displacement_A: float = MISSING
     fc_displacement_A: float = MISSING
+    force_constants_supercell: Optional[List[int]] = None   # None: epi.supercell itself
     n_states: int = MISSING
     report_threshold_meV: float = MISSING
 
@@ -283,6 +287,7 @@ class FermiVelocitySection:
     supercell: List[int] = MISSING
     temperatures_K: List[float] = MISSING
     orders: List[str] = MISSING
+    force_constants_supercell: Optional[List[int]] = None   # None: the sampling cell itself
     fc_displacement_A: float = MISSING
     epi_displacement_A: float = MISSING
     q_max_inv_A: float = MISSING

@@ -88,6 +88,8 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
     assert (run_dir / "resolved_config.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["n_samples"] == 5 and summary["this_run"]["ok"] == 5
+    # the modes the thermal sampler left out: only the three Γ translations of this stable 4×4 cell
+    assert [(m["kind"], m["q"]) for m in summary["excluded_modes"]] == [("acoustic", "Γ")] * 3
     # cached relaxation: the lattice parameters came from the reference, not from the yaml
     assert 2.40 < summary["structure_params"]["a"] < 2.50
     assert 3.1 < summary["structure_params"]["d"] < 3.6
@@ -180,6 +182,8 @@ def test_shards_via_submitit_local_and_merge(root, base_dataset):
         (["reference=xtbb"], "xtb"),
         (["+material.lable_supercell=[4,4]"], "material.label_supercell"),
         (["dataset.supercell=[3,3]"], "cell too small"),
+        # 3×3 folds K onto Γ: xTB's force constants have imaginary E2g and K modes; stopped before sampling
+        (["dataset.supercell=[3,3]", "reference.block_cutoff=3.0"], "imaginary non-acoustic mode"),
         (["reference.block_cutoff=6.0"], "Fix: use a larger supercell"),
         (["dataset.shard_index=3", "dataset.num_shards=2"], "shard_index=3"),
     ],

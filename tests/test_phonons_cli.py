@@ -40,6 +40,8 @@ def test_reference_run_writes_bands_modes_and_phonopy_file(reference_run):
     s = json.loads((reference_run / "summary.json").read_text())
     assert s["asr_violation_after_eV_A2"] < 1e-10
     assert 0 < s["gamma_interlayer_shear_THz"] < s["gamma_layer_breathing_THz"] < 5
+    assert 45.0 < s["gamma_inplane_optical_max_THz"] < 48.0 and s["gamma_imaginary_non_acoustic_THz"] == []
+    assert s["warnings"] == []
     data = np.load(reference_run / "phonons.npz")
     assert data["frequencies_THz"].shape == (3 * 11, 12)
     import phonopy
@@ -78,6 +80,14 @@ def test_bad_inputs(root, overrides, expected):
     proc, _ = phonons(root, "bad", *overrides, check=False)
     assert proc.returncode != 0
     assert expected in proc.stderr + proc.stdout
+
+
+def test_a_cell_that_folds_k_onto_gamma_is_flagged(root):
+    _, run = phonons(root, "folded", "phonons.supercell=[3,3]")
+    s = json.loads((run / "summary.json").read_text())
+    assert s["gamma_imaginary_non_acoustic_THz"] and s["gamma_lowest_non_acoustic_THz"] < -1.0
+    assert any("folds K onto Γ" in w and "phonons.supercell=[7,7]" in w for w in s["warnings"])
+    assert any("imaginary non-acoustic Γ modes" in w for w in s["warnings"])
 
 
 def test_model_without_the_structure_elements(root, model_file):

@@ -24,6 +24,7 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
     from hedgenet.physics.epi import dirac_couplings_of
+    from hedgenet.physics.phonons import gamma_mode_summary, name_gamma_modes
     from hedgenet.report.plots import plot_couplings
 
     check_config(cfg, "epi")
@@ -36,7 +37,7 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
     other = load_run_arrays(cfg.compare_with, "epi.npz", "hedgenet-epi") if cfg.compare_with else None
     _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=e.supercell)
     g = dirac_couplings_of(calc, unit, e.supercell, float(e.epi_displacement_A), float(e.fc_displacement_A), str(e.method),
-                           int(e.n_states))
+                           int(e.n_states), e.force_constants_supercell)
     e_cnp, dh_atom = g["E_cnp_eV"], g["max_dH_du_eV_A"]
     np.savez(run_dir / "epi.npz", frequencies_THz=g["frequencies_THz"], g_abs_meV=g["g_abs_meV"],
              state_energies_eV=g["state_energies_eV"], max_dH_du_eV_A=dh_atom, E_cnp_eV=e_cnp)
@@ -45,6 +46,8 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
         "calculator": cfg.calculator, "method": e.method, "material": cfg.material.name, "structure_params": params,
         "supercell": list(e.supercell), "E_cnp_eV": e_cnp, "phonons_time_s": g["phonons_time_s"], "epi_time_s": g["epi_time_s"],
         "max_dH_du_eV_A": float(dh_atom.max()), "max_dS_du_inv_A": g["max_dS_du_inv_A"],
+        "force_constants_supercell": g["force_constants_supercell"],
+        **gamma_mode_summary(name_gamma_modes(g["phonon"], unit)),
         "strong_modes": [{"frequency_THz": float(g["frequencies_THz"][k]), "g_meV": float(g["g_abs_meV"][k])}
                          for k in strong[np.argsort(-g["g_abs_meV"][strong])]],
     }

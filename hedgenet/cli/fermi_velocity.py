@@ -6,7 +6,8 @@ electron–phonon coupling, from the reference or a trained model (Hydra app).
     hedgenet-fermi-velocity sampler=sdm fermi_velocity.temperatures_K=[0,300]
 
 Writes into the run directory: summary.json (static v0 and γ1, per order and temperature v0 ± error in
-10⁵ m/s and the ratio to the static lattice, timings), fermi_velocity.png (ratio vs T, both orders),
+10⁵ m/s and the ratio to the static lattice, timings; the source cell of the force constants and the named
+Γ frequencies under ``phonons``; every mode the sampler left out under ``excluded_modes``), fermi_velocity.png (ratio vs T, both orders),
 spectral_function.png (sample-averaged A(k, E) near K at up to three temperatures), phonopy_params.yaml.
 """
 
@@ -42,7 +43,11 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     settings = RenormalizationSettings(
         supercell=tuple(f.supercell), temperatures_K=tuple(float(t) for t in f.temperatures_K),
         sampler=cfg.sampler.name, n_samples=int(cfg.sampler.n_samples), quantum=bool(cfg.sampler.quantum),
-        cutoff_frequency_THz=float(cfg.sampler.cutoff_frequency_THz), fc_displacement_A=float(f.fc_displacement_A),
+        cutoff_frequency_THz=float(cfg.sampler.cutoff_frequency_THz),
+        imaginary_threshold_THz=(None if cfg.sampler.imaginary_threshold_THz is None
+                                 else float(cfg.sampler.imaginary_threshold_THz)),
+        force_constants_supercell=None if f.force_constants_supercell is None else tuple(f.force_constants_supercell),
+        fc_displacement_A=float(f.fc_displacement_A),
         epi_displacement_A=float(f.epi_displacement_A), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
         window_eV=float(f.window_eV), layers=int(f.layers), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
         orders=tuple(f.orders),
@@ -58,13 +63,23 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     plot_spectral_maps(run_dir / "spectral_function.png", spectral_maps(result, settings))
     return {
         "calculator": cfg.calculator, "material": cfg.material.name, "structure_params": params,
-        "sampler": cfg.sampler.name, "supercell": list(f.supercell), "static": result.static,
+        "sampler": cfg.sampler.name, "supercell": list(f.supercell), "phonons": result.phonons,
+        "excluded_modes": result.excluded_modes, "static": result.static,
         "by_temperature": {o: {str(T): v for T, v in d.items()} for o, d in result.by_temperature.items()},
         "timings_s": result.timings_s,
     }
 
 
 def _report(summary: dict, run) -> None:
+    ph = summary["phonons"]
+    print(f"force constants from {ph['force_constants_supercell']} ({ph['mapped_by']}); Γ: in-plane optical "
+          f"{ph.get('gamma_inplane_optical_max_THz', float('nan')):.2f} THz, lowest non-acoustic "
+          f"{ph.get('gamma_lowest_non_acoustic_THz', float('nan')):.3f} THz")
+    kinds = {}
+    for m in summary["excluded_modes"]:
+        kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
+    print("modes not sampled: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none")
+          + " (summary.json: excluded_modes)")
     print(f"static lattice v0 = {summary['static']['v0_1e5_m_s']:.4f} × 10^5 m/s")
     for order, d in summary["by_temperature"].items():
         for T, v in d.items():
@@ -74,7 +89,9 @@ def _report(summary: dict, run) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="fermi_velocity")
 def _main(cfg: DictConfig) -> None:
-    run_stage("hedgenet-fermi-velocity", cfg, run_fermi_velocity, _report)
+    from hedgenet.physics.sampling import ImaginaryModesError
+
+    run_stage("hedgenet-fermi-velocity", cfg, run_fermi_velocity, _report, (ImaginaryModesError,))
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ def run_label(cfg: DictConfig) -> dict:
     (:func:`hedgenet.data.build.label_material`; thermal samples from the reference's cached force constants)."""
     from hedgenet.data.build import label_material
     from hedgenet.physics.phonons import reference_force_constants
+    from hedgenet.physics.sampling import NormalModes, check_imaginary_modes, excluded_modes, supercell_lattice
     from hedgenet.reference import make_reference
     from hedgenet.reference.relax import relaxed_structure
 
@@ -56,13 +57,28 @@ def run_label(cfg: DictConfig) -> dict:
     d = cfg.dataset
     unit, params = relaxed_structure(resolved_dict(cfg.material), reference, cache_dir)
 
-    def thermal_force_constants():
-        return reference_force_constants(unit, list(d.supercell), reference, d.thermal.fc_displacement_A, cache_dir,
-                                         progress=cfg.progress)
+    excluded = []
 
-    return label_material(unit, params, reference, {"name": cfg.reference.name, **reference_settings(cfg)},
-                          resolved_dict(cfg.dataset), cfg.seed, resolved_dict(cfg.material), thermal_force_constants,
-                          OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress))
+    def thermal_force_constants():
+        """The reference's force constants of the labelling cell, after listing the modes the thermal sampler
+        will leave out and stopping on imaginary ones (before any thermal sample is drawn)."""
+        phonon = reference_force_constants(unit, list(d.supercell), reference, d.thermal.fc_displacement_A, cache_dir,
+                                           progress=cfg.progress)
+        modes = NormalModes.from_force_constants(phonon.force_constants, phonon.supercell.masses)
+        excluded[:] = excluded_modes(modes, float(d.thermal.cutoff_frequency_THz), *supercell_lattice(phonon))
+        check_imaginary_modes(
+            excluded, float(d.thermal.imaginary_threshold_THz),
+            f"the {d.supercell[0]}×{d.supercell[1]} labelling cell (thermal samples)",
+            fix="Fix: a labelling cell that does not fold K onto Γ for graphene with xTB (dataset.supercell=[5,5] or "
+                "[7,7]), or no thermal samples (dataset.thermal.n_per_temperature=0); "
+                "dataset.thermal.imaginary_threshold_THz raises the threshold (the modes stay unsampled).")
+        return phonon
+
+    summary = label_material(unit, params, reference, {"name": cfg.reference.name, **reference_settings(cfg)},
+                             resolved_dict(cfg.dataset), cfg.seed, resolved_dict(cfg.material), thermal_force_constants,
+                             OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress))
+    summary["excluded_modes"] = list(excluded)  # empty when the dataset has no thermal samples
+    return summary
 
 
 def print_summary(summary: dict) -> None:
@@ -83,6 +99,11 @@ def print_summary(summary: dict) -> None:
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
         table.add_row(key, str(value))
+    if "excluded_modes" in summary:  # modes the thermal sampler left out, by kind
+        kinds = {}
+        for m in summary["excluded_modes"]:
+            kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
+        table.add_row("modes not sampled", ", ".join(f"{n} {k}" for k, n in kinds.items()) or "none")
     Console().print(table)
 
 
@@ -90,7 +111,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hedgenet.data.store import DatasetError
     from hedgenet.reference import CellTooSmallError, UnsupportedElementError
 
-    return (ConfigError, DatasetError, CellTooSmallError, UnsupportedElementError)
+    from hedgenet.physics.sampling import ImaginaryModesError
+
+    return (ConfigError, DatasetError, CellTooSmallError, UnsupportedElementError, ImaginaryModesError)
 
 
 USER_ERRORS = _user_errors()

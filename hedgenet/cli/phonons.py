@@ -1,6 +1,6 @@
 """``hedgenet-phonons``: phonons of a material from the reference solver or a trained model (Hydra app).
 
-    hedgenet-phonons                                              # xTB, AB bilayer graphene 6×6
+    hedgenet-phonons                                              # xTB, AB bilayer graphene 7×7
     hedgenet-phonons calculator=model model_path=outputs/train/runs/<run>/model.pt \\
         compare_with=outputs/phonons/runs/<xTB run>               # overlay + frequency MAE
     hedgenet-phonons calculator=model model_path=... phonons.method=autograd
@@ -38,7 +38,7 @@ def check_phonons_config(cfg: DictConfig) -> None:
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.physics.phonons import phonons_of
+    from hedgenet.physics.phonons import folds_k_onto_gamma, phonons_of
     from hedgenet.report.plots import plot_phonon_bands
 
     check_phonons_config(cfg)
@@ -56,6 +56,14 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     (run_dir / "gamma_modes.json").write_text(json.dumps(r.gamma_modes, indent=1))
     summary = {"calculator": cfg.calculator, "method": p.method, "material": cfg.material.name,
                "structure_params": params, "supercell": list(p.supercell), **r.summary()}
+    warnings = []
+    if cfg.calculator == "reference" and cfg.reference.name == "xtb" and folds_k_onto_gamma(p.supercell):
+        warnings.append(f"the {p.supercell[0]}×{p.supercell[1]} cell folds K onto Γ, the only k-point of xTB: graphene's "
+                        "force constants are wrong there (docs/reference.md). Fix: phonons.supercell=[7,7] (or 5×5, 8×8)")
+    if summary["gamma_imaginary_non_acoustic_THz"]:
+        warnings.append(f"imaginary non-acoustic Γ modes {summary['gamma_imaginary_non_acoustic_THz']} THz: these "
+                        "force constants are not a stable lattice")
+    summary["warnings"] = warnings
     if compare is not None:
         other = compare["frequencies_THz"]
         if other.shape != bands.frequencies.shape:
@@ -72,9 +80,12 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _report(summary: dict, run) -> None:
     for k in ("asr_violation_before_eV_A2", "gamma_interlayer_shear_THz", "gamma_layer_breathing_THz",
-              "max_frequency_THz", "frequency_mae_vs_compare_THz", "force_constants_time_s"):
+              "gamma_inplane_optical_max_THz", "gamma_lowest_non_acoustic_THz", "max_frequency_THz",
+              "frequency_mae_vs_compare_THz", "force_constants_time_s"):
         if k in summary:
             print(f"{k:36s} {summary[k]:.4g}")
+    for w in summary.get("warnings", []):
+        print(f"warning: {w}")
     print(f"run directory {run.run_dir}")
 
 

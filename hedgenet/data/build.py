@@ -91,6 +91,7 @@ def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed
     if (dataset.get("rigid") or {}).get("shifts_A"):  # absent for recipes without rigid shifts: their files resume
         payload["rigid"] = dataset["rigid"]
     payload["reference"].pop("tblite_version", None)
+    payload["thermal"] = {k: v for k, v in dict(payload["thermal"]).items() if k != "imaginary_threshold_THz"}  # a check, not data
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

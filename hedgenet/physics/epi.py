@@ -54,22 +54,23 @@ def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float,
 
 
 def dirac_couplings_of(calc, unit, supercell, delta_A: float = 0.005, fc_displacement_A: float = 0.01,
-                       method: str = "finite_differences", n_states: int = 4) -> dict:
-    """The coupling chain for any calculator on the ``supercell`` of ``unit``: force constants and normal
-    modes, dH/du and dS/du (``calc.block_derivatives``), E_CNP and the Dirac-point |g_ν| (meV).
+                       method: str = "finite_differences", n_states: int = 4, force_constants_supercell=None) -> dict:
+    """The coupling chain for any calculator on the ``supercell`` of ``unit``: force constants (on
+    ``force_constants_supercell``, mapped onto ``supercell`` by phonopy's Fourier interpolation; None: on
+    ``supercell``) and normal modes, dH/du and dS/du (``calc.block_derivatives``), E_CNP and the Dirac-point |g_ν| (meV).
 
     Returns :func:`dirac_point_couplings`' arrays plus ``E_cnp_eV``, ``max_dH_du_eV_A`` (per atom),
     ``max_dS_du_inv_A`` and the times (s) of the phonon and derivative parts."""
     import time
 
-    from hedgenet.physics.phonons import enforce_acoustic_sum_rule
+    from hedgenet.physics.phonons import mapped_force_constants
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
     from hedgenet.structures.supercell import supercell_atoms
 
     t0 = time.perf_counter()
-    phonon = calc.force_constants(unit, list(supercell), float(fc_displacement_A))
-    enforce_acoustic_sum_rule(phonon)
+    phonon, fc_info = mapped_force_constants(calc, unit, list(supercell), force_constants_supercell,
+                                             float(fc_displacement_A))
     sc = supercell_atoms(phonon, unit)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     t_ph = time.perf_counter() - t0
@@ -80,4 +81,5 @@ def dirac_couplings_of(calc, unit, supercell, delta_A: float = 0.005, fc_displac
     e_cnp = charge_neutrality_level(deriv.blocks0, cmap, sc.numbers)
     g = dirac_point_couplings(deriv, modes, cmap, e_cnp, int(n_states))
     return {**g, "E_cnp_eV": e_cnp, "max_dH_du_eV_A": np.abs(deriv.dH).reshape(len(sc), -1).max(axis=1),
-            "max_dS_du_inv_A": float(np.abs(deriv.dS).max()), "phonons_time_s": t_ph, "epi_time_s": t_epi}
+            "max_dS_du_inv_A": float(np.abs(deriv.dS).max()), "phonons_time_s": t_ph, "epi_time_s": t_epi,
+            "force_constants_supercell": fc_info["force_constants_supercell"], "phonon": phonon}

@@ -3,7 +3,11 @@ the electron–phonon coupling, with any calculator (model or reference: the sam
 
 For a supercell of the primitive cell:
 
-1. force constants by finite displacements → supercell normal modes (:mod:`hedgenet.physics.sampling`);
+1. force constants by finite displacements on ``force_constants_supercell`` (a cell that does not fold K
+   onto Γ), mapped onto the sampling cell by phonopy's Fourier interpolation
+   (:func:`hedgenet.physics.phonons.mapped_force_constants`) → supercell normal modes
+   (:mod:`hedgenet.physics.sampling`); the modes the sampler leaves out are listed (``excluded_modes``) and
+   imaginary ones beyond ``imaginary_threshold_THz`` stop the run here, before anything is sampled;
 2. static blocks H₀, S₀ and their derivatives dH/du, dS/du (:mod:`hedgenet.physics.epi`);
 3. for every temperature, displacements u from the sampler (Monte Carlo with antithetic pairs, or the
    special displacement configuration ± u), and per sample two Hamiltonians:
@@ -26,10 +30,13 @@ from hedgenet.physics.continuum_fit import (
     thermal_fermi_velocity,
     unfold_near_k,
 )
-from hedgenet.physics.phonons import enforce_acoustic_sum_rule
+from hedgenet.physics.phonons import gamma_mode_summary, mapped_force_constants, name_gamma_modes
 from hedgenet.physics.sampling import (
     NormalModes,
+    check_imaginary_modes,
+    excluded_modes,
     special_displacement,
+    supercell_lattice,
     thermal_displacements,
 )
 from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
@@ -43,6 +50,8 @@ class RenormalizationSettings:
     """Settings of :func:`fermi_velocity_vs_temperature` (units in the names)."""
 
     supercell: tuple[int, int] = (6, 6)
+    force_constants_supercell: tuple[int, int] | None = (7, 7)  # None: the sampling cell itself
+    imaginary_threshold_THz: float | None = 0.1  # |ν| of an imaginary non-acoustic mode that stops the run; None: never
     temperatures_K: tuple[float, ...] = (0.0, 100.0, 300.0, 600.0)
     sampler: str = "monte_carlo"  # monte_carlo | sdm
     n_samples: int = 8  # per temperature, even ≥ 4 (± pairs); sdm: n_samples/2 ZG configurations, each ± u
@@ -68,6 +77,8 @@ class RenormalizationSettings:
         if self.n_samples < 4 or self.n_samples % 2:
             raise ValueError(f"n_samples={self.n_samples}: {self.sampler} needs an even number ≥ 4 (two ± pairs) "
                              "for an error bar")
+        if self.imaginary_threshold_THz is not None and self.imaginary_threshold_THz < 0:
+            raise ValueError(f"imaginary_threshold_THz={self.imaginary_threshold_THz}: must be ≥ 0 THz")
         bad = set(self.orders) - set(ORDERS)
         if bad or not self.orders:
             raise ValueError(f"orders {list(self.orders)}: choose from {list(ORDERS)}")
@@ -80,6 +91,8 @@ class RenormalizationResult:
     timings_s: dict = field(default_factory=dict)
     phonon: object | None = None
     lines: dict = field(default_factory=dict)  # {(order, T): [UnfoldedLines]} for plots
+    excluded_modes: list = field(default_factory=list)  # modes the sampler left out (sampling.excluded_modes)
+    phonons: dict = field(default_factory=dict)  # where the force constants come from; named Γ modes (THz)
 
 
 def _displacements(modes, T, s: RenormalizationSettings, seed: int) -> np.ndarray:
@@ -97,10 +110,19 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     s.check()
     t = {}
     t0 = time.perf_counter()
-    phonon = calc.force_constants(unit, list(s.supercell), s.fc_displacement_A)
-    enforce_acoustic_sum_rule(phonon)
+    phonon, fc_info = mapped_force_constants(calc, unit, list(s.supercell), s.force_constants_supercell,
+                                             s.fc_displacement_A)
     sc = supercell_atoms(phonon, unit)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
+    excluded = excluded_modes(modes, s.cutoff_frequency_THz, *supercell_lattice(phonon))
+    gamma = gamma_mode_summary(name_gamma_modes(phonon, unit))
+    check_imaginary_modes(
+        excluded, s.imaginary_threshold_THz, f"the {s.supercell[0]}×{s.supercell[1]} sampling cell (force constants "
+        f"from {fc_info['force_constants_supercell'][0][0]}×{fc_info['force_constants_supercell'][1][1]})",
+        fix="Fix: compute the force constants on a cell that does not fold K onto Γ, e.g. "
+            "fermi_velocity.force_constants_supercell=[7,7] (5×5, 7×7, 8×8 for graphene with xTB), or, for a "
+            "model, train it until these modes are stable; sampler.imaginary_threshold_THz raises the threshold "
+            "(the modes stay unsampled).")
     t["phonons"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -117,7 +139,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     static = {name: fit_continuum([static_lines], name, s.layers) for name in ("KΓ", "KM")}
     v_static = float(np.mean([static[n]["v0_1e5_m_s"] for n in static]))
     result = RenormalizationResult({"v0_1e5_m_s": v_static, "directions": static, "E_cnp_eV": e_ref},
-                                   phonon=phonon)
+                                   phonon=phonon, excluded_modes=excluded, phonons={**fc_info, **gamma})
     result.lines[("static", 0.0)] = [static_lines]
 
     t_sample = {o: 0.0 for o in s.orders}

@@ -71,6 +71,48 @@ def reference_force_constants(
     return phonon
 
 
+def folds_k_onto_gamma(supercell_matrix) -> bool:
+    """Whether the hexagonal zone corner K = (⅓, ⅓) is a Γ point of this supercell (n×n with n ≡ 0 mod 3).
+
+    A Γ-only reference (xTB) then puts graphene's Dirac states at its only k-point: its forces carry a
+    spurious long-range response and the force constants are wrong (imaginary or far too soft E2g and
+    shear modes; docs/reference.md)."""
+    from hedgenet.structures.supercell import supercell_matrix as as_matrix
+
+    m = as_matrix(supercell_matrix)
+    qk = m.T @ np.array([1 / 3, 1 / 3, 0.0])
+    return bool(np.allclose(qk, np.round(qk), atol=1e-9))
+
+
+def mapped_force_constants(calc, unit: Atoms, supercell, force_constants_supercell=None, distance_A: float = 0.01,
+                           method: str = "finite_differences", progress: bool = False):
+    """Phonopy object of ``supercell`` of ``unit`` whose force constants (eV/Å², sum rule imposed) come from
+    ``calc.force_constants`` on ``force_constants_supercell`` (None: ``supercell`` itself).
+
+    When the two differ the force constants are mapped by phonopy's Fourier interpolation
+    (``Phonopy.ph2ph``): the dynamical matrices of the source cell at the wave vectors commensurate with
+    ``supercell`` are transformed back to real space. Every phonon of the target cell is then the source's
+    interpolated phonon at that q, exact at the q the two cells share (Γ always), which is what phonopy's own
+    bands do between commensurate points. The alternative, copying real-space force constants by distance,
+    needs a cut-off rule for pairs at the Wigner–Seitz boundary that phonopy's interpolation already handles
+    (shortest vectors with their multiplicities). Returns ``(phonon, info)``, ``info`` with the source
+    cell, how it was mapped and the sum-rule violation."""
+    from hedgenet.structures.supercell import supercell_matrix as as_matrix
+
+    target = as_matrix(supercell)
+    source = target if force_constants_supercell is None else as_matrix(force_constants_supercell)
+    phonon = calc.force_constants(unit, source.tolist(), float(distance_A), method=str(method), progress=progress)
+    asr = enforce_acoustic_sum_rule(phonon)
+    info = {"force_constants_supercell": source.tolist(), "folds_K_onto_gamma": folds_k_onto_gamma(source), **asr}
+    if np.array_equal(source, target):
+        info["mapped_by"] = "none (computed on the sampling cell)"
+        return phonon, info
+    mapped = phonon.ph2ph(target)
+    enforce_acoustic_sum_rule(mapped)
+    info["mapped_by"] = "phonopy Fourier interpolation of dynamical matrices (Phonopy.ph2ph)"
+    return mapped, info
+
+
 def sum_rule_violation(force_constants: np.ndarray) -> float:
     """max_{i,α,β} |Σ_j Φ_ij^{αβ}| (eV/Å²): zero when a rigid translation costs no force."""
     return float(np.abs(force_constants.sum(axis=1)).max())
@@ -179,11 +221,28 @@ class PhononResult:
         out = {"force_constants_time_s": self.force_constants_time_s, "n_displacements": self.n_displacements,
                **self.asr, "max_frequency_THz": float(self.bands.frequencies.max()),
                "min_frequency_THz": float(self.bands.frequencies.min())}
-        for name in ("interlayer shear", "layer breathing"):
-            f = [m["frequency_THz"] for m in self.gamma_modes if m["name"] == name]
-            if f:
-                out[f"gamma_{name.replace(' ', '_')}_THz"] = float(np.mean(f))
+        out.update(gamma_mode_summary(self.gamma_modes))
         return out
+
+
+def gamma_mode_summary(gamma_modes: list[dict], acoustic_tolerance_THz: float = 0.1) -> dict:
+    """Γ frequencies (THz) a reader checks first, from :func:`name_gamma_modes`: the interlayer shear and
+    breathing (means), the highest in-plane intralayer optical mode (graphene's E2g/G) and the lowest mode
+    that is not acoustic (negative: imaginary), with the list of imaginary non-acoustic modes beyond
+    ``acoustic_tolerance_THz``."""
+    out = {}
+    for name in ("interlayer shear", "layer breathing"):
+        f = [m["frequency_THz"] for m in gamma_modes if m["name"] == name]
+        if f:
+            out[f"gamma_{name.replace(' ', '_')}_THz"] = float(np.mean(f))
+    inplane = [m["frequency_THz"] for m in gamma_modes if m["name"] == "intralayer optical, in plane"]
+    if inplane:
+        out["gamma_inplane_optical_max_THz"] = float(max(inplane))
+    optical = [m["frequency_THz"] for m in gamma_modes if m["name"] != "acoustic"]
+    if optical:
+        out["gamma_lowest_non_acoustic_THz"] = float(min(optical))
+    out["gamma_imaginary_non_acoustic_THz"] = [f for f in optical if f < -acoustic_tolerance_THz]
+    return out
 
 
 def phonons_of(calc, unit: Atoms, supercell, distance_A: float = 0.01, method: str = "finite_differences",

@@ -55,6 +55,27 @@ def headline(outputs: dict) -> dict:
     return h
 
 
+def excluded_mode_warnings(outputs: dict) -> list[str]:
+    """One warning per stage that sampled thermal displacements (labelling, v_F(T)) and left out modes other
+    than the three Γ translations, from ``excluded_modes`` in its summary; every such mode is a degree of
+    freedom the thermal average did not contain."""
+    out = []
+    for name, o in outputs.items():
+        modes = o.get("summary", {}).get("excluded_modes") or []
+        other = [m for m in modes if m.get("kind") != "acoustic"]
+        if not other:
+            continue
+        kinds = {}
+        for m in other:
+            kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
+        lowest = min(other, key=lambda m: m["frequency_THz"])
+        out.append(f"{name}: {len(other)} mode(s) besides the Γ translations were not sampled ("
+                   + ", ".join(f"{n} {k}" for k, n in kinds.items())
+                   + f"; lowest {lowest['frequency_THz']:.3f} THz at q = {lowest['q']}): the thermal average "
+                   "misses them (see excluded_modes in the stage's summary.json)")
+    return out
+
+
 def _accuracy_section(train: dict) -> list[str]:
     m = train.get("metrics", {})
     split = "test" if any(k.startswith("test/") for k in m) else "val"
@@ -97,6 +118,9 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
     rows = [[k, ", ".join(f"{side} {_fmt(x)}" for side, x in v.items()) if isinstance(v, dict) else v]
             for k, v in h.items()]
     md += ["## Headline", ""] + _table(["quantity", "value"], rows)
+    warnings = excluded_mode_warnings(outputs)
+    if warnings:
+        md += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     images: list[tuple[str, Path]] = []
 
     def figure(stage: str, name: str, caption: str) -> None:
@@ -159,7 +183,8 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
     (run_dir / "report.md").write_text(text)
     (run_dir / "report.html").write_text(markdown_to_html(text, run_dir))
     (run_dir / "headline.json").write_text(json.dumps(h, indent=1))
-    return {"report_md": str(run_dir / "report.md"), "report_html": str(run_dir / "report.html"), "headline": h}
+    return {"report_md": str(run_dir / "report.md"), "report_html": str(run_dir / "report.html"), "headline": h,
+            "warnings": warnings}
 
 
 def markdown_to_html(text: str, base: Path, title: str = "hedgenet report") -> str:

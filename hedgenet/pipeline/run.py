@@ -54,10 +54,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     t_report = time.perf_counter()
     report = write_report(run_dir, outputs, OmegaConf.to_yaml(cfg, resolve=True), seconds)
     seconds["report"] = time.perf_counter() - t_report
+    for w in report["warnings"]:
+        tqdm.write(f"warning: {w}")
     missing = [n for n, o in outputs.items() if "summary" not in o and "metrics" not in o]
     if missing:
         raise PipelineError(f"stages {missing} finished without a summary: see their stage.log")
     return {"report_md": report["report_md"], "report_html": report["report_html"], "headline": report["headline"],
-            "stage_seconds": seconds, "total_s": time.perf_counter() - t_all,
+            "warnings": report["warnings"], "stage_seconds": seconds, "total_s": time.perf_counter() - t_all,
             "stage_cpu_seconds": {n: o.get("cpu_seconds") for n, o in outputs.items()},
             "stages": {s.name: str(s.dir) for s in stages}}
