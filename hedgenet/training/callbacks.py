@@ -1,22 +1,154 @@
-"""Lightning callbacks (module level, so they pickle for ``ddp_spawn``)."""
+"""Lightning callbacks (module level, so they pickle for ``ddp_spawn``) and the ways a training run stops
+early on purpose: a non-finite loss, or SIGTERM/SIGINT (:class:`TrainingInterrupted`)."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf: the run stops instead of training (and saving) NaN weights."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT reached ``hedgenet-train``. The process exits with 128 + the signal number (143 for
+    SIGTERM, 130 for Ctrl-C), as a killed process would, after saying where the run can resume from."""
+
+    def __init__(self, signum: int, message: str = ""):
+        self.signum = int(signum)
+        self.exit_status = 128 + self.signum
+        super().__init__(message or f"stopped by {signal.Signals(self.signum).name}")
+
+
+class StopOnSignal:
+    """While active, SIGTERM and SIGINT raise :class:`TrainingInterrupted` in the main thread (Lightning's own
+    SIGTERM notifier runs first and is kept). Restores the previous handlers on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        import threading
+
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise TrainingInterrupted(signum)
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        return False
+
+
+class NonFiniteLossGuard(Callback):
+    """Stop at the first training batch whose loss is NaN or inf, naming the epoch, the step and the fix."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"the training loss became {value} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+                "(batch {}): the weights would be NaN from here on, so the run stops and no model.pt is written. "
+                "The data were checked finite when loaded, so the optimisation diverged. Fix: a smaller "
+                "train.optimizer.lr, a smaller train.gradient_clip_val, or train.loss_weights with less weight on "
+                "the diverging term; checkpoints/last.ckpt (if any) holds the last finished epoch.".format(batch_idx)
+            )
+
+
 class HistoryWriter(Callback):
-    """Rank 0 appends one JSON line of ``callback_metrics`` per validation epoch to ``path``."""
+    """Rank 0 keeps one JSON line of ``callback_metrics`` per validation epoch in ``path``, one row per epoch:
+    a resumed run first drops the rows of the epochs it will redo, and rows written again replace the old
+    ones; the file is rewritten atomically, so a kill never leaves half a line. ``previous``: the history of the
+    run a resumed run continues from (when it resumes into a new run directory), whose earlier epochs it keeps."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.previous: Path | None = None
+        self.rows: dict[int, dict] = {}
+
+    @staticmethod
+    def read(path: Path) -> dict[int, dict]:
+        rows = {}
+        if path is not None and Path(path).exists():
+            for line in Path(path).read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    rows[int(row["epoch"])] = row
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn line of an older writer
+        return rows
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        start = trainer.current_epoch  # after a checkpoint was restored: the first epoch this run trains
+        rows = self.read(self.path)
+        if not rows and self.previous is not None and self.previous.resolve() != self.path.resolve():
+            rows = self.read(self.previous)
+        self.rows = {e: r for e, r in rows.items() if e < start}
+        self._write()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
             row = {k: float(v) for k, v in trainer.callback_metrics.items()}
             row["epoch"] = trainer.current_epoch
-            with self.path.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            self.rows[trainer.current_epoch] = row
+            self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(self.rows[e]) + "\n" for e in sorted(self.rows)))
+        os.replace(tmp, self.path)
+
+
+class KeepLoggedEpochs(Callback):
+    """Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts: on resume, this puts back the
+    rows of the epochs before the one the run restarts at (read before the logger started), so the file holds
+    every epoch once."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        logger = trainer.logger
+        if not self.rows or logger is None or not hasattr(logger, "experiment"):
+            return
+        writer = logger.experiment
+        if not hasattr(writer, "metrics"):
+            return
+        start = trainer.current_epoch
+        keep = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start]
+        writer.metrics = keep + list(writer.metrics)
+        writer.metrics_keys = sorted(set(writer.metrics_keys) | {k for r in keep for k in r})
+
+
+def _epoch_of(row: dict):
+    try:
+        return int(float(row.get("epoch")))
+    except (TypeError, ValueError):
+        return None
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """Rows of an existing CSV metrics file (empty values dropped), for :class:`KeepLoggedEpochs`."""
+    import csv
+
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]

@@ -90,6 +90,66 @@ def build_trainer(trainer_cfg: DictConfig, **run_args):
 
 
 def run_train(cfg: DictConfig, run_dir: Path) -> dict:
+    """One training run (see the module docstring). SIGTERM/SIGINT stop it with :class:`TrainingInterrupted`
+    (exit status 128 + signal), naming the checkpoint it resumes from and the command; a non-finite loss stops
+    it with :class:`NonFiniteLossError`. Neither writes a model.pt."""
+    from hedgenet.training.callbacks import StopOnSignal, TrainingInterrupted
+
+    with StopOnSignal():
+        try:
+            return _run_train(cfg, run_dir)
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(err.signum, interrupted_message(cfg, run_dir, err.signum)) from None
+        except SystemExit as err:  # Lightning's SIGTERMException (exit status 0): never a silent success
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            if isinstance(err, SIGTERMException):
+                import signal
+
+                raise TrainingInterrupted(signal.SIGTERM, interrupted_message(cfg, run_dir, signal.SIGTERM)) from None
+            raise
+
+
+def interrupted_message(cfg: DictConfig, run_dir: Path, signum: int) -> str:
+    """What a stopped run says: the signal, the checkpoint it resumes from (the last finished epoch) and
+    the command that resumes it in the same run directory (history and logs continue there)."""
+    import shlex
+    import signal
+    import sys
+
+    name = signal.Signals(signum).name
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = [o for o in HydraConfig.get().overrides.task
+                if not o.startswith(("train.resume=", "hydra.run.dir="))]
+    except (ImportError, ValueError):
+        task = []
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "hedgenet-train"
+    if not prog.startswith("hedgenet-train"):
+        prog = "hedgenet-train"
+    command = " ".join([prog, *map(shlex.quote, task), "train.resume=last", shlex.quote(f"hydra.run.dir={run_dir}")])
+    if ckpt.exists():
+        epoch = _checkpoint_epoch(ckpt)
+        where = f"epoch {epoch}" if epoch is not None else "the last finished epoch"
+        return (f"stopped by {name} before the end of training; no model.pt was written. {ckpt} holds {where}: "
+                f"resuming continues after it and keeps history.jsonl and the CSV log whole (each epoch once). "
+                f"Resume with:\n  {command}")
+    return (f"stopped by {name} before the first epoch finished: there is no checkpoint and no model.pt. "
+            f"Rerun the same command to start again:\n  {command.replace(' train.resume=last', '')}")
+
+
+def _checkpoint_epoch(path: Path):
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+    except Exception:  # noqa: BLE001 — only for the message
+        return None
+
+
+def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     import numpy as np
     import torch
@@ -147,11 +207,27 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     history = run_dir / "history.jsonl"
+    resume = cfg.train.resume
+    if resume == "last":
+        resume = str(run_dir / "checkpoints" / "last.ckpt")
+    if resume is not None and not Path(resume).exists():
+        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    callbacks = build_callbacks(cfg)
+    from hedgenet.training.callbacks import HistoryWriter, KeepLoggedEpochs, NonFiniteLossGuard, read_csv_rows
+
+    for cb in callbacks:  # a run resumed into a new directory keeps the earlier epochs of the old one
+        if isinstance(cb, HistoryWriter) and resume is not None:
+            cb.previous = Path(resume).parent.parent / "history.jsonl"
+    callbacks.append(NonFiniteLossGuard())
 
     logger = False
     if cfg.logger.name == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
+        csv_file = run_dir / "csv" / "metrics.csv"
+        if resume is not None:  # the rows of the finished epochs, before the logger deletes the file
+            earlier = Path(resume).parent.parent / "csv" / "metrics.csv"
+            callbacks.append(KeepLoggedEpochs(read_csv_rows(csv_file if csv_file.exists() else earlier)))
         logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
     elif cfg.logger.name == "wandb":
         import wandb
@@ -164,14 +240,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
         )
     trainer = build_trainer(
         checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
-        callbacks=build_callbacks(cfg), gradient_clip_val=cfg.train.gradient_clip_val,
+        callbacks=callbacks, gradient_clip_val=cfg.train.gradient_clip_val,
         log_every_n_steps=cfg.train.log_every_n_steps, default_root_dir=str(run_dir),
     )
-    resume = cfg.train.resume
-    if resume == "last":
-        resume = str(run_dir / "checkpoints" / "last.ckpt")
-    if resume is not None and not Path(resume).exists():
-        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
     t0 = time.perf_counter()
     # with logger=wandb, WandbLogger logs into the run start_run opened; run_stage finishes it after the summary
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
