@@ -163,8 +163,8 @@ def check_temperatures(temperatures, key: str, allow_empty: bool = False) -> lis
         raise ConfigError(f"{key}: the temperature list is empty: give at least one temperature (K). "
                           "Fix: set temperatures.K (shared by the thermal samples and v_F(T))")
     if any(not math.isfinite(t) or t < 0 for t in values):
-        raise ConfigError(f"{key}: temperatures must be finite and ≥ 0 K, got {values}. Fix: set {key} "
-                          "(or temperatures.K, shared by the thermal samples and v_F(T))")
+        also = "" if key == "temperatures.K" else " (or temperatures.K, shared by the thermal samples and v_F(T))"
+        raise ConfigError(f"{key}: temperatures must be finite and ≥ 0 K, got {values}. Fix: set {key}{also}")
     return values
 
 

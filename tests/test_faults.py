@@ -303,6 +303,13 @@ def test_sigterm_saves_resumable_state_and_resume_keeps_logs_whole(tiny_root, tm
     assert hist == list(range(end)), hist  # every epoch once: none repeated, none lost
     assert val == list(range(end)), val
     assert (run / "model.pt").exists()
+    # killed after the last epoch, before model.pt was written: the rerun has nothing to train, still finishes
+    first = json.loads((run / "metrics.json").read_text())["val/loss"]
+    (run / "model.pt").unlink()
+    again = subprocess.run(resumed.args, cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run / "model.pt").exists() and _epochs(run) == (list(range(end)), list(range(end)))
+    assert json.loads((run / "metrics.json").read_text())["val/loss"] == pytest.approx(first, rel=1e-9)
     # Ctrl-C (SIGINT) stops the same way, with status 130
     proc = cli("hedgenet-train", root, *args, f"hydra.run.dir={root}/runs/i", wait=False)
     while not (root / "runs" / "i" / "history.jsonl").exists():

@@ -111,7 +111,8 @@ def _write_error(err: OSError, what: str, where: Path, keep: str) -> DatasetErro
     """A DatasetError for the write failures a user fixes (full disk, read-only or forbidden directory)."""
     text = str(err)
     if err.errno == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
-        return DatasetError(f"no space left on the device while {what} ({where}). {keep} Fix: free disk space "
+        loc = "" if str(where) in what else f" ({where})"
+        return DatasetError(f"no space left on the device while {what}{loc}. {keep} Fix: free disk space "
                             "(or set HEDGENET_ROOT on a larger disk) and rerun the same command: it resumes.")
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in text \
             or "Permission denied" in text:
@@ -478,8 +479,8 @@ class DatasetStore:
                 except OSError as err:
                     tmp.unlink(missing_ok=True)
                     raise (_write_error(err, f"adding samples to {self.path}", self.path,
-                                        f"The file is unchanged; {len(todo)} finished samples stay in {self.staging} "
-                                        "for the rerun.") or err) from None
+                                        f"The file is unchanged; {len(todo)} finished sample(s) stay in "
+                                        f"{self.staging} for the rerun.") or err) from None
                 except BaseException:
                     tmp.unlink(missing_ok=True)
                     raise

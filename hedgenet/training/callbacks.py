@@ -123,9 +123,11 @@ class KeepLoggedEpochs(Callback):
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
+        self.seeded = False
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def _seed(self, trainer) -> None:
         logger = trainer.logger
+        self.seeded = True
         if not self.rows or logger is None or not hasattr(logger, "experiment"):
             return
         writer = logger.experiment
@@ -135,6 +137,16 @@ class KeepLoggedEpochs(Callback):
         keep = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start]
         writer.metrics = keep + list(writer.metrics)
         writer.metrics_keys = sorted(set(writer.metrics_keys) | {k for r in keep for k in r})
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._seed(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """A run resumed after its last epoch trains nothing (no ``on_train_start``): put the rows back here."""
+        if trainer.is_global_zero and not self.seeded:
+            self._seed(trainer)
+            trainer.logger.save()
 
 
 def _epoch_of(row: dict):

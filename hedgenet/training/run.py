@@ -254,6 +254,8 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     metrics, arrays = evaluate(final, dm.graphs["val"], cfg.data.batch_size, "val")
     if "val/loss" in trainer.callback_metrics:  # the weighted loss of the last validation (same weights as final)
         metrics["val/loss"] = float(trainer.callback_metrics["val/loss"])
+    else:  # resumed after the last epoch (killed before model.pt was written): nothing was left to validate
+        metrics["val/loss"] = validation_loss(final, dm.graphs["val"], module.loss_weights, cfg.data.batch_size)
     metrics.update(inference_time(final, dm.graphs["val"]))
     # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
     builder = final.graph_builder()
@@ -277,6 +279,20 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
                extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
     objective_value(metrics, str(cfg.objective), run_dir)  # after every output is written: no work lost
     return metrics
+
+
+def validation_loss(model, graphs, loss_weights: dict, batch_size: int) -> float:
+    """The weighted training loss over ``graphs`` (mean over batches weighted by their atom counts, as
+    Lightning averages the logged ``val/loss``)."""
+    from hedgenet.training.evaluate import predict_batches
+    from hedgenet.training.losses import total_loss
+
+    total, n = 0.0, 0
+    for pred, batch in predict_batches(model, graphs, batch_size):
+        loss, _ = total_loss(pred, batch, dict(loss_weights))
+        size = int(batch.n_atoms.numel())
+        total, n = total + float(loss) * size, n + size
+    return total / max(n, 1)
 
 
 def check_objective(name: str, outputs) -> None:
