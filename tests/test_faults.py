@@ -204,7 +204,11 @@ def test_full_disk_at_the_write_is_clean(tiny_dataset, tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_mod.shutil, "copyfile", full)  # the disk fills while writing the new file
+    def fills_half_way(fd, data):  # the disk fills while the new file is being written
+        os.write(fd, data[: len(data) // 2])
+        full()
+
+    monkeypatch.setattr(store_mod, "_write_all", fills_half_way)
     with pytest.raises(DatasetError, match="no space left on the device while adding samples"):
         store.consolidate()
     assert store.path.read_bytes() == before and store.staged_ids() == [5]  # old file and staged sample kept
@@ -222,14 +226,20 @@ def test_full_disk_at_the_write_is_clean(tiny_dataset, tmp_path, monkeypatch):
     assert store.consolidate() == 1 and 5 in store.ids()
     # a model file cut short by a full disk leaves no temporary file behind
 
-    def partial_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"PK\x03\x04partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_open = open
 
-    monkeypatch.setattr(model_io.torch, "save", partial_save)
-    with pytest.raises(OSError):
+    def fills_up(path, mode="r", *a, **k):  # the model file's write hits a full disk part-way
+        fh = real_open(path, mode, *a, **k)
+        if "w" in mode:
+            fh.write(b"PK\x03\x04partial")
+            fh.flush()
+            fh.write = full
+        return fh
+
+    monkeypatch.setattr(model_io, "open", fills_up, raising=False)
+    with pytest.raises(OSError) as err:
         untrained_model(tmp_path / "m.pt")
-    assert not list(tmp_path.glob("m.pt*"))
+    assert err.value.errno == errno.ENOSPC and not list(tmp_path.glob("m.pt*"))
 
 
 @pytest.fixture

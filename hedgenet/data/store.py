@@ -18,9 +18,11 @@ Writing. One labelling run at a time holds ``<file>.lock`` (an exclusive ``flock
 released by the operating system when the process ends, however it ends); a second run on the same file
 stops at once and names the holder. A worker that finishes a sample writes ``<file>.staging/<id>.npz``
 (temporary name, then an atomic ``os.replace``). The main process periodically *consolidates*: it checks
-the free space, copies the HDF5 file to ``<file>.<pid>.tmp``, appends the staged samples that are not in it
-yet (arrays with fletcher32 checksums), fsyncs, reads every new sample back and compares it with what was
-staged, and only then atomically replaces the old file and removes the staged files. A process killed at
+builds the new HDF5 file in memory (the old one plus the staged samples not in it yet, arrays with fletcher32
+checksums), checks the free space, writes it to ``<file>.<pid>.tmp`` with plain file I/O (HDF5 itself never
+writes to the disk: it crashes the process when the disk fills), fsyncs, reads every new sample back from
+the disk and compares it with what was staged, and only then atomically replaces the old file and removes
+the staged files. A process killed at
 any moment therefore leaves either the old or the new HDF5 file plus the staged samples, and a rerun merges
 them: nothing finished is lost, nothing is duplicated. A failed write (full disk, read-only directory)
 removes its temporary file and stops with one message; the staged samples stay for the rerun.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import io
 import json
 import os
 import shutil
@@ -77,7 +80,7 @@ FLOAT_LABELS = ("positions", "cell", "displacement", "energy", "forces", "H", "S
 """Arrays that must be finite and below :data:`LABEL_LIMIT` in absolute value, at write and at load."""
 LABEL_LIMIT = 1e10
 """No label of a physical sample comes near this (Å, eV, eV/Å): a larger value is damage, not physics."""
-MIN_FREE_MARGIN_BYTES = 16 * 2**20
+MIN_FREE_MARGIN_BYTES = 2 * 2**20
 """Free space kept beyond what a consolidation needs (HDF5 metadata, the staged files themselves)."""
 
 
@@ -165,6 +168,30 @@ class DatasetStore:
     def _tmp(self) -> Path:
         """This process's temporary file beside the dataset (never shared with another process)."""
         return self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+
+    def _replace_with(self, data: bytes, what: str, keep: str, verify=None) -> None:
+        """Write the HDF5 image ``data`` (built in memory) to this process's temporary file with plain file
+        I/O, fsync it, ``verify(tmp)`` (read-back), then atomically replace the dataset file. HDF5 never
+        writes to the disk itself: a disk that fills during the write is a clean ``ENOSPC`` error here (HDF5
+        crashes the process on one), and the temporary file is removed whatever goes wrong."""
+        tmp = self._tmp()
+        try:
+            check_free_space(self.path.parent, len(data), what)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if verify is not None:
+                verify(tmp)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise (_write_error(err, what, self.path, keep) or err) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     # ------------------------------------------------------------------ one writer at a time
     @contextlib.contextmanager
@@ -269,31 +296,22 @@ class DatasetStore:
         except OSError as err:
             raise (_write_error(err, "creating the dataset's folder", self.path.parent, "Nothing was written.")
                    or err) from None
-        tmp = self._tmp()
-        try:
-            check_free_space(self.path.parent, 2**20, f"creating {self.path}")
-            with h5py.File(tmp, "w") as f:
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                f.attrs["created"] = _now()
-                f.attrs["units"] = json.dumps(UNITS)
-                for key, value in header.items():
-                    f.attrs[key] = value if isinstance(value, str) else json.dumps(value)
-                g = f.create_group("reference")
-                g["positions"] = reference_atoms.positions
-                g["cell"] = reference_atoms.cell.array
-                g["numbers"] = reference_atoms.numbers
-                g["layer"] = reference_atoms.arrays["layer"]
-                g["pbc"] = np.asarray(reference_atoms.pbc)
-                f.create_group("samples")
-                f.create_group("failed")
-            _fsync_file(tmp)
-            os.replace(tmp, self.path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise (_write_error(err, f"creating {self.path}", self.path, "Nothing was written.") or err) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["created"] = _now()
+            f.attrs["units"] = json.dumps(UNITS)
+            for key, value in header.items():
+                f.attrs[key] = value if isinstance(value, str) else json.dumps(value)
+            g = f.create_group("reference")
+            g["positions"] = reference_atoms.positions
+            g["cell"] = reference_atoms.cell.array
+            g["numbers"] = reference_atoms.numbers
+            g["layer"] = reference_atoms.arrays["layer"]
+            g["pbc"] = np.asarray(reference_atoms.pbc)
+            f.create_group("samples")
+            f.create_group("failed")
+        self._replace_with(buf.getvalue(), f"creating {self.path}", "Nothing was written.")
 
     def header(self) -> dict:
         with self._open() as f:
@@ -401,30 +419,22 @@ class DatasetStore:
         labelling command relabels them. Returns the ids removed."""
         ids = sorted({int(i) for i in sample_ids})
         with self.locked():
-            tmp = self._tmp()
             removed = []
-            try:
-                with self._open() as src, h5py.File(tmp, "w") as dst:
-                    for k, v in src.attrs.items():
-                        dst.attrs[k] = v
-                    for name in src.keys():
-                        if name in ("samples", "failed"):
-                            dst.create_group(name)
-                            for key in src[name].keys():
-                                if int(key) in ids:
-                                    removed.append(int(key))
-                                else:
-                                    src.copy(src[name][key], dst[name], name=key)
-                        else:
-                            src.copy(src[name], dst, name=name)
-                _fsync_file(tmp)
-                os.replace(tmp, self.path)
-            except OSError as err:
-                tmp.unlink(missing_ok=True)
-                raise (_write_error(err, "dropping samples", self.path, "The file is unchanged.") or err) from None
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            buf = io.BytesIO()
+            with self._open() as src, h5py.File(buf, "w") as dst:
+                for k, v in src.attrs.items():
+                    dst.attrs[k] = v
+                for name in src.keys():
+                    if name in ("samples", "failed"):
+                        dst.create_group(name)
+                        for key in src[name].keys():
+                            if int(key) in ids:
+                                removed.append(int(key))
+                            else:
+                                src.copy(src[name][key], dst[name], name=key)
+                    else:
+                        src.copy(src[name], dst, name=name)
+            self._replace_with(buf.getvalue(), f"dropping samples from {self.path}", "The file is unchanged.")
             for i in removed:
                 (self.staging / f"{_sid(i)}.npz").unlink(missing_ok=True)
         return sorted(set(removed))
@@ -463,27 +473,17 @@ class DatasetStore:
             todo = [p for p in staged if int(p.stem) not in present]
             added = {}
             if todo:
-                tmp = self._tmp()
-                try:
-                    check_free_space(self.path.parent, self.path.stat().st_size + sum(p.stat().st_size for p in todo)
-                                     * 2, f"adding {len(todo)} samples to {self.path}")
-                    shutil.copyfile(self.path, tmp)
-                    with h5py.File(tmp, "a") as f:
-                        for p in todo:
-                            entry = self._write_staged(f, p)
-                            if entry is not None:
-                                added[p] = entry
-                    _fsync_file(tmp)
-                    self._verify(tmp, added, len(present) + len(added))
-                    os.replace(tmp, self.path)
-                except OSError as err:
-                    tmp.unlink(missing_ok=True)
-                    raise (_write_error(err, f"adding samples to {self.path}", self.path,
-                                        f"The file is unchanged; {len(todo)} finished sample(s) stay in "
-                                        f"{self.staging} for the rerun.") or err) from None
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
+                keep = (f"The file is unchanged; {len(todo)} finished sample(s) stay in {self.staging} for the "
+                        "rerun.")
+                buf = io.BytesIO(self.path.read_bytes())  # the new file is built in memory ...
+                with h5py.File(buf, "a") as f:
+                    for p in todo:
+                        entry = self._write_staged(f, p)
+                        if entry is not None:
+                            added[p] = entry
+                # ... written with plain I/O, read back from the disk, then swapped in
+                self._replace_with(buf.getvalue(), f"adding samples to {self.path}", keep,
+                                   verify=lambda tmp: self._verify(tmp, added, len(present) + len(added)))
             for p in staged:  # everything staged is now in the file
                 p.unlink(missing_ok=True)
             return len(added)
@@ -567,6 +567,12 @@ class DatasetStore:
             "label_time_s_median": float(np.median(times)) if n else float("nan"),
             "label_time_s_total": float(np.sum(times)) if n else 0.0,
         }
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fsync_file(path: Path) -> None:

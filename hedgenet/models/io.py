@@ -62,12 +62,19 @@ def save_model(path: str | Path, kind: str, init_kwargs: dict, model: torch.nn.M
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    import io
+
+    buf = io.BytesIO()  # serialised in memory, written with plain I/O: a full disk is a clean OSError(ENOSPC)
+    torch.save(
+        {"kind": kind, "format": MODEL_FORMAT, "init_kwargs": _plain(init_kwargs), "dtype": dtype,
+         "state_dict": model.state_dict(), "extra": _plain(extra or {})},
+        buf,
+    )
     try:
-        torch.save(
-            {"kind": kind, "format": MODEL_FORMAT, "init_kwargs": _plain(init_kwargs), "dtype": dtype,
-             "state_dict": model.state_dict(), "extra": _plain(extra or {})},
-            tmp,
-        )
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
