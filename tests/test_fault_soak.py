@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 SEED = 16
 LABEL_KILLS = 14
 TRAIN_KILLS = 12
-N_SAMPLES = 36
+N_SAMPLES = 48
 EPOCHS = 200
 LABEL = ["dataset.supercell=[4,4]", "reference.block_cutoff=3.5", "dataset.rattle.amplitudes_A=[0.04]",
          f"dataset.rattle.n_per_amplitude={N_SAMPLES}", "dataset.thermal.n_per_temperature=0",
@@ -73,8 +73,8 @@ def test_soak_random_kills_in_labelling_and_training(tmp_path, tiny_root):
     root = tmp_path / "label"
     root.mkdir()
     label = [str(BIN / "hedgenet-label"), *LABEL]
-    for k, (delay, sig) in enumerate(_kill_plan(rng, 1.0, 9.0)):  # until LABEL_KILLS kills landed
-        if counts["label_kill_points"] >= LABEL_KILLS or k >= LABEL_KILLS + 8:
+    for k, (delay, sig) in enumerate(_kill_plan(rng, 1.5, 6.0)):  # until LABEL_KILLS kills landed
+        if counts["label_kill_points"] >= LABEL_KILLS or k >= LABEL_KILLS + 10:
             break
         how, rc = _run_and_maybe_kill([*label, "dataset.name=soak", f"hydra.run.dir={root}/runs/k{k}"], root,
                                       delay, sig)

@@ -3,10 +3,11 @@
 Every stage is one of the hedgenet console scripts (``hedgenet-label``, ``-train``, ``-phonons``, ``-epi``,
 ``-fermi-velocity``) run as its own process with Hydra overrides, in a stage directory named by a hash of
 what the stage depends on: its fully composed config (minus paths of other stages) and the hashes of the
-stages it reads from. A stage whose directory holds ``stage_done.json`` is reused, so a rerun with another
-sampler neither relabels nor retrains, and a rerun after a kill starts at the stage that was killed (the
-labeller resumes its dataset, training resumes from ``checkpoints/last.ckpt``). Nothing finished is ever
-deleted. Stage directories: ``<root>/outputs/pipeline/stages/<stage>/<hash>/``.
+stages it reads from (the root directory stands as a placeholder in the hashed config, so the spelling of the
+root does not matter). A stage whose directory holds ``stage_done.json`` and its outputs (:data:`OUTPUTS`) is
+reused, so a rerun with another sampler neither relabels nor retrains, and a rerun after a kill starts at the
+stage that was killed (the labeller resumes its dataset, training resumes from ``checkpoints/last.ckpt``).
+Nothing finished is ever deleted. Stage directories: ``<root>/outputs/pipeline/stages/<stage>/<hash>/``.
 """
 
 from __future__ import annotations

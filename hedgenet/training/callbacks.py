@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
 
 
 class NonFiniteLossError(RuntimeError):
@@ -117,36 +119,95 @@ class HistoryWriter(Callback):
 
 
 class KeepLoggedEpochs(Callback):
-    """Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts: on resume, this puts back the
-    rows of the epochs before the one the run restarts at (read before the logger started), so the file holds
-    every epoch once."""
+    """Keeps ``csv/metrics.csv`` whole across kills and resumes (with :func:`resumable_csv_logger`): when
+    training starts (after a checkpoint was restored) the file is rewritten with the rows of the epochs before
+    the one the run restarts at (``rows``: read before the run started), and it is rewritten, atomically, at
+    the end of every epoch before the checkpoint of that epoch is saved. So the file always holds every epoch
+    the checkpoint holds, once."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
         self.seeded = False
 
     def _seed(self, trainer) -> None:
-        logger = trainer.logger
         self.seeded = True
-        if not self.rows or logger is None or not hasattr(logger, "experiment"):
-            return
-        writer = logger.experiment
-        if not hasattr(writer, "metrics"):
+        writer = _writer(trainer)
+        if writer is None:
             return
         start = trainer.current_epoch
-        keep = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start]
-        writer.metrics = keep + list(writer.metrics)
-        writer.metrics_keys = sorted(set(writer.metrics_keys) | {k for r in keep for k in r})
+        writer.rows = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start]
+        writer.save()
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._seed(trainer)
 
+    def _flush(self, trainer) -> None:
+        writer = _writer(trainer)
+        if trainer.is_global_zero and writer is not None and not trainer.sanity_checking:
+            writer.save()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._flush(trainer)  # callbacks run before ModelCheckpoint: the rows reach the disk first
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._flush(trainer)
+
     def on_fit_end(self, trainer, pl_module) -> None:
-        """A run resumed after its last epoch trains nothing (no ``on_train_start``): put the rows back here."""
+        """A run resumed after its last epoch trains nothing (no ``on_train_start``): keep the rows here."""
         if trainer.is_global_zero and not self.seeded:
             self._seed(trainer)
-            trainer.logger.save()
+
+
+def _writer(trainer):
+    logger = trainer.logger
+    writer = getattr(logger, "experiment", None) if logger is not None else None
+    return writer if isinstance(writer, _WholeFileWriter) else None
+
+
+class _WholeFileWriter(_ExperimentWriter):
+    """Lightning's CSV experiment writer, except that it never deletes an existing ``metrics.csv`` when it
+    starts, and every save rewrites the whole file atomically (a temporary file, then a rename) from all rows
+    of this run plus the earlier epochs it keeps: a kill never leaves a torn or emptied file."""
+
+    def __init__(self, log_dir: str):
+        self.rows: list[dict] = []
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # the parent deletes metrics.csv here
+        return
+
+    def save(self) -> None:
+        self.rows.extend(self.metrics)
+        self.metrics = []
+        keys = sorted({k for r in self.rows for k in r})
+        self.metrics_keys = keys
+        path = Path(self.metrics_file_path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        import csv
+
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, path)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """A CSVLogger writing through :class:`_WholeFileWriter`."""
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _WholeFileWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def resumable_csv_logger(save_dir: str) -> ResumableCSVLogger:
+    """``<save_dir>/csv/metrics.csv``, saved at the end of every epoch (:class:`KeepLoggedEpochs`) and at the
+    end of the run, not every 100 steps."""
+    return ResumableCSVLogger(save_dir=save_dir, name="csv", version="", flush_logs_every_n_steps=10**9)
 
 
 def _epoch_of(row: dict):

@@ -222,13 +222,15 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
 
     logger = False
     if cfg.logger.name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+        from hedgenet.training.callbacks import resumable_csv_logger
 
         csv_file = run_dir / "csv" / "metrics.csv"
-        if resume is not None:  # the rows of the finished epochs, before the logger deletes the file
+        rows = []
+        if resume is not None:  # the rows of the finished epochs (this run directory's, or the resumed run's)
             earlier = Path(resume).parent.parent / "csv" / "metrics.csv"
-            callbacks.append(KeepLoggedEpochs(read_csv_rows(csv_file if csv_file.exists() else earlier)))
-        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+            rows = read_csv_rows(csv_file if csv_file.exists() else earlier)
+        callbacks.append(KeepLoggedEpochs(rows))
+        logger = resumable_csv_logger(str(run_dir))
     elif cfg.logger.name == "wandb":
         import wandb
         from lightning.pytorch.loggers import WandbLogger
