@@ -18,9 +18,11 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf: the run stops instead of training (and saving) NaN weights."""
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(BaseException):
     """SIGTERM or SIGINT reached ``hedgenet-train``. The process exits with 128 + the signal number (143 for
-    SIGTERM, 130 for Ctrl-C), as a killed process would, after saying where the run can resume from."""
+    SIGTERM, 130 for Ctrl-C), as a killed process would, after saying where the run can resume from. A
+    ``BaseException`` like ``KeyboardInterrupt``: raised from the signal handler wherever the main thread is,
+    it must not be swallowed by an ``except Exception`` on the way (an import guard, a fallback)."""
 
     def __init__(self, signum: int, message: str = ""):
         self.signum = int(signum)

@@ -284,7 +284,7 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def validation_loss(model, graphs, loss_weights: dict, batch_size: int) -> float:
-    """The weighted training loss over ``graphs`` (mean over batches weighted by their atom counts, as
+    """The weighted training loss over ``graphs`` (mean over batches weighted by their number of structures, as
     Lightning averages the logged ``val/loss``)."""
     from hedgenet.training.evaluate import predict_batches
     from hedgenet.training.losses import total_loss
