@@ -59,13 +59,13 @@ def file_error_message(err: OSError) -> str | None:
     """One line for the write failures a user fixes (read-only or forbidden directory, full disk), else None."""
     import errno
 
-    where = f" {err.filename}" if getattr(err, "filename", None) else ""
+    name = getattr(err, "filename", None)
     if err.errno == errno.ENOSPC:
-        return (f"no space left on the device writing{where}. Fix: free disk space, or set HEDGENET_ROOT (or "
-                "hydra.run.dir) on a disk with room, and rerun: finished work is kept")
+        return (f"no space left on the device{f' writing {name}' if name else ''}. Fix: free disk space, or set "
+                "HEDGENET_ROOT (or hydra.run.dir) on a disk with room, and rerun: finished work is kept")
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (f"cannot write{where}: {err.strerror}. Fix: set HEDGENET_ROOT (or hydra.run.dir) to a writable "
-                "directory, or make this one writable")
+        return (f"cannot write{f' {name}' if name else ''}: {err.strerror}. Fix: set HEDGENET_ROOT (or "
+                "hydra.run.dir) to a writable directory, or make this one writable")
     return None
 
 

@@ -137,7 +137,8 @@ class KeepLoggedEpochs(Callback):
         if writer is None:
             return
         start = trainer.current_epoch
-        writer.rows = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start]
+        writer.rows = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start] + writer.rows
+        writer.ready = True
         writer.save()
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -174,12 +175,15 @@ class _WholeFileWriter(_ExperimentWriter):
 
     def __init__(self, log_dir: str):
         self.rows: list[dict] = []
+        self.ready = False  # set when the earlier epochs' rows are in (KeepLoggedEpochs): no write before
         super().__init__(log_dir=log_dir)
 
     def _check_log_dir_exists(self) -> None:  # the parent deletes metrics.csv here
         return
 
     def save(self) -> None:
+        if not self.ready:  # e.g. the logger finalised by a stop during start-up: the file stays as it was
+            return
         self.rows.extend(self.metrics)
         self.metrics = []
         keys = sorted({k for r in self.rows for k in r})
