@@ -287,46 +287,54 @@ def _epochs(run: Path) -> tuple[list[int], list[int]]:
     return hist, val
 
 
+def _wait_for(predicate, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _history_rows(run: Path) -> int:
+    return len((run / "history.jsonl").read_text().splitlines()) if (run / "history.jsonl").exists() else 0
+
+
 def test_sigterm_saves_resumable_state_and_resume_keeps_logs_whole(tiny_root, tmp_path):
     root = tiny_root(tmp_path)
     run = root / "runs" / "t"
     args = [f"data.paths=[{root}/data/tiny.h5]", *TINY_TRAIN, "logger=csv", "train.max_epochs=400"]
     proc = cli("hedgenet-train", root, *args, f"hydra.run.dir={run}", wait=False)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (run / "checkpoints" / "last.ckpt").exists() or len(
-            (run / "history.jsonl").read_text().splitlines() if (run / "history.jsonl").exists() else []) < 3:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    _wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists() and _history_rows(run) >= 3)
+    proc.send_signal(signal.SIGTERM)  # what a scheduler sends at the time limit
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "stopped by SIGTERM" in err and "Resume with:" in err and "Traceback" not in err
     assert not (run / "model.pt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     command = shlex.split(err.split("Resume with:")[1].strip().splitlines()[0])
     assert command[0] == "hedgenet-train" and "train.resume=last" in command and f"hydra.run.dir={run}" in command
-    done = _epochs(run)[0]
-    end = max(done) + 3
+    command[0] = str(BIN / command[0])
+    # the resumed run gets Ctrl-C (SIGINT) as soon as it has restored the checkpoint: status 130, logs intact
+    restored = (run / "train.log").read_text().count("Restored all states")
+    proc = subprocess.Popen(command, cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(lambda: (run / "train.log").read_text().count("Restored all states") > restored)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT and "stopped by SIGINT" in err and "Traceback" not in err
+    hist, val = _epochs(run)  # each epoch once from 0, at least up to the checkpoint's epoch (>= 1)
+    assert hist == list(range(len(hist))) and val == list(range(len(val))) and min(len(hist), len(val)) >= 2
+    end = max(len(hist), len(val)) + 2
     command = [c.replace("train.max_epochs=400", f"train.max_epochs={end}") for c in command]
-    resumed = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=root, env=_env(root), capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(command, cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    hist, val = _epochs(run)
-    assert hist == list(range(end)), hist  # every epoch once: none repeated, none lost
-    assert val == list(range(end)), val
+    assert _epochs(run) == (list(range(end)), list(range(end)))  # every epoch once: none repeated, none lost
     assert (run / "model.pt").exists()
     # killed after the last epoch, before model.pt was written: the rerun has nothing to train, still finishes
     first = json.loads((run / "metrics.json").read_text())["val/loss"]
     (run / "model.pt").unlink()
-    again = subprocess.run(resumed.args, cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (run / "model.pt").exists() and _epochs(run) == (list(range(end)), list(range(end)))
     assert json.loads((run / "metrics.json").read_text())["val/loss"] == pytest.approx(first, rel=1e-9)
-    # Ctrl-C (SIGINT) stops the same way, with status 130
-    proc = cli("hedgenet-train", root, *args, f"hydra.run.dir={root}/runs/i", wait=False)
-    while not (root / "runs" / "i" / "history.jsonl").exists():
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGINT and "stopped by SIGINT" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------------------ pipeline

@@ -32,14 +32,19 @@ class TrainingInterrupted(BaseException):
 
 class StopOnSignal:
     """While active, SIGTERM and SIGINT raise :class:`TrainingInterrupted` in the main thread (Lightning's own
-    SIGTERM notifier runs first and is kept). Restores the previous handlers on exit."""
+    SIGTERM notifier runs first and is kept) and are remembered: an exception raised while Python runs a
+    finaliser (``__del__``, a Cython dealloc during garbage collection) is swallowed by the interpreter, so
+    :meth:`check` (called by :class:`SignalCheck` at every batch and before the run writes its outputs) raises
+    again. Restores the previous handlers on exit."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    received: int | None = None
 
     def __enter__(self):
         import threading
 
         self.previous = {}
+        StopOnSignal.received = None
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self.previous[s] = signal.signal(s, self._raise)
@@ -47,12 +52,31 @@ class StopOnSignal:
 
     @staticmethod
     def _raise(signum, frame):
+        StopOnSignal.received = int(signum)
         raise TrainingInterrupted(signum)
+
+    @staticmethod
+    def check() -> None:
+        if StopOnSignal.received is not None:
+            raise TrainingInterrupted(StopOnSignal.received)
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         return False
+
+
+class SignalCheck(Callback):
+    """Raises :class:`TrainingInterrupted` at the next batch when a signal arrived but its exception was lost."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        StopOnSignal.check()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        StopOnSignal.check()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        StopOnSignal.check()
 
 
 class NonFiniteLossGuard(Callback):

@@ -97,7 +97,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
 
     with StopOnSignal():
         try:
-            return _run_train(cfg, run_dir)
+            metrics = _run_train(cfg, run_dir)
+            StopOnSignal.check()  # a signal whose exception a finaliser swallowed: never a silent success
+            return metrics
         except TrainingInterrupted as err:
             raise TrainingInterrupted(err.signum, interrupted_message(cfg, run_dir, err.signum)) from None
         except SystemExit as err:  # Lightning's SIGTERMException (exit status 0): never a silent success
@@ -213,12 +215,19 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     if resume is not None and not Path(resume).exists():
         raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
     callbacks = build_callbacks(cfg)
-    from hedgenet.training.callbacks import HistoryWriter, KeepLoggedEpochs, NonFiniteLossGuard, read_csv_rows
+    from hedgenet.training.callbacks import (
+        HistoryWriter,
+        KeepLoggedEpochs,
+        NonFiniteLossGuard,
+        SignalCheck,
+        StopOnSignal,
+        read_csv_rows,
+    )
 
     for cb in callbacks:  # a run resumed into a new directory keeps the earlier epochs of the old one
         if isinstance(cb, HistoryWriter) and resume is not None:
             cb.previous = Path(resume).parent.parent / "history.jsonl"
-    callbacks.append(NonFiniteLossGuard())
+    callbacks += [NonFiniteLossGuard(), SignalCheck()]
 
     logger = False
     if cfg.logger.name == "csv":
@@ -274,6 +283,7 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), epochs=cfg.train.max_epochs, init_statistics=stats,
     )
+    StopOnSignal.check()  # before the outputs: a stopped run writes no metrics.json and no model.pt
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     parity_plots(arrays, run_dir)
     learning_curves(history, run_dir)
