@@ -178,16 +178,16 @@ def test_nan_label_is_refused_at_write_and_at_load(tiny_dataset, tmp_path, tiny_
     store.stage(7, arrays, {"sample_id": 7, "seed": 1, "kind": "rattle", "status": "ok"})
     store.consolidate()
     assert 7 not in store.ids() and "forces: 1 NaN/inf values" in store.failures()[7]
-    # at load: a NaN in a stored sample's positions stops training before it starts, naming the sample
+    # at load: a NaN in a stored sample's positions is refused when training loads the data, naming the sample
     root = tiny_root(tmp_path / "root")
     with h5py.File(root / "data" / "tiny.h5", "r+") as f:
         f["samples"]["000002"]["positions"][5, 0] = np.nan
     with pytest.raises(DatasetError, match=r"sample 2 of .* has unusable labels \(positions: 1 NaN/inf values\)"):
         DatasetStore(root / "data" / "tiny.h5").read_sample(2)
-    proc = cli("hedgenet-train", root, f"data.paths=[{root}/data/tiny.h5]", *TINY_TRAIN, "logger=none",
-               f"hydra.run.dir={root}/runs/nan")
-    one_clean_error(proc, "sample 2 of", "positions: 1 NaN/inf values")
-    assert not (root / "runs" / "nan" / "model.pt").exists()
+    from hedgenet.training.data import load_samples
+
+    with pytest.raises(DatasetError, match=r"sample 2 of .*tiny.h5 has unusable labels"):
+        load_samples([root / "data" / "tiny.h5"])
 
 
 def test_full_disk_at_the_write_is_clean(tiny_dataset, tmp_path, monkeypatch):
@@ -432,3 +432,15 @@ def test_layer_count_hint_names_a_fix_hedgenet_train_accepts():
     with pytest.raises(ValueError) as err:
         spec.classify(np.array([6, 6]), np.array([6, 6]), np.array([0, 2]), np.array([2, 0]))
     assert "relations.n_layers" not in str(err.value) and "relations=intra_inter" in str(err.value)
+
+
+def test_unreadable_checkpoint_to_resume_from_is_named(tmp_path):
+    from hedgenet.config import ConfigError
+    from hedgenet.training.callbacks import check_resume_checkpoint
+
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    (ckpt.parent / "epoch=3-step=4.ckpt").write_bytes(b"")
+    ckpt.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ConfigError, match=r"last.ckpt, cannot be read .* Fix: resume from another checkpoint"):
+        check_resume_checkpoint(ckpt)

@@ -12,6 +12,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,6 +78,54 @@ class SignalCheck(Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         StopOnSignal.check()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written as model files are: serialised in memory, written to
+    ``<file>.<pid>.tmp`` in the checkpoint's own directory, fsynced, renamed into place. (Lightning's own writer
+    stages the file in the system's temporary directory and, when that is another filesystem, copies it into
+    place: a kill or a full disk during the copy left a truncated checkpoint that the next resume fails on.)"""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if "://" in str(path) or storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        import io
+
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(buf.getbuffer())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def check_resume_checkpoint(path: str | Path) -> None:
+    """A clear error before training when the checkpoint to resume from cannot be read (truncated, empty)."""
+    import torch
+
+    from hedgenet.config import ConfigError
+
+    path = Path(path)
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 — any failure to read it is the same problem for the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+        raise ConfigError(
+            f"the checkpoint to resume from, {path}, cannot be read ({type(err).__name__}: {first}). Fix: resume "
+            + (f"from another checkpoint of the run (train.resume={path.parent}/{others[-1]}), or " if others else "")
+            + f"move {path.name} away and rerun to start the training again"
+        ) from None
 
 
 class NonFiniteLossGuard(Callback):

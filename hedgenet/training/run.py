@@ -214,15 +214,20 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
         resume = str(run_dir / "checkpoints" / "last.ckpt")
     if resume is not None and not Path(resume).exists():
         raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
-    callbacks = build_callbacks(cfg)
     from hedgenet.training.callbacks import (
+        AtomicCheckpointIO,
         HistoryWriter,
         KeepLoggedEpochs,
         NonFiniteLossGuard,
         SignalCheck,
         StopOnSignal,
+        check_resume_checkpoint,
         read_csv_rows,
     )
+
+    if resume is not None:
+        check_resume_checkpoint(resume)
+    callbacks = build_callbacks(cfg)
 
     for cb in callbacks:  # a run resumed into a new directory keeps the earlier epochs of the old one
         if isinstance(cb, HistoryWriter) and resume is not None:
@@ -249,8 +254,9 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
             project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
             group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])), experiment=wandb.run,
         )
+    plugins = {} if "plugins" in cfg.trainer else {"plugins": [AtomicCheckpointIO()]}
     trainer = build_trainer(
-        checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
+        checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger, **plugins,
         callbacks=callbacks, gradient_clip_val=cfg.train.gradient_clip_val,
         log_every_n_steps=cfg.train.log_every_n_steps, default_root_dir=str(run_dir),
     )
