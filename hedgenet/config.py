@@ -126,7 +126,32 @@ def check_config(cfg, schema: str | type, where: str | None = None, allow_missin
         if missing:
             raise ConfigError(f"config keys {missing} have no value{f' in {where}' if where else ''}. "
                               f"Fix: set them (e.g. {missing[0]}=...) or in the YAML file of that section")
+    for key in SUPERCELL_KEYS:  # before any expensive step: supercell=[0,0] is refused here
+        try:
+            value = OmegaConf.select(merged, key, default=None, throw_on_resolution_failure=False,
+                                     throw_on_missing=False)
+        except Exception:  # noqa: BLE001 — an interpolation resolved later: checked where it is used
+            value = None
+        if value is not None and not isinstance(value, str):
+            check_supercell(value, key, where)
     return merged
+
+
+SUPERCELL_KEYS = ("dataset.supercell", "phonons.supercell", "epi.supercell", "fermi_velocity.supercell",
+                  "material.label_supercell")
+
+
+def check_supercell(value, key: str, where: str | None = None) -> list[int]:
+    """A supercell is 2 or 3 whole numbers ≥ 1 (repetitions of the unit cell along a1, a2[, a3])."""
+    try:
+        values = list(value)
+        ok = len(values) in (2, 3) and all(float(v) == int(v) and int(v) >= 1 for v in values)
+    except (TypeError, ValueError):
+        values, ok = value, False
+    if not ok:
+        raise ConfigError(f"{key}={values}{f' in {where}' if where else ''}: a supercell is 2 (or 3) whole numbers "
+                          f"≥ 1, the repetitions of the unit cell along a1, a2. Fix: e.g. {key}=[5,5]")
+    return [int(v) for v in values]
 
 
 def check_temperatures(temperatures, key: str, allow_empty: bool = False) -> list[float]:
@@ -138,7 +163,8 @@ def check_temperatures(temperatures, key: str, allow_empty: bool = False) -> lis
         raise ConfigError(f"{key}: the temperature list is empty: give at least one temperature (K). "
                           "Fix: set temperatures.K (shared by the thermal samples and v_F(T))")
     if any(not math.isfinite(t) or t < 0 for t in values):
-        raise ConfigError(f"{key}: temperatures must be ≥ 0 K, got {values}. Fix: set temperatures.K")
+        also = "" if key == "temperatures.K" else " (or temperatures.K, shared by the thermal samples and v_F(T))"
+        raise ConfigError(f"{key}: temperatures must be finite and ≥ 0 K, got {values}. Fix: set {key}{also}")
     return values
 
 

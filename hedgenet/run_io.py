@@ -44,7 +44,29 @@ class Run:
             self.wandb_run.summary.update(flat)
 
     def fail(self, err: BaseException) -> None:
-        (self.run_dir / "error.txt").write_text(f"{type(err).__name__}: {err}\n")
+        try:
+            (self.run_dir / "error.txt").write_text(f"{type(err).__name__}: {err}\n")
+        except OSError:
+            pass  # a full disk or a read-only run directory: the console still gets the message
+
+
+class FileWriteError(RuntimeError):
+    """A run cannot write where it was told to (read-only, forbidden, or full disk); the message names the
+    file and the fix."""
+
+
+def file_error_message(err: OSError) -> str | None:
+    """One line for the write failures a user fixes (read-only or forbidden directory, full disk), else None."""
+    import errno
+
+    name = getattr(err, "filename", None)
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device{f' writing {name}' if name else ''}. Fix: free disk space, or set "
+                "HEDGENET_ROOT (or hydra.run.dir) on a disk with room, and rerun: finished work is kept")
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"cannot write{f' {name}' if name else ''}: {err.strerror}. Fix: set HEDGENET_ROOT (or "
+                "hydra.run.dir) to a writable directory, or make this one writable")
+    return None
 
 
 def start_run(cfg: DictConfig) -> Run:
@@ -75,12 +97,13 @@ def finish_run(run: Run) -> None:
 
 
 def exit_with_user_error(prog: str, run, err: BaseException) -> None:
-    """Record ``err`` in the run directory and exit with one clear line (no stack dump), status 2."""
+    """Record ``err`` in the run directory and exit with one clear line (no stack dump), status 2 (or the
+    error's own ``exit_status``: 128 + signal for a run stopped by a signal)."""
     import sys
 
     run.fail(err)
     print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
-    raise SystemExit(2) from None
+    raise SystemExit(int(getattr(err, "exit_status", 2))) from None
 
 
 def run_stage(prog: str, cfg, body, report=None, user_errors: tuple = ()):
@@ -90,7 +113,16 @@ def run_stage(prog: str, cfg, body, report=None, user_errors: tuple = ()):
     exit status 2; any other error is recorded in error.txt and re-raised; the logger is always finished."""
     from hedgenet.config import ConfigError
 
-    run = start_run(cfg)
+    import sys
+
+    try:
+        run = start_run(cfg)
+    except OSError as err:
+        message = file_error_message(err)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         summary = body(cfg, run.run_dir)
         if summary:
@@ -100,6 +132,12 @@ def run_stage(prog: str, cfg, body, report=None, user_errors: tuple = ()):
         return summary
     except (ConfigError, *user_errors) as err:
         exit_with_user_error(prog, run, err)
+    except OSError as err:
+        message = file_error_message(err)
+        if message is None:
+            run.fail(err)
+            raise
+        exit_with_user_error(prog, run, FileWriteError(message))
     except Exception as err:
         run.fail(err)
         raise

@@ -31,6 +31,14 @@ def _hint_misspelt_override(func):
 
     try:
         return func()
+    except OSError as err:  # Hydra creating the run directory on a read-only or full disk
+        from hedgenet.run_io import file_error_message
+
+        message = file_error_message(err)
+        if message is None:
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except ConfigCompositionException as err:
         cause = err.__cause__
         if not (str(err).startswith("Could not override") and isinstance(cause, (ConfigKeyError, ConfigAttributeError))):

@@ -1,6 +1,8 @@
 """``hedgenet-dataset``: inspect, merge and convert labelled datasets.
 
     hedgenet-dataset summary data/ab_bilayer_graphene_default.h5
+    hedgenet-dataset check data/x.h5                 # every sample read back: damaged or unusable ones listed
+    hedgenet-dataset drop data/x.h5 --sample 3       # remove a damaged sample; rerun hedgenet-label to relabel it
     hedgenet-dataset merge out.h5 data/x.shard0-of-8.h5 data/x.shard1-of-8.h5 ...
     hedgenet-dataset export-deeph data/x.h5 --sample 3 deeph_folder/
     hedgenet-dataset import-deeph deeph_folder/ --orbital-order deeph
@@ -19,6 +21,25 @@ def _summary(args) -> None:
     from hedgenet.data.store import DatasetStore
 
     print(json.dumps(DatasetStore(args.file).summary(), indent=1))
+
+
+def _check(args) -> None:
+    from hedgenet.data.store import DatasetStore
+
+    store = DatasetStore(args.file)
+    damaged = store.damaged()
+    print(json.dumps({"file": str(store.path), "n_samples": len(store), "damaged": list(damaged)}, indent=1))
+    for message in damaged.values():
+        print(message, file=sys.stderr)
+    if damaged:
+        sys.exit(1)
+
+
+def _drop(args) -> None:
+    from hedgenet.data.store import DatasetStore
+
+    removed = DatasetStore(args.file).drop(args.sample)
+    print(f"removed samples {removed} from {args.file}; rerun the hedgenet-label command that made it to relabel them")
 
 
 def _merge(args) -> None:
@@ -64,6 +85,13 @@ def main(argv=None) -> None:
     s = sub.add_parser("summary", help="print a dataset's summary")
     s.add_argument("file")
     s.set_defaults(func=_summary)
+    c = sub.add_parser("check", help="read every sample back; list damaged or unusable ones (exit status 1)")
+    c.add_argument("file")
+    c.set_defaults(func=_check)
+    d = sub.add_parser("drop", help="remove samples from a dataset (a rerun of hedgenet-label relabels them)")
+    d.add_argument("file")
+    d.add_argument("--sample", type=int, action="append", required=True)
+    d.set_defaults(func=_drop)
     m = sub.add_parser("merge", help="merge shard files of one dataset")
     m.add_argument("out")
     m.add_argument("shards", nargs="+")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import hydra
@@ -28,7 +29,21 @@ def check_label_config(cfg: DictConfig) -> None:
     check_config(cfg, "label")
     check_material(cfg.material)
     d = cfg.dataset
-    check_temperatures(d.thermal.temperatures_K, "dataset.thermal.temperatures_K", allow_empty=True)
+    if "temperatures" in cfg:
+        check_temperatures(cfg.temperatures.K, "temperatures.K", allow_empty=True)
+    thermal_T = check_temperatures(d.thermal.temperatures_K, "dataset.thermal.temperatures_K", allow_empty=True)
+    if not d.thermal.quantum and d.thermal.n_per_temperature > 0 and 0.0 in thermal_T:
+        raise ConfigError("dataset.thermal.temperatures_K has 0 K with dataset.thermal.quantum=false: classical "
+                          "sampling displaces nothing at 0 K, so every such sample would be the undisplaced cell. "
+                          "Fix: drop 0 from the temperatures or set dataset.thermal.quantum=true (zero-point motion)")
+    amplitudes = [float(a) for a in d.rattle.amplitudes_A]
+    if any(not math.isfinite(a) or a <= 0 for a in amplitudes):
+        raise ConfigError(f"dataset.rattle.amplitudes_A={amplitudes}: rattle amplitudes are standard deviations "
+                          "in Å and must be > 0. Fix: e.g. dataset.rattle.amplitudes_A=[0.02,0.05]")
+    for shift in d.rigid.shifts_A:
+        if len(shift) != 3 or any(not math.isfinite(float(x)) for x in shift):
+            raise ConfigError(f"dataset.rigid.shifts_A: {list(shift)} is not a shift [dx, dy, dz] in Å. "
+                              "Fix: give three finite numbers per shift")
     if not (0 <= d.shard_index < d.num_shards):
         raise ConfigError(
             f"dataset.shard_index={d.shard_index} must lie in [0, dataset.num_shards={d.num_shards})"
@@ -45,13 +60,23 @@ def check_label_config(cfg: DictConfig) -> None:
 def run_label(cfg: DictConfig) -> dict:
     """Check the config, relax the material with the reference, then build and label the dataset
     (:func:`hedgenet.data.build.label_material`; thermal samples from the reference's cached force constants)."""
+    from hedgenet.data.build import dataset_path
+    from hedgenet.data.store import DatasetStore
+
+    check_label_config(cfg)
+    # the dataset's lock before any expensive step: a second run on the same file stops here, not after the
+    # relaxation and the force constants
+    with DatasetStore(dataset_path(resolved_dict(cfg.dataset))).locked():
+        return _label(cfg)
+
+
+def _label(cfg: DictConfig) -> dict:
     from hedgenet.data.build import label_material
     from hedgenet.physics.phonons import reference_force_constants
     from hedgenet.physics.sampling import NormalModes, check_imaginary_modes, excluded_modes, supercell_lattice
     from hedgenet.reference import make_reference
     from hedgenet.reference.relax import relaxed_structure
 
-    check_label_config(cfg)
     reference = make_reference(cfg.reference.name, **reference_settings(cfg))
     cache_dir = Path(cfg.paths.cache_dir)
     d = cfg.dataset

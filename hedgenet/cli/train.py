@@ -30,9 +30,10 @@ def _report(metrics: dict, run) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     from hedgenet.data.store import DatasetError
+    from hedgenet.training.callbacks import NonFiniteLossError, TrainingInterrupted
     from hedgenet.training.run import run_train
 
-    metrics = run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError,))
+    metrics = run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError, NonFiniteLossError, TrainingInterrupted))
     return float(metrics[cfg.objective]) if metrics else None  # the sweep objective (run_train checked it)
 
 

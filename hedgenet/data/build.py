@@ -40,33 +40,33 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
         )
     shifts = (d.get("rigid") or {}).get("shifts_A") or []
     specs += rigid_layer_specs(base.arrays["layer"], shifts, seed, start_id=len(specs))
-    path = Path(d["path"])
+    path = dataset_path(d)
     if d["num_shards"] > 1:
         specs = [s for s in specs if s.sample_id % d["num_shards"] == d["shard_index"]]
-        path = path.with_name(f"{path.stem}.shard{d['shard_index']}-of-{d['num_shards']}{path.suffix}")
 
     store = DatasetStore(path)
     fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
-    if store.exists():
-        store.check_fingerprint(fingerprint)
-    else:
-        store.create(
-            {
-                "fingerprint": fingerprint,
-                "solver_settings": reference.settings(),
-                "orbital_layout": reference.layout.to_json(),
-                "material": {"name": material["name"], "builder": material["builder"], "params": params},
-                "supercell": list(d["supercell"]),
-                "config": config_yaml,
-                "provenance": provenance(),
-            },
-            base,
+    with store.locked():  # one labelling run per dataset, from its creation to the last sample
+        if store.exists():
+            store.check_fingerprint(fingerprint)
+        else:
+            store.create(
+                {
+                    "fingerprint": fingerprint,
+                    "solver_settings": reference.settings(),
+                    "orbital_layout": reference.layout.to_json(),
+                    "material": {"name": material["name"], "builder": material["builder"], "params": params},
+                    "supercell": list(d["supercell"]),
+                    "config": config_yaml,
+                    "provenance": provenance(),
+                },
+                base,
+            )
+        counts = label_dataset(
+            store, base, specs, make_reference, reference_spec,
+            n_workers=d["n_workers"], consolidate_every_s=d["consolidate_every_s"], progress=progress,
+            reference=reference,
         )
-    counts = label_dataset(
-        store, base, specs, make_reference, reference_spec,
-        n_workers=d["n_workers"], consolidate_every_s=d["consolidate_every_s"], progress=progress,
-        reference=reference,
-    )
     summary = store.summary()
     summary.update(
         material=material["name"], reference=reference.name, structure_params=params,
@@ -75,6 +75,14 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     if summary["n_failed"]:
         summary["failures"] = {str(k): v for k, v in store.failures().items()}
     return summary
+
+
+def dataset_path(dataset: dict) -> Path:
+    """The HDF5 file the ``dataset`` config section labels into (``dataset.path``, or its shard's file)."""
+    path = Path(dataset["path"])
+    if dataset["num_shards"] > 1:
+        path = path.with_name(f"{path.stem}.shard{dataset['shard_index']}-of-{dataset['num_shards']}{path.suffix}")
+    return path
 
 
 def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed: int, reference) -> str:

@@ -330,8 +330,18 @@ def import_deeph(
     lat = _loadtxt(folder / "lat.dat", "the lattice", dtype=float, ndmin=2)
     if lat.shape != (3, 3):
         raise ValueError(f"{folder / 'lat.dat'}: expected a 3×3 matrix (vectors as columns), got {lat.shape}")
+    if not np.isfinite(lat).all():
+        raise ValueError(f"{folder / 'lat.dat'}: the lattice holds NaN or inf ({int((~np.isfinite(lat)).sum())} "
+                         "entries). Fix: rewrite lat.dat from the calculation that made the folder")
+    if abs(np.linalg.det(lat)) < 1e-6:
+        raise ValueError(f"{folder / 'lat.dat'}: the lattice vectors are linearly dependent (zero volume). "
+                         "Fix: rewrite lat.dat (3 lattice vectors as columns, Å)")
     cell = lat.T
     pos = _loadtxt(folder / "site_positions.dat", "the positions", dtype=float, ndmin=2)
+    if not np.isfinite(pos).all():
+        bad = sorted(set(np.argwhere(~np.isfinite(pos))[:, 1].tolist()))
+        raise ValueError(f"{folder / 'site_positions.dat'}: positions of atoms {bad[:10]} (0-based columns) are NaN "
+                         "or inf. Fix: rewrite site_positions.dat from the calculation that made the folder")
     if pos.shape[0] != 3:
         raise ValueError(
             f"{folder / 'site_positions.dat'}: expected 3 rows (x, y, z; one column per atom), got shape "

@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from hedgenet.data.displacements import SampleSpec
-from hedgenet.data.store import DatasetStore
+from hedgenet.data.store import DatasetStore, nonfinite_labels
 from hedgenet.reference.base import ReferenceError
 
 _WORKER_REFERENCE = None
@@ -58,6 +58,11 @@ def label_one(reference, base: Atoms, spec: SampleSpec, store: DatasetStore) -> 
         "orbital_mask": reference.layout.orbital_mask(atoms.numbers),
         "orbital_energies": np.sort(res.orbital_energies_eV),
     }
+    bad = nonfinite_labels(arrays)
+    if bad:  # an unusable label is a recorded failure, never a stored sample
+        reason = f"non-finite labels from the reference ({bad})"
+        store.stage(spec.sample_id, None, {**attrs, "status": "failed", "reason": reason})
+        return f"failed: {reason}"
     attrs.update(
         status="ok",
         time_s=dt,
@@ -83,7 +88,16 @@ def label_dataset(
     progress: bool = True,
     reference=None,
 ) -> dict:
-    """Label every spec not finished yet; consolidate staged samples into the HDF5 file as we go."""
+    """Label every spec not finished yet; consolidate staged samples into the HDF5 file as we go. Holds the
+    dataset's lock for the whole run (:meth:`DatasetStore.locked`): a second labeller on the same file stops at
+    once with :class:`~hedgenet.data.store.DatasetLockedError`."""
+    with store.locked():
+        return _label_locked(store, base, specs, reference_factory, reference_kwargs, n_workers, consolidate_every_s,
+                             progress, reference)
+
+
+def _label_locked(store, base, specs, reference_factory, reference_kwargs, n_workers, consolidate_every_s, progress,
+                  reference) -> dict:
     store.consolidate()  # merge what a killed run left staged
     done = store.done_ids()
     todo = [s for s in specs if s.sample_id not in done]

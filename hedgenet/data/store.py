@@ -14,19 +14,33 @@ Schema (version 1; all lengths Å, energies eV, forces eV/Å; see docs/data_form
                                   time_s, fermi_level_eV, stats (JSON), labelled_at, pid
     /failed/<id:06d>/      attrs: sample_id, seed, kind, reason, labelled_at
 
-Writing. A worker that finishes a sample writes ``<file>.staging/<id>.npz`` (temporary name, then an
-atomic ``os.replace``). The main process periodically *consolidates*: it copies the HDF5 file, appends
-the staged samples that are not in it yet, fsyncs, and atomically replaces the old file; only then are
-the staged files removed. A process killed at any moment therefore leaves either the old or the new HDF5
-file plus the staged samples, and a rerun merges them: nothing finished is lost, nothing is duplicated.
+Writing. One labelling run at a time holds ``<file>.lock`` (an exclusive ``flock`` for the whole run,
+released by the operating system when the process ends, however it ends); a second run on the same file
+stops at once and names the holder. A worker that finishes a sample writes ``<file>.staging/<id>.npz``
+(temporary name, then an atomic ``os.replace``). The main process periodically *consolidates*: it checks
+builds the new HDF5 file in memory (the old one plus the staged samples not in it yet, arrays with fletcher32
+checksums), checks the free space, writes it to ``<file>.<pid>.tmp`` with plain file I/O (HDF5 itself never
+writes to the disk: it crashes the process when the disk fills), fsyncs, reads every new sample back from
+the disk and compares it with what was staged, and only then atomically replaces the old file and removes
+the staged files. A process killed at
+any moment therefore leaves either the old or the new HDF5 file plus the staged samples, and a rerun merges
+them: nothing finished is lost, nothing is duplicated. A failed write (full disk, read-only directory)
+removes its temporary file and stops with one message; the staged samples stay for the rerun.
+
+Reading checks every sample: a damaged array (checksum or decompression failure) or a non-finite or
+absurd label (NaN, inf, |x| > 1e10) is a :class:`DatasetError` naming the sample and how to relabel it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
+import io
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import h5py
@@ -62,8 +76,68 @@ ARRAY_KEYS = (
 _COMPRESSED = {"H", "S", "edge_index", "cell_shift"}
 
 
+FLOAT_LABELS = ("positions", "cell", "displacement", "energy", "forces", "H", "S", "orbital_energies")
+"""Arrays that must be finite and below :data:`LABEL_LIMIT` in absolute value, at write and at load."""
+LABEL_LIMIT = 1e10
+"""No label of a physical sample comes near this (Å, eV, eV/Å): a larger value is damage, not physics."""
+MIN_FREE_MARGIN_BYTES = 2 * 2**20
+"""Free space kept beyond what a consolidation needs (HDF5 metadata, the staged files themselves)."""
+
+
 class DatasetError(RuntimeError):
     """A dataset file cannot be used as asked (corrupt, wrong schema, other settings)."""
+
+
+class DatasetLockedError(DatasetError):
+    """Another process is labelling into the same dataset file."""
+
+
+def nonfinite_labels(arrays: dict) -> str | None:
+    """None when every float label of ``arrays`` is finite and below :data:`LABEL_LIMIT`, else what is wrong
+    (``"forces: 2 NaN/inf values"``)."""
+    for key in FLOAT_LABELS:
+        if key not in arrays:
+            continue
+        v = np.asarray(arrays[key])
+        if not np.issubdtype(v.dtype, np.floating) or v.size == 0:
+            continue
+        bad = ~np.isfinite(v)
+        if bad.any():
+            return f"{key}: {int(bad.sum())} NaN/inf values"
+        big = np.abs(v) > LABEL_LIMIT
+        if big.any():
+            return f"{key}: {int(big.sum())} values above {LABEL_LIMIT:.0e} in size (largest {float(np.abs(v).max()):.3g})"
+    return None
+
+
+def _write_error(err: OSError, what: str, where: Path, keep: str) -> DatasetError | None:
+    """A DatasetError for the write failures a user fixes (full disk, read-only or forbidden directory)."""
+    text = str(err)
+    if err.errno == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
+        loc = "" if str(where) in what else f" ({where})"
+        return DatasetError(f"no space left on the device while {what}{loc}. {keep} Fix: free disk space "
+                            "(or set HEDGENET_ROOT on a larger disk) and rerun the same command: it resumes.")
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in text \
+            or "Permission denied" in text:
+        return DatasetError(f"cannot write {where} while {what}: {err.strerror or text}. {keep} Fix: set "
+                            "HEDGENET_ROOT (or dataset.path) to a writable directory, or make this one writable.")
+    return None
+
+
+def check_free_space(directory: Path, need_bytes: int, what: str) -> None:
+    """DatasetError before writing when the disk holding ``directory`` has less than ``need_bytes`` +
+    :data:`MIN_FREE_MARGIN_BYTES` free."""
+    free = shutil.disk_usage(directory).free
+    need = int(need_bytes) + MIN_FREE_MARGIN_BYTES
+    if free < need:
+        raise DatasetError(
+            f"only {free / 2**20:.1f} MiB free on the disk of {directory}, {what} needs about {need / 2**20:.1f} MiB. "
+            "Nothing was written; finished samples are kept. Fix: free disk space (or set HEDGENET_ROOT on a larger "
+            "disk) and rerun the same command: it resumes."
+        )
+
+
+_HELD_LOCKS: dict[str, list] = {}  # lock file -> [fd, depth]: re-entrant within one process
 
 
 def _now() -> str:
@@ -89,6 +163,100 @@ class DatasetStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.name + ".staging")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def _tmp(self) -> Path:
+        """This process's temporary file beside the dataset (never shared with another process)."""
+        return self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+
+    def _replace_with(self, data: bytes, what: str, keep: str, verify=None) -> None:
+        """Write the HDF5 image ``data`` (built in memory) to this process's temporary file with plain file
+        I/O, fsync it, ``verify(tmp)`` (read-back), then atomically replace the dataset file. HDF5 never
+        writes to the disk itself: a disk that fills during the write is a clean ``ENOSPC`` error here (HDF5
+        crashes the process on one), and the temporary file is removed whatever goes wrong."""
+        tmp = self._tmp()
+        try:
+            check_free_space(self.path.parent, len(data), what)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if verify is not None:
+                verify(tmp)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise (_write_error(err, what, self.path, keep) or err) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    # ------------------------------------------------------------------ one writer at a time
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the dataset's exclusive lock (``<file>.lock``, ``flock``) for the block: one labelling run
+        per dataset. Re-entrant in one process; released when the block ends or the process dies (even by
+        SIGKILL). :class:`DatasetLockedError` naming the holder when another process has it."""
+        import fcntl
+
+        key = str(self.lock_path.absolute())
+        if key in _HELD_LOCKS:
+            _HELD_LOCKS[key][1] += 1
+            try:
+                yield
+            finally:
+                _HELD_LOCKS[key][1] -= 1
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise (_write_error(err, "taking the dataset's lock", self.lock_path,
+                                "Nothing was written.") or err) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = ""
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            except (OSError, ValueError):
+                pass
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            who = (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+                   if isinstance(holder, dict) and holder else "another process")
+            raise DatasetLockedError(
+                f"dataset {self.path} is being labelled by another process ({who}; lock {self.lock_path}). Two "
+                "runs on one dataset would label the same samples twice. Fix: wait for that run to end and rerun "
+                "this command (it resumes: finished samples are kept), or label into another file "
+                "(dataset.name=<other name>). The lock ends with its process, however it ends: there is no stale "
+                "lock to delete."
+            ) from None
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}).encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info, 0)
+        except OSError:
+            pass  # the lock holds without its note
+        _HELD_LOCKS[key] = [fd, 1]
+        try:
+            self._remove_stale_files()
+            yield
+        finally:
+            del _HELD_LOCKS[key]
+            os.close(fd)
+
+    def _remove_stale_files(self) -> None:
+        """Temporary files of dead runs (only called with the lock held: no live writer owns them)."""
+        for p in self.path.parent.glob(self.path.name + ".*tmp"):
+            if p != self.lock_path:
+                p.unlink(missing_ok=True)
+        if self.staging.exists():
+            for p in self.staging.glob(".*.tmp.npz"):
+                p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ opening and checking
     def exists(self) -> bool:
@@ -123,9 +291,13 @@ class DatasetStore:
 
     def create(self, header: dict, reference_atoms) -> None:
         """Create an empty dataset file atomically with its header (settings, provenance, reference)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise (_write_error(err, "creating the dataset's folder", self.path.parent, "Nothing was written.")
+                   or err) from None
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["created"] = _now()
             f.attrs["units"] = json.dumps(UNITS)
@@ -139,8 +311,7 @@ class DatasetStore:
             g["pbc"] = np.asarray(reference_atoms.pbc)
             f.create_group("samples")
             f.create_group("failed")
-        _fsync_file(tmp)
-        os.replace(tmp, self.path)
+        self._replace_with(buf.getvalue(), f"creating {self.path}", "Nothing was written.")
 
     def header(self) -> dict:
         with self._open() as f:
@@ -195,15 +366,32 @@ class DatasetStore:
     def __len__(self) -> int:
         return len(self.ids())
 
+    def _read_group(self, g, key: str) -> dict:
+        """One sample's arrays and attributes, checked: damaged storage or a non-finite label is a
+        DatasetError naming the sample and the fix."""
+        fix = (f"The other samples are intact. Fix: `hedgenet-dataset drop {self.path} --sample {int(key)}`, then "
+               "rerun the hedgenet-label command that made the file: it relabels that sample.")
+        out = {}
+        for k in g.keys():
+            try:
+                out[k] = g[k][()]
+            except (OSError, ValueError, RuntimeError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise DatasetError(f"sample {int(key)} of {self.path} cannot be read: its stored {k} is damaged "
+                                   f"({first}). {fix}") from None
+        bad = nonfinite_labels(out)
+        if bad:
+            raise DatasetError(f"sample {int(key)} of {self.path} has unusable labels ({bad}). {fix}")
+        out.update({k: _sample_attr(v) for k, v in g.attrs.items()})
+        return out
+
     def read_sample(self, sample_id: int) -> dict:
         with self._open() as f:
             try:
                 g = f["samples"][_sid(sample_id)]
             except KeyError:
                 raise KeyError(f"sample {sample_id} is not in {self.path}") from None
-            out = {k: g[k][()] for k in g.keys()}
-            out.update({k: _sample_attr(v) for k, v in g.attrs.items()})
-            return out
+            return self._read_group(g, _sid(sample_id))
 
     def read_reference(self) -> dict:
         """The undisplaced supercell (positions, cell Å; numbers, layer, pbc)."""
@@ -213,58 +401,142 @@ class DatasetStore:
     def iter_samples(self):
         with self._open() as f:
             for key in sorted(f["samples"].keys()):
-                g = f["samples"][key]
-                out = {k: g[k][()] for k in g.keys()}
-                out.update({k: _sample_attr(v) for k, v in g.attrs.items()})
-                yield out
+                yield self._read_group(f["samples"][key], key)
+
+    def damaged(self) -> dict[int, str]:
+        """Samples that cannot be used (damaged storage or unusable labels): id → the message."""
+        out = {}
+        with self._open() as f:
+            for key in sorted(f["samples"].keys()):
+                try:
+                    self._read_group(f["samples"][key], key)
+                except DatasetError as err:
+                    out[int(key)] = str(err)
+        return out
+
+    def drop(self, sample_ids) -> list[int]:
+        """Remove samples (e.g. damaged ones) from the file atomically, under the lock; a rerun of the
+        labelling command relabels them. Returns the ids removed."""
+        ids = sorted({int(i) for i in sample_ids})
+        with self.locked():
+            removed = []
+            buf = io.BytesIO()
+            with self._open() as src, h5py.File(buf, "w") as dst:
+                for k, v in src.attrs.items():
+                    dst.attrs[k] = v
+                for name in src.keys():
+                    if name in ("samples", "failed"):
+                        dst.create_group(name)
+                        for key in src[name].keys():
+                            if int(key) in ids:
+                                removed.append(int(key))
+                            else:
+                                src.copy(src[name][key], dst[name], name=key)
+                    else:
+                        src.copy(src[name], dst, name=name)
+            self._replace_with(buf.getvalue(), f"dropping samples from {self.path}", "The file is unchanged.")
+            for i in removed:
+                (self.staging / f"{_sid(i)}.npz").unlink(missing_ok=True)
+        return sorted(set(removed))
 
     # ------------------------------------------------------------------ writing
     def stage(self, sample_id: int, arrays: dict | None, attrs: dict) -> None:
         """Write one finished sample (or failure, ``arrays=None``) to the staging folder atomically."""
-        self.staging.mkdir(parents=True, exist_ok=True)
         final = self.staging / f"{_sid(sample_id)}.npz"
         tmp = self.staging / f".{_sid(sample_id)}.{os.getpid()}.tmp.npz"
         payload = {"__attrs__": np.array(json.dumps(attrs))}
         if arrays is not None:
             payload.update({k: np.asarray(v) for k, v in arrays.items()})
-        np.savez(tmp, **payload)
-        _fsync_file(tmp)
-        os.replace(tmp, final)
+        try:
+            self.staging.mkdir(parents=True, exist_ok=True)
+            check_free_space(self.staging, sum(v.nbytes for v in payload.values()), f"staging sample {sample_id}")
+            np.savez(tmp, **payload)
+            _fsync_file(tmp)
+            os.replace(tmp, final)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise (_write_error(err, f"staging sample {sample_id}", final,
+                                "The samples finished before it are kept.") or err) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def consolidate(self) -> int:
-        """Move staged samples into the HDF5 file atomically; returns how many were added."""
+        """Move staged samples into the HDF5 file atomically; returns how many were added. The new file is
+        written under a per-process temporary name, read back and compared with the staged samples before it
+        replaces the old one; a failed write leaves the old file and the staged samples as they were."""
         staged = sorted(self.staging.glob("*.npz")) if self.staging.exists() else []
         if not staged:
             return 0
-        present = set(self.ids()) | set(self.failed_ids())
-        todo = [p for p in staged if int(p.stem) not in present]
-        added = 0
-        if todo:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            shutil.copyfile(self.path, tmp)
-            with h5py.File(tmp, "a") as f:
-                for p in todo:
-                    try:
-                        data = dict(np.load(p, allow_pickle=False))
-                    except (OSError, ValueError, EOFError) as err:  # unreadable: relabel it
-                        print(f"warning: staged sample {p} unreadable ({err}); it will be relabelled")
-                        p.unlink()
-                        continue
-                    attrs = json.loads(str(data.pop("__attrs__")))
-                    group = f["failed" if attrs.get("status") == "failed" else "samples"]
-                    g = group.create_group(_sid(int(p.stem)))
+        with self.locked():
+            present = set(self.ids()) | set(self.failed_ids())
+            todo = [p for p in staged if int(p.stem) not in present]
+            added = {}
+            if todo:
+                keep = (f"The file is unchanged; {len(todo)} finished sample(s) stay in {self.staging} for the "
+                        "rerun.")
+                buf = io.BytesIO(self.path.read_bytes())  # the new file is built in memory ...
+                with h5py.File(buf, "a") as f:
+                    for p in todo:
+                        entry = self._write_staged(f, p)
+                        if entry is not None:
+                            added[p] = entry
+                # ... written with plain I/O, read back from the disk, then swapped in
+                self._replace_with(buf.getvalue(), f"adding samples to {self.path}", keep,
+                                   verify=lambda tmp: self._verify(tmp, added, len(present) + len(added)))
+            for p in staged:  # everything staged is now in the file
+                p.unlink(missing_ok=True)
+            return len(added)
+
+    def _write_staged(self, f: h5py.File, p: Path):
+        """Append the staged sample ``p`` to the open file ``f``; returns (group name, arrays, attrs), or None
+        for an unreadable staged file (deleted: it is relabelled)."""
+        try:
+            data = dict(np.load(p, allow_pickle=False))
+            attrs = json.loads(str(data.pop("__attrs__")))
+        except (OSError, ValueError, EOFError, KeyError) as err:  # unreadable: relabel it
+            print(f"warning: staged sample {p} unreadable ({err}); it will be relabelled")
+            p.unlink(missing_ok=True)
+            return None
+        failed = attrs.get("status") == "failed"
+        bad = None if failed else nonfinite_labels(data)
+        if bad:  # never store an unusable label: record the sample as failed, with the reason
+            attrs = {k: v for k, v in attrs.items() if k in ("sample_id", "seed", "kind", "labelled_at", "pid")}
+            attrs.update(status="failed", reason=f"non-finite labels from the reference ({bad})")
+            data, failed = {}, True
+        name = "failed" if failed else "samples"
+        g = f[name].create_group(_sid(int(p.stem)))
+        for k, v in data.items():
+            kw = {}
+            if v.ndim >= 1 and v.size > 0:
+                kw["fletcher32"] = True  # a checksum per chunk: damage is detected on reading
+                if k in _COMPRESSED and v.size > 64:
+                    kw["compression"] = "lzf"
+            g.create_dataset(k, data=v, **kw)
+        for k, v in attrs.items():
+            g.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
+        return name, data
+
+    def _verify(self, tmp: Path, added: dict, n_expected: int) -> None:
+        """Read ``tmp`` back: every added sample's arrays equal what was staged, checksums hold, and the file
+        holds ``n_expected`` samples and failures."""
+        try:
+            with h5py.File(tmp, "r") as f:
+                n = len(f["samples"]) + len(f["failed"])
+                for p, (name, data) in added.items():
+                    g = f[name][_sid(int(p.stem))]
                     for k, v in data.items():
-                        kw = {"compression": "lzf"} if k in _COMPRESSED and v.size > 64 else {}
-                        g.create_dataset(k, data=v, **kw)
-                    for k, v in attrs.items():
-                        g.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
-                    added += 1
-            _fsync_file(tmp)
-            os.replace(tmp, self.path)
-        for p in staged:  # everything staged is now in the file
-            if p.exists():
-                p.unlink()
-        return added
+                        back = g[k][()]
+                        if back.shape != v.shape or not np.array_equal(back, v, equal_nan=back.dtype.kind == "f"):
+                            raise DatasetError(f"read-back of {tmp} differs from staged sample {p.stem} in {k}")
+        except OSError as err:
+            if _write_error(err, "", tmp, "") is not None:
+                raise
+            raise DatasetError(f"the new dataset file {tmp} does not read back ({err}); the old file {self.path} "
+                               f"and the staged samples are kept. Fix: check the disk, then rerun.") from None
+        if n != n_expected:
+            raise DatasetError(f"the new dataset file {tmp} holds {n} samples, expected {n_expected}; the old file "
+                               f"{self.path} and the staged samples are kept. Fix: rerun the same command.")
 
     def summary(self) -> dict:
         """Counts and label statistics for printing (energies eV, forces eV/Å, H blocks eV)."""
@@ -297,6 +569,12 @@ class DatasetStore:
         }
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -316,7 +594,7 @@ def merge_shards(out_path: str | os.PathLike, shard_paths) -> DatasetStore:
     out = DatasetStore(out_path)
     if out.exists():
         raise DatasetError(f"{out.path} exists; refusing to overwrite. Fix: choose another output path.")
-    tmp = out.path.with_name(out.path.name + ".tmp")
+    tmp = out._tmp()
     shutil.copyfile(shards[0].path, tmp)
     with h5py.File(tmp, "a") as f:
         for name in ("samples", "failed"):

@@ -77,7 +77,9 @@ class RelationSpec:
             if top >= self.n_layers or min(int(li.min(initial=0)), int(lj.min(initial=0))) < 0:
                 raise ValueError(
                     f"relations=by_layer_pair was built for {self.n_layers} layers (0..{self.n_layers - 1}) "
-                    f"but the structure has layer index {top}. Fix: set relations.n_layers >= {top + 1}."
+                    f"but the structure has layer index {top}: the number of layers is taken from the training data. "
+                    f"Fix: train on data with at least {top + 1} layers (hedgenet-train data.paths=[...]), or train "
+                    "with relations=intra_inter, which takes any number of layers."
                 )
             a, b = np.minimum(li, lj), np.maximum(li, lj)
             # index of (a, b), a <= b, in the row-major upper triangle

@@ -82,6 +82,16 @@ class RenormalizationSettings:
         bad = set(self.orders) - set(ORDERS)
         if bad or not self.orders:
             raise ValueError(f"orders {list(self.orders)}: choose from {list(ORDERS)}")
+        if self.n_bootstrap < 2:
+            raise ValueError(f"fermi_velocity.n_bootstrap={self.n_bootstrap}: the error bars are the spread of "
+                             "bootstrap draws and need at least 2. Fix: set fermi_velocity.n_bootstrap ≥ 2 (default 100)")
+        if not self.quantum and any(t == 0 for t in self.temperatures_K):
+            raise ValueError("a classical sampler (sampler.quantum=false) displaces nothing at 0 K: the 0 K samples "
+                             "would all be the static lattice. Fix: drop 0 from the temperatures (v_F(static) is "
+                             "computed anyway) or set sampler.quantum=true (zero-point motion)")
+        if len(self.supercell) not in (2, 3) or any(int(n) < 1 for n in self.supercell):
+            raise ValueError(f"fermi_velocity.supercell={list(self.supercell)}: give 2 whole numbers ≥ 1. "
+                             "Fix: e.g. fermi_velocity.supercell=[6,6]")
 
 
 @dataclass

@@ -24,6 +24,8 @@ def check_pipeline_config(cfg: DictConfig, stages) -> None:
             check_temperatures(c["fermi_velocity"]["temperatures_K"], "fermi_velocity.temperatures_K")
             RenormalizationSettings(temperatures_K=tuple(c["fermi_velocity"]["temperatures_K"]),
                                     sampler=c["sampler"]["name"], n_samples=int(c["sampler"]["n_samples"]),
+                                    quantum=bool(c["sampler"].get("quantum", True)),
+                                    n_bootstrap=int(c["fermi_velocity"].get("n_bootstrap", 100)),
                                     orders=tuple(c["fermi_velocity"]["orders"])).check()
         except ValueError as err:  # ConfigError included
             raise ConfigError(f"stage fermi_velocity: {err} (overrides.fermi_velocity)") from None

@@ -3,10 +3,11 @@
 Every stage is one of the hedgenet console scripts (``hedgenet-label``, ``-train``, ``-phonons``, ``-epi``,
 ``-fermi-velocity``) run as its own process with Hydra overrides, in a stage directory named by a hash of
 what the stage depends on: its fully composed config (minus paths of other stages) and the hashes of the
-stages it reads from. A stage whose directory holds ``stage_done.json`` is reused, so a rerun with another
-sampler neither relabels nor retrains, and a rerun after a kill starts at the stage that was killed (the
-labeller resumes its dataset, training resumes from ``checkpoints/last.ckpt``). Nothing finished is ever
-deleted. Stage directories: ``<root>/outputs/pipeline/stages/<stage>/<hash>/``.
+stages it reads from (the root directory stands as a placeholder in the hashed config, so the spelling of the
+root does not matter). A stage whose directory holds ``stage_done.json`` and its outputs (:data:`OUTPUTS`) is
+reused, so a rerun with another sampler neither relabels nor retrains, and a rerun after a kill starts at the
+stage that was killed (the labeller resumes its dataset, training resumes from ``checkpoints/last.ckpt``).
+Nothing finished is ever deleted. Stage directories: ``<root>/outputs/pipeline/stages/<stage>/<hash>/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ CLI = {"label": ("hedgenet-label", "label"), "train": ("hedgenet-train", "train"
        "fermi_velocity": ("hedgenet-fermi-velocity", "fermi_velocity")}
 PHYSICS = ("phonons", "epi", "fermi_velocity")
 DONE = "stage_done.json"
+OUTPUTS = {"label": ("dataset.h5", "summary.json"), "train": ("model.pt", "metrics.json"), "phonons": ("summary.json",),
+           "epi": ("summary.json",), "fermi_velocity": ("summary.json",)}
+"""Files a finished stage has written into its directory: a stage is done only when they exist."""
+ROOT_PLACEHOLDER = "/hedgenet-root"
+"""Stands for the root directory in the configs that are hashed: a stage's hash does not depend on how the
+root is spelt (``.``, ``$HEDGENET_ROOT``, ``..``, a symlink) nor where it lies."""
 
 
 class PipelineError(RuntimeError):
@@ -80,8 +87,17 @@ class Stage:
     config: dict | None = None
 
     @property
+    def outputs(self) -> tuple[str, ...]:
+        return OUTPUTS[self.kind]
+
+    def missing_outputs(self) -> list[str]:
+        return [f for f in self.outputs if self.dir is None or not (self.dir / f).exists()]
+
+    @property
     def done(self) -> bool:
-        return self.dir is not None and (self.dir / DONE).exists()
+        """Finished: ``stage_done.json`` and every output file exist (a stage killed after writing the first
+        but before the others is not done, and reruns)."""
+        return self.dir is not None and (self.dir / DONE).exists() and not self.missing_outputs()
 
 
 def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
@@ -127,12 +143,14 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
 
 
 def compose_stage(stage: Stage) -> dict:
-    """The stage's composed and resolved config (Hydra compose API, inside the running pipeline app)."""
+    """The stage's composed and resolved config (Hydra compose API, inside the running pipeline app), with
+    the root directory as :data:`ROOT_PLACEHOLDER`: it is hashed, and the stage itself gets the real root."""
     from hydra import compose
 
     _, config_name = CLI[stage.kind]
     try:
-        cfg = compose(config_name=config_name, overrides=stage.overrides + ["paths.output_dir=null"])
+        cfg = compose(config_name=config_name, overrides=stage.overrides + ["paths.output_dir=null",
+                                                                             f"paths.root_dir={ROOT_PLACEHOLDER}"])
         return OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # Hydra's override/missing-key errors: name the stage
         raise ConfigError(f"stage {stage.name}: its config does not compose: {err}. Fix: the overrides under "
@@ -178,9 +196,15 @@ def check_disk(root: Path, min_free_GB: float, stage: str) -> None:
 def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
     """Run one stage's CLI into its directory; returns its wall time (s). Raises PipelineError on failure."""
     check_disk(stage.dir, min_free_GB, stage.name)
-    stage.dir.mkdir(parents=True, exist_ok=True)
     cmd = stage_command(stage, by_name)
-    (stage.dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    try:
+        stage.dir.mkdir(parents=True, exist_ok=True)
+        (stage.dir / DONE).unlink(missing_ok=True)  # a stage that runs is not done until it has finished again
+        (stage.dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    except OSError as err:
+        raise PipelineError(f"stage {stage.name} cannot write its directory {stage.dir}: {err.strerror or err}. "
+                            "Fix: set HEDGENET_ROOT to a writable directory with free space, then rerun: finished "
+                            "stages are kept") from None
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
@@ -193,10 +217,18 @@ def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
             raise PipelineError(f"stage {stage.name} could not start ({err})") from None
     seconds = time.perf_counter() - t0
     cpu_seconds = _children_cpu_s() - cpu0
+    if proc.returncode == 0 and stage.missing_outputs():
+        missing = stage.missing_outputs()
+        tail = (stage.dir / "stage.log").read_text()[-1500:]
+        raise PipelineError(f"stage {stage.name} ended without writing {missing} (exit status 0); it is not marked "
+                            f"done. Log: {stage.dir / 'stage.log'}\n--- last lines ---\n{tail}\nFix: rerun the same "
+                            "command: the stage runs again (training resumes from its last checkpoint).")
     if proc.returncode != 0:
         tail = (stage.dir / "stage.log").read_text()[-1500:]
         if proc.returncode < 0:
             why = f"was killed by signal {-proc.returncode}"
+        elif proc.returncode > 128:
+            why = f"was stopped by signal {proc.returncode - 128} (exit status {proc.returncode})"
         elif "No space left" in tail:
             why = "ran out of disk space"
         else:

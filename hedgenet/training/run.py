@@ -90,6 +90,68 @@ def build_trainer(trainer_cfg: DictConfig, **run_args):
 
 
 def run_train(cfg: DictConfig, run_dir: Path) -> dict:
+    """One training run (see the module docstring). SIGTERM/SIGINT stop it with :class:`TrainingInterrupted`
+    (exit status 128 + signal), naming the checkpoint it resumes from and the command; a non-finite loss stops
+    it with :class:`NonFiniteLossError`. Neither writes a model.pt."""
+    from hedgenet.training.callbacks import StopOnSignal, TrainingInterrupted
+
+    with StopOnSignal():
+        try:
+            metrics = _run_train(cfg, run_dir)
+            StopOnSignal.check()  # a signal whose exception a finaliser swallowed: never a silent success
+            return metrics
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(err.signum, interrupted_message(cfg, run_dir, err.signum)) from None
+        except SystemExit as err:  # Lightning's SIGTERMException (exit status 0): never a silent success
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            if isinstance(err, SIGTERMException):
+                import signal
+
+                raise TrainingInterrupted(signal.SIGTERM, interrupted_message(cfg, run_dir, signal.SIGTERM)) from None
+            raise
+
+
+def interrupted_message(cfg: DictConfig, run_dir: Path, signum: int) -> str:
+    """What a stopped run says: the signal, the checkpoint it resumes from (the last finished epoch) and
+    the command that resumes it in the same run directory (history and logs continue there)."""
+    import shlex
+    import signal
+    import sys
+
+    name = signal.Signals(signum).name
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = [o for o in HydraConfig.get().overrides.task
+                if not o.startswith(("train.resume=", "hydra.run.dir="))]
+    except (ImportError, ValueError):
+        task = []
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "hedgenet-train"
+    if not prog.startswith("hedgenet-train"):
+        prog = "hedgenet-train"
+    command = " ".join([prog, *map(shlex.quote, task), "train.resume=last", shlex.quote(f"hydra.run.dir={run_dir}")])
+    if ckpt.exists():
+        epoch = _checkpoint_epoch(ckpt)
+        where = f"epoch {epoch}" if epoch is not None else "the last finished epoch"
+        return (f"stopped by {name} before the end of training; no model.pt was written. {ckpt} holds {where}: "
+                f"resuming continues after it and keeps history.jsonl and the CSV log whole (each epoch once). "
+                f"Resume with:\n  {command}")
+    return (f"stopped by {name} before the first epoch finished: there is no checkpoint and no model.pt. "
+            f"Rerun the same command to start again:\n  {command.replace(' train.resume=last', '')}")
+
+
+def _checkpoint_epoch(path: Path):
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+    except Exception:  # noqa: BLE001 — only for the message
+        return None
+
+
+def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     import numpy as np
     import torch
@@ -147,12 +209,42 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     history = run_dir / "history.jsonl"
+    resume = cfg.train.resume
+    if resume == "last":
+        resume = str(run_dir / "checkpoints" / "last.ckpt")
+    if resume is not None and not Path(resume).exists():
+        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    from hedgenet.training.callbacks import (
+        AtomicCheckpointIO,
+        HistoryWriter,
+        KeepLoggedEpochs,
+        NonFiniteLossGuard,
+        SignalCheck,
+        StopOnSignal,
+        check_resume_checkpoint,
+        read_csv_rows,
+    )
+
+    if resume is not None:
+        check_resume_checkpoint(resume)
+    callbacks = build_callbacks(cfg)
+
+    for cb in callbacks:  # a run resumed into a new directory keeps the earlier epochs of the old one
+        if isinstance(cb, HistoryWriter) and resume is not None:
+            cb.previous = Path(resume).parent.parent / "history.jsonl"
+    callbacks += [NonFiniteLossGuard(), SignalCheck()]
 
     logger = False
     if cfg.logger.name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+        from hedgenet.training.callbacks import resumable_csv_logger
 
-        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        csv_file = run_dir / "csv" / "metrics.csv"
+        rows = []
+        if resume is not None:  # the rows of the finished epochs (this run directory's, or the resumed run's)
+            earlier = Path(resume).parent.parent / "csv" / "metrics.csv"
+            rows = read_csv_rows(csv_file if csv_file.exists() else earlier)
+        callbacks.append(KeepLoggedEpochs(rows))
+        logger = resumable_csv_logger(str(run_dir))
     elif cfg.logger.name == "wandb":
         import wandb
         from lightning.pytorch.loggers import WandbLogger
@@ -162,16 +254,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
             project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
             group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])), experiment=wandb.run,
         )
+    plugins = {} if "plugins" in cfg.trainer else {"plugins": [AtomicCheckpointIO()]}
     trainer = build_trainer(
-        checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger,
-        callbacks=build_callbacks(cfg), gradient_clip_val=cfg.train.gradient_clip_val,
+        checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger, **plugins,
+        callbacks=callbacks, gradient_clip_val=cfg.train.gradient_clip_val,
         log_every_n_steps=cfg.train.log_every_n_steps, default_root_dir=str(run_dir),
     )
-    resume = cfg.train.resume
-    if resume == "last":
-        resume = str(run_dir / "checkpoints" / "last.ckpt")
-    if resume is not None and not Path(resume).exists():
-        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
     t0 = time.perf_counter()
     # with logger=wandb, WandbLogger logs into the run start_run opened; run_stage finishes it after the summary
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
@@ -183,6 +271,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
     metrics, arrays = evaluate(final, dm.graphs["val"], cfg.data.batch_size, "val")
     if "val/loss" in trainer.callback_metrics:  # the weighted loss of the last validation (same weights as final)
         metrics["val/loss"] = float(trainer.callback_metrics["val/loss"])
+    else:  # resumed after the last epoch (killed before model.pt was written): nothing was left to validate
+        metrics["val/loss"] = validation_loss(final, dm.graphs["val"], module.loss_weights, cfg.data.batch_size)
     metrics.update(inference_time(final, dm.graphs["val"]))
     # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
     builder = final.graph_builder()
@@ -199,6 +289,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), epochs=cfg.train.max_epochs, init_statistics=stats,
     )
+    StopOnSignal.check()  # before the outputs: a stopped run writes no metrics.json and no model.pt
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     parity_plots(arrays, run_dir)
     learning_curves(history, run_dir)
@@ -206,6 +297,20 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict:
                extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
     objective_value(metrics, str(cfg.objective), run_dir)  # after every output is written: no work lost
     return metrics
+
+
+def validation_loss(model, graphs, loss_weights: dict, batch_size: int) -> float:
+    """The weighted training loss over ``graphs`` (mean over batches weighted by their number of structures, as
+    Lightning averages the logged ``val/loss``)."""
+    from hedgenet.training.evaluate import predict_batches
+    from hedgenet.training.losses import total_loss
+
+    total, n = 0.0, 0
+    for pred, batch in predict_batches(model, graphs, batch_size):
+        loss, _ = total_loss(pred, batch, dict(loss_weights))
+        size = int(batch.n_atoms.numel())
+        total, n = total + float(loss) * size, n + size
+    return total / max(n, 1)
 
 
 def check_objective(name: str, outputs) -> None:
