@@ -57,15 +57,11 @@ def test_layer_force_loss_sees_a_net_interlayer_force_the_per_atom_mse_barely_do
 
 
 def _registry_inputs(atoms, model):
+    """The model's relation edges of ``atoms`` (float64), each with its cell shifts in the place of Y(r̂)."""
     g = model.graph_builder()(atoms)
-    pos = g.pos.to(torch.float64)
-    cell = g.cell.to(torch.float64)[g.batch]
-    edges = []
-    for name in model.relations.types:
-        i, j = g.rel_index[name]
-        vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", g.rel_shift[name].to(torch.float64), cell[i])
-        edges.append([g.rel_index[name], vec, g.rel_shift[name], None])  # (shift in the place of Y(r̂))
-    model._add_registry(edges, len(atoms))
+    edges = model.relation_edges(g, g.pos.to(torch.float64), g.cell.to(torch.float64)[g.batch])
+    for name, edge in zip(model.relations.types, edges):
+        edge[2] = g.rel_shift[name]
     return edges
 
 

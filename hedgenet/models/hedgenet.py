@@ -321,15 +321,7 @@ class HedgeNet(GraphModel):
         species = batch.species
         onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
         cell_of_atom = batch.cell.to(dtype)[batch.batch]
-        edges = []
-        for name in self.relations.types:
-            index = batch.rel_index[name]
-            i, j = index
-            shift = batch.rel_shift[name].to(dtype)
-            vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
-            edges.append([index, vec, self.sh(vec), None])
-        if self.registry_widths.numel():
-            self._add_registry(edges, pos.shape[0])
+        edges = self.relation_edges(batch, pos, cell_of_atom)
         h = self.embedding(onehot)
         for layer in self.layers:
             h = layer(h, onehot, edges)
@@ -344,6 +336,20 @@ class HedgeNet(GraphModel):
                 out.update(self.head_blocks(*args))
                 out.update(self.head_S(*args))
         return out
+
+    def relation_edges(self, batch: Graph, pos: torch.Tensor, cell_of_atom: torch.Tensor) -> list[list]:
+        """Per relation type: [index (2, E), r_ij (E, 3) in Å, Y(r̂_ij), registry features (E, 2K) on
+        cross-layer types when ``registry_widths`` is set, else None]; ``cell_of_atom`` (N, 3, 3) in pos's dtype."""
+        edges = []
+        for name in self.relations.types:
+            index = batch.rel_index[name]
+            i, j = index
+            shift = batch.rel_shift[name].to(pos.dtype)
+            vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
+            edges.append([index, vec, self.sh(vec), None])
+        if self.registry_widths.numel():
+            self._add_registry(edges, pos.shape[0])
+        return edges
 
     def _add_registry(self, edges: list, n_atoms: int) -> None:
         """Registry features (in-plane offsets from the layer normals) on every cross-layer edge."""
