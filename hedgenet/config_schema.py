@@ -115,6 +115,12 @@ class RigidConfig:
 
 
 @dataclass
+class StrainConfig:
+    strains: List[Any] = field(default_factory=list)   # in-plane [exx, eyy, exy] (fractions) per sample (checked when used)
+    rattle_A: float = 0.0                                # Gaussian rattle on top of each strained cell, Å per component
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     path: str = MISSING
@@ -122,6 +128,7 @@ class DatasetConfig:
     rattle: RattleConfig = field(default_factory=RattleConfig)
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
     rigid: RigidConfig = field(default_factory=RigidConfig)
+    strain: StrainConfig = field(default_factory=StrainConfig)
     n_workers: int = MISSING
     consolidate_every_s: float = MISSING
     num_shards: int = MISSING
@@ -189,6 +196,7 @@ class LossWeights:
     S: float = MISSING
     layer_forces: float = 0.0   # on the MSE of each layer's mean force per atom (eV/Å): interlayer physics
     layer_forces_in_plane: float = 0.0   # the same on its in-plane (x, y) components only: sliding and shear
+    virial: float = 0.0   # on the MSE of the virial per atom (eV/atom), where the labels have it: stress, ZA branch
 
 
 @dataclass

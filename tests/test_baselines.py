@@ -17,7 +17,7 @@ import pytest
 import torch
 from cli_runner import run_cli
 from scipy.spatial.transform import Rotation
-from test_models import LAYOUT, orbital_rotation, rattled, transformed
+from test_models import LAYOUT, assert_virial_is_strain_derivative, orbital_rotation, rattled, transformed
 
 from hedgenet.calculators import ModelCalculator
 from hedgenet.models import count_parameters
@@ -105,6 +105,14 @@ def test_mace_forces_are_minus_energy_gradient(mace_run, cell):
             e.append(moved.get_potential_energy())
         fd = -(e[0] - e[1]) / (2 * h)
         assert abs(fd - forces[a, x]) < 1e-5 * max(1.0, abs(fd)), (a, x, fd, forces[a, x])
+
+
+@pytest.mark.parametrize("which", ["mace_run", "deeph_run"])
+def test_baseline_virial_is_minus_strain_derivative(which, cell, request):
+    """Every family gets the virial from the same strain construction (the common forward), so it can be
+    trained on the reference's stress like HedgeNet."""
+    model = load_model(request.getfixturevalue(which) / "model.pt").double()
+    assert_virial_is_strain_derivative(model, [cell, rattled("bilayer_graphene", 4, 0.05, seed=3)], tol=1e-5)
 
 
 @pytest.mark.parametrize("proper", [True, False], ids=["rotation", "rotoinversion"])

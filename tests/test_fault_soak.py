@@ -32,7 +32,7 @@ N_SAMPLES = 48
 EPOCHS = 200
 LABEL = ["dataset.supercell=[4,4]", "reference.block_cutoff=3.5", "dataset.rattle.amplitudes_A=[0.04]",
          f"dataset.rattle.n_per_amplitude={N_SAMPLES}", "dataset.thermal.n_per_temperature=0",
-         "dataset.rigid.shifts_A=[]", "progress=false", "+material.params.a=2.458", "+material.params.d=3.32",
+         "dataset.rigid.shifts_A=[]", "dataset.strain.strains=[]", "progress=false", "+material.params.a=2.458", "+material.params.d=3.32",
          "material.relax=[]", "dataset.consolidate_every_s=0"]
 
 

@@ -32,7 +32,7 @@ from hedgenet.data.store import DatasetError, DatasetStore
 BIN = Path(sys.executable).parent
 # hedgenet-label on 4×4 AB bilayer graphene at fixed a, d (no relaxation), rattles only: ~1 s per sample
 LABEL = ["dataset.supercell=[4,4]", "reference.block_cutoff=3.5", "dataset.rattle.amplitudes_A=[0.04]",
-         "dataset.thermal.n_per_temperature=0", "dataset.rigid.shifts_A=[]", "progress=false",
+         "dataset.thermal.n_per_temperature=0", "dataset.rigid.shifts_A=[]", "dataset.strain.strains=[]", "progress=false",
          "+material.params.a=2.458", "+material.params.d=3.32", "material.relax=[]",
          "dataset.consolidate_every_s=0"]
 

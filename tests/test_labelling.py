@@ -29,6 +29,7 @@ TINY = [
     "dataset.thermal.temperatures_K=[300.0]",
     "dataset.thermal.n_per_temperature=2",
     "dataset.rigid.shifts_A=[[0.0,0.0,0.1]]",  # one rigid-layer cell: the layers 0.1 Å further apart
+    "dataset.strain.strains=[[0.01,-0.005,0.002]]",  # one strained cell (rattled, dataset.strain.rattle_A)
     "progress=false",
 ]
 
@@ -59,7 +60,7 @@ def base_dataset(root) -> Path:
 
 def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
     store = DatasetStore(base_dataset)
-    assert store.ids() == [0, 1, 2, 3, 4]
+    assert store.ids() == [0, 1, 2, 3, 4, 5]
     header = store.header()
     assert header["solver_settings"]["name"] == "xtb"
     assert header["solver_settings"]["block_cutoff_A"] == 4.0
@@ -71,12 +72,26 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
         assert np.isfinite(s["energy"]) and s["forces"].shape == (64, 3)
         assert s["H"].shape == s["S"].shape == (s["edge_index"].shape[1], 4, 4)
         assert s["orbital_mask"].all()  # carbon: s + p, 4 orbitals
+        # the virial W = −∂E/∂ε (eV) of every cell: symmetric, the in-plane tension of a few eV at most
+        assert s["virial"].shape == (3, 3) and np.allclose(s["virial"], s["virial"].T, atol=1e-8)
+        if s["kind"] == "strain":
+            continue
         assert np.allclose(s["displacement"], s["positions"] - store.read_reference()["positions"])
         # Hermiticity survives storage exactly
         key = {(i, j, *r): e for e, (i, j, r) in enumerate(zip(*s["edge_index"], s["cell_shift"]))}
         rev = [key[(j, i, *(-r))] for i, j, r in zip(*s["edge_index"], s["cell_shift"])]
         assert np.array_equal(s["H"], s["H"][rev].transpose(0, 2, 1))
-    assert kinds == {"rattle": 2, "thermal": 2, "rigid": 1}
+    assert kinds == {"rattle": 2, "thermal": 2, "rigid": 1, "strain": 1}
+    (strained,) = [s for s in store.iter_samples() if s["kind"] == "strain"]
+    ref = store.read_reference()
+    eps = np.array([[0.01, 0.002, 0], [0.002, -0.005, 0], [0, 0, 0]])
+    assert list(strained["strain"]) == [0.01, -0.005, 0.002]
+    assert np.allclose(strained["cell"], ref["cell"] @ (np.eye(3) + eps))
+    assert np.allclose(strained["positions"], (ref["positions"] + strained["displacement"]) @ (np.eye(3) + eps))
+    # stretched by 1 % along x: the reference pulls back (W_xx ≈ −C11·ε·V, tens of eV for 64 atoms), far beyond
+    # the spread of the rattled cells' virials
+    unstrained = [s["virial"][0, 0] for s in store.iter_samples() if s["kind"] == "rattle"]
+    assert strained["virial"][0, 0] < min(unstrained) - 5.0
     thermal = [s for s in store.iter_samples() if s["kind"] == "thermal"]
     assert all(s["temperature_K"] == 300.0 and "seed" in s for s in thermal)
     (rigid,) = [s for s in store.iter_samples() if s["kind"] == "rigid"]
@@ -87,7 +102,7 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
     run_dir = runs[0]
     assert (run_dir / "resolved_config.yaml").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["n_samples"] == 5 and summary["this_run"]["ok"] == 5
+    assert summary["n_samples"] == 6 and summary["this_run"]["ok"] == 6
     # the modes the thermal sampler left out: only the three Γ translations of this stable 4×4 cell
     assert [(m["kind"], m["q"]) for m in summary["excluded_modes"]] == [("acoustic", "Γ")] * 3
     # cached relaxation: the lattice parameters came from the reference, not from the yaml
@@ -98,13 +113,13 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
 def test_rerun_is_a_no_op_and_summary_cli(root, base_dataset):
     before = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(base_dataset).iter_samples()}
     proc = label(root, "dataset.name=base")
-    assert "skipped_done=5" in proc.stdout.replace(" ", "")
+    assert "skipped_done=6" in proc.stdout.replace(" ", "")
     after = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(base_dataset).iter_samples()}
     assert before == after
     out = subprocess.run(
         [str(BIN / "hedgenet-dataset"), "summary", str(base_dataset)], capture_output=True, text=True
     )
-    assert out.returncode == 0 and json.loads(out.stdout)["n_samples"] == 5
+    assert out.returncode == 0 and json.loads(out.stdout)["n_samples"] == 6
 
 
 def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):

@@ -25,6 +25,7 @@ TINY = [
     # six rigid-layer cells (interlayer distance ± 0.1 Å, slides ± 0.05 Å) instead of the default twenty
     "+overrides.label.dataset.rigid.shifts_A=[[0.0,0.0,-0.1],[0.0,0.0,0.1],[0.05,0.0,0.0],[-0.05,0.0,0.0],"
     "[0.0,0.05,0.0],[0.0,-0.05,0.0]]",
+    "+overrides.label.dataset.strain.strains=[[0.01,0.01,0.0],[-0.01,-0.01,0.0]]",  # two strained cells, not four
     "overrides.train.train.max_epochs=30",
     "overrides.phonons.phonons.supercell=[4,4]", "+overrides.phonons.phonons.npoints=11",
     "overrides.epi.epi.supercell=[4,4]",

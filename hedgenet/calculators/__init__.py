@@ -99,17 +99,25 @@ class ModelCalculator(BlockCalculator):
         self.layout = model.layout
         self.block_cutoff = model.block_cutoff
 
-    def _predict(self, atoms: Atoms) -> dict:
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def _predict(self, atoms: Atoms, compute_virial: bool = False) -> dict:
         dtype = next(self.model.parameters()).dtype
-        return self.model(self.builder.from_atoms(atoms).to(dtype=dtype))
+        return self.model(self.builder.from_atoms(atoms).to(dtype=dtype), compute_virial=compute_virial)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Energy (eV), forces (eV/Å) and, when asked, the stress (eV/Å³, ASE's Voigt order, σ = −W/V from the
+        model's virial W = −∂E/∂ε; V includes any vacuum, as for every periodic slab in ASE)."""
         super().calculate(atoms, properties, system_changes)
         if "forces" not in self.model.outputs:
             raise ValueError("this model was trained with task=hamiltonian: it predicts no energy or forces")
-        out = self._predict(self.atoms)
+        want_stress = "stress" in properties
+        out = self._predict(self.atoms, compute_virial=want_stress)
         e = float(out["energy"][0])
         self.results = {"energy": e, "free_energy": e, "forces": out["forces"].numpy().astype(float)}
+        if want_stress:
+            sigma = -out["virial"][0].numpy().astype(float) / self.atoms.get_volume()
+            self.results["stress"] = sigma.flat[[0, 4, 8, 5, 2, 1]]
 
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
         """H_ij(R) (eV) and S_ij(R) for every block edge, padded to the layout's n_max for ``atoms``."""

@@ -44,6 +44,10 @@ def check_label_config(cfg: DictConfig) -> None:
         if len(shift) != 3 or any(not math.isfinite(float(x)) for x in shift):
             raise ConfigError(f"dataset.rigid.shifts_A: {list(shift)} is not a shift [dx, dy, dz] in Å. "
                               "Fix: give three finite numbers per shift")
+    for e in d.strain.strains:
+        if len(e) != 3 or any(not math.isfinite(float(x)) or abs(float(x)) > 0.1 for x in e):
+            raise ConfigError(f"dataset.strain.strains: {list(e)} is not an in-plane strain [exx, eyy, exy] with "
+                              "|ε| ≤ 0.1 (fractions: 0.01 = 1 %). Fix: e.g. dataset.strain.strains=[[0.01,0.01,0.0]]")
     if not (0 <= d.shard_index < d.num_shards):
         raise ConfigError(
             f"dataset.shard_index={d.shard_index} must lie in [0, dataset.num_shards={d.num_shards})"
@@ -52,7 +56,7 @@ def check_label_config(cfg: DictConfig) -> None:
         raise ConfigError("dataset.rattle.n_per_amplitude and dataset.thermal.n_per_temperature must be ≥ 0")
     if d.rattle.n_per_amplitude * len(d.rattle.amplitudes_A) + d.thermal.n_per_temperature * len(
         d.thermal.temperatures_K
-    ) + len(d.rigid.shifts_A) == 0:
+    ) + len(d.rigid.shifts_A) + len(d.strain.strains) == 0:
         raise ConfigError("the dataset has no samples: set dataset.rattle.n_per_amplitude or "
                           "dataset.thermal.n_per_temperature > 0, or give dataset.rigid.shifts_A")
 

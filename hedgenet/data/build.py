@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def label_material(unit, params: dict, reference, reference_spec: dict, dataset: dict, seed: int, material: dict,
                    thermal_force_constants=None, config_yaml: str = "", progress: bool = False) -> dict:
@@ -19,7 +21,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     ``thermal_force_constants()``: a phonopy object with the reference's force constants of the labelling
     supercell, called only when thermal samples are asked for. Resumable: a store that exists must have the
     same fingerprint; finished samples are kept."""
-    from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, thermal_specs
+    from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, strain_specs, thermal_specs
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
@@ -40,6 +42,14 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
         )
     shifts = (d.get("rigid") or {}).get("shifts_A") or []
     specs += rigid_layer_specs(base.arrays["layer"], shifts, seed, start_id=len(specs))
+    strain = d.get("strain") or {}
+    specs += strain_specs(len(base), strain.get("strains") or [], float(strain.get("rattle_A", 0.0)), seed,
+                          start_id=len(specs))
+    for spec in specs:  # a strained cell must still be wide enough for the block cutoff
+        if spec.strain is not None and min(spec.strain[:2]) < 0:
+            squeezed = base.copy()
+            squeezed.set_cell(base.cell.array @ (np.eye(3) + spec.strain_tensor()), scale_atoms=True)
+            reference.check_cell(squeezed)
     path = dataset_path(d)
     if d["num_shards"] > 1:
         specs = [s for s in specs if s.sample_id % d["num_shards"] == d["shard_index"]]
@@ -98,6 +108,8 @@ def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed
     }
     if (dataset.get("rigid") or {}).get("shifts_A"):  # absent for recipes without rigid shifts: their files resume
         payload["rigid"] = dataset["rigid"]
+    if (dataset.get("strain") or {}).get("strains"):  # likewise for strained cells
+        payload["strain"] = dataset["strain"]
     payload["reference"].pop("tblite_version", None)
     payload["thermal"] = {k: v for k, v in dict(payload["thermal"]).items() if k != "imaginary_threshold_THz"}  # a check, not data
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""Displaced supercells for training sets: random rattles and harmonic thermal displacements.
+"""Displaced supercells for training sets: random rattles, harmonic thermal displacements, rigid layer shifts
+and homogeneously strained cells.
 
 The labelling supercell is always phonopy's supercell of the material's unit cell
 (:func:`hedgenet.structures.supercell.make_phonopy`; atom order: for each unit-cell atom all its images), so
@@ -20,12 +21,20 @@ class SampleSpec:
     """What one dataset sample is: its displacement (Å) from the reference supercell and how it was drawn."""
 
     sample_id: int
-    kind: str  # 'rattle' | 'thermal' | 'rigid'
+    kind: str  # 'rattle' | 'thermal' | 'rigid' | 'strain'
     seed: int
     displacement: np.ndarray  # (N, 3) Å
     amplitude_A: float | None = None
     temperature_K: float | None = None
     shift_A: tuple[float, float, float] | None = None  # rigid samples: the moving layer's shift (Å)
+    strain: tuple[float, float, float] | None = None  # strain samples: in-plane (ε_xx, ε_yy, ε_xy), dimensionless
+
+    def strain_tensor(self) -> np.ndarray | None:
+        """The symmetric (3, 3) strain of a strain sample: cell → cell·(1 + ε), positions likewise."""
+        if self.strain is None:
+            return None
+        exx, eyy, exy = self.strain
+        return np.array([[exx, exy, 0.0], [exy, eyy, 0.0], [0.0, 0.0, 0.0]])
 
     def attrs(self) -> dict:
         out = {"sample_id": self.sample_id, "kind": self.kind, "seed": self.seed}
@@ -35,6 +44,8 @@ class SampleSpec:
             out["temperature_K"] = self.temperature_K
         if self.shift_A is not None:
             out["shift_A"] = list(self.shift_A)
+        if self.strain is not None:
+            out["strain"] = list(self.strain)
         return out
 
 
@@ -108,4 +119,29 @@ def rigid_layer_specs(layer, shifts_A, seed: int, start_id: int = 0):
         sid = start_id + k
         s = int(np.random.SeedSequence([seed, sid]).generate_state(1)[0])
         specs.append(SampleSpec(sid, "rigid", s, u, shift_A=tuple(float(x) for x in shift)))
+    return specs
+
+
+def strain_specs(n_atoms: int, strains, rattle_A: float, seed: int, start_id: int = 0):
+    """Homogeneously strained cells: for each in-plane ``[ε_xx, ε_yy, ε_xy]`` (dimensionless) the cell and the
+    positions are scaled by (1 + ε), on top of a Gaussian rattle of ``rattle_A`` (Å per component, net
+    translation removed; 0 for none). With the reference's virial they teach the model E(strain): its stress
+    at the relaxed cell (the flexural ZA branch turns linear under a spurious tension) and the elastic
+    constants (the acoustic sound velocities)."""
+    specs = []
+    if rattle_A < 0:
+        raise ValueError(f"dataset.strain.rattle_A must be ≥ 0 Å, got {rattle_A}")
+    for k, e in enumerate(strains):
+        e = np.asarray(e, dtype=float)
+        if e.shape != (3,):
+            raise ValueError(f"dataset.strain.strains[{k}]={list(e)} must be [exx, eyy, exy] (dimensionless, e.g. 0.01)")
+        if np.abs(e).max() > 0.1:
+            raise ValueError(f"dataset.strain.strains[{k}]={list(e)}: strains are fractions (0.01 = 1 %); "
+                             "|ε| > 0.1 is not a harmonic-region sample. Fix: give e.g. [0.01, 0.01, 0.0]")
+        sid = start_id + k
+        s = int(np.random.SeedSequence([seed, sid]).generate_state(1)[0])
+        u = np.random.default_rng(s).normal(0.0, rattle_A, size=(n_atoms, 3)) if rattle_A > 0 else np.zeros((n_atoms, 3))
+        u -= u.mean(axis=0)
+        specs.append(SampleSpec(sid, "strain", s, u, amplitude_A=float(rattle_A) if rattle_A > 0 else None,
+                                strain=tuple(float(x) for x in e)))
     return specs

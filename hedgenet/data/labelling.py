@@ -33,6 +33,9 @@ def label_one(reference, base: Atoms, spec: SampleSpec, store: DatasetStore) -> 
     """Label one displaced supercell and stage it; returns 'ok' or 'failed: <reason>'."""
     atoms = base.copy()
     atoms.positions = base.positions + spec.displacement
+    strain = spec.strain_tensor()
+    if strain is not None:
+        atoms.set_cell(base.cell.array @ (np.eye(3) + strain), scale_atoms=True)
     attrs = {**spec.attrs(), "labelled_at": time.time(), "pid": os.getpid()}
     t0 = time.perf_counter()
     try:
@@ -58,6 +61,8 @@ def label_one(reference, base: Atoms, spec: SampleSpec, store: DatasetStore) -> 
         "orbital_mask": reference.layout.orbital_mask(atoms.numbers),
         "orbital_energies": np.sort(res.orbital_energies_eV),
     }
+    if res.virial_eV is not None:
+        arrays["virial"] = np.asarray(res.virial_eV, dtype=float)
     bad = nonfinite_labels(arrays)
     if bad:  # an unusable label is a recorded failure, never a stored sample
         reason = f"non-finite labels from the reference ({bad})"

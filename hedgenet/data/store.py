@@ -9,7 +9,8 @@ Schema (version 1; all lengths Å, energies eV, forces eV/Å; see docs/data_form
     /samples/<id:06d>/     positions (N,3) Å, cell (3,3) Å, numbers (N,), layer (N,), pbc (3,),
                            displacement (N,3) Å (from /reference), energy () eV, forces (N,3) eV/Å,
                            edge_index (2,E) i->j, cell_shift (E,3) int, H (E,n_max,n_max) eV,
-                           S (E,n_max,n_max), orbital_mask (N,n_max) bool, orbital_energies (n_orb,) eV
+                           S (E,n_max,n_max), orbital_mask (N,n_max) bool, orbital_energies (n_orb,) eV,
+                           virial (3,3) eV (W = −∂E/∂ε; where the reference gives it, e.g. xTB)
                            attrs: sample_id, seed, kind ('rattle'|'thermal'|'rigid'), amplitude_A | temperature_K | shift_A,
                                   time_s, fermi_level_eV, stats (JSON), labelled_at, pid
     /failed/<id:06d>/      attrs: sample_id, seed, kind, reason, labelled_at
@@ -56,6 +57,7 @@ UNITS = {
     "H": "eV",
     "S": "1",
     "orbital_energies": "eV",
+    "virial": "eV (W = −∂E/∂ε, strain derivative of the cell; absent where the reference has none)",
 }
 ARRAY_KEYS = (
     "positions",
@@ -72,11 +74,12 @@ ARRAY_KEYS = (
     "S",
     "orbital_mask",
     "orbital_energies",
+    "virial",
 )
 _COMPRESSED = {"H", "S", "edge_index", "cell_shift"}
 
 
-FLOAT_LABELS = ("positions", "cell", "displacement", "energy", "forces", "H", "S", "orbital_energies")
+FLOAT_LABELS = ("positions", "cell", "displacement", "energy", "forces", "H", "S", "orbital_energies", "virial")
 """Arrays that must be finite and below :data:`LABEL_LIMIT` in absolute value, at write and at load."""
 LABEL_LIMIT = 1e10
 """No label of a physical sample comes near this (Å, eV, eV/Å): a larger value is damage, not physics."""

@@ -11,7 +11,8 @@ A :class:`Graph` holds one structure (or a batch of them) as plain tensors:
 * block edges, for the orbital blocks H_ij(R): ``block_index`` (2, E_b), ``block_shift`` (E_b, 3), in
   exactly the order of :func:`hedgenet.orbitals.blocks.block_edges` (self edges (i, i, 0) included),
   ``block_reverse`` (E_b,) the index of (j, i, −R), ``block_kind`` (E_b,) 0 on-site / 1 intra / 2 inter;
-* labels when known: ``energy`` (B,) eV, ``forces`` (N, 3) eV/Å, ``H`` (E_b, n_max, n_max) eV, ``S``,
+* labels when known: ``energy`` (B,) eV, ``forces`` (N, 3) eV/Å, ``virial`` (B, 3, 3) eV (W = −∂E/∂ε;
+  NaN for a graph whose dataset has none), ``H`` (E_b, n_max, n_max) eV, ``S``,
   ``block_mask`` (E_b, n_max, n_max) bool (real orbitals, not padding).
 
 :func:`collate` concatenates graphs and offsets node indices (by the node count) and ``block_reverse``
@@ -127,6 +128,7 @@ class Graph:
     block_kind: torch.Tensor | None = None
     energy: torch.Tensor | None = None
     forces: torch.Tensor | None = None
+    virial: torch.Tensor | None = None
     H: torch.Tensor | None = None
     S: torch.Tensor | None = None
     block_mask: torch.Tensor | None = None
@@ -185,6 +187,10 @@ def collate(graphs: Sequence[Graph]) -> Graph:
         r: torch.cat([g.rel_index[r] + o for g, o in zip(graphs, node_off)], dim=1) for r in rel_names
     }
     rel_shift = {r: torch.cat([g.rel_shift[r] for g in graphs], dim=0) for r in rel_names}
+    virial = None
+    if any(g.virial is not None for g in graphs):  # graphs without the label (other datasets) get NaN
+        virial = torch.cat([g.virial if g.virial is not None
+                            else torch.full((g.num_graphs, 3, 3), float("nan"), dtype=g.pos.dtype) for g in graphs])
     block_off = None
     if graphs[0].block_index is not None:
         n_blocks = torch.tensor([g.block_index.shape[1] for g in graphs])
@@ -205,6 +211,7 @@ def collate(graphs: Sequence[Graph]) -> Graph:
         block_kind=cat("block_kind"),
         energy=cat("energy"),
         forces=cat("forces"),
+        virial=virial,
         H=cat("H"),
         S=cat("S"),
         block_mask=cat("block_mask"),
@@ -283,6 +290,8 @@ class GraphBuilder:
             g.energy = torch.tensor([float(labels["energy"])], dtype=dtype)
         if labels.get("forces") is not None:
             g.forces = torch.tensor(np.asarray(labels["forces"]), dtype=dtype)
+        if labels.get("virial") is not None:
+            g.virial = torch.tensor(np.asarray(labels["virial"]), dtype=dtype).reshape(1, 3, 3)
         if self.with_blocks:
             self._add_blocks(g, atoms, layer, labels)
         return g
@@ -320,7 +329,7 @@ class GraphBuilder:
                 setattr(g, key, torch.from_numpy(out))
 
     def from_sample(self, sample: dict) -> Graph:
-        """Graph of one labelled dataset sample (positions Å, cell Å, energy eV, forces eV/Å, H, S)."""
+        """Graph of one labelled dataset sample (positions Å, cell Å, energy eV, forces eV/Å, virial eV, H, S)."""
         atoms = Atoms(
             numbers=np.asarray(sample["numbers"]),
             positions=np.asarray(sample["positions"]),

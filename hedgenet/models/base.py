@@ -14,6 +14,8 @@ training module, metrics, saving and :class:`~hedgenet.calculators.ModelCalculat
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 from typing import Sequence
 
@@ -67,27 +69,44 @@ class GraphModel(tnn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def forward(self, batch, training: bool = False, compute_forces: bool | None = None) -> dict:
+    def forward(self, batch, training: bool = False, compute_forces: bool | None = None,
+                compute_virial: bool | None = None) -> dict:
         """Predictions for a (batched) :class:`~hedgenet.graphs.neighbors.Graph`.
 
         Returns a dict with ``energy`` (B,) eV, ``node_energy`` (N,) eV, ``forces`` (N, 3) eV/Å,
-        ``H`` (E_b, n_max, n_max) eV and ``S`` (E_b, n_max, n_max), as ``task`` asks. The outputs are
+        ``virial`` (B, 3, 3) eV, ``H`` (E_b, n_max, n_max) eV and ``S`` (E_b, n_max, n_max), as ``task``
+        asks. The virial W = −∂E/∂ε is the energy's derivative under a homogeneous strain ε of positions and
+        cell together (the MACE/NequIP construction: one autograd call with the forces); it is computed when
+        ``compute_virial`` is true, or when it is None and the batch carries virial labels. The outputs are
         differentiable (forces with ``create_graph``) when ``training=True`` or when ``batch.pos``
         requires grad (e.g. for force constants or dH/du by autograd); otherwise they are detached.
         Inputs are cast to the model's dtype.
         """
         want_forces = "forces" in self.outputs if compute_forces is None else compute_forces
         want_forces = want_forces and "energy" in self.outputs
+        if compute_virial is None:
+            compute_virial = batch.virial is not None
+        want_virial = bool(compute_virial) and want_forces
         dtype = self.dtype
         create_graph = bool(training or batch.pos.requires_grad)
         pos = batch.pos.to(dtype)
         if want_forces and not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         with torch.set_grad_enabled(torch.is_grad_enabled() or want_forces):
-            out = self._forward(batch, pos, dtype, blocks_grad=create_graph)
+            inputs, strained, strain = batch, pos, None
+            if want_virial:  # r → r(1+ε), cell → cell(1+ε) at ε = 0: same numbers, ∂E/∂ε by autograd
+                strain = torch.zeros(batch.num_graphs, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                strained = pos + torch.einsum("ni,nij->nj", pos, sym[batch.batch])
+                cell = batch.cell.to(dtype)
+                inputs = dataclasses.replace(batch, cell=cell + cell @ sym)
+            out = self._forward(inputs, strained, dtype, blocks_grad=create_graph)
             if want_forces:
-                (grad,) = torch.autograd.grad(out["energy"].sum(), pos, create_graph=create_graph)
-                out["forces"] = -grad
+                wrt = [pos] if strain is None else [pos, strain]
+                grads = torch.autograd.grad(out["energy"].sum(), wrt, create_graph=create_graph)
+                out["forces"] = -grads[0]
+                if strain is not None:
+                    out["virial"] = -grads[1]
         if not create_graph:
             out = {k: v.detach() for k, v in out.items()}
         return out

@@ -39,6 +39,7 @@ class ReferenceResult:
     blocks: BlockSet | None = None
     orbital_energies_eV: np.ndarray | None = None  # Γ-point (or all k) eigenvalues, eV
     fermi_level_eV: float | None = None
+    virial_eV: np.ndarray | None = None  # (3, 3) W = −∂E/∂ε (eV) of a periodic cell; None where the solver has none
     stats: dict = field(default_factory=dict)  # truncation error, timings, ...
 
 

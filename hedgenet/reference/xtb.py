@@ -147,6 +147,8 @@ class XTBReference(Reference):
         occ = np.asarray(res.get("orbital-occupations"))
         out = ReferenceResult(energy_eV=energy, forces_eV_per_A=forces, orbital_energies_eV=eps)
         out.fermi_level_eV = _fermi_level_from_occupations(eps, occ)
+        if np.any(atoms.pbc):  # tblite's "virial" is ∂E/∂ε (checked against finite strains): W = −∂E/∂ε
+            out.virial_eV = -np.asarray(res.get("virial")) * Hartree
         out.stats["time_scf_s"] = t_scf
         if with_blocks:
             H, S, _ = self.gamma_matrices(atoms, res)

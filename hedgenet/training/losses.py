@@ -8,6 +8,10 @@ what the interlayer modes are made of (a rigid layer displacement feels only thi
 invisible in the per-atom force MSE next to intralayer forces of ~0.5 eV/Å. ``layer_forces_in_plane``: the
 same for the in-plane (x, y) components only — the layers lie in the xy plane (hedgenet.structures) — which the
 sliding energy and the shear mode are made of: ~0.1–1 meV/Å, ten times smaller again than the normal ones.
+
+``virial``: W = −∂E/∂ε per atom (eV/atom), over the structures whose labels have it. Forces at one fixed cell
+do not fix it: a spurious bond tension (a term ∝ Σ r_ij) exerts no force on a lattice, yet it is a stress
+that stiffens the flexural (ZA) branch, which turns linear near Γ, and moves the model's lattice constant.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
             parts["layer_forces"] = (diff**2).mean()
         if weights.get("layer_forces_in_plane", 0) > 0:
             parts["layer_forces_in_plane"] = (diff[:, :2] ** 2).mean()
+    if "virial" in pred and weights.get("virial", 0) > 0 and batch.virial is not None:
+        n = batch.n_atoms.to(pred["virial"].dtype)[:, None, None]
+        parts["virial"] = masked_mse(pred["virial"] / n, batch.virial / n, torch.isfinite(batch.virial))
     for key in ("H", "S"):
         if key in pred and weights.get(key, 0) > 0:
             parts[key] = masked_mse(pred[key], getattr(batch, key), batch.block_mask)

@@ -1,6 +1,6 @@
 """torchmetrics MAE/RMSE for energy (meV/atom), forces (meV/Å), each layer's mean force per atom
 (``layer_forces``, meV/Å: the interlayer force; ``layer_forces_in_plane``: its x, y components, the sliding
-force) and H (meV) / S blocks per block kind.
+force), the virial per atom (``virial``, meV/atom, where labelled) and H (meV) / S blocks per block kind.
 
 Metrics accumulate over an epoch and are synchronised across DDP ranks by torchmetrics.
 """
@@ -26,7 +26,7 @@ class ErrorMetrics(nn.Module):
             else:
                 names.append(q)
             if q == "forces":
-                names += ["layer_forces", "layer_forces_in_plane"]
+                names += ["layer_forces", "layer_forces_in_plane", "virial"]
         self.names = names
         # float64 accumulators: a float32 sum loses digits that model comparisons need
         self.mae = nn.ModuleDict({n: MeanAbsoluteError().set_dtype(torch.float64) for n in names})
@@ -47,6 +47,10 @@ class ErrorMetrics(nn.Module):
             pl, tl = layer_mean_forces(pred["forces"], batch), layer_mean_forces(batch.forces, batch)
             self._add("layer_forces", pl, tl)
             self._add("layer_forces_in_plane", pl[:, :2], tl[:, :2])
+        if "virial" in pred and batch.virial is not None:
+            n = batch.n_atoms.to(pred["virial"].dtype)[:, None, None]
+            known = torch.isfinite(batch.virial)
+            self._add("virial", (pred["virial"] / n)[known], (batch.virial / n)[known])
         for q in ("H", "S"):
             if q not in pred:
                 continue
