@@ -444,3 +444,43 @@ def test_unreadable_checkpoint_to_resume_from_is_named(tmp_path):
     ckpt.write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ConfigError, match=r"last.ckpt, cannot be read .* Fix: resume from another checkpoint"):
         check_resume_checkpoint(ckpt)
+
+
+def _processes_with(text: str) -> list[int]:
+    """Pids of live processes whose command line contains ``text``."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmdline = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                out.append(int(p.name))
+    return out
+
+
+def test_sigterm_to_the_pipeline_stops_its_stage_and_a_rerun_finishes(tmp_path):
+    """A scheduler stops the pipeline's pid only: the running stage gets the signal too (no orphan keeps
+    labelling into the stage directory while a rerun starts there), and the rerun completes every sample once."""
+    args = ["stages=[label]", "reference_stages=[]", "overrides.label.dataset.supercell=[4,4]",
+            "overrides.label.dataset.n_workers=1", "overrides.common.reference.block_cutoff=3.5",
+            "+overrides.label.dataset.rattle.n_per_amplitude=12", "+overrides.label.dataset.thermal.n_per_temperature=0",
+            "+overrides.label.dataset.rigid.shifts_A=[]", "+overrides.label.dataset.strain.strains=[]",
+            "+overrides.label.dataset.consolidate_every_s=0", "+material.params.a=2.458", "+material.params.d=3.32",
+            "material.relax=[]", f"hydra.run.dir={tmp_path}/runs/p"]
+    proc = cli("hedgenet-pipeline", tmp_path, *args, wait=False)
+    stage_root = tmp_path / "outputs" / "pipeline" / "stages" / "label"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(stage_root.glob("*/dataset.h5")):
+        time.sleep(0.5)  # the first samples are consolidated: the stage is labelling
+    (stage_dir,) = list(stage_root.iterdir())
+    assert _processes_with(f"hydra.run.dir={stage_dir}"), "the label stage is not running"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    time.sleep(1.0)
+    assert not _processes_with(f"hydra.run.dir={stage_dir}"), "the stage outlived the pipeline"
+    again = cli("hedgenet-pipeline", tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert DatasetStore(stage_dir / "dataset.h5").ids() == list(range(24))

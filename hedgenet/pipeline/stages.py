@@ -193,6 +193,33 @@ def check_disk(root: Path, min_free_GB: float, stage: str) -> None:
                             "Fix: free disk space or set HEDGENET_ROOT elsewhere, then rerun: finished stages are kept")
 
 
+def wait_forwarding_signals(proc: subprocess.Popen) -> int:
+    """Wait for a stage's process, passing SIGTERM and SIGHUP sent to the pipeline on to it (a scheduler's
+    stop reaches only the pipeline's pid): the stage then exits as it does when stopped itself (training:
+    a resumable checkpoint), and no orphan keeps writing into the stage directory while a rerun starts there.
+    Ctrl-C reaches the whole process group; the pipeline waits for the stage to finish its exit, then stops."""
+    import signal
+    import threading
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, forward) for sig in handled}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                forward(signal.SIGINT, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
     """Run one stage's CLI into its directory; returns its wall time (s). Raises PipelineError on failure."""
     check_disk(stage.dir, min_free_GB, stage.name)
@@ -212,9 +239,10 @@ def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         try:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         except OSError as err:
             raise PipelineError(f"stage {stage.name} could not start ({err})") from None
+        wait_forwarding_signals(proc)
     seconds = time.perf_counter() - t0
     cpu_seconds = _children_cpu_s() - cpu0
     if proc.returncode == 0 and stage.missing_outputs():
