@@ -41,3 +41,43 @@ def test_model_blocks_have_the_reference_format(atoms, tmp_path):
         a = atoms.copy()
         a.calc = calc
         assert np.isfinite(a.get_potential_energy()) and a.get_forces().shape == (len(a), 3)
+
+
+def test_stress_of_both_calculators_and_equilibrium_residuals(atoms, tmp_path):
+    """xTB's virial is −∂E/∂ε (central differences of the energy under strain), both calculators give the ASE
+    stress σ = −W/V, and equilibrium_residuals reads forces, layer forces and the in-plane virial per atom."""
+    from hedgenet.physics.phonons import equilibrium_residuals
+
+    torch.set_num_threads(1)
+    ref_calc = ReferenceCalculator(make_reference("xtb", block_cutoff=3.5))
+    a = atoms.copy()
+    a.calc = ref_calc
+    w = -a.get_stress(voigt=False) * a.get_volume()
+    h = 1e-4
+    for i, j in [(0, 0), (0, 1)]:
+        eps = np.zeros((3, 3))
+        eps[i, j] += h / 2
+        eps[j, i] += h / 2
+        e = []
+        for sign in (1, -1):
+            s = atoms.copy()
+            s.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
+            s.calc = ref_calc
+            e.append(s.get_potential_energy())
+        assert -(e[0] - e[1]) / (2 * h) == pytest.approx(w[i, j], abs=2e-3 * max(1.0, abs(w[i, j])))
+    r = equilibrium_residuals(ref_calc, atoms)
+    f = a.get_forces()
+    assert r["residual_force_max_meV_A"] == pytest.approx(1e3 * np.linalg.norm(f, axis=1).max())
+    assert r["residual_virial_in_plane_meV_atom"] == pytest.approx([1e3 * w[0, 0] / 64, 1e3 * w[1, 1] / 64,
+                                                                   1e3 * w[0, 1] / 64])
+    assert "residual_layer_force_max_meV_A" in r
+
+    kwargs = dict(elements=[6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 1},
+                  task="forces", num_basis=4, radial_hidden=8, dtype="float64")
+    model_calc = ModelCalculator(load_model(save_model(tmp_path / "m.pt", "hedgenet", kwargs, HedgeNet(**kwargs))))
+    b = atoms.copy()
+    b.calc = model_calc
+    wm = -b.get_stress(voigt=False) * b.get_volume()
+    graph = model_calc.builder.from_atoms(atoms)
+    direct = model_calc.model(graph, compute_virial=True)["virial"][0].numpy()
+    np.testing.assert_allclose(wm, direct, atol=1e-10)

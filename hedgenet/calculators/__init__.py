@@ -11,6 +11,7 @@ dH/du) are ``method="autograd"`` of the same two calls, which a reference answer
 
 from __future__ import annotations
 
+import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
@@ -70,10 +71,17 @@ class ReferenceCalculator(BlockCalculator):
         self.layout = reference.layout
         self.block_cutoff = reference.block_cutoff
 
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Energy (eV), forces (eV/Å) and the stress (eV/Å³, σ = −W/V) where the reference gives a virial W."""
         super().calculate(atoms, properties, system_changes)
         res = self.reference.compute(self.atoms, with_blocks=False)
         self.results = {"energy": res.energy_eV, "free_energy": res.energy_eV, "forces": res.forces_eV_per_A}
+        if res.virial_eV is not None:
+            self.results["stress"] = (-np.asarray(res.virial_eV) / self.atoms.get_volume()).flat[[0, 4, 8, 5, 2, 1]]
+        elif "stress" in properties:
+            raise ValueError(f"the {self.reference.name} reference gives no stress (virial); use one that does (xtb)")
 
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
         """H_ij(R) (eV) and S_ij(R) within the reference's block cutoff, in e3nn orbital order."""

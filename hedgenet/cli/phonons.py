@@ -35,6 +35,13 @@ def check_phonons_config(cfg: DictConfig) -> None:
         raise ConfigError("phonons.method=autograd differentiates a model: set calculator=model model_path=...")
 
 
+RESIDUAL_FORCE_WARN_meV_A = 5.0
+"""A calculator whose largest force at the relaxed structure exceeds this (meV/Å) is warned about."""
+RESIDUAL_VIRIAL_WARN_meV_atom = 10.0
+"""Likewise for the in-plane virial per atom (meV/atom): 10 meV/atom of tension moves graphene's ZA branch by
+about 0.3 THz at a tenth of the way to M."""
+
+
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
@@ -63,6 +70,16 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     if summary["gamma_imaginary_non_acoustic_THz"]:
         warnings.append(f"imaginary non-acoustic Γ modes {summary['gamma_imaginary_non_acoustic_THz']} THz: these "
                         "force constants are not a stable lattice")
+    if summary.get("residual_force_max_meV_A", 0.0) > RESIDUAL_FORCE_WARN_meV_A:
+        warnings.append(f"the {cfg.calculator}'s forces at the relaxed structure reach "
+                        f"{summary['residual_force_max_meV_A']:.1f} meV/Å: its energy minimum lies elsewhere, so these "
+                        "are phonons of a strained lattice (a model: train longer or on more data)")
+    virial = summary.get("residual_virial_in_plane_meV_atom")
+    if virial and max(abs(w) for w in virial) > RESIDUAL_VIRIAL_WARN_meV_atom:
+        warnings.append(f"the {cfg.calculator}'s in-plane virial at the relaxed structure is "
+                        f"{[round(w, 1) for w in virial]} meV/atom: a tension (W < 0) stiffens the flexural ZA branch "
+                        "(linear near Γ), a compression makes it imaginary (a model: train with virial labels, "
+                        "train.loss_weights.virial > 0, on data labelled by a reference that gives them)")
     summary["warnings"] = warnings
     if compare is not None:
         other = compare["frequencies_THz"]
@@ -81,7 +98,7 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
 def _report(summary: dict, run) -> None:
     for k in ("asr_violation_before_eV_A2", "gamma_interlayer_shear_THz", "gamma_layer_breathing_THz",
               "gamma_inplane_optical_max_THz", "gamma_lowest_non_acoustic_THz", "max_frequency_THz",
-              "frequency_mae_vs_compare_THz", "force_constants_time_s"):
+              "frequency_mae_vs_compare_THz", "force_constants_time_s", "residual_force_max_meV_A"):
         if k in summary:
             print(f"{k:36s} {summary[k]:.4g}")
     for w in summary.get("warnings", []):

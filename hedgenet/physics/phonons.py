@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +202,32 @@ def name_gamma_modes(phonon, unit: Atoms, rigid_threshold: float = 0.9) -> list[
     return out
 
 
+def equilibrium_residuals(calc, atoms: Atoms) -> dict:
+    """How far ``atoms`` (the reference's relaxed structure) is from the calculator's own equilibrium: the
+    largest and RMS force (meV/Å), the largest mean force per atom of a layer (meV/Å: what pulls the layers
+    together or slides them) and, where the calculator gives a stress, the in-plane virial per atom
+    [W_xx, W_yy, W_xy] (meV/atom, W = −∂E/∂ε; a model that is not stress-free here has a spurious tension
+    that makes the flexural ZA branch linear near Γ). A faithful model gives ≈ 0 for all of them."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    a = atoms.copy()
+    a.calc = calc
+    f = a.get_forces()
+    out = {"residual_force_max_meV_A": 1e3 * float(np.linalg.norm(f, axis=1).max()),
+           "residual_force_rms_meV_A": 1e3 * float(np.sqrt((f**2).sum(axis=1).mean()))}
+    layer = atoms.arrays.get("layer")
+    if layer is not None and len(np.unique(layer)) > 1:
+        means = [f[layer == k].mean(axis=0) for k in np.unique(layer)]
+        out["residual_layer_force_max_meV_A"] = 1e3 * float(max(np.linalg.norm(m) for m in means))
+    try:
+        sigma = a.get_stress(voigt=False)
+    except (PropertyNotImplementedError, ValueError):
+        return out
+    w = -sigma * a.get_volume() / len(a)
+    out["residual_virial_in_plane_meV_atom"] = [1e3 * float(w[0, 0]), 1e3 * float(w[1, 1]), 1e3 * float(w[0, 1])]
+    return out
+
+
 @dataclass
 class PhononResult:
     """Phonons of one calculator on one supercell: the phonopy object (force constants Φ in eV/Å², sum rule
@@ -215,12 +241,14 @@ class PhononResult:
     asr: dict
     force_constants_time_s: float
     n_displacements: int
+    residuals: dict = field(default_factory=dict)  # equilibrium_residuals at the undisplaced supercell
 
     def summary(self) -> dict:
-        """Sum-rule violation (eV/Å²), time (s), extreme frequencies and the Γ interlayer modes (THz)."""
+        """Sum-rule violation (eV/Å²), time (s), extreme frequencies, the Γ interlayer modes (THz) and the
+        forces and virial left at the undisplaced structure (meV/Å, meV/atom)."""
         out = {"force_constants_time_s": self.force_constants_time_s, "n_displacements": self.n_displacements,
                **self.asr, "max_frequency_THz": float(self.bands.frequencies.max()),
-               "min_frequency_THz": float(self.bands.frequencies.min())}
+               "min_frequency_THz": float(self.bands.frequencies.min()), **self.residuals}
         out.update(gamma_mode_summary(self.gamma_modes))
         return out
 
@@ -258,4 +286,7 @@ def phonons_of(calc, unit: Atoms, supercell, distance_A: float = 0.01, method: s
     bands = band_structure(phonon, str(path), int(npoints))
     dos_f, dos = density_of_states(phonon, tuple(dos_mesh), float(dos_sigma_THz))
     n_disp = len(phonon.displacements) if method != "autograd" else 0
-    return PhononResult(phonon, bands, dos_f, dos, name_gamma_modes(phonon, unit), asr, t_fc, n_disp)
+    from hedgenet.structures.supercell import supercell_atoms
+
+    residuals = equilibrium_residuals(calc, supercell_atoms(phonon, unit))
+    return PhononResult(phonon, bands, dos_f, dos, name_gamma_modes(phonon, unit), asr, t_fc, n_disp, residuals)

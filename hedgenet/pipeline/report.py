@@ -43,6 +43,13 @@ def headline(outputs: dict) -> dict:
         key = f"gamma_{'interlayer_shear' if mode == 'shear' else 'layer_breathing'}_THz"
         if key in ph or key in ph_ref:
             h[f"gamma_{mode}_THz"] = {"model": ph.get(key), "reference": ph_ref.get(key)}
+    if "residual_force_max_meV_A" in ph:  # is the reference's relaxed structure the model's equilibrium too?
+        h["residual_force_max_meV_A"] = {"model": ph["residual_force_max_meV_A"],
+                                         "reference": ph_ref.get("residual_force_max_meV_A")}
+    if "residual_virial_in_plane_meV_atom" in ph:
+        def worst(s):
+            return max(abs(w) for w in s["residual_virial_in_plane_meV_atom"]) if "residual_virial_in_plane_meV_atom" in s else None
+        h["residual_virial_max_meV_atom"] = {"model": worst(ph), "reference": worst(ph_ref)}
     epi = outputs.get("epi_model", {}).get("summary", {})
     if "g_sum_ratio_to_compare" in epi:  # Σ|g| of the model's Dirac-point couplings over the reference's
         h["coupling_sum_ratio"] = epi["g_sum_ratio_to_compare"]
@@ -145,7 +152,14 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
                 ["Γ layer breathing, model (THz)", s.get("gamma_layer_breathing_THz")]]
         r = outputs.get("phonons_reference", {}).get("summary", {})
         rows += [["Γ interlayer shear, reference (THz)", r.get("gamma_interlayer_shear_THz")],
-                 ["Γ layer breathing, reference (THz)", r.get("gamma_layer_breathing_THz")]]
+                 ["Γ layer breathing, reference (THz)", r.get("gamma_layer_breathing_THz")],
+                 ["largest force at the relaxed structure, model / reference (meV/Å)",
+                  f"{_fmt(s.get('residual_force_max_meV_A'))} / {_fmt(r.get('residual_force_max_meV_A'))}"],
+                 ["in-plane virial there [xx, yy, xy], model (meV/atom)",
+                  ", ".join(_fmt(w) for w in s.get("residual_virial_in_plane_meV_atom", [])) or "—"],
+                 ["in-plane virial there, reference (meV/atom)",
+                  ", ".join(_fmt(w) for w in r.get("residual_virial_in_plane_meV_atom", [])) or "—"]]
+        md += [f"- {w}" for w in s.get("warnings", [])] + ([""] if s.get("warnings") else [])
         md += _table(["quantity", "value"], rows)
         figure("phonons_model", "phonon_bands.png", "phonon bands: model (lines) and reference (overlay)")
     if "epi_model" in outputs:
