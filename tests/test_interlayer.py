@@ -35,6 +35,7 @@ class _Batch:
         self.forces, self.layer, self.batch = forces, layer, batch
         self.n_atoms = torch.bincount(batch)
         self.energy = torch.zeros(len(self.n_atoms), dtype=forces.dtype)
+        self.virial = None
 
 
 def test_layer_force_loss_sees_a_net_interlayer_force_the_per_atom_mse_barely_does():
@@ -125,3 +126,27 @@ def test_in_plane_layer_force_loss_sees_the_sliding_force_only():
         _, parts = total_loss({"forces": pred}, b, weights)
         assert "layer_forces" not in parts
         assert parts["layer_forces_in_plane"].item() == pytest.approx(expect, rel=1e-9, abs=1e-30)
+
+
+def test_out_of_plane_force_loss_and_virial_loss():
+    """forces_out_of_plane weighs only the components normal to the layers; the virial loss is the MSE per atom
+    over the structures that have the label (NaN = another dataset without it)."""
+    layer = torch.tensor([0] * 25 + [1] * 25)
+    ref = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 0.5
+    b = _Batch(ref, layer, torch.zeros(50, dtype=torch.long))
+    pred = ref.clone()
+    pred[:, 0] += 0.01  # in-plane error only
+    _, parts = total_loss({"forces": pred}, b, {"forces": 10.0, "forces_out_of_plane": 40.0})
+    assert parts["forces_out_of_plane"].item() == 0.0 and parts["forces"].item() == pytest.approx(1e-4 / 3)
+    pred[:, 2] += 0.02
+    _, parts = total_loss({"forces": pred}, b, {"forces": 10.0, "forces_out_of_plane": 40.0})
+    assert parts["forces_out_of_plane"].item() == pytest.approx(4e-4)
+
+    two = _Batch(torch.zeros(100, 3, dtype=torch.float64), torch.tensor(([0] * 25 + [1] * 25) * 2),
+                 torch.tensor([0] * 50 + [1] * 50))
+    two.virial = torch.stack([torch.eye(3, dtype=torch.float64), torch.full((3, 3), float("nan"), dtype=torch.float64)])
+    pred_w = torch.zeros(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    loss, parts = total_loss({"forces": two.forces, "virial": pred_w}, two, {"forces": 1.0, "virial": 100.0})
+    assert parts["virial"].item() == pytest.approx(3 * (1 / 50) ** 2 / 9)  # graph 0's nine components only
+    loss.backward()
+    assert torch.isfinite(pred_w.grad).all() and (pred_w.grad[1] == 0).all()

@@ -9,6 +9,10 @@ invisible in the per-atom force MSE next to intralayer forces of ~0.5 eV/Å. ``l
 same for the in-plane (x, y) components only — the layers lie in the xy plane (hedgenet.structures) — which the
 sliding energy and the shear mode are made of: ~0.1–1 meV/Å, ten times smaller again than the normal ones.
 
+``forces_out_of_plane``: the MSE of the force components normal to the layers (z; the layers lie in the xy
+plane) on top of ``forces``: flexural (ZA, ZO) modes are four times softer than the in-plane ones, so their
+forces are small and a plain component MSE leaves them relatively worse fitted.
+
 ``virial``: W = −∂E/∂ε per atom (eV/atom), over the structures whose labels have it. Forces at one fixed cell
 do not fix it: a spurious bond tension (a term ∝ Σ r_ij) exerts no force on a lattice, yet it is a stress
 that stiffens the flexural (ZA) branch, which turns linear near Γ, and moves the model's lattice constant.
@@ -54,6 +58,8 @@ def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
         parts["energy"] = (((pred["energy"] - batch.energy) / n) ** 2).mean()
     if "forces" in pred and weights.get("forces", 0) > 0:
         parts["forces"] = ((pred["forces"] - batch.forces) ** 2).mean()
+    if "forces" in pred and weights.get("forces_out_of_plane", 0) > 0:
+        parts["forces_out_of_plane"] = ((pred["forces"][:, 2] - batch.forces[:, 2]) ** 2).mean()
     if "forces" in pred and (weights.get("layer_forces", 0) > 0 or weights.get("layer_forces_in_plane", 0) > 0):
         diff = layer_mean_forces(pred["forces"], batch) - layer_mean_forces(batch.forces, batch)
         if weights.get("layer_forces", 0) > 0:

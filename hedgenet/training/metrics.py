@@ -26,7 +26,7 @@ class ErrorMetrics(nn.Module):
             else:
                 names.append(q)
             if q == "forces":
-                names += ["layer_forces", "layer_forces_in_plane", "virial"]
+                names += ["forces_out_of_plane", "layer_forces", "layer_forces_in_plane", "virial"]
         self.names = names
         # float64 accumulators: a float32 sum loses digits that model comparisons need
         self.mae = nn.ModuleDict({n: MeanAbsoluteError().set_dtype(torch.float64) for n in names})
@@ -44,6 +44,7 @@ class ErrorMetrics(nn.Module):
             self._add("energy", pred["energy"] / n, batch.energy / n)
         if "forces" in pred:
             self._add("forces", pred["forces"], batch.forces)
+            self._add("forces_out_of_plane", pred["forces"][:, 2], batch.forces[:, 2])
             pl, tl = layer_mean_forces(pred["forces"], batch), layer_mean_forces(batch.forces, batch)
             self._add("layer_forces", pl, tl)
             self._add("layer_forces_in_plane", pl[:, :2], tl[:, :2])
