@@ -221,7 +221,8 @@ def test_second_order_needs_plus_minus_pairs():
     with pytest.raises(ValueError, match="not ± pairs"):
         check_pairs(u[:1])
     s = RenormalizationSettings()
-    assert s.orders == ("first", "second", "all") and s.fixed_energy_eV == 0.2 and s.error_method == "auto"
+    assert s.orders == ("first", "all") and s.fixed_energy_eV == 0.2 and s.error_method == "auto"
+    RenormalizationSettings(orders=("second",)).check()
     s.check()
     with pytest.raises(ValueError, match="fixed_energy_eV"):
         RenormalizationSettings(fixed_energy_eV=1.5).check()

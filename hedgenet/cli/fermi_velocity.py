@@ -76,7 +76,7 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _pm(v: dict, name: str) -> str:
     r, e = v.get(f"{name}_to_static"), v.get(f"{name}_err")
-    return "—" if r is None else f"{r:.4f} ± {e:.4f}"
+    return "—" if r is None else f"{r:.4f} ± {float(e):.4f}"
 
 
 def _report(summary: dict, run) -> None:
@@ -90,14 +90,15 @@ def _report(summary: dict, run) -> None:
     print("modes not sampled: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none")
           + " (summary.json: excluded_modes)")
     st = summary["static"]
+    # float(): a band that does not reach the fixed energy gives NaN, which summary.json stores as "nan"
     print(f"static lattice v0 = {st['v0_1e5_m_s']:.4f} × 10^5 m/s, γ1 = {st['gamma1_eV']:.4f} eV, gap "
-          f"{st['gap_eV']:.4f} eV, v({st['fixed_energy_eV']:g} eV) = {st['v_fixed_energy_1e5_m_s']:.4f} × 10^5 m/s")
+          f"{st['gap_eV']:.4f} eV, v({st['fixed_energy_eV']:g} eV) = {float(st['v_fixed_energy_1e5_m_s']):.4f} × 10^5 m/s")
     warnings = set()
     for order, d in summary["by_temperature"].items():
         for T, v in d.items():
             print(f"{order:6s} order  T = {float(T):6.1f} K   v0/v0(static) = {_pm(v, 'ratio')}   "
                   f"γ1/γ1(static) = {_pm(v, 'gamma1_ratio')}   v(E)/v(E, static) = {_pm(v, 'v_fixed_energy_ratio')}"
-                  f"   gap = {v['gap_eV']:.4f} ± {v['gap_err_eV']:.4f} eV   ({v['ratio_err_method']})")
+                  f"   gap = {v['gap_eV']:.4f} ± {float(v['gap_err_eV']):.4f} eV   ({v['ratio_err_method']})")
             if v.get("error_warning"):
                 warnings.add(v["error_warning"])
     for w in sorted(warnings):

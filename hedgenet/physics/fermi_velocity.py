@@ -57,6 +57,8 @@ from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
 from hedgenet.structures.supercell import supercell_atoms
 
 ORDERS = ("first", "second", "all")
+DEFAULT_ORDERS = ("first", "all")
+"""`second` needs no calculator call, but one unfolding per sample like the others (docs/physics.md)."""
 
 
 @dataclass
@@ -79,7 +81,7 @@ class RenormalizationSettings:
     layers: int = 2
     n_bootstrap: int = 100
     seed: int = 0
-    orders: tuple[str, ...] = ORDERS
+    orders: tuple[str, ...] = DEFAULT_ORDERS
     fixed_energy_eV: float = 0.2  # band velocity this far above the charge-neutrality point of the fitted bands
     error_method: str = "auto"  # auto (bootstrap from 8 ± pairs, jackknife below) | bootstrap | jackknife
 

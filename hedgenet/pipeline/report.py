@@ -58,7 +58,7 @@ def headline(outputs: dict) -> dict:
 def _pm(v: dict, name: str) -> str:
     """``name_to_static ± name_err`` of a v_F(T) entry, or — where absent."""
     r = v.get(f"{name}_to_static")
-    return "—" if r is None else f"{r:.4f} ± {v[f'{name}_err']:.4f}"
+    return "—" if r is None else f"{r:.4f} ± {float(v[f'{name}_err']):.4f}"
 
 
 def excluded_mode_warnings(outputs: dict) -> list[str]:
@@ -175,21 +175,21 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
                "(first: H₀ + Σ dH/du·u; second: ½[H(u)+H(−u)] ± Σ dH/du·u; all: H(u)); error bars from "
                "resampled ± pairs (method in the last column).", ""]
         rows = []
-        warnings = set()
+        fv_notes = set()
         ref = outputs.get("fermi_velocity_reference", {}).get("summary", {}).get("by_temperature", {})
         for order, d in s["by_temperature"].items():
             for T, v in d.items():
                 r = ref.get(order, {}).get(T)
                 rows.append([order, float(T), _pm(v, "ratio"), _pm(r, "ratio") if r else "—",
                              _pm(v, "v_fixed_energy_ratio"), _pm(v, "gamma1_ratio"),
-                             f"{v['gap_eV']:.3f} ± {v['gap_err_eV']:.3f}" if "gap_eV" in v else "—",
+                             f"{v['gap_eV']:.3f} ± {float(v['gap_err_eV']):.3f}" if "gap_eV" in v else "—",
                              v.get("ratio_err_method", "bootstrap")])
                 if v.get("error_warning"):
-                    warnings.add(v["error_warning"])
+                    fv_notes.add(v["error_warning"])
         md += _table(["order", "T (K)", "v₀/v₀(static), model", "reference",
                       f"v(E*)/v(E*, static), E* = {e_fixed:g} eV" if e_fixed is not None else "v(E*)/v(E*, static)",
                       "γ₁/γ₁(static)", "gap at K (eV)", "error bars"], rows)
-        md += [f"Note: {w}." for w in sorted(warnings)] + ([""] if warnings else [])
+        md += [f"Note: {w}." for w in sorted(fv_notes)] + ([""] if fv_notes else [])
         figure("fermi_velocity_model", "fermi_velocity.png", "ratios to the static lattice vs T (v₀, v(E*), γ₁), every order")
         figure("fermi_velocity_model", "spectral_function.png", "unfolded spectral function A(k, E) near K at three temperatures")
     trows = _timing_rows(outputs)
