@@ -72,11 +72,12 @@ def plot_ratios(path: Path, by_temperature: dict) -> None:
               if any(v.get(f"{key}_to_static") is not None for d in by_temperature.values() for v in d.values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
+        temps = [float(t) for d in by_temperature.values() for t in d]
+        dx = 0.012 * ((max(temps) - min(temps)) or 100.0)  # K: a small offset per order keeps error bars apart
         for n, (order, d) in enumerate(by_temperature.items()):
             T = sorted(d, key=float)
             ok = [t for t in T if d[t].get(f"{key}_to_static") is not None]
-            # a small horizontal offset per order keeps overlapping error bars apart
-            x = [float(t) + 4.0 * (n - 0.5 * (len(by_temperature) - 1)) for t in ok]
+            x = [float(t) + dx * (n - 0.5 * (len(by_temperature) - 1)) for t in ok]
             ax.errorbar(x, [d[t][f"{key}_to_static"] for t in ok], yerr=[d[t][f"{key}_err"] for t in ok],
                         marker="o", capsize=3, label=ORDER_LABELS.get(order, order))
         ax.axhline(1.0, color="k", lw=0.5)
