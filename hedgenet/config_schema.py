@@ -304,6 +304,8 @@ class FermiVelocitySection:
     window_eV: float = MISSING
     layers: int = MISSING
     n_bootstrap: int = MISSING
+    fixed_energy_eV: float = 0.2      # band velocity this far above the charge-neutrality point (eV)
+    error_method: str = "auto"        # auto | bootstrap | jackknife
 
 
 @dataclass

@@ -84,3 +84,173 @@ def test_thermal_fit_does_not_depend_on_its_starting_point(xtb):
         assert max(v) - min(v) < 1e-3 * np.mean(v), (direction, v)
     # and the displaced set really is broadened (the fit is not trivially the static one)
     assert fit_continuum(lines, "KΓ")["rms_residual_eV"] > 2 * fit0["rms_residual_eV"]
+
+
+# ---------------------------------------------------------------- continuum model with a gap, fixed energy
+def bilayer_matrix_bands(x: float, gamma1: float, gap: float) -> np.ndarray:
+    """Eigenvalues of the explicit 4×4 AB bilayer Hamiltonian (A1, B1, A2, B2; B1–A2 dimer), layer
+    potentials ∓gap/2, |vπ| = x = ħv₀q: independent of the closed form the fit uses."""
+    h = np.array([[-gap / 2, x, 0, 0], [x, -gap / 2, gamma1, 0], [0, gamma1, gap / 2, x], [0, 0, x, gap / 2]])
+    return np.linalg.eigvalsh(h)
+
+
+def massive_dirac_bands(x: float, gap: float) -> np.ndarray:
+    return np.linalg.eigvalsh(np.array([[gap / 2, x], [x, -gap / 2]]))
+
+
+def synthetic_lines(hv, gamma1, gap, layers, e0=-4.0, shift=0.0, q_max=0.08, n_q=9):
+    """UnfoldedLines of exact model bands (weight 1) on both directions, all energies shifted by ``shift``."""
+    from hedgenet.physics.continuum_fit import UnfoldedLines
+
+    q = np.linspace(0.0, q_max, n_q)
+    bands = (lambda x: bilayer_matrix_bands(x, gamma1, gap)) if layers == 2 else (lambda x: massive_dirac_bands(x, gap))
+    rows = [(e0 + shift + bands(hv * qq), np.ones(2 * layers)) for qq in q]
+    return UnfoldedLines(q, {name: list(rows) for name in DIRECTIONS})
+
+
+@pytest.mark.parametrize("layers,hv,gamma1,gap", [(2, 6.0, 0.25, 0.12), (2, 5.5, 0.38, 0.0), (1, 6.0, 0.0, 0.15)])
+def test_gap_term_fits_synthetic_bands_back_and_keeps_v0_clean(layers, hv, gamma1, gap):
+    """Bands of known v₀, γ₁ and gap at K (a bilayer with interlayer asymmetry, a massive Dirac cone) are
+    fitted back exactly; without the gap term the gap leaked into v₀ (0.35 % for the bilayer, 3 % for the
+    cone) and into γ₁ (6 %)."""
+    from hedgenet.physics.continuum_fit import band_velocity_at_energy
+
+    fit = fit_continuum([synthetic_lines(hv, gamma1, gap, layers)], "KΓ", layers, fixed_energy_eV=0.2)
+    assert fit["hbar_v0_eV_A"] == pytest.approx(hv, rel=1e-4)
+    assert fit["gamma1_eV"] == pytest.approx(gamma1, abs=1e-4)
+    assert fit["gap_eV"] == pytest.approx(gap, abs=1e-4)
+    assert fit["E0_eV"] == pytest.approx(-4.0, abs=1e-5)
+    # the band velocity 0.2 eV above E₀ against a finite difference of the explicit matrix's eigenvalues
+    bands = (lambda x: bilayer_matrix_bands(x, gamma1, gap)) if layers == 2 else (lambda x: massive_dirac_bands(x, gap))
+    q = np.linspace(0.02, 0.1, 4001)
+    low = np.array([np.sort(bands(hv * qq))[layers] for qq in q])  # lowest conduction band
+    i = np.searchsorted(low, 0.2)
+    slope = (low[i] - low[i - 1]) / (q[i] - q[i - 1])
+    assert fit["v_fixed_energy_1e5_m_s"] == pytest.approx(velocity_1e5_m_s(slope), rel=2e-3)
+    assert fit["fixed_energy_q_inv_A"] == pytest.approx(q[i], abs=1e-4)
+    v, qe = band_velocity_at_energy(hv, gamma1, gap, 0.2, layers)
+    assert (v, qe) == pytest.approx((fit["v_fixed_energy_1e5_m_s"], fit["fixed_energy_q_inv_A"]), rel=1e-4)
+    assert np.isnan(band_velocity_at_energy(hv, gamma1, 0.5, 0.2, layers)[0])  # inside the gap: no band
+
+
+def noisy_pairs(n_pairs: int, seed: int = 0):
+    """± pairs of synthetic bilayer bands whose v₀ and gap scatter from pair to pair (both members alike)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_pairs):
+        hv, gap = 6.0 * (1 + 0.03 * rng.standard_normal()), abs(0.05 + 0.02 * rng.standard_normal())
+        out += [synthetic_lines(hv, 0.3, gap, 2)] * 2
+    return out
+
+
+def test_error_bars_jackknife_below_eight_pairs_bootstrap_from_eight():
+    from hedgenet.physics.continuum_fit import MIN_PAIRS_BOOTSTRAP, fit_start
+
+    assert MIN_PAIRS_BOOTSTRAP == 8
+    lines = noisy_pairs(4)
+    r = thermal_fermi_velocity(lines, n_bootstrap=10, fixed_energy_eV=0.2)
+    assert r["error_method"] == "jackknife" and r["n_pairs"] == 4
+    assert "4 independent ± pairs" in r["error_warning"] and "41 %" in r["error_warning"]
+    # the jackknife by hand: delete one pair, refit both directions from the best fit, direction mean
+    theta = []
+    for k in range(4):
+        kept = [ln for j in range(4) if j != k for ln in lines[2 * j : 2 * j + 2]]
+        theta.append(np.mean([fit_continuum(kept, n, 2, fit_start(r["directions"][n]), multistart=False)["v0_1e5_m_s"]
+                              for n in DIRECTIONS]))
+    theta = np.array(theta)
+    assert r["v0_err_1e5_m_s"] == pytest.approx(np.sqrt(3 / 4 * np.sum((theta - theta.mean()) ** 2)), rel=1e-6)
+    for key in ("v0_err_1e5_m_s", "gap_err_eV", "v_fixed_energy_err_1e5_m_s"):
+        assert r[key] > 0, key
+    # 8 pairs: bootstrap, no warning; a forced jackknife is honoured
+    many = noisy_pairs(8, seed=1)
+    b = thermal_fermi_velocity(many, n_bootstrap=10, fixed_energy_eV=0.2)
+    assert b["error_method"] == "bootstrap" and b["error_warning"] is None
+    assert thermal_fermi_velocity(many, n_bootstrap=10, error_method="jackknife")["error_method"] == "jackknife"
+    with pytest.raises(ValueError, match="error_method"):
+        thermal_fermi_velocity(many, error_method="bayes")
+
+
+# ---------------------------------------------------------------- second order from ± pairs
+def test_second_order_pair_is_exact_to_second_order_and_lives_on_the_union_of_edges():
+    """H(u) = H₀ + A·u + uᵀBu + c(Σu)³ per block: ½[H(u)+H(−u)] ± Σ dH/du·u must be H₀ ± A·u + uᵀBu
+    exactly (the cubic term dropped), also for a block that only the +u geometry has (cutoff crossing)."""
+    from hedgenet.orbitals.blocks import BlockDerivatives, BlockSet
+    from hedgenet.physics.fermi_velocity import second_order_pair
+
+    rng = np.random.default_rng(0)
+    n_atoms, n_max = 2, 2
+    ei0 = np.array([[0, 0, 1, 1], [0, 1, 0, 1]])
+    cs0 = np.zeros((4, 3), dtype=np.int64)
+    E = 4
+    h0, s0 = rng.normal(size=(E, n_max, n_max)), rng.normal(size=(E, n_max, n_max))
+    A, AS = rng.normal(size=(n_atoms, 3, E, n_max, n_max)), rng.normal(size=(n_atoms, 3, E, n_max, n_max))
+    B = rng.normal(size=(n_atoms * 3, n_atoms * 3, E, n_max, n_max))
+    u = 0.05 * rng.normal(size=(n_atoms, 3))
+    extra_ei, extra_cs, extra_H = np.array([[0], [1]]), np.array([[1, 0, 0]]), rng.normal(size=(1, n_max, n_max))
+
+    def H(v, which):
+        lin = np.einsum("ax,axenm->enm", v, A if which == "H" else AS)
+        quad = np.einsum("i,j,ijenm->enm", v.ravel(), v.ravel(), B)
+        return (h0 if which == "H" else s0) + lin + quad + 0.7 * v.sum() ** 3
+
+    n_orb = np.array([n_max, n_max])
+    deriv = BlockDerivatives(BlockSet(ei0, cs0, h0, s0, n_orb), A, AS)
+    plus = BlockSet(np.concatenate([ei0, extra_ei], axis=1), np.concatenate([cs0, extra_cs]),
+                    np.concatenate([H(u, "H"), extra_H]), np.concatenate([H(u, "S"), extra_H]), n_orb)
+    minus = BlockSet(ei0, cs0, H(-u, "H"), H(-u, "S"), n_orb)
+    p, m = second_order_pair(deriv, u, plus, minus)
+    assert p.n_edges == 5 and np.array_equal(p.edge_index, m.edge_index)
+    key = {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*p.edge_index, p.cell_shift))}
+    rows = [key[(int(i), int(j), 0, 0, 0)] for i, j in ei0.T]
+    for sign, got in ((1, p), (-1, m)):
+        lin = np.einsum("ax,axenm->enm", u, A)
+        quad = np.einsum("i,j,ijenm->enm", u.ravel(), u.ravel(), B)
+        assert np.allclose(got.H[rows], h0 + sign * lin + quad, atol=1e-12)
+        assert np.allclose(got.S[rows], s0 + sign * np.einsum("ax,axenm->enm", u, AS) + quad, atol=1e-12)
+        assert np.allclose(got.H[key[(0, 1, 1, 0, 0)]], 0.5 * extra_H[0])  # only at +u: half of it, both signs
+    assert np.allclose(plus.H[:4] - p.H[rows], 0.7 * u.sum() ** 3, rtol=1e-9, atol=0)  # H(u) − H⁽²⁾(u): the cubic term
+
+
+def test_second_order_needs_plus_minus_pairs():
+    from hedgenet.physics.fermi_velocity import RenormalizationSettings, check_pairs
+
+    u = np.random.default_rng(0).normal(size=(2, 5, 3))
+    check_pairs(np.stack([u[0], -u[0], u[1], -u[1]]))
+    with pytest.raises(ValueError, match="sampler=monte_carlo.*drop 'second' from fermi_velocity.orders"):
+        check_pairs(np.stack([u[0], u[1], -u[0], -u[1]]))
+    with pytest.raises(ValueError, match="not ± pairs"):
+        check_pairs(u[:1])
+    s = RenormalizationSettings()
+    assert s.orders == ("first", "all") and s.fixed_energy_eV == 0.2 and s.error_method == "auto"
+    RenormalizationSettings(orders=("second",)).check()
+    s.check()
+    with pytest.raises(ValueError, match="fixed_energy_eV"):
+        RenormalizationSettings(fixed_energy_eV=1.5).check()
+
+
+def test_report_and_plot_show_every_order_and_observable(tmp_path):
+    """The pipeline report's v_F table has a row per order and temperature with the three ratios, the gap
+    and the error-bar method, and states the few-pairs warning; the plot has one panel per ratio."""
+    from hedgenet.pipeline.report import headline, write_report
+    from hedgenet.report.plots import plot_ratios
+
+    def entry(r, method="jackknife"):
+        return {"ratio_to_static": r, "ratio_err": 0.01, "gamma1_ratio_to_static": 0.9, "gamma1_ratio_err": 0.02,
+                "v_fixed_energy_ratio_to_static": r - 0.01, "v_fixed_energy_ratio_err": 0.015, "gamma1_eV": 0.18,
+                "gap_eV": 0.012, "gap_err_eV": 0.004, "v0_1e5_m_s": 7.0 * r, "ratio_err_method": method,
+                "error_warning": "error bars from 4 independent ± pairs (jackknife): the error bar itself is "
+                                 "uncertain by about 41 %"}
+    by_t = {o: {"0.0": entry(1.0 - k / 100), "300.0": entry(0.98 - k / 100)} for k, o in enumerate(("first", "second", "all"))}
+    summary = {"static": {"v0_1e5_m_s": 7.0, "gamma1_eV": 0.2, "gap_eV": 0.001, "fixed_energy_eV": 0.2,
+                          "v_fixed_energy_1e5_m_s": 6.5, "directions": {"KΓ": {"gamma1_eV": 0.2}}},
+               "supercell": [6, 6], "sampler": "monte_carlo", "excluded_modes": [], "by_temperature": by_t}
+    outputs = {"fermi_velocity_model": {"dir": str(tmp_path), "summary": summary}}
+    write_report(tmp_path, outputs, "a: 1\n", {})
+    text = (tmp_path / "report.md").read_text()
+    assert "| second | 300 | 0.9700 ± 0.0100 | — | 0.9600 ± 0.0150 | 0.9000 ± 0.0200 | 0.012 ± 0.004 | jackknife |" in text
+    assert "v(E*)/v(E*, static), E* = 0.2 eV" in text and "Note: error bars from 4 independent ± pairs" in text
+    assert headline(outputs)["v_ratio_second_300K"] == pytest.approx(0.97)
+    plot_ratios(tmp_path / "fv.png", {o: {float(T): v for T, v in d.items()} for o, d in by_t.items()})
+    from PIL import Image
+
+    assert Image.open(tmp_path / "fv.png").size[0] > 2.5 * Image.open(tmp_path / "fv.png").size[1]  # three panels

@@ -24,15 +24,27 @@ def root(tmp_path_factory):
 
 
 def test_reference_run(root):
-    _, out = run(root, "xtb")
+    _, out = run(root, "xtb", "fermi_velocity.orders=[first,second,all]")
     for f in ("summary.json", "fermi_velocity.png", "spectral_function.png", "phonopy_params.yaml"):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert 5.0 < s["static"]["v0_1e5_m_s"] < 10.0
-    for order in ("first", "all"):
+    assert list(s["by_temperature"]) == ["first", "second", "all"]
+    st = s["static"]
+    assert 0.1 < st["gamma1_eV"] < 0.5 and 0 <= st["gap_eV"] < 0.02 and st["fixed_energy_eV"] == 0.2
+    assert 4.0 < st["v_fixed_energy_1e5_m_s"] < st["v0_1e5_m_s"]  # the bilayer's bands bend below v0 near K
+    for order in ("first", "second", "all"):
         for T in ("0.0", "300.0"):
             r = s["by_temperature"][order][T]
             assert 0.8 < r["ratio_to_static"] < 1.2 and 0 < r["ratio_err"] < 0.2
+            assert 0.5 < r["gamma1_ratio_to_static"] < 1.5 and r["gamma1_ratio_err"] > 0
+            assert 0.8 < r["v_fixed_energy_ratio_to_static"] < 1.2 and r["v_fixed_energy_ratio_err"] > 0
+            assert r["gamma1_eV"] > 0 and r["gap_eV"] >= 0 and r["gap_err_eV"] >= 0
+            # 4 samples = 2 ± pairs: a jackknife, and the summary says how rough its error bar is
+            assert r["ratio_err_method"] == "jackknife" and "2 independent ± pairs" in r["error_warning"]
+    # the second order shares the all-orders H(±u): it adds unfolding and fitting, no calculator call
+    t = s["timings_s"]
+    assert t["samples_second"] < 0.5 * t["samples_all"], t
     assert s["by_temperature"]["all"]["300.0"]["rms_u_A"] > s["by_temperature"]["all"]["0.0"]["rms_u_A"]
     # force constants from the 5×5 cell mapped onto the 4×4 sampling cell; what the sampler left out
     ph = s["phonons"]
@@ -47,7 +59,9 @@ def test_reference_run(root):
         (["fermi_velocity.temperatures_K=[-5]"], "≥ 0 K"),
         (["fermi_velocity.temperatures_K=[]"], "temperature list is empty"),
         (["sampler.n_samples=2"], "even number ≥ 4"),
-        (["fermi_velocity.orders=[second]"], "choose from"),
+        (["fermi_velocity.orders=[third]"], "choose from"),
+        (["fermi_velocity.fixed_energy_eV=1.5"], "0 < fixed_energy_eV < window_eV"),
+        (["fermi_velocity.error_method=bayes"], "error_method"),
         (["fermi_velocity.supercell=[2,2]"], "cell too small"),
         # force constants of a cell that folds K onto Γ: imaginary modes named, stopped before sampling
         (["fermi_velocity.supercell=[3,3]", "fermi_velocity.force_constants_supercell=null",

@@ -126,6 +126,7 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["material=graphite_xyz"], "material"),
     (["overrides.fermi_velocity.fermi_velocity.temperatures_K=[]"], "temperature list is empty"),
+    (["+overrides.fermi_velocity.fermi_velocity.fixed_energy_eV=1.5"], "0 < fixed_energy_eV < window_eV"),
     (["stages=[label,phonons]"], "need a model"),
     (["stages=[label,relax]"], "stages ['relax'] unknown"),
     (["overrides.label.dataset.supercell=[3,3]"], "too narrow for reference.block_cutoff=5"),

@@ -1,13 +1,17 @@
-"""``hedgenet-fermi-velocity``: v_F(T)/v_F(static lattice) to first order and to all orders in the
-electron–phonon coupling, from the reference or a trained model (Hydra app).
+"""``hedgenet-fermi-velocity``: v_F(T)/v_F(static lattice) to first order, second order and all orders in
+the electron–phonon coupling, from the reference or a trained model (Hydra app).
 
     hedgenet-fermi-velocity                                          # xTB, AB bilayer graphene 6×6
     hedgenet-fermi-velocity calculator=model model_path=outputs/train/runs/<run>/model.pt
     hedgenet-fermi-velocity sampler=sdm fermi_velocity.temperatures_K=[0,300]
 
-Writes into the run directory: summary.json (static v0 and γ1, per order and temperature v0 ± error in
-10⁵ m/s and the ratio to the static lattice, timings; the source cell of the force constants and the named
-Γ frequencies under ``phonons``; every mode the sampler left out under ``excluded_modes``), fermi_velocity.png (ratio vs T, both orders),
+Writes into the run directory: summary.json (static v0, γ1, gap and band velocity at
+``fermi_velocity.fixed_energy_eV``; under ``by_temperature``, per order and temperature, the same with error
+bars and their ratios to the static lattice: ``ratio_to_static``/``ratio_err`` (v0),
+``gamma1_ratio_to_static``/``gamma1_ratio_err``, ``v_fixed_energy_ratio_to_static``/``v_fixed_energy_ratio_err``,
+``gap_eV``/``gap_err_eV``, and ``ratio_err_method`` (bootstrap or jackknife) with ``error_warning`` below 8 ± pairs;
+timings; the source cell of the force constants and the named Γ frequencies under ``phonons``; every mode the
+sampler left out under ``excluded_modes``), fermi_velocity.png (the three ratios vs T, every order),
 spectral_function.png (sample-averaged A(k, E) near K at up to three temperatures), phonopy_params.yaml.
 """
 
@@ -50,7 +54,7 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         fc_displacement_A=float(f.fc_displacement_A),
         epi_displacement_A=float(f.epi_displacement_A), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
         window_eV=float(f.window_eV), layers=int(f.layers), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
-        orders=tuple(f.orders),
+        orders=tuple(f.orders), fixed_energy_eV=float(f.fixed_energy_eV), error_method=str(f.error_method),
     )
     try:
         settings.check()
@@ -70,6 +74,11 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     }
 
 
+def _pm(v: dict, name: str) -> str:
+    r, e = v.get(f"{name}_to_static"), v.get(f"{name}_err")
+    return "—" if r is None else f"{r:.4f} ± {float(e):.4f}"
+
+
 def _report(summary: dict, run) -> None:
     ph = summary["phonons"]
     print(f"force constants from {ph['force_constants_supercell']} ({ph['mapped_by']}); Γ: in-plane optical "
@@ -80,10 +89,20 @@ def _report(summary: dict, run) -> None:
         kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
     print("modes not sampled: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none")
           + " (summary.json: excluded_modes)")
-    print(f"static lattice v0 = {summary['static']['v0_1e5_m_s']:.4f} × 10^5 m/s")
+    st = summary["static"]
+    # float(): a band that does not reach the fixed energy gives NaN, which summary.json stores as "nan"
+    print(f"static lattice v0 = {st['v0_1e5_m_s']:.4f} × 10^5 m/s, γ1 = {st['gamma1_eV']:.4f} eV, gap "
+          f"{st['gap_eV']:.4f} eV, v({st['fixed_energy_eV']:g} eV) = {float(st['v_fixed_energy_1e5_m_s']):.4f} × 10^5 m/s")
+    warnings = set()
     for order, d in summary["by_temperature"].items():
         for T, v in d.items():
-            print(f"{order:5s} order  T = {float(T):6.1f} K   v0/v0(static) = {v['ratio_to_static']:.4f} ± {v['ratio_err']:.4f}")
+            print(f"{order:6s} order  T = {float(T):6.1f} K   v0/v0(static) = {_pm(v, 'ratio')}   "
+                  f"γ1/γ1(static) = {_pm(v, 'gamma1_ratio')}   v(E)/v(E, static) = {_pm(v, 'v_fixed_energy_ratio')}"
+                  f"   gap = {v['gap_eV']:.4f} ± {float(v['gap_err_eV']):.4f} eV   ({v['ratio_err_method']})")
+            if v.get("error_warning"):
+                warnings.add(v["error_warning"])
+    for w in sorted(warnings):
+        print(f"warning: {w}")
     print(f"total {summary['timings_s']['total']:.1f} s; run directory {run.run_dir}")
 
 

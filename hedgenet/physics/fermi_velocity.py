@@ -1,5 +1,5 @@
-"""Temperature-dependent Fermi velocity from thermal displacements, to first order and to all orders in
-the electron–phonon coupling, with any calculator (model or reference: the same code).
+"""Temperature-dependent Fermi velocity from thermal displacements, to first order, second order and all
+orders in the electron–phonon coupling, with any calculator (model or reference: the same code).
 
 For a supercell of the primitive cell:
 
@@ -10,11 +10,18 @@ For a supercell of the primitive cell:
    imaginary ones beyond ``imaginary_threshold_THz`` stop the run here, before anything is sampled;
 2. static blocks H₀, S₀ and their derivatives dH/du, dS/du (:mod:`hedgenet.physics.epi`);
 3. for every temperature, displacements u from the sampler (Monte Carlo with antithetic pairs, or the
-   special displacement configuration ± u), and per sample two Hamiltonians:
-   *first order* H₀ + Σ dH/du·u (S likewise), and *all orders* H(u) from the calculator at the displaced
-   geometry;
+   special displacement configuration ± u), and per sample up to three Hamiltonians (S likewise):
+   *first order* H₀ + Σ dH/du·u; *all orders* H(u) from the calculator at the displaced geometry; and
+   *second order*, from the ± pair at no further calculator cost:
+
+       H⁽²⁾(±u) = ½[H(u) + H(−u)] ± Σ dH/du·u
+
+   (the even part of H(u) exactly, so H₀ + the second-order term + all higher even orders, and the odd
+   part to first order: it differs from H(±u) by O(u³)); it needs the samples to come in ± pairs;
 4. unfolded states near K and the continuum fit (:mod:`hedgenet.physics.continuum_fit`), pooled over the
-   samples of a temperature, with bootstrap error bars; ratios v_F(T)/v_F(static lattice).
+   samples of a temperature, with error bars from resampled ± pairs; per order and temperature v₀, γ₁,
+   the gap at K and the band velocity ``fixed_energy_eV`` above the charge-neutrality point of the fitted
+   bands, and the ratios of v₀, γ₁ and that velocity to the static lattice's.
 """
 
 from __future__ import annotations
@@ -25,12 +32,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms
 
+from hedgenet.orbitals.blocks import BlockDerivatives, BlockSet, blocks_on_edges
 from hedgenet.physics.continuum_fit import (
+    ERROR_METHODS,
+    direction_mean,
     fit_continuum,
     thermal_fermi_velocity,
     unfold_near_k,
 )
-from hedgenet.physics.phonons import gamma_mode_summary, mapped_force_constants, name_gamma_modes
+from hedgenet.physics.phonons import (
+    gamma_mode_summary,
+    mapped_force_constants,
+    name_gamma_modes,
+)
 from hedgenet.physics.sampling import (
     NormalModes,
     check_imaginary_modes,
@@ -42,7 +56,9 @@ from hedgenet.physics.sampling import (
 from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
 from hedgenet.structures.supercell import supercell_atoms
 
-ORDERS = ("first", "all")
+ORDERS = ("first", "second", "all")
+DEFAULT_ORDERS = ("first", "all")
+"""`second` needs no calculator call, but one unfolding per sample like the others (docs/physics.md)."""
 
 
 @dataclass
@@ -65,7 +81,9 @@ class RenormalizationSettings:
     layers: int = 2
     n_bootstrap: int = 100
     seed: int = 0
-    orders: tuple[str, ...] = ORDERS
+    orders: tuple[str, ...] = DEFAULT_ORDERS
+    fixed_energy_eV: float = 0.2  # band velocity this far above the charge-neutrality point of the fitted bands
+    error_method: str = "auto"  # auto (bootstrap from 8 ± pairs, jackknife below) | bootstrap | jackknife
 
     def check(self) -> None:
         if self.sampler not in ("monte_carlo", "sdm"):
@@ -82,6 +100,12 @@ class RenormalizationSettings:
         bad = set(self.orders) - set(ORDERS)
         if bad or not self.orders:
             raise ValueError(f"orders {list(self.orders)}: choose from {list(ORDERS)}")
+        if not 0 < self.fixed_energy_eV < self.window_eV:
+            raise ValueError(f"fermi_velocity.fixed_energy_eV={self.fixed_energy_eV}: the band velocity is read "
+                             f"between the charge-neutrality point and the edge of the fitted window "
+                             f"(window_eV={self.window_eV}). Fix: 0 < fixed_energy_eV < window_eV, e.g. 0.2")
+        if self.error_method not in ERROR_METHODS:
+            raise ValueError(f"fermi_velocity.error_method={self.error_method!r} unknown; valid: {list(ERROR_METHODS)}")
         if self.n_bootstrap < 2:
             raise ValueError(f"fermi_velocity.n_bootstrap={self.n_bootstrap}: the error bars are the spread of "
                              "bootstrap draws and need at least 2. Fix: set fermi_velocity.n_bootstrap ≥ 2 (default 100)")
@@ -97,7 +121,7 @@ class RenormalizationSettings:
 @dataclass
 class RenormalizationResult:
     static: dict
-    by_temperature: dict = field(default_factory=dict)  # {order: {T: fit dict with ratio}}
+    by_temperature: dict = field(default_factory=dict)  # {order: {T: fit dict with ratios to static}}
     timings_s: dict = field(default_factory=dict)
     phonon: object | None = None
     lines: dict = field(default_factory=dict)  # {(order, T): [UnfoldedLines]} for plots
@@ -111,6 +135,56 @@ def _displacements(modes, T, s: RenormalizationSettings, seed: int) -> np.ndarra
               for k in range(s.n_samples // 2)]
         return np.stack([x for u in us for x in (u, -u)])
     return thermal_displacements(modes, T, s.n_samples, seed, s.quantum, True, s.cutoff_frequency_THz)
+
+
+def check_pairs(us: np.ndarray) -> None:
+    """Raise ValueError unless the displacements (n, N, 3) come as ± pairs: sample 2k+1 = −sample 2k (the
+    second order is built from such pairs)."""
+    us = np.asarray(us)
+    if len(us) % 2 or not np.allclose(us[1::2], -us[0::2], rtol=0.0, atol=1e-12):
+        raise ValueError(
+            "order 'second' is built from ± pairs of displacements (½[H(u)+H(−u)] ± Σ dH/du·u), but the samples "
+            "are not ± pairs (sample 2k+1 ≠ −sample 2k). Fix: use a sampler that gives antithetic pairs "
+            "(sampler=monte_carlo or sampler=sdm) or drop 'second' from fermi_velocity.orders")
+
+
+def _union_edges(*sets: BlockSet) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the edge lists (i, j, R) of several block sets of the same atoms."""
+    ei = np.concatenate([b.edge_index for b in sets], axis=1)
+    cs = np.concatenate([b.cell_shift for b in sets])
+    _, first = np.unique(np.concatenate([ei.T, cs], axis=1), axis=0, return_index=True)
+    first = np.sort(first)
+    return ei[:, first], cs[first]
+
+
+def second_order_pair(deriv: BlockDerivatives, u: np.ndarray, plus: BlockSet, minus: BlockSet,
+                      first_plus: BlockSet | None = None) -> tuple[BlockSet, BlockSet]:
+    """H⁽²⁾(+u), H⁽²⁾(−u) = ½[H(u) + H(−u)] ± Σ dH/du·u (S likewise) from the calculator's blocks at ±u
+    (``plus``, ``minus``) and the derivatives at u = 0; ``first_plus`` = ``deriv.first_order(u)`` if already
+    computed. The three edge lists (undisplaced, +u, −u) may differ where a pair crosses the block cutoff:
+    the result lives on their union, a block absent from one list counting as zero there."""
+    first_plus = deriv.first_order(u) if first_plus is None else first_plus
+    b0 = deriv.blocks0
+    ei, cs = _union_edges(b0, plus, minus)
+    Hp, Sp = blocks_on_edges(plus, ei, cs)
+    Hm, Sm = blocks_on_edges(minus, ei, cs)
+    H0, S0 = blocks_on_edges(b0, ei, cs)
+    H1, S1 = blocks_on_edges(first_plus, ei, cs)
+    dH, dS = H1 - H0, S1 - S0  # Σ dH/du·u on the undisplaced edges, zero elsewhere
+    Heven, Seven = 0.5 * (Hp + Hm), 0.5 * (Sp + Sm)
+    return (BlockSet(ei, cs, Heven + dH, Seven + dS, b0.n_orb),
+            BlockSet(ei, cs, Heven - dH, Seven - dS, b0.n_orb))
+
+
+def _ratios(fit: dict, static: dict) -> None:
+    """Ratios to the static lattice (and their errors, the static fit being exact) of v₀, γ₁ and the band
+    velocity at the fixed energy, added to ``fit``; None where the static value is 0 or undefined."""
+    for key, err, name in (("v0_1e5_m_s", "v0_err_1e5_m_s", ""), ("gamma1_eV", "gamma1_err_eV", "gamma1_"),
+                           ("v_fixed_energy_1e5_m_s", "v_fixed_energy_err_1e5_m_s", "v_fixed_energy_")):
+        ref = static.get(key)
+        ok = ref is not None and np.isfinite(ref) and ref != 0 and np.isfinite(fit.get(key, np.nan))
+        fit[f"{name}ratio_to_static"] = float(fit[key] / ref) if ok else None
+        fit[f"{name}ratio_err"] = float(fit[err] / abs(ref)) if ok else None
 
 
 def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSettings,
@@ -136,7 +210,9 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     t["phonons"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    deriv = calc.block_derivatives(sc, s.epi_displacement_A) if "first" in s.orders else None
+    need_deriv = "first" in s.orders or "second" in s.orders
+    need_displaced = "all" in s.orders or "second" in s.orders
+    deriv = calc.block_derivatives(sc, s.epi_displacement_A) if need_deriv else None
     blocks0 = deriv.blocks0 if deriv is not None else calc.predict_hamiltonian(sc)
     t["epi"] = time.perf_counter() - t0
 
@@ -146,50 +222,84 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     kw = dict(q_max=s.q_max_inv_A, n_q=s.n_q, window_eV=s.window_eV)
     static_lines = unfold_near_k(blocks0, cmap, e_ref, **kw)
     t["static_bands"] = t_unfold = time.perf_counter() - t0
-    static = {name: fit_continuum([static_lines], name, s.layers) for name in ("KΓ", "KM")}
-    v_static = float(np.mean([static[n]["v0_1e5_m_s"] for n in static]))
-    result = RenormalizationResult({"v0_1e5_m_s": v_static, "directions": static, "E_cnp_eV": e_ref},
+    static = {name: fit_continuum([static_lines], name, s.layers, fixed_energy_eV=s.fixed_energy_eV)
+              for name in ("KΓ", "KM")}
+    static_mean = direction_mean(static)
+    result = RenormalizationResult({**static_mean, "fixed_energy_eV": s.fixed_energy_eV, "directions": static,
+                                    "E_cnp_eV": e_ref},
                                    phonon=phonon, excluded_modes=excluded, phonons={**fc_info, **gamma})
     result.lines[("static", 0.0)] = [static_lines]
 
+    # seconds per order: building its Hamiltonians (the calculator's H(±u) are charged to `all` when it is
+    # computed, else to `second`), unfolding them and fitting
     t_sample = {o: 0.0 for o in s.orders}
     t_fit = 0.0
-    todo = [(o, T) for T in s.temperatures_K for o in s.orders]
+    displaced_owner = "all" if "all" in s.orders else "second"
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="v_F(T)", unit="T×order")
+        bar = tqdm(total=len(s.temperatures_K) * len(s.orders), desc="v_F(T)", unit="T×order")
     for k, T in enumerate(s.temperatures_K):
         us = _displacements(modes, float(T), s, seed=int(np.random.SeedSequence([s.seed, k]).generate_state(1)[0]))
-        for order in s.orders:
-            t0 = time.perf_counter()
-            lines = []
-            for u in us:
-                if order == "first":
-                    blocks = deriv.first_order(u)
-                else:
-                    displaced = sc.copy()
-                    displaced.positions += u
-                    blocks = calc.predict_hamiltonian(displaced)
-                t1 = time.perf_counter()
-                lines.append(unfold_near_k(blocks, cmap, e_ref, **kw))
-                t_unfold += time.perf_counter() - t1
+        if "second" in s.orders:
+            check_pairs(us)
+        lines = {o: [] for o in s.orders}
+
+        def unfold(order, blocks, lines=lines):
+            nonlocal t_unfold
             t1 = time.perf_counter()
-            fit = thermal_fermi_velocity(lines, s.n_bootstrap, s.seed, s.layers, group=2, guesses=static)
-            t_fit += time.perf_counter() - t1
-            fit["ratio_to_static"] = fit["v0_1e5_m_s"] / v_static
-            fit["ratio_err"] = fit["v0_err_1e5_m_s"] / v_static
+            lines[order].append(unfold_near_k(blocks, cmap, e_ref, **kw))
+            dt = time.perf_counter() - t1
+            t_unfold += dt
+            t_sample[order] += dt
+
+        for p in range(0, len(us), 2):
+            pair = us[p : p + 2]
+            first, displaced = [], []
+            for j, u in enumerate(pair):
+                if "first" in s.orders or (j == 0 and need_deriv):  # `second` needs Σ dH/du·u of +u only
+                    t0 = time.perf_counter()
+                    first.append(deriv.first_order(u))
+                    t_sample["first" if "first" in s.orders else "second"] += time.perf_counter() - t0
+                if need_displaced:
+                    t0 = time.perf_counter()
+                    atoms = sc.copy()
+                    atoms.positions += u
+                    displaced.append(calc.predict_hamiltonian(atoms))
+                    t_sample[displaced_owner] += time.perf_counter() - t0
+            if "first" in s.orders:
+                for b in first:
+                    unfold("first", b)
+            if "second" in s.orders:
+                t0 = time.perf_counter()
+                pair2 = second_order_pair(deriv, pair[0], *displaced, first_plus=first[0])
+                t_sample["second"] += time.perf_counter() - t0
+                for b in pair2:
+                    unfold("second", b)
+            if "all" in s.orders:
+                for b in displaced:
+                    unfold("all", b)
+        for order in s.orders:
+            t1 = time.perf_counter()
+            fit = thermal_fermi_velocity(lines[order], s.n_bootstrap, s.seed, s.layers, group=2, guesses=static,
+                                         fixed_energy_eV=s.fixed_energy_eV, error_method=s.error_method)
+            dt = time.perf_counter() - t1
+            t_fit += dt
+            t_sample[order] += dt
+            _ratios(fit, static_mean)
+            fit["ratio_err_method"] = fit["error_method"]
             fit["rms_u_A"] = float(np.sqrt(np.mean(us**2)))
             result.by_temperature.setdefault(order, {})[float(T)] = fit
-            result.lines[(order, float(T))] = lines
-            t_sample[order] += time.perf_counter() - t0
+            result.lines[(order, float(T))] = lines[order]
             if bar is not None:
                 bar.update()
     if bar is not None:
         bar.close()
     t.update({f"samples_{o}": v for o, v in t_sample.items()})
-    t["total"] = sum(t.values())
+    n = len(s.temperatures_K) * s.n_samples
+    t.update({f"per_sample_{o}": v / n for o, v in t_sample.items()})
+    t["total"] = sum(v for key, v in t.items() if not key.startswith("per_sample_"))
     # parts of the stages above: eigensolves + weights near E_CNP, and continuum fits with bootstrap
     t["unfold_part"], t["fit_part"] = t_unfold, t_fit
     result.timings_s = t

@@ -26,7 +26,10 @@ def check_pipeline_config(cfg: DictConfig, stages) -> None:
                                     sampler=c["sampler"]["name"], n_samples=int(c["sampler"]["n_samples"]),
                                     quantum=bool(c["sampler"].get("quantum", True)),
                                     n_bootstrap=int(c["fermi_velocity"].get("n_bootstrap", 100)),
-                                    orders=tuple(c["fermi_velocity"]["orders"])).check()
+                                    orders=tuple(c["fermi_velocity"]["orders"]),
+                                    window_eV=float(c["fermi_velocity"].get("window_eV", 1.0)),
+                                    fixed_energy_eV=float(c["fermi_velocity"].get("fixed_energy_eV", 0.2)),
+                                    error_method=str(c["fermi_velocity"].get("error_method", "auto"))).check()
         except ValueError as err:  # ConfigError included
             raise ConfigError(f"stage fermi_velocity: {err} (overrides.fermi_velocity)") from None
     check_stage_cells(cfg, stages)

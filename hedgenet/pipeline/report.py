@@ -1,5 +1,5 @@
 """The pipeline report: one markdown file and one self-contained HTML page (figures embedded) with the
-phonon bands (model vs reference), couplings, the unfolded spectral function, v_F(T) for both orders,
+phonon bands (model vs reference), couplings, the unfolded spectral function, v_F(T) for every order,
 model accuracy, timings against the reference and the resolved config."""
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ def headline(outputs: dict) -> dict:
             T = max(d, key=float)
             h[f"v_ratio_{order}_{float(T):.0f}K"] = d[T]["ratio_to_static"]
     return h
+
+
+def _pm(v: dict, name: str) -> str:
+    """``name_to_static ± name_err`` of a v_F(T) entry, or — where absent."""
+    r = v.get(f"{name}_to_static")
+    return "—" if r is None else f"{r:.4f} ± {float(v[f'{name}_err']):.4f}"
 
 
 def excluded_mode_warnings(outputs: dict) -> list[str]:
@@ -173,18 +179,32 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
         figure("epi_model", "couplings.png", "coupling strengths, model vs reference")
     if "fermi_velocity_model" in outputs:
         s = outputs["fermi_velocity_model"]["summary"]
-        md += ["## Fermi velocity v_F(T)", "", f"Static lattice (model): v₀ = {_fmt(s['static']['v0_1e5_m_s'])} × 10⁵ m/s,"
-               f" γ₁ = {_fmt(s['static']['directions']['KΓ']['gamma1_eV'])} eV; {s['supercell']} supercell, "
-               f"sampler {s['sampler']}.", ""]
+        st = s["static"]
+        e_fixed = st.get("fixed_energy_eV")
+        md += ["## Fermi velocity v_F(T)", "", f"Static lattice (model): v₀ = {_fmt(st['v0_1e5_m_s'])} × 10⁵ m/s,"
+               f" γ₁ = {_fmt(st.get('gamma1_eV', st['directions']['KΓ']['gamma1_eV']))} eV"
+               + (f", gap at K {_fmt(st['gap_eV'])} eV, band velocity {e_fixed:g} eV above the charge-neutrality "
+                  f"point {_fmt(st['v_fixed_energy_1e5_m_s'])} × 10⁵ m/s" if e_fixed is not None else "")
+               + f"; {s['supercell']} supercell, sampler {s['sampler']}. Ratios to the static lattice per order "
+               "(first: H₀ + Σ dH/du·u; second: ½[H(u)+H(−u)] ± Σ dH/du·u; all: H(u)); error bars from "
+               "resampled ± pairs (method in the last column).", ""]
         rows = []
+        fv_notes = set()
         ref = outputs.get("fermi_velocity_reference", {}).get("summary", {}).get("by_temperature", {})
         for order, d in s["by_temperature"].items():
             for T, v in d.items():
                 r = ref.get(order, {}).get(T)
-                rows.append([order, float(T), f"{v['ratio_to_static']:.4f} ± {v['ratio_err']:.4f}",
-                             f"{r['ratio_to_static']:.4f} ± {r['ratio_err']:.4f}" if r else "—"])
-        md += _table(["order", "T (K)", "v_F/v_F(static), model", "reference"], rows)
-        figure("fermi_velocity_model", "fermi_velocity.png", "v_F(T)/v_F(static): first order and all orders")
+                rows.append([order, float(T), _pm(v, "ratio"), _pm(r, "ratio") if r else "—",
+                             _pm(v, "v_fixed_energy_ratio"), _pm(v, "gamma1_ratio"),
+                             f"{v['gap_eV']:.3f} ± {float(v['gap_err_eV']):.3f}" if "gap_eV" in v else "—",
+                             v.get("ratio_err_method", "bootstrap")])
+                if v.get("error_warning"):
+                    fv_notes.add(v["error_warning"])
+        md += _table(["order", "T (K)", "v₀/v₀(static), model", "reference",
+                      f"v(E*)/v(E*, static), E* = {e_fixed:g} eV" if e_fixed is not None else "v(E*)/v(E*, static)",
+                      "γ₁/γ₁(static)", "gap at K (eV)", "error bars"], rows)
+        md += [f"Note: {w}." for w in sorted(fv_notes)] + ([""] if fv_notes else [])
+        figure("fermi_velocity_model", "fermi_velocity.png", "ratios to the static lattice vs T (v₀, v(E*), γ₁), every order")
         figure("fermi_velocity_model", "spectral_function.png", "unfolded spectral function A(k, E) near K at three temperatures")
     trows = _timing_rows(outputs)
     md += ["## Timing", "", "Physics stages driven by the model vs by the reference (s; training is counted "

@@ -56,18 +56,36 @@ def plot_couplings(path: Path, g: dict, other: dict | None) -> None:
     _save(fig, path, ax)
 
 
+ORDER_LABELS = {"first": "first order", "second": "second order", "all": "all orders"}
+
+RATIO_PANELS = (("ratio", "v₀(T) / v₀(static)"), ("v_fixed_energy_ratio", "v(E*, T) / v(E*, static)"),
+                ("gamma1_ratio", "γ₁(T) / γ₁(static)"))
+"""(key prefix in a ``by_temperature`` entry, axis label): the panels of :func:`plot_ratios`."""
+
+
 def plot_ratios(path: Path, by_temperature: dict) -> None:
-    """v_F(T)/v_F(static) with error bars per order: ``{order: {T: {ratio_to_static, ratio_err}}}``."""
+    """Ratios to the static lattice vs T with error bars, one line per order: v₀, the band velocity at the
+    fixed energy E* and γ₁ (one panel each; panels whose ratios are absent, e.g. γ₁ of a monolayer, are
+    left out). ``{order: {T: {ratio_to_static, ratio_err, …}}}``."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    for order, d in by_temperature.items():
-        T = sorted(d)
-        ax.errorbar(T, [d[t]["ratio_to_static"] for t in T], yerr=[d[t]["ratio_err"] for t in T], marker="o",
-                    capsize=3, label=f"{order} order" if order == "first" else "all orders")
-    ax.axhline(1.0, color="k", lw=0.5)
-    ax.set_xlabel("T (K)")
-    ax.set_ylabel("v_F(T) / v_F(static lattice)")
-    _save(fig, path, ax)
+    panels = [(key, label) for key, label in RATIO_PANELS
+              if any(v.get(f"{key}_to_static") is not None for d in by_temperature.values() for v in d.values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        temps = [float(t) for d in by_temperature.values() for t in d]
+        dx = 0.012 * ((max(temps) - min(temps)) or 100.0)  # K: a small offset per order keeps error bars apart
+        for n, (order, d) in enumerate(by_temperature.items()):
+            T = sorted(d, key=float)
+            ok = [t for t in T if d[t].get(f"{key}_to_static") is not None]
+            x = [float(t) + dx * (n - 0.5 * (len(by_temperature) - 1)) for t in ok]
+            ax.errorbar(x, [d[t][f"{key}_to_static"] for t in ok], yerr=[d[t][f"{key}_err"] for t in ok],
+                        marker="o", capsize=3, label=ORDER_LABELS.get(order, order))
+        ax.axhline(1.0, color="k", lw=0.5)
+        ax.set_xlabel("T (K)")
+        ax.set_ylabel(label)
+    if panels:
+        axes[0][0].legend(fontsize=8)
+    _save(fig, path)
 
 
 def plot_spectral_maps(path: Path, maps: list[dict]) -> None:
@@ -76,7 +94,7 @@ def plot_spectral_maps(path: Path, maps: list[dict]) -> None:
     fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.5), squeeze=False)
     for ax, m in zip(axes[0], maps):
         ax.pcolormesh(m["q_inv_A"], m["E_minus_Ecnp_eV"], m["A"].T, shading="nearest", cmap="magma")
-        ax.set_title(f"{m['T_K']:.0f} K ({m['order']} orders)" if m["order"] == "all" else f"{m['T_K']:.0f} K (first order)",
+        ax.set_title(f"{m['T_K']:.0f} K ({ORDER_LABELS.get(m['order'], m['order'])})",
                      fontsize=9)
         ax.set_xlabel("q (1/Å)   Γ ← K → M")
     axes[0][0].set_ylabel("E − E_CNP (eV)")
