@@ -50,6 +50,7 @@ def main(argv=None) -> None:
 
     from hedgenet.physics import comparison
     from hedgenet.physics.comparison import PhononSettings
+    from hedgenet.report import learning_curves
     from hedgenet.report.compare import build_tables, find_fermi_velocity_runs
     from hedgenet.report.render import write_report
     from hedgenet.report.runs import CompareError, find_runs, group_runs
@@ -58,13 +59,18 @@ def main(argv=None) -> None:
     source = args.runs if args.runs is not None else args.learning_curves
     out = args.out or (args.runs / "compare" if args.runs is not None else args.learning_curves.parent / "compare")
     try:
+        lc_data = learning_curves.load(args.learning_curves) if args.learning_curves is not None else None
         groups = group_runs(find_runs(args.runs)) if args.runs is not None else {}
         fv = find_fermi_velocity_runs(args.fermi_velocity)
         settings = PhononSettings(mode=args.phonons, npoints=args.phonon_npoints,
                                   supercell=tuple(args.phonon_supercell) if args.phonon_supercell else None)
         tables, notes = build_tables(groups, settings, cache, fv, log=lambda m: print(m, flush=True),
                                      phonon_source=comparison)
-        files = write_report(tables, notes, source, out, args.learning_curves)
+        curves = None
+        if lc_data is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            curves = learning_curves.section(lc_data, out / "learning_curves.png", args.learning_curves)
+        files = write_report(tables, notes, source, out, curves)
     except CompareError as err:
         print(f"hedgenet-compare: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

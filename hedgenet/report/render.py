@@ -295,17 +295,12 @@ def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], sou
 
 
 def write_report(tables: list[MaterialTable], notes: list[str], source: Path, out: Path,
-                 learning_curves: Path | None = None) -> dict[str, Path]:
+                 curves=None) -> dict[str, Path]:
     """``comparison.md``, ``comparison.csv`` (mean/std/n per arm), ``runs.csv`` (per seed),
-    ``comparison.html`` and the figures under ``<material>/`` in ``out``; with ``learning_curves`` (the JSON
-    of ``benchmarks/learning_curves.py``) a section with its table and ``learning_curves.png``."""
+    ``comparison.html`` and the figures under ``<material>/`` in ``out``; with ``curves``
+    (:func:`hedgenet.report.learning_curves.section`) a learning-curves section: its table and figure."""
     out.mkdir(parents=True, exist_ok=True)
     figures = {t.material: collect_figures(t, out / slug(t.material)) for t in tables}
-    curves = None
-    if learning_curves is not None:
-        from hedgenet.report import learning_curves as lc
-
-        curves = lc.section(lc.load(learning_curves), out / "learning_curves.png", learning_curves)
     md = write_markdown(tables, figures, notes, source, out / "comparison.md", curves)
     summary, runs = write_csv(tables, out / "comparison.csv", out / "runs.csv")
     page = write_html(tables, figures, notes, source, out / "comparison.html", curves)
