@@ -91,6 +91,8 @@ def plot(data: dict, path: str | Path) -> Path | None:
     if not panels:
         return None
     plt = _plt()
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
     families = list(dict.fromkeys(f for f, _ in agg))
     for ax, (k, label) in zip(axes[0], panels):
@@ -102,6 +104,11 @@ def plot(data: dict, path: str | Path) -> Path | None:
                         fmt="-o", ms=4, lw=1.2, capsize=3, color=f"C{i}", label=family)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        sizes = sorted({n for f, n in agg})
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for which in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            which(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("labelled cells")
         ax.set_ylabel(label)
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
