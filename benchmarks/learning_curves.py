@@ -191,6 +191,10 @@ def main(argv=None) -> int:
         cpu_label += cpu
     pool, test = data / f"ab_bilayer_graphene_pool_x{scale}.h5", data / "ab_bilayer_graphene_test.h5"
     pool_ids = DatasetStore(pool).ids()
+    if len(pool_ids) < max(args.sizes):
+        raise SystemExit(f"the pool {pool} holds {len(pool_ids)} cells ({len(DatasetStore(pool).failed_ids())} failed "
+                         f"to label), fewer than the largest size {max(args.sizes)}: drop that size, or label more "
+                         "cells into another --root with --label-extra dataset.rattle.n_per_amplitude=...")
     print(f"  pool: {len(pool_ids)} cells ({pool.name}); test: {len(DatasetStore(test))} cells", flush=True)
     n1, n2 = args.phonon_supercell
     ref_ph = runs / f"phonons_reference_{n1}x{n2}"
