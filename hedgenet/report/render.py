@@ -178,19 +178,34 @@ def collect_figures(t: MaterialTable, out: Path) -> list[tuple[str, Path]]:
 
 
 # ----------------------------------------------------------------------------------------------- writers
-def write_markdown(tables: list[MaterialTable], figures: dict, notes: list[str], source: Path, path: Path) -> Path:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of strings."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of strings (escaped)."""
+    e = html.escape
+    return ("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>")
+
+
+def write_markdown(tables: list[MaterialTable], figures: dict, notes: list[str], source: Path, path: Path,
+                   curves=None) -> Path:
     lines = ["# Model comparison", "", f"Runs: `{source}`", ""]
     for t in tables:
         header, rows = table_rows(t)
-        lines += [f"## {t.material}", "", split_note(t) + ".", t.phonon_note + ".", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines.append("")
+        lines += [f"## {t.material}", "", split_note(t) + ".", t.phonon_note + ".", "", md_table(header, rows), ""]
         lines += [f"- {m}" for m in margin_lines(t)]
         lines.append("")
         for caption, p in figures[t.material]:
             lines += [f"![{caption}]({p.relative_to(path.parent).as_posix()})", ""]
+    if curves is not None:
+        header, rows = curves.table
+        lines += ["## Learning curves", "", curves.note + ".", "", md_table(header, rows), ""]
+        if curves.figure is not None:
+            lines += [f"![{curves.caption}]({curves.figure.relative_to(path.parent).as_posix()})", ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     path.write_text("\n".join(lines))
@@ -251,7 +266,8 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], source: Path, path: Path) -> Path:
+def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], source: Path, path: Path,
+               curves=None) -> Path:
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>hedgenet model comparison</title>", f"<style>{CSS}</style>",
@@ -260,13 +276,17 @@ def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], sou
     for t in tables:
         header, rows = table_rows(t)
         parts += [f"<h2>{e(t.material)}</h2>", f"<p class=note>{e(split_note(t))}.<br>{e(t.phonon_note)}.</p>",
-                  "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-        parts.append("</tbody></table>")
+                  html_table(header, rows)]
         if t.margins:
             parts.append("<ul>" + "".join(f"<li>{e(m)}</li>" for m in margin_lines(t)) + "</ul>")
         for caption, p in figures[t.material]:
             parts.append(f'<figure><img alt="{e(caption)}" src="{_data_uri(p)}"><figcaption>{e(caption)}</figcaption></figure>')
+    if curves is not None:
+        header, rows = curves.table
+        parts += ["<h2>Learning curves</h2>", f"<p class=note>{e(curves.note)}.</p>", html_table(header, rows)]
+        if curves.figure is not None:
+            parts.append(f'<figure><img alt="{e(curves.caption)}" src="{_data_uri(curves.figure)}">'
+                         f"<figcaption>{e(curves.caption)}</figcaption></figure>")
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>")
@@ -274,12 +294,14 @@ def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], sou
     return path
 
 
-def write_report(tables: list[MaterialTable], notes: list[str], source: Path, out: Path) -> dict[str, Path]:
+def write_report(tables: list[MaterialTable], notes: list[str], source: Path, out: Path,
+                 curves=None) -> dict[str, Path]:
     """``comparison.md``, ``comparison.csv`` (mean/std/n per arm), ``runs.csv`` (per seed),
-    ``comparison.html`` and the figures under ``<material>/`` in ``out``."""
+    ``comparison.html`` and the figures under ``<material>/`` in ``out``; with ``curves``
+    (:func:`hedgenet.report.learning_curves.section`) a learning-curves section: its table and figure."""
     out.mkdir(parents=True, exist_ok=True)
     figures = {t.material: collect_figures(t, out / slug(t.material)) for t in tables}
-    md = write_markdown(tables, figures, notes, source, out / "comparison.md")
+    md = write_markdown(tables, figures, notes, source, out / "comparison.md", curves)
     summary, runs = write_csv(tables, out / "comparison.csv", out / "runs.csv")
-    page = write_html(tables, figures, notes, source, out / "comparison.html")
+    page = write_html(tables, figures, notes, source, out / "comparison.html", curves)
     return {"markdown": md, "csv": summary, "runs_csv": runs, "html": page}

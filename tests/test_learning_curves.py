@@ -1,0 +1,96 @@
+"""The learning-curves benchmark's pure parts (no training): nested subsets, subset files, the table and the
+figure from a rows JSON, and hedgenet-compare's learning-curves section."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("learning_curves_bench", BENCH / "learning_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nested_subsets_are_nested_seeded_and_sorted(bench):
+    ids = list(range(100, 160))
+    sub = bench.nested_subsets(ids, [4, 12, 48, 60], seed=0)
+    assert {n: len(s) for n, s in sub.items()} == {4: 4, 12: 12, 48: 48, 60: 60}
+    assert set(sub[4]) <= set(sub[12]) <= set(sub[48]) <= set(sub[60]) == set(ids)
+    assert all(s == sorted(s) for s in sub.values())
+    assert sub == bench.nested_subsets(list(reversed(ids)), [4, 12, 48, 60], seed=0)  # order of ids irrelevant
+    assert bench.nested_subsets(ids, [12], seed=1)[12] != sub[12]
+    with pytest.raises(ValueError, match="pool of 60"):
+        bench.nested_subsets(ids, [61], seed=0)
+
+
+def test_pool_holds_the_largest_size(bench):
+    for n in (4, 24, 48, 49, 100, 192, 300):
+        scale = bench.pool_scale(n)
+        assert bench.RECIPE_UNIT["cells"] * scale + bench.RECIPE_UNIT["fixed_cells"] >= n
+    assert bench.pool_scale(192) == 7  # 42 rattles per amplitude, 28 thermal samples per temperature
+
+
+def test_subset_file_keeps_only_its_samples(bench, tiny_dataset, tmp_path):
+    from hedgenet.data.store import DatasetStore
+
+    ids = DatasetStore(tiny_dataset).ids()
+    keep = ids[::2]
+    out = bench.write_subset(Path(tiny_dataset), tmp_path / "sub.h5", keep)
+    assert DatasetStore(out).ids() == keep
+    assert DatasetStore(tiny_dataset).ids() == ids  # the pool is untouched
+    assert bench.write_subset(Path(tiny_dataset), out, keep) == out  # reused
+
+
+def rows_json(path: Path) -> Path:
+    rows = []
+    for family, h in (("hedgenet", True), ("mace", False)):
+        for n in (12, 24, 48):
+            for seed in (0, 1):
+                err = 100.0 * (12 / n) ** 0.5 * (1 + 0.1 * seed)
+                rows.append({"family": family, "n_cells": n, "n_train": n - 1, "seed": seed,
+                             "forces_mae_meV_A": err, "H_mae_meV": err / 10 if h else None,
+                             "phonon_mae_THz": err / 100, "gamma_shear_THz": 0.9, "gamma_breathing_THz": 2.5,
+                             "train_cpu_s": 10.0 * n, "phonons_cpu_s": 5.0})
+    path.write_text(json.dumps({"settings": {"epochs": 30, "phonon_supercell": [7, 7]},
+                                "reference": {"gamma_shear_THz": 0.95, "gamma_breathing_THz": 2.6}, "rows": rows}))
+    return path
+
+
+def test_table_and_plot_from_rows(tmp_path):
+    from hedgenet.report import learning_curves as lc
+
+    data = lc.load(rows_json(tmp_path / "lc.json"))
+    header, rows = lc.table(data)
+    assert header[:3] == ["family", "cells (train)", "seeds"] and "force MAE (meV/Å)" in header
+    assert [r[:3] for r in rows[:3]] == [["hedgenet", "12 (11)", "0,1"], ["hedgenet", "24 (23)", "0,1"],
+                                         ["hedgenet", "48 (47)", "0,1"]]
+    assert rows[0][3] == "105 ± 7"  # mean ± std (ddof 1) of 100 and 110 meV/Å
+    h = header.index("H MAE (meV)")
+    assert rows[0][h] == "10.5 ± 0.7" and rows[3][h] == "—"  # MACE has no Hamiltonian head
+    assert rows[-1][0] == "reference (xTB)" and rows[-1][header.index("Γ shear (THz)")] == "0.950"
+    png = lc.plot(data, tmp_path / "lc.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lc.plot({"rows": [{"family": "x", "n_cells": 4, "seed": 0}]}, tmp_path / "none.png") is None
+
+
+def test_compare_shows_learning_curves(tmp_path, capsys):
+    from hedgenet.cli.compare import main
+
+    main(["--learning-curves", str(rows_json(tmp_path / "lc.json")), "--out", str(tmp_path / "report")])
+    md = (tmp_path / "report" / "comparison.md").read_text()
+    assert "## Learning curves" in md and "| hedgenet | 12 (11) | 0,1 |" in md
+    assert "![" in md and (tmp_path / "report" / "learning_curves.png").exists()
+    assert "Learning curves" in (tmp_path / "report" / "comparison.html").read_text()
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(SystemExit):
+        main(["--learning-curves", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r2")])
+    assert "not a learning-curves JSON" in capsys.readouterr().err
