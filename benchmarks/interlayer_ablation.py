@@ -97,18 +97,15 @@ def residual_forces(calc, phonons_dir: Path) -> tuple[float, float]:
     import phonopy
     from ase import Atoms
 
+    from hedgenet.physics.phonons import equilibrium_residuals
     from hedgenet.structures.supercell import supercell_atoms
 
     ph = phonopy.load(str(phonons_dir / "phonopy_params.yaml"), produce_fc=False)
     unit = ph.unitcell
-    layer = (unit.positions[:, 2] > unit.positions[:, 2].mean()).astype(np.int64)
     unit_atoms = Atoms(numbers=unit.numbers, positions=unit.positions, cell=unit.cell, pbc=True)
-    unit_atoms.arrays["layer"] = layer
-    atoms = supercell_atoms(ph, unit_atoms)
-    atoms.calc = calc
-    f = atoms.get_forces()
-    per_layer = [np.linalg.norm(f[atoms.arrays["layer"] == lay].mean(axis=0)) for lay in np.unique(layer)]
-    return 1e3 * float(np.linalg.norm(f, axis=1).max()), 1e3 * float(max(per_layer))
+    unit_atoms.arrays["layer"] = (unit.positions[:, 2] > unit.positions[:, 2].mean()).astype(np.int64)
+    r = equilibrium_residuals(calc, supercell_atoms(ph, unit_atoms))
+    return r["residual_force_max_meV_A"], r["residual_layer_force_max_meV_A"]
 
 
 def sliding_forces(calc, rigid_path: Path) -> dict[float, float]:
