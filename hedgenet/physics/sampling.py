@@ -1,5 +1,6 @@
 """Harmonic thermal displacements of a supercell: Monte Carlo (with antithetic pairs) and the special
-displacement method (one Zacharias–Giustino configuration per temperature).
+displacement method (Zacharias–Giustino configurations built from the phonons at the supercell's
+commensurate wave vectors, :class:`CommensurateModes`, :func:`special_displacements`).
 
 The supercell's force constants Φ (eV/Å²) give the dynamical matrix D = M^{-1/2} Φ M^{-1/2} at the
 supercell's Γ point, i.e. every phonon q commensurate with the supercell. Its normal modes (ω_ν, e_ν)
