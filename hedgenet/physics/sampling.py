@@ -278,14 +278,18 @@ def _minimise_msd_error(amplitudes: np.ndarray, signs: np.ndarray, unit_index: n
     Σ_κ weight_κ ‖⟨u_κ u_κᵀ⟩ − target_κ‖²_F the most, until no flip lowers it."""
     signs = signs.copy()
     n_unit = len(target)
-    proj = np.zeros((n_unit, len(unit_index)))
-    proj[unit_index, np.arange(len(unit_index))] = 1.0
-    proj /= proj.sum(axis=1, keepdims=True)
-    self_term = np.einsum("ki,mia,mib->mkab", proj, amplitudes, amplitudes)
+    by_atom = np.argsort(unit_index, kind="stable")  # atoms grouped by κ, the same number of copies each
+    amplitudes = amplitudes[:, by_atom]
+    n_m, n_atoms = amplitudes.shape[:2]
+
+    def per_unit(x):  # (..., N, 3, 3) → average over the copies of each κ (..., n_unit, 3, 3)
+        return x.reshape(*x.shape[:-3], n_unit, n_atoms // n_unit, 3, 3).mean(axis=-3)
+
+    self_term = per_unit(amplitudes[..., :, None] * amplitudes[..., None, :])
     u = np.einsum("m,mia->ia", signs, amplitudes)
     for _ in range(max_flips):
-        resid = np.einsum("ki,ia,ib->kab", proj, u, u) - target
-        cross = np.einsum("ki,ia,mib->mkab", proj, u, amplitudes)
+        resid = per_unit(u[:, :, None] * u[:, None, :]) - target
+        cross = per_unit(u[None, :, :, None] * amplitudes[:, :, None, :])
         change = -2 * signs[:, None, None, None] * (cross + cross.transpose(0, 1, 3, 2)) + 4 * self_term
         err_now = np.sum(weight[:, None, None] * resid**2)
         err_flip = np.einsum("k,mkab->m", weight, (resid[None] + change) ** 2)
