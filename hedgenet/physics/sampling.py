@@ -112,8 +112,8 @@ class CommensurateModes:
     The gauge is fixed, so that the special displacement method is deterministic: inside every set of
     degenerate bands (|Δν| < ``degeneracy_tol_THz``; a single band is a set of one) the eigenvectors are
     rotated by the unitary closest to a fixed generic reference basis R (the polar factor of E†R), which
-    removes both the arbitrary mixing of degenerate partners and the arbitrary phase, and varies smoothly
-    with q. e_ν(−q) = e_ν(q)* exactly; at q ≡ −q, D(q) and e_ν(q) are real."""
+    removes both the arbitrary mixing of degenerate partners and the arbitrary phase, and is continuous in q
+    wherever E†R is not singular. e_ν(−q) = e_ν(q)* exactly; at q ≡ −q, D(q) and e_ν(q) are real."""
 
     q_frac: np.ndarray
     partner: np.ndarray
