@@ -1,5 +1,5 @@
 """Thermal displacement sampling against the exact harmonic moments and phonopy's own sampler
-(GFN1-xTB force constants of a 4×4 AB bilayer graphene cell)."""
+(GFN1-xTB force constants of a 4×4 AB bilayer graphene cell). The special displacement method: test_sdm.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from hedgenet.physics.sampling import (
     NormalModes,
     mean_square_displacement,
     mode_variances,
-    special_displacement,
     thermal_displacements,
 )
 from hedgenet.reference import make_reference
@@ -62,19 +61,6 @@ def test_antithetic_pairs_and_classical_limit(system):
     hot_c = mode_variances(modes, 20000.0, quantum=False)
     sampled = hot_c > 0
     assert np.allclose(hot_q[sampled], hot_c[sampled], rtol=0.02)  # ħω ≪ k_BT
-
-
-@pytest.mark.parametrize("T", [0.0, 300.0])
-def test_special_displacement_reproduces_mean_square_displacement(system, T):
-    _, _, modes = system
-    exact = mean_square_displacement(modes, T).mean(0)
-    sdm = (special_displacement(modes, T) ** 2).mean(0)
-    assert np.allclose(sdm, exact, rtol=0.1)  # one configuration, averaged over the cell's atoms
-    # the other ZG configurations (random signs of frequency-adjacent pairs) too, and they differ
-    for seed in (1, 2):
-        other = special_displacement(modes, T, seed=seed)
-        assert np.allclose((other**2).mean(0), exact, rtol=0.1)
-        assert not np.allclose(other, special_displacement(modes, T))
 
 
 def test_bad_inputs(system):

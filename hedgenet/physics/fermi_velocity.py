@@ -10,7 +10,9 @@ For a supercell of the primitive cell:
    imaginary ones beyond ``imaginary_threshold_THz`` stop the run here, before anything is sampled;
 2. static blocks H₀, S₀ and their derivatives dH/du, dS/du (:mod:`hedgenet.physics.epi`);
 3. for every temperature, displacements u from the sampler (Monte Carlo with antithetic pairs, or the
-   special displacement configuration ± u), and per sample up to three Hamiltonians (S likewise):
+   special displacement method: n_samples/2 Zacharias–Giustino configurations built from the phonons at
+   the cell's commensurate wave vectors, :func:`hedgenet.physics.sampling.special_displacements`, each
+   ± u), and per sample up to three Hamiltonians (S likewise):
    *first order* H₀ + Σ dH/du·u; *all orders* H(u) from the calculator at the displaced geometry; and
    *second order*, from the ± pair at no further calculator cost:
 
@@ -46,10 +48,11 @@ from hedgenet.physics.phonons import (
     name_gamma_modes,
 )
 from hedgenet.physics.sampling import (
+    CommensurateModes,
     NormalModes,
     check_imaginary_modes,
     excluded_modes,
-    special_displacement,
+    special_displacements,
     supercell_lattice,
     thermal_displacements,
 )
@@ -129,10 +132,9 @@ class RenormalizationResult:
     phonons: dict = field(default_factory=dict)  # where the force constants come from; named Γ modes (THz)
 
 
-def _displacements(modes, T, s: RenormalizationSettings, seed: int) -> np.ndarray:
-    if s.sampler == "sdm":  # the deterministic ZG configuration, then ones with random pair signs; each ± u
-        us = [special_displacement(modes, T, s.quantum, s.cutoff_frequency_THz, None if k == 0 else seed + k)
-              for k in range(s.n_samples // 2)]
+def _displacements(modes, T, s: RenormalizationSettings, seed: int, zg_modes=None) -> np.ndarray:
+    if s.sampler == "sdm":  # the ZG configuration, then ones that complete its MSD tensors; each ± u
+        us = special_displacements(zg_modes, T, s.n_samples // 2, s.quantum, s.cutoff_frequency_THz, seed)
         return np.stack([x for u in us for x in (u, -u)])
     return thermal_displacements(modes, T, s.n_samples, seed, s.quantum, True, s.cutoff_frequency_THz)
 
@@ -199,6 +201,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     sc = supercell_atoms(phonon, unit)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     excluded = excluded_modes(modes, s.cutoff_frequency_THz, *supercell_lattice(phonon))
+    zg_modes = CommensurateModes.from_phonopy(phonon) if s.sampler == "sdm" else None
     gamma = gamma_mode_summary(name_gamma_modes(phonon, unit))
     check_imaginary_modes(
         excluded, s.imaginary_threshold_THz, f"the {s.supercell[0]}×{s.supercell[1]} sampling cell (force constants "
@@ -241,7 +244,8 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
 
         bar = tqdm(total=len(s.temperatures_K) * len(s.orders), desc="v_F(T)", unit="T×order")
     for k, T in enumerate(s.temperatures_K):
-        us = _displacements(modes, float(T), s, seed=int(np.random.SeedSequence([s.seed, k]).generate_state(1)[0]))
+        us = _displacements(modes, float(T), s, seed=int(np.random.SeedSequence([s.seed, k]).generate_state(1)[0]),
+                            zg_modes=zg_modes)
         if "second" in s.orders:
             check_pairs(us)
         lines = {o: [] for o in s.orders}

@@ -1,5 +1,6 @@
 """Harmonic thermal displacements of a supercell: Monte Carlo (with antithetic pairs) and the special
-displacement method (one Zacharias–Giustino configuration per temperature).
+displacement method (Zacharias–Giustino configurations built from the phonons at the supercell's
+commensurate wave vectors, :class:`CommensurateModes`, :func:`special_displacements`).
 
 The supercell's force constants Φ (eV/Å²) give the dynamical matrix D = M^{-1/2} Φ M^{-1/2} at the
 supercell's Γ point, i.e. every phonon q commensurate with the supercell. Its normal modes (ω_ν, e_ν)
@@ -96,26 +97,287 @@ def thermal_displacements(modes: NormalModes, temperature_K: float, n_samples: i
     return _to_cartesian(modes, q)
 
 
-def special_displacement(modes: NormalModes, temperature_K: float, quantum: bool = True,
-                         cutoff_frequency_THz: float = 0.1, seed: int | None = None) -> np.ndarray:
-    """The special displacement method's configuration (N, 3) Å (Zacharias & Giustino, PRB 94, 075125
-    (2016); PRR 2, 013357 (2020)): every normal coordinate at its thermal amplitude, Q_ν = s_ν σ_ν, with
-    signs s_ν alternating (+, −, +, …) over the modes sorted by frequency, so that cross terms
-    Σ_{ν≠ν'} s_ν s_ν' … cancel to leading order and one configuration reproduces the thermal average.
+@dataclass
+class CommensurateModes:
+    """The phonons of a supercell resolved by wave vector: at every q commensurate with the supercell the
+    eigenpairs of the dynamical matrix D(q) built from the supercell's own force constants, in the
+    lattice-vector convention D_κα,κ'β(q) = Σ_L Φ_κ0α,κ'Lβ e^{2πi q·R_L} / √(M_κ M_κ').
 
-    ``seed``: another configuration of the same kind: the frequency-adjacent pairs (ν₂ₖ, ν₂ₖ₊₁) keep
-    opposite signs, but each pair's sign is drawn at random. The spread over such configurations measures
-    what the leading-order cancellation leaves (the SDM's error bar)."""
-    sigma = np.sqrt(mode_variances(modes, temperature_K, quantum, cutoff_frequency_THz))
-    order = np.argsort(modes.frequencies_THz, kind="stable")
+    ``q_frac`` (n_q, 3) fractional wave vectors (primitive reciprocal lattice, phonopy's list), ``partner``
+    (n_q,) the index of −q (itself where q ≡ −q: Γ and zone-boundary points), ``frequencies_THz`` (n_q, 3n)
+    ascending (negative: imaginary), ``eigenvectors`` (n_q, 3n, 3n) complex, columns e_ν(q) normalised;
+    ``lattice_frac`` (N, 3) each supercell atom's integer lattice vector, ``unit_index`` (N,) its
+    primitive-cell atom κ, ``masses`` (N,) amu.
+
+    The gauge is fixed, so that the special displacement method is deterministic: inside every set of
+    degenerate bands (|Δν| < ``degeneracy_tol_THz``; a single band is a set of one) the eigenvectors are
+    rotated by the unitary closest to a fixed generic reference basis R (the polar factor of E†R), which
+    removes both the arbitrary mixing of degenerate partners and the arbitrary phase, and is continuous in q
+    wherever E†R is not singular. e_ν(−q) = e_ν(q)* exactly; at q ≡ −q, D(q) and e_ν(q) are real."""
+
+    q_frac: np.ndarray
+    partner: np.ndarray
+    frequencies_THz: np.ndarray
+    eigenvectors: np.ndarray
+    lattice_frac: np.ndarray
+    unit_index: np.ndarray
+    masses: np.ndarray
+
+    @classmethod
+    def from_force_constants(cls, force_constants: np.ndarray, masses, lattice_frac, unit_index, supercell_matrix,
+                             degeneracy_tol_THz: float = 1e-4) -> CommensurateModes:
+        """From supercell force constants (N, N, 3, 3) eV/Å², masses (N,) amu and the supercell's lattice
+        (:func:`supercell_lattice`)."""
+        fc = np.asarray(force_constants, dtype=float)
+        masses = np.asarray(masses, dtype=float)
+        n_atoms = len(masses)
+        if fc.shape != (n_atoms, n_atoms, 3, 3):
+            raise ValueError(f"force constants of shape {fc.shape}: need the full (N, N, 3, 3) of the {n_atoms} "
+                             "supercell atoms")
+        unit_index = np.asarray(unit_index, dtype=int)
+        lattice_frac = np.asarray(lattice_frac, dtype=float)
+        n_unit = int(unit_index.max()) + 1
+        n_cells = n_atoms // n_unit
+        if n_cells * n_unit != n_atoms or np.any(np.bincount(unit_index, minlength=n_unit) != n_cells):
+            raise ValueError("every primitive-cell atom must appear once per supercell cell: "
+                             f"counts {np.bincount(unit_index).tolist()} for {n_atoms} atoms")
+        m = np.repeat(masses, 3)
+        dyn = fc.transpose(0, 2, 1, 3).reshape(3 * n_atoms, 3 * n_atoms) / np.sqrt(np.outer(m, m))
+        dyn = 0.5 * (dyn + dyn.T)
+        qs = commensurate_wave_vectors(supercell_matrix)
+        n_q, dim = len(qs), 3 * n_unit
+        if n_q != n_cells:
+            raise ValueError(f"{n_q} commensurate wave vectors for {n_cells} cells: the supercell matrix "
+                             "does not match the atoms")
+        partner = np.array([int(np.argmin(np.abs(_wrap(qs + q)).sum(axis=1))) for q in qs])
+        col = (3 * unit_index[:, None] + np.arange(3)).ravel()
+        ref = _gauge_reference(dim)
+        nu = np.zeros((n_q, dim))
+        vec = np.zeros((n_q, dim, dim), dtype=complex)
+        done = np.zeros(n_q, dtype=bool)
+        for iq in range(n_q):
+            if done[iq]:
+                continue
+            basis = _bloch_basis(qs[iq], lattice_frac, col, dim, n_cells)
+            dq = basis.conj().T @ dyn @ basis
+            dq = 0.5 * (dq + dq.conj().T)
+            if partner[iq] == iq:
+                dq = dq.real
+            lam, e = np.linalg.eigh(dq)
+            f = np.sign(lam) * np.sqrt(np.abs(lam)) * THZ_PER_SQRT_EV_A2_AMU
+            e = _fix_gauge(f, e, ref, degeneracy_tol_THz)
+            nu[iq], vec[iq] = f, e
+            nu[partner[iq]], vec[partner[iq]] = f, e.conj()
+            done[iq] = done[partner[iq]] = True
+        return cls(qs, partner, nu, vec, lattice_frac.astype(int), unit_index, masses)
+
+    @classmethod
+    def from_phonopy(cls, phonon, degeneracy_tol_THz: float = 1e-4) -> CommensurateModes:
+        """From a phonopy object with force constants (primitive = unit cell; full or compact)."""
+        fc = phonon.force_constants
+        if fc.shape[0] != fc.shape[1]:
+            from phonopy.harmonic.force_constants import compact_fc_to_full_fc
+
+            fc = compact_fc_to_full_fc(phonon.primitive, fc)
+        return cls.from_force_constants(fc, phonon.supercell.masses, *supercell_lattice(phonon),
+                                        degeneracy_tol_THz=degeneracy_tol_THz)
+
+    def standing_waves(self) -> tuple[NormalModes, np.ndarray]:
+        """The supercell's real normal modes built from the Bloch modes, and for each a label (q index, band,
+        part). A pair {q, −q} (q ≢ −q) gives two real modes of frequency ν_ν(q): √2 Re w and √2 Im w
+        (part 0 and 1) with w_κL = e^{2πi q·R_L} e_κ,ν(q) / √N_cells; a q ≡ −q gives one, w itself (real,
+        part 0). Together they are an orthonormal basis of the 3N mass-weighted coordinates."""
+        n_cells = len(self.q_frac)
+        col = (3 * self.unit_index[:, None] + np.arange(3)).ravel()
+        vecs, nus, labels = [], [], []
+        for iq, q in enumerate(self.q_frac):
+            if self.partner[iq] < iq:
+                continue
+            phase = np.repeat(np.exp(2j * np.pi * self.lattice_frac @ q), 3) / np.sqrt(n_cells)
+            w = phase[:, None] * self.eigenvectors[iq][col, :]
+            bands = np.arange(w.shape[1])
+            if self.partner[iq] == iq:
+                parts = [(w.real, 0)]
+            else:
+                parts = [(np.sqrt(2) * w.real, 0), (np.sqrt(2) * w.imag, 1)]
+            for v, part in parts:
+                vecs.append(v)
+                nus.append(self.frequencies_THz[iq])
+                labels.append(np.stack([np.full_like(bands, iq), bands, np.full_like(bands, part)], axis=1))
+        return (NormalModes(np.concatenate(nus), np.concatenate(vecs, axis=1), self.masses),
+                np.concatenate(labels))
+
+
+def _wrap(q: np.ndarray) -> np.ndarray:
+    return q - np.round(q)
+
+
+def _bloch_basis(q, lattice_frac, col, dim, n_cells) -> np.ndarray:
+    """(3N, 3n) orthonormal columns: the Bloch sum at q of each primitive-cell coordinate κα."""
+    phase = np.repeat(np.exp(2j * np.pi * lattice_frac @ q), 3) / np.sqrt(n_cells)
+    basis = np.zeros((len(col), dim), dtype=complex)
+    basis[np.arange(len(col)), col] = phase
+    return basis
+
+
+def _gauge_reference(dim: int) -> np.ndarray:
+    """A fixed, generic real (dim, dim) matrix whose columns are the reference directions of the gauge."""
+    j, k = np.meshgrid(np.arange(1, dim + 1), np.arange(1, dim + 1), indexing="ij")
+    return np.cos(j * k * 0.7548776662 + j * 0.5698402910 + k * 0.3247179572)
+
+
+def _fix_gauge(nu: np.ndarray, e: np.ndarray, ref: np.ndarray, tol_THz: float) -> np.ndarray:
+    """Rotate each degenerate set of eigenvectors (columns of ``e``) onto the unitary closest to the same
+    columns of ``ref``: the polar factor U of E†R, E ← E U."""
+    e = e.copy()
+    start = 0
+    for stop in range(1, len(nu) + 1):
+        if stop < len(nu) and abs(nu[stop] - nu[stop - 1]) < tol_THz:
+            continue
+        sl = slice(start, stop)
+        left, _, right = np.linalg.svd(e[:, sl].conj().T @ ref[:, sl])
+        e[:, sl] = e[:, sl] @ (left @ right)
+        start = stop
+    return e
+
+
+def msd_tensors(u: np.ndarray, unit_index) -> np.ndarray:
+    """Anisotropic mean-square displacement tensors ⟨u_κ u_κᵀ⟩ (n_unit, 3, 3) Å² of displacements u
+    (N, 3) Å or (n_samples, N, 3): u_i u_iᵀ averaged over the supercell copies of each primitive-cell atom κ
+    (and over the samples)."""
+    u = np.asarray(u, dtype=float).reshape(-1, *np.shape(u)[-2:])
+    unit_index = np.asarray(unit_index, dtype=int)
+    n_unit = int(unit_index.max()) + 1
+    outer = np.einsum("sia,sib->iab", u, u) / len(u)
+    counts = np.bincount(unit_index, minlength=n_unit)
+    return np.stack([outer[unit_index == k].sum(0) / counts[k] for k in range(n_unit)])
+
+
+def thermal_msd_tensors(modes: NormalModes, temperature_K: float, unit_index, quantum: bool = True,
+                        cutoff_frequency_THz: float = 0.1) -> np.ndarray:
+    """Exact harmonic ⟨u_κ u_κᵀ⟩ (n_unit, 3, 3) Å² = Σ_ν σ_ν² e_κν e_κνᵀ / M_κ averaged over the copies of
+    each primitive-cell atom κ, with the same modes left out as the samplers leave out."""
+    var = mode_variances(modes, temperature_K, quantum, cutoff_frequency_THz)
+    v = modes.eigenvectors.reshape(len(modes.masses), 3, -1) / np.sqrt(modes.masses)[:, None, None]
+    per_atom = np.einsum("iam,ibm,m->iab", v, v, var)
+    unit_index = np.asarray(unit_index, dtype=int)
+    return np.stack([per_atom[unit_index == k].mean(0) for k in range(int(unit_index.max()) + 1)])
+
+
+def msd_tensor_error(u: np.ndarray, exact: np.ndarray, unit_index) -> np.ndarray:
+    """Relative Frobenius error ‖⟨u_κ u_κᵀ⟩ − exact_κ‖ / ‖exact_κ‖ (n_unit,) of displacements u against the
+    exact tensors (:func:`thermal_msd_tensors`)."""
+    diff = msd_tensors(u, unit_index) - exact
+    return np.linalg.norm(diff, axis=(1, 2)) / np.linalg.norm(exact, axis=(1, 2))
+
+
+def _minimise_msd_error(amplitudes: np.ndarray, signs: np.ndarray, unit_index: np.ndarray,
+                        target: np.ndarray, weight: np.ndarray, max_flips: int) -> np.ndarray:
+    """Steepest-descent sign flips: ``amplitudes`` (n_m, N, 3) Å the displacement of each sampled mode at
+    its thermal amplitude; flip, one at a time, the sign whose flip lowers
+    Σ_κ weight_κ ‖⟨u_κ u_κᵀ⟩ − target_κ‖²_F the most, until no flip lowers it."""
+    signs = signs.copy()
+    n_unit = len(target)
+    by_atom = np.argsort(unit_index, kind="stable")  # atoms grouped by κ, the same number of copies each
+    amplitudes = amplitudes[:, by_atom]
+    n_m, n_atoms = amplitudes.shape[:2]
+
+    def per_unit(x):  # (..., N, 3, 3) → average over the copies of each κ (..., n_unit, 3, 3)
+        return x.reshape(*x.shape[:-3], n_unit, n_atoms // n_unit, 3, 3).mean(axis=-3)
+
+    self_term = per_unit(amplitudes[..., :, None] * amplitudes[..., None, :])
+    u = np.einsum("m,mia->ia", signs, amplitudes)
+    for _ in range(max_flips):
+        resid = per_unit(u[:, :, None] * u[:, None, :]) - target
+        cross = per_unit(u[None, :, :, None] * amplitudes[:, :, None, :])
+        change = -2 * signs[:, None, None, None] * (cross + cross.transpose(0, 1, 3, 2)) + 4 * self_term
+        err_now = np.sum(weight[:, None, None] * resid**2)
+        err_flip = np.einsum("k,mkab->m", weight, (resid[None] + change) ** 2)
+        best = int(np.argmin(err_flip))
+        if err_flip[best] >= err_now * (1 - 1e-9):
+            break
+        u -= 2 * signs[best] * amplitudes[best]
+        signs[best] = -signs[best]
+    return signs
+
+
+def special_displacement(modes: CommensurateModes, temperature_K: float, quantum: bool = True,
+                         cutoff_frequency_THz: float = 0.1, seed: int | None = None,
+                         max_flips: int | None = None) -> np.ndarray:
+    """The special displacement method's configuration (N, 3) Å (Zacharias & Giustino, PRB 94, 075125
+    (2016); PRR 2, 013357 (2020)), from the gauge-fixed phonons at the supercell's commensurate wave vectors
+    (:class:`CommensurateModes`):
+
+    1. the real normal modes of the supercell are the standing waves of each pair {q, −q} (√2 Re and √2 Im
+       of e^{2πiq·R} e_ν(q)) and the real modes of q ≡ −q (:meth:`CommensurateModes.standing_waves`);
+    2. every mode above ``cutoff_frequency_THz`` gets its thermal amplitude, Q_m = s_m σ_m (σ_m² from
+       :func:`mode_variances`), the others 0 (the modes :func:`excluded_modes` lists);
+    3. the signs start as ZG's alternating sequence +, −, +, … over the modes ordered by frequency (ties:
+       by q, band, part), so that the cross terms Σ_{m≠m'} s_m s_m' … of neighbouring modes cancel;
+    4. then sign flips, one at a time, each the one that lowers the error of the anisotropic mean-square
+       displacement tensors most, E = Σ_κ ‖⟨u_κ u_κᵀ⟩ − ⟨u_κ u_κᵀ⟩_T‖²_F / ‖⟨u_κ u_κᵀ⟩_T‖²_F (⟨·⟩ over the
+       copies of each primitive-cell atom κ, :func:`msd_tensors`; exact: :func:`thermal_msd_tensors`), until
+       no flip lowers E (ZG 2020's error function; at most ``max_flips``, default the number of modes).
+
+    Deterministic; −u is as good a configuration as u. ``seed``: another configuration of the same kind: the
+    starting sequence's frequency-adjacent pairs keep opposite signs but each pair's sign is drawn at random,
+    then step 4.
+
+    Only modes of the same pair {q, −q} have cross terms that survive the average over the cells, so the Γ
+    modes (the same displacement in every cell) add a rank-1 term per atom that no sign choice removes: in
+    AB bilayer graphene the 0.4 THz interlayer shear doublet carries most of ⟨u uᵀ⟩ at room temperature in
+    a 6×6 cell and one configuration cannot reproduce the tensors there. :func:`special_displacements` gives
+    sets of configurations whose pooled tensors do."""
+    return _special_displacements(modes, temperature_K, [seed], quantum, cutoff_frequency_THz, max_flips)[0]
+
+
+def special_displacements(modes: CommensurateModes, temperature_K: float, n_configurations: int = 2,
+                          quantum: bool = True, cutoff_frequency_THz: float = 0.1, seed: int = 0,
+                          max_flips: int | None = None) -> np.ndarray:
+    """``n_configurations`` special displacement configurations (n, N, 3) Å, deterministic for a given
+    ``seed``. The first is the ZG configuration of :func:`special_displacement` (the same for every
+    ``seed``); configuration k ≥ 1 starts from the alternating sequence with random signs of the
+    frequency-adjacent pairs (drawn from ``seed`` and k), and its sign flips minimise the error of the tensors
+    pooled over configurations 0…k, E = Σ_κ ‖(1/(k+1)) Σ_j ⟨u_κ u_κᵀ⟩_j − ⟨u_κ u_κᵀ⟩_T‖²_F / ‖⟨u_κ u_κᵀ⟩_T‖²_F:
+    the second configuration cancels what the first leaves, above all the cross terms of degenerate Γ modes
+    (an even number of configurations can cancel them, an odd one cannot). Each is used with its −u; the
+    spread of an observable over them is the SDM's error bar."""
+    if n_configurations < 1:
+        raise ValueError(f"n_configurations must be ≥ 1, got {n_configurations}")
+    starts = [None] + [[seed, k] for k in range(1, n_configurations)]
+    return _special_displacements(modes, temperature_K, starts, quantum, cutoff_frequency_THz, max_flips)
+
+
+def _special_displacements(modes: CommensurateModes, temperature_K: float, starts: list, quantum: bool,
+                           cutoff_frequency_THz: float, max_flips: int | None) -> np.ndarray:
+    """One configuration per entry of ``starts`` (None: the alternating sequence; else the seed of the
+    random pair signs), each minimising the error of the tensors pooled with the ones before it."""
+    waves, labels = modes.standing_waves()
+    sigma = np.sqrt(mode_variances(waves, temperature_K, quantum, cutoff_frequency_THz))
+    order = np.lexsort((labels[:, 2], labels[:, 1], labels[:, 0], waves.frequencies_THz))
     sampled = order[sigma[order] > 0]
-    signs = np.zeros_like(sigma)
+    n_atoms = len(modes.masses)
+    if len(sampled) == 0:
+        return np.zeros((len(starts), n_atoms, 3))
+    amplitudes = (waves.eigenvectors[:, sampled].T * sigma[sampled][:, None]).reshape(len(sampled), n_atoms, 3)
+    amplitudes /= np.sqrt(modes.masses)[None, :, None]
+    exact = thermal_msd_tensors(waves, temperature_K, modes.unit_index, quantum, cutoff_frequency_THz)
+    weight = 1.0 / np.sum(exact**2, axis=(1, 2))
     alternating = np.where(np.arange(len(sampled)) % 2 == 0, 1.0, -1.0)
-    if seed is not None:
-        pair_sign = np.random.default_rng(seed).choice([-1.0, 1.0], size=(len(sampled) + 1) // 2)
-        alternating *= np.repeat(pair_sign, 2)[: len(sampled)]
-    signs[sampled] = alternating
-    return _to_cartesian(modes, signs * sigma)
+    n_pairs = (len(sampled) + 1) // 2
+    out, pooled = [], np.zeros_like(exact)
+    for k, start_seed in enumerate(starts):
+        start = alternating.copy()
+        if start_seed is not None:
+            rng = np.random.default_rng(start_seed)
+            start *= np.repeat(rng.choice([-1.0, 1.0], size=n_pairs), 2)[: len(sampled)]
+        target = (k + 1) * exact - pooled
+        signs = _minimise_msd_error(amplitudes, start, modes.unit_index, target, weight,
+                                    len(sampled) if max_flips is None else max_flips)
+        u = np.einsum("m,mia->ia", signs, amplitudes)
+        pooled += msd_tensors(u, modes.unit_index)
+        out.append(u)
+    return np.stack(out)
 
 
 def mean_square_displacement(modes: NormalModes, temperature_K: float, quantum: bool = True,
