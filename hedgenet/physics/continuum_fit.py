@@ -34,6 +34,7 @@ import numpy as np
 from hedgenet.physics.sampling import HBAR_EV_S
 from hedgenet.physics.unfold import (
     SupercellMap,
+    Unfolder,
     primitive_kpoints_cart,
     unfolded_states,
 )
@@ -56,24 +57,41 @@ class UnfoldedLines:
     states: dict[str, list[tuple[np.ndarray, np.ndarray]]]
 
 
+def near_k_lines(primitive_cell, q_max: float = 0.08, n_q: int = 9) -> tuple[np.ndarray, np.ndarray, dict]:
+    """K (Cartesian, 1/Å), the |q| grid (n_q,) from 0 to ``q_max`` and the unit vector of each line of
+    :data:`DIRECTIONS`: the k-points of :func:`unfold_near_k` are K + q·d."""
+    K = primitive_kpoints_cart(primitive_cell, [(1 / 3, 1 / 3, 0)])[0]
+    dirs = {}
+    for name, end in DIRECTIONS.items():
+        d = primitive_kpoints_cart(primitive_cell, [end])[0] - K
+        dirs[name] = d / np.linalg.norm(d)
+    return K, np.linspace(0.0, q_max, n_q), dirs
+
+
+def near_k_points(cmap: SupercellMap, q_max: float = 0.08, n_q: int = 9) -> list[np.ndarray]:
+    """The distinct k-points (Cartesian) one :func:`unfold_near_k` solves: K once, then each line's q > 0."""
+    K, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
+    return [K] + [K + qq * d for d in dirs.values() for qq in q if qq != 0.0]
+
+
 def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.08, n_q: int = 9,
-                  window_eV: float = 1.0, min_weight: float = 1e-3) -> UnfoldedLines:
-    """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å)."""
-    cell = cmap.primitive_cell
-    K = primitive_kpoints_cart(cell, [(1 / 3, 1 / 3, 0)])[0]
-    q = np.linspace(0.0, q_max, n_q)
+                  window_eV: float = 1.0, min_weight: float = 1e-3, plain: bool = False) -> UnfoldedLines:
+    """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å).
+    ``plain=True``: with the one-k-at-a-time :func:`~hedgenet.physics.unfold.unfolded_states` (the
+    reference the tests and the cost benchmark compare the default :class:`~hedgenet.physics.unfold.Unfolder`
+    path with; same numbers)."""
+    solve = (lambda k, w: unfolded_states(blocks, cmap, k, w)) if plain else Unfolder(blocks, cmap).states
+    K, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
     window = (e_ref_eV - window_eV, e_ref_eV + window_eV)
     at_K = None  # q = 0 is K on both lines: solved once
     out = {}
-    for name, end in DIRECTIONS.items():
-        d = primitive_kpoints_cart(cell, [end])[0] - K
-        d /= np.linalg.norm(d)
+    for name, d in dirs.items():
         rows = []
         for qq in q:
             if qq == 0.0 and at_K is not None:
                 rows.append(at_K)
                 continue
-            eps, W = unfolded_states(blocks, cmap, K + qq * d, window)
+            eps, W = solve(K + qq * d, window)
             sel = W > min_weight
             rows.append((eps[sel], W[sel]))
             if qq == 0.0:
