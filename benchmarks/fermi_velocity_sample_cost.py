@@ -10,7 +10,8 @@ separately: the model's H(u) at the displaced geometry (`all`), H₀ + Σ dH/du�
 lines (17 k-points) split into Bloch sums H(k), S(k), the windowed eigensolves and the unfolding weights,
 each both ways: the plain one-k-at-a-time path (``unfold_near_k(..., plain=True)``, the code before the
 vectorised one) and the default :class:`~hedgenet.physics.unfold.Unfolder`, interleaved sample by sample so
-that both see the same machine load; then the continuum fit of the sample set per order (divided by the
+that both see the same machine load (and, with ``--workers N``, the default with N k-points at a time in
+threads); then the continuum fit of the sample set per order (divided by the
 number of samples). Prints medians over the samples and the ratio plain / default; dH/du is computed once
 (finite differences, not part of a sample's cost).
 """
@@ -95,6 +96,8 @@ def main() -> None:
     p.add_argument("--a", type=float, default=2.4581, help="lattice constant (Å)")
     p.add_argument("--d", type=float, default=3.3223, help="interlayer distance (Å)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2,
+                   help="also time unfold_near_k(..., workers=N): N k-points at a time in threads (1: skip)")
     args = p.parse_args()
     if args.n_samples < 4 or args.n_samples % 2:
         p.error("--n-samples: an even number ≥ 4 (± pairs, two for the fit's error bar)")
@@ -150,6 +153,11 @@ def main() -> None:
                     ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, plain=plain)
                     lines[(order, plain)].append(ln)
                     add(f"unfold_near_k ({tag})", order, dt)
+                if args.workers > 1:
+                    ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, workers=args.workers)
+                    assert all(np.array_equal(x[1], y[1]) for name in ln.states
+                               for x, y in zip(ln.states[name], lines[(order, False)][-1].states[name]))
+                    add(f"unfold_near_k (default, {args.workers} threads)", order, dt)
     for order in ORDERS:
         ref, new = lines[(order, True)], lines[(order, False)]
         diff = max(max(np.abs(a[0] - b[0]).max(initial=0.0), np.abs(a[1] - b[1]).max(initial=0.0))
@@ -168,12 +176,12 @@ def main() -> None:
                 f"{n}×{n} AB bilayer ({len(sc)} atoms), model, {len(us)} samples (rms {args.rms} Å), "
                 f"{args.threads} thread(s); dH/du once: {t_deriv:.1f} s")
     total = {}
-    for tag in ("plain", "default"):
+    tags = ("plain", "default") + ((f"default, {args.workers} threads",) if args.workers > 1 else ())
+    for tag in tags:
         total[tag] = sum(med[(s, o)] for s in steps for o in ORDERS if (s, o) in med
                          and (s.startswith(("Hamiltonian", "fit")) or s == f"unfold_near_k ({tag})"))
-    print_table(["path", "s per sample, all three orders", "plain / default"],
-                [["plain (one k at a time)", total["plain"], 1.0],
-                 ["default (Unfolder)", total["default"], total["plain"] / total["default"]]])
+    print_table(["path", "s per sample, all three orders", "plain / path"],
+                [[tag, total[tag], total["plain"] / total[tag]] for tag in tags])
 
 
 if __name__ == "__main__":

@@ -71,33 +71,41 @@ def near_k_lines(primitive_cell, q_max: float = 0.08, n_q: int = 9) -> tuple[np.
 def near_k_points(cmap: SupercellMap, q_max: float = 0.08, n_q: int = 9) -> list[np.ndarray]:
     """The distinct k-points (Cartesian) one :func:`unfold_near_k` solves: K once, then each line's q > 0."""
     K, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
-    return [K] + [K + qq * d for d in dirs.values() for qq in q if qq != 0.0]
+    return [K] + [K + qq * d for d in dirs.values() for qq in q[1:]]
 
 
 def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.08, n_q: int = 9,
-                  window_eV: float = 1.0, min_weight: float = 1e-3, plain: bool = False) -> UnfoldedLines:
+                  window_eV: float = 1.0, min_weight: float = 1e-3, plain: bool = False,
+                  workers: int = 1) -> UnfoldedLines:
     """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å).
     ``plain=True``: with the one-k-at-a-time :func:`~hedgenet.physics.unfold.unfolded_states` (the
     reference the tests and the cost benchmark compare the default :class:`~hedgenet.physics.unfold.Unfolder`
-    path with; same numbers)."""
-    solve = (lambda k, w: unfolded_states(blocks, cmap, k, w)) if plain else Unfolder(blocks, cmap).states
-    K, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
+    path with; same numbers). ``workers > 1`` solves that many k-points at a time in threads (LAPACK
+    releases the GIL; same numbers; give each one BLAS thread, ``OMP_NUM_THREADS=1``)."""
     window = (e_ref_eV - window_eV, e_ref_eV + window_eV)
-    at_K = None  # q = 0 is K on both lines: solved once
-    out = {}
-    for name, d in dirs.items():
-        rows = []
-        for qq in q:
-            if qq == 0.0 and at_K is not None:
-                rows.append(at_K)
-                continue
-            eps, W = solve(K + qq * d, window)
-            sel = W > min_weight
-            rows.append((eps[sel], W[sel]))
-            if qq == 0.0:
-                at_K = rows[-1]
-        out[name] = rows
-    return UnfoldedLines(q, out)
+    if plain:
+        def solve(k):
+            return unfolded_states(blocks, cmap, k, window)
+    else:
+        unfolder = Unfolder(blocks, cmap)
+
+        def solve(k):
+            return unfolder.states(k, window)
+    points = near_k_points(cmap, q_max, n_q)  # K, then each line's q > 0
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            states = list(pool.map(solve, points))
+    else:
+        states = [solve(k) for k in points]
+    rows = []
+    for eps, W in states:
+        sel = W > min_weight
+        rows.append((eps[sel], W[sel]))
+    _, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
+    n = len(q) - 1
+    return UnfoldedLines(q, {name: [rows[0], *rows[1 + i * n : 1 + (i + 1) * n]] for i, name in enumerate(dirs)})
 
 
 def _bands(q, e0, hv, g1, gap=0.0, layers=2):
