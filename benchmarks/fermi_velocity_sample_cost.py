@@ -44,7 +44,7 @@ def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool) -> dict:
     """Seconds of Bloch sums, eigensolves and weights over the k-points of one ``unfold_near_k`` call."""
     from hedgenet.orbitals.bloch import generalized_eigh
     from hedgenet.physics.continuum_fit import near_k_points
-    from hedgenet.physics.unfold import Unfolder
+    from hedgenet.physics.unfold import Unfolder, bloch_pair, scatter_weights
 
     window = (e_ref - kw["window_eV"], e_ref + kw["window_eV"])
     t = {"bloch": 0.0, "eigh": 0.0, "weights": 0.0}
@@ -52,39 +52,18 @@ def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool) -> dict:
         unf, t["bloch"] = timed(Unfolder, blocks, cmap)
     for k in near_k_points(cmap, kw["q_max"], kw["n_q"]):
         if plain:
-            (Hk, Sk), dt = timed(_plain_bloch, blocks, cmap.supercell_kfrac(k))
+            (Hk, Sk), dt = timed(bloch_pair, blocks, cmap.supercell_kfrac(k))
         else:
             (Hk, Sk), dt = timed(unf.matrices, k)
         t["bloch"] += dt
         (_, C), dt = timed(generalized_eigh, Hk, Sk, window_eV=window)
         t["eigh"] += dt
         if plain:
-            _, dt = timed(_plain_weights, blocks, cmap, C, Sk, k)
+            _, dt = timed(scatter_weights, blocks, cmap, C, Sk @ C, k)
         else:
             _, dt = timed(unf.weights, C, Sk @ C, k)
         t["weights"] += dt
     return t
-
-
-def _plain_bloch(blocks, kfrac):
-    """H(k), S(k) (S symmetrised) as :func:`~hedgenet.physics.unfold.unfolded_states` builds them."""
-    from hedgenet.orbitals.bloch import bloch_matrix
-
-    Hk, Sk = (bloch_matrix(m, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac) for m in (blocks.H, blocks.S))
-    return Hk, 0.5 * (Sk + Sk.conj().T)
-
-
-def _plain_weights(blocks, cmap, C, Sk, k):
-    """The scatter-add weights of :func:`~hedgenet.physics.unfold.unfolded_states` (its last lines)."""
-    from hedgenet.physics.unfold import _primitive_orbital_map
-
-    target, atom_of_orb, n_prim = _primitive_orbital_map(blocks.n_orb, cmap)
-    phase = np.exp(-1j * (cmap.R[atom_of_orb] @ np.asarray(k)))[:, None]
-    A = np.zeros((n_prim, C.shape[1]), dtype=complex)
-    B = np.zeros_like(A)
-    np.add.at(A, target, phase * C)
-    np.add.at(B, target, phase * (Sk @ C))
-    return np.real(np.sum(A.conj() * B, axis=0)) / cmap.n_cells
 
 
 def main() -> None:

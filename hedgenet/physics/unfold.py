@@ -95,20 +95,28 @@ def unfolded_states(blocks: BlockSet, cmap: SupercellMap, k_cart, window_eV=None
 
     The plain implementation, one k at a time; :class:`Unfolder` gives the same numbers (to ≈ 1e-12) for
     many k of one block set at a fraction of the cost."""
-    kfrac = cmap.supercell_kfrac(k_cart)
+    Hk, Sk = bloch_pair(blocks, cmap.supercell_kfrac(k_cart))
+    eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV)
+    return eps, scatter_weights(blocks, cmap, C, Sk @ C, k_cart)
+
+
+def bloch_pair(blocks: BlockSet, kfrac) -> tuple[np.ndarray, np.ndarray]:
+    """H(k), S(k) (S symmetrised) at supercell wave vector ``kfrac``, one :func:`bloch_matrix` each."""
     Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac)
     Sk = bloch_matrix(blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kfrac)
-    Sk = 0.5 * (Sk + Sk.conj().T)
-    eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV)
-    SC = Sk @ C
+    return Hk, 0.5 * (Sk + Sk.conj().T)
+
+
+def scatter_weights(blocks: BlockSet, cmap: SupercellMap, C: np.ndarray, SC: np.ndarray, k_cart) -> np.ndarray:
+    """W_J(k) of the eigenvectors ``C`` (``SC`` = S(k) C) by scatter-adding every supercell orbital onto its
+    primitive orbital (module docstring)."""
     target, atom_of_orb, n_prim = _primitive_orbital_map(blocks.n_orb, cmap)
     phase = np.exp(-1j * (cmap.R[atom_of_orb] @ np.asarray(k_cart)))[:, None]
     A = np.zeros((n_prim, C.shape[1]), dtype=complex)
     B = np.zeros_like(A)
     np.add.at(A, target, phase * C)
     np.add.at(B, target, phase * SC)
-    W = np.real(np.sum(A.conj() * B, axis=0)) / cmap.n_cells
-    return eps, W
+    return np.real(np.sum(A.conj() * B, axis=0)) / cmap.n_cells
 
 
 class Unfolder:
