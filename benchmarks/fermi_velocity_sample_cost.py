@@ -11,7 +11,7 @@ lines (17 k-points) split into Bloch sums H(k), S(k), the windowed eigensolves a
 each both ways: the plain one-k-at-a-time path (``unfold_near_k(..., plain=True)``, the code before the
 vectorised one) and the default :class:`~hedgenet.physics.unfold.Unfolder`, interleaved sample by sample so
 that both see the same machine load (and, with ``--workers N``, the default with N k-points at a time in
-threads); then the continuum fit of the sample set per order (divided by the
+worker processes); then the continuum fit of the sample set per order (divided by the
 number of samples). Prints medians over the samples and the ratio plain / default; dH/du is computed once
 (finite differences, not part of a sample's cost).
 """
@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--d", type=float, default=3.3223, help="interlayer distance (Å)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2,
-                   help="also time unfold_near_k(..., workers=N): N k-points at a time in threads (1: skip)")
+                   help="also time unfold_near_k(..., workers=N): N k-points at a time in worker processes (1: skip)")
     args = p.parse_args()
     if args.n_samples < 4 or args.n_samples % 2:
         p.error("--n-samples: an even number ≥ 4 (± pairs, two for the fit's error bar)")
@@ -136,7 +136,7 @@ def main() -> None:
                     ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, workers=args.workers)
                     assert all(np.array_equal(x[1], y[1]) for name in ln.states
                                for x, y in zip(ln.states[name], lines[(order, False)][-1].states[name]))
-                    add(f"unfold_near_k (default, {args.workers} threads)", order, dt)
+                    add(f"unfold_near_k (default, {args.workers} workers)", order, dt)
     for order in ORDERS:
         ref, new = lines[(order, True)], lines[(order, False)]
         diff = max(max(np.abs(a[0] - b[0]).max(initial=0.0), np.abs(a[1] - b[1]).max(initial=0.0))
@@ -155,7 +155,7 @@ def main() -> None:
                 f"{n}×{n} AB bilayer ({len(sc)} atoms), model, {len(us)} samples (rms {args.rms} Å), "
                 f"{args.threads} thread(s); dH/du once: {t_deriv:.1f} s")
     total = {}
-    tags = ("plain", "default") + ((f"default, {args.workers} threads",) if args.workers > 1 else ())
+    tags = ("plain", "default") + ((f"default, {args.workers} workers",) if args.workers > 1 else ())
     for tag in tags:
         total[tag] = sum(med[(s, o)] for s in steps for o in ORDERS if (s, o) in med
                          and (s.startswith(("Hamiltonian", "fit")) or s == f"unfold_near_k ({tag})"))

@@ -129,7 +129,7 @@ def test_unfolder_matches_the_plain_path(system, displaced_blocks):
             n_states += len(e1)
             assert np.abs(e1 - e2).max(initial=0) < 1e-10 and np.abs(w1 - w2).max(initial=0) < 1e-10
     assert n_states > 20
-    threaded = unfold_near_k(b, cmap, e_ref, workers=2)  # k-points in threads: identical states
+    threaded = unfold_near_k(b, cmap, e_ref, workers=2)  # k-points in 2 worker processes: identical states
     for name in plain.states:
         for (e1, w1), (e2, w2) in zip(fast.states[name], threaded.states[name]):
             assert np.array_equal(e1, e2) and np.array_equal(w1, w2)

@@ -74,31 +74,45 @@ def near_k_points(cmap: SupercellMap, q_max: float = 0.08, n_q: int = 9) -> list
     return [K] + [K + qq * d for d in dirs.values() for qq in q[1:]]
 
 
+_POOLS: dict = {}
+
+
+def _pool(workers: int):
+    """A process pool of ``workers`` processes (spawned once per process and worker count, then reused)."""
+    if workers not in _POOLS:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
+
+
+def _unfold_points(blocks, cmap: SupercellMap, points, window) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:meth:`Unfolder.states` at every k of ``points`` (one worker's share of :func:`unfold_near_k`)."""
+    unfolder = Unfolder(blocks, cmap)
+    return [unfolder.states(k, window) for k in points]
+
+
 def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.08, n_q: int = 9,
                   window_eV: float = 1.0, min_weight: float = 1e-3, plain: bool = False,
                   workers: int = 1) -> UnfoldedLines:
     """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å).
     ``plain=True``: with the one-k-at-a-time :func:`~hedgenet.physics.unfold.unfolded_states` (the
     reference the tests and the cost benchmark compare the default :class:`~hedgenet.physics.unfold.Unfolder`
-    path with; same numbers). ``workers > 1`` solves that many k-points at a time in threads (LAPACK
-    releases the GIL; same numbers; give each one BLAS thread, ``OMP_NUM_THREADS=1``)."""
+    path with; same numbers). ``workers > 1`` splits the k-points over that many worker processes (a pool
+    started on first use and kept; the same numbers; give each one BLAS thread, ``OMP_NUM_THREADS=1``)."""
     window = (e_ref_eV - window_eV, e_ref_eV + window_eV)
-    if plain:
-        def solve(k):
-            return unfolded_states(blocks, cmap, k, window)
-    else:
-        unfolder = Unfolder(blocks, cmap)
-
-        def solve(k):
-            return unfolder.states(k, window)
     points = near_k_points(cmap, q_max, n_q)  # K, then each line's q > 0
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            states = list(pool.map(solve, points))
+    if plain:
+        states = [unfolded_states(blocks, cmap, k, window) for k in points]
+    elif workers > 1:
+        shares = [points[i::workers] for i in range(workers)]
+        done = list(_pool(workers).map(_unfold_points, *zip(*[(blocks, cmap, sh, window) for sh in shares])))
+        states = [None] * len(points)
+        for i, share in enumerate(done):
+            states[i::workers] = share
     else:
-        states = [solve(k) for k in points]
+        states = _unfold_points(blocks, cmap, points, window)
     rows = []
     for eps, W in states:
         sel = W > min_weight

@@ -84,7 +84,7 @@ class RenormalizationSettings:
     orders: tuple[str, ...] = DEFAULT_ORDERS
     fixed_energy_eV: float = 0.2  # band velocity this far above the charge-neutrality point of the fitted bands
     error_method: str = "auto"  # auto (bootstrap from 8 ± pairs, jackknife below) | bootstrap | jackknife
-    workers: int = 1  # k-points unfolded at a time (threads; same numbers)
+    workers: int = 1  # k-points unfolded at a time (worker processes; same numbers)
 
     def check(self) -> None:
         if self.sampler not in ("monte_carlo", "sdm"):
