@@ -84,3 +84,59 @@ def test_map_rejects_a_displaced_or_foreign_cell(system):
     moved.rattle(0.05, seed=1)
     with pytest.raises(ValueError, match="undisplaced supercell"):
         SupercellMap.build(moved, unit)
+
+
+@pytest.fixture(scope="module")
+def displaced_blocks(system):
+    _, sc, _, _, ref = system
+    displaced = sc.copy()
+    displaced.rattle(0.05, seed=5)
+    return ref.compute(displaced, with_blocks=True).blocks
+
+
+@pytest.mark.parametrize("kfrac", [(0.0, 0.0, 0.0), (0.37, -0.21, 0.0)], ids=["Gamma", "generic"])
+def test_bloch_sums_match_bloch_matrix(displaced_blocks, kfrac):
+    """The many-k Bloch sums equal the one-k scatter-add, also when several terms share a matrix entry."""
+    from hedgenet.orbitals.bloch import BlochSums, bloch_matrix
+
+    b = displaced_blocks
+    sums = BlochSums(b.edge_index, b.cell_shift, b.n_orb, b.H.shape[-1], b.H, b.S)
+    assert sums.distinct  # 4×4 cell, 4 Å blocks: one cell shift per atom pair
+    for m, ref in zip(sums.at(kfrac), (b.H, b.S)):
+        expected = bloch_matrix(ref, b.edge_index, b.cell_shift, b.n_orb, kfrac)
+        assert m.dtype == expected.dtype and np.array_equal(m, expected)
+    # every edge twice at half weight: terms share entries, the bincount path adds them
+    ei, cs = np.concatenate([b.edge_index] * 2, axis=1), np.concatenate([b.cell_shift] * 2)
+    doubled = BlochSums(ei, cs, b.n_orb, b.H.shape[-1], np.concatenate([0.5 * b.H] * 2))
+    assert not doubled.distinct
+    expected = bloch_matrix(b.H, b.edge_index, b.cell_shift, b.n_orb, kfrac)
+    assert np.abs(doubled.at(kfrac)[0] - expected).max() < 1e-13
+
+
+def test_unfolder_matches_the_plain_path(system, displaced_blocks):
+    """Default (Unfolder) and plain (one k at a time) unfolding near K: the same states and weights."""
+    from hedgenet.physics.continuum_fit import near_k_points, unfold_near_k
+    from hedgenet.physics.unfold import Unfolder, charge_neutrality_level
+
+    _, sc, cmap, _, _ = system
+    b = displaced_blocks
+    e_ref = charge_neutrality_level(b, cmap, sc.numbers)
+    fast, plain = unfold_near_k(b, cmap, e_ref), unfold_near_k(b, cmap, e_ref, plain=True)
+    n_states = 0
+    for name in plain.states:
+        for (e1, w1), (e2, w2) in zip(plain.states[name], fast.states[name]):
+            assert len(e1) == len(e2)
+            n_states += len(e1)
+            assert np.abs(e1 - e2).max(initial=0) < 1e-10 and np.abs(w1 - w2).max(initial=0) < 1e-10
+    assert n_states > 20
+    threaded = unfold_near_k(b, cmap, e_ref, workers=2)  # k-points in 2 worker processes: identical states
+    for name in plain.states:
+        for (e1, w1), (e2, w2) in zip(fast.states[name], threaded.states[name]):
+            assert np.array_equal(e1, e2) and np.array_equal(w1, w2)
+    unf = Unfolder(b, cmap)
+    ks = near_k_points(cmap)
+    assert len(ks) == 17
+    for k in (ks[0], ks[5], ks[-1]):  # every state, no window
+        (e1, w1), (e2, w2) = unfolded_states(b, cmap, k), unf.states(k)
+        assert np.abs(e1 - e2).max() < 1e-10 and np.abs(w1 - w2).max() < 1e-10
+        assert w2.sum() == pytest.approx(16.0, abs=1e-6)

@@ -55,6 +55,7 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         epi_displacement_A=float(f.epi_displacement_A), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
         window_eV=float(f.window_eV), layers=int(f.layers), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
         orders=tuple(f.orders), fixed_energy_eV=float(f.fixed_energy_eV), error_method=str(f.error_method),
+        workers=int(f.get("workers", 1)),
     )
     try:
         settings.check()

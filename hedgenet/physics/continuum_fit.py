@@ -34,6 +34,7 @@ import numpy as np
 from hedgenet.physics.sampling import HBAR_EV_S
 from hedgenet.physics.unfold import (
     SupercellMap,
+    Unfolder,
     primitive_kpoints_cart,
     unfolded_states,
 )
@@ -56,30 +57,69 @@ class UnfoldedLines:
     states: dict[str, list[tuple[np.ndarray, np.ndarray]]]
 
 
-def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.08, n_q: int = 9,
-                  window_eV: float = 1.0, min_weight: float = 1e-3) -> UnfoldedLines:
-    """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å)."""
-    cell = cmap.primitive_cell
-    K = primitive_kpoints_cart(cell, [(1 / 3, 1 / 3, 0)])[0]
-    q = np.linspace(0.0, q_max, n_q)
-    window = (e_ref_eV - window_eV, e_ref_eV + window_eV)
-    at_K = None  # q = 0 is K on both lines: solved once
-    out = {}
+def near_k_lines(primitive_cell, q_max: float = 0.08, n_q: int = 9) -> tuple[np.ndarray, np.ndarray, dict]:
+    """K (Cartesian, 1/Å), the |q| grid (n_q,) from 0 to ``q_max`` and the unit vector of each line of
+    :data:`DIRECTIONS`: the k-points of :func:`unfold_near_k` are K + q·d."""
+    K = primitive_kpoints_cart(primitive_cell, [(1 / 3, 1 / 3, 0)])[0]
+    dirs = {}
     for name, end in DIRECTIONS.items():
-        d = primitive_kpoints_cart(cell, [end])[0] - K
-        d /= np.linalg.norm(d)
-        rows = []
-        for qq in q:
-            if qq == 0.0 and at_K is not None:
-                rows.append(at_K)
-                continue
-            eps, W = unfolded_states(blocks, cmap, K + qq * d, window)
-            sel = W > min_weight
-            rows.append((eps[sel], W[sel]))
-            if qq == 0.0:
-                at_K = rows[-1]
-        out[name] = rows
-    return UnfoldedLines(q, out)
+        d = primitive_kpoints_cart(primitive_cell, [end])[0] - K
+        dirs[name] = d / np.linalg.norm(d)
+    return K, np.linspace(0.0, q_max, n_q), dirs
+
+
+def near_k_points(cmap: SupercellMap, q_max: float = 0.08, n_q: int = 9) -> list[np.ndarray]:
+    """The distinct k-points (Cartesian) one :func:`unfold_near_k` solves: K once, then each line's q > 0."""
+    K, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
+    return [K] + [K + qq * d for d in dirs.values() for qq in q[1:]]
+
+
+_POOLS: dict = {}
+
+
+def _pool(workers: int):
+    """A process pool of ``workers`` processes (spawned once per process and worker count, then reused)."""
+    if workers not in _POOLS:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
+
+
+def _unfold_points(blocks, cmap: SupercellMap, points, window) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:meth:`Unfolder.states` at every k of ``points`` (one worker's share of :func:`unfold_near_k`)."""
+    unfolder = Unfolder(blocks, cmap)
+    return [unfolder.states(k, window) for k in points]
+
+
+def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.08, n_q: int = 9,
+                  window_eV: float = 1.0, min_weight: float = 1e-3, plain: bool = False,
+                  workers: int = 1) -> UnfoldedLines:
+    """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å).
+    ``plain=True``: with the one-k-at-a-time :func:`~hedgenet.physics.unfold.unfolded_states` (the
+    reference the tests and the cost benchmark compare the default :class:`~hedgenet.physics.unfold.Unfolder`
+    path with; same numbers). ``workers > 1`` splits the k-points over that many worker processes (a pool
+    started on first use and kept; the same numbers; give each one BLAS thread, ``OMP_NUM_THREADS=1``)."""
+    window = (e_ref_eV - window_eV, e_ref_eV + window_eV)
+    points = near_k_points(cmap, q_max, n_q)  # K, then each line's q > 0
+    if plain:
+        states = [unfolded_states(blocks, cmap, k, window) for k in points]
+    elif workers > 1:
+        shares = [points[i::workers] for i in range(workers)]
+        done = list(_pool(workers).map(_unfold_points, *zip(*[(blocks, cmap, sh, window) for sh in shares])))
+        states = [None] * len(points)
+        for i, share in enumerate(done):
+            states[i::workers] = share
+    else:
+        states = _unfold_points(blocks, cmap, points, window)
+    rows = []
+    for eps, W in states:
+        sel = W > min_weight
+        rows.append((eps[sel], W[sel]))
+    _, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
+    n = len(q) - 1
+    return UnfoldedLines(q, {name: [rows[0], *rows[1 + i * n : 1 + (i + 1) * n]] for i, name in enumerate(dirs)})
 
 
 def _bands(q, e0, hv, g1, gap=0.0, layers=2):

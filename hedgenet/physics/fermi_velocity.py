@@ -87,6 +87,7 @@ class RenormalizationSettings:
     orders: tuple[str, ...] = DEFAULT_ORDERS
     fixed_energy_eV: float = 0.2  # band velocity this far above the charge-neutrality point of the fitted bands
     error_method: str = "auto"  # auto (bootstrap from 8 ± pairs, jackknife below) | bootstrap | jackknife
+    workers: int = 1  # k-points unfolded at a time (worker processes; same numbers)
 
     def check(self) -> None:
         if self.sampler not in ("monte_carlo", "sdm"):
@@ -116,6 +117,9 @@ class RenormalizationSettings:
             raise ValueError("a classical sampler (sampler.quantum=false) displaces nothing at 0 K: the 0 K samples "
                              "would all be the static lattice. Fix: drop 0 from the temperatures (v_F(static) is "
                              "computed anyway) or set sampler.quantum=true (zero-point motion)")
+        if int(self.workers) < 1:
+            raise ValueError(f"fermi_velocity.workers={self.workers}: the number of k-points unfolded at a time "
+                             "must be ≥ 1. Fix: fermi_velocity.workers=1 (or the number of idle cores)")
         if len(self.supercell) not in (2, 3) or any(int(n) < 1 for n in self.supercell):
             raise ValueError(f"fermi_velocity.supercell={list(self.supercell)}: give 2 whole numbers ≥ 1. "
                              "Fix: e.g. fermi_velocity.supercell=[6,6]")
@@ -222,7 +226,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     cmap = SupercellMap.build(sc, unit)
     t0 = time.perf_counter()
     e_ref = charge_neutrality_level(blocks0, cmap, sc.numbers)
-    kw = dict(q_max=s.q_max_inv_A, n_q=s.n_q, window_eV=s.window_eV)
+    kw = dict(q_max=s.q_max_inv_A, n_q=s.n_q, window_eV=s.window_eV, workers=int(s.workers))
     static_lines = unfold_near_k(blocks0, cmap, e_ref, **kw)
     t["static_bands"] = t_unfold = time.perf_counter() - t0
     static = {name: fit_continuum([static_lines], name, s.layers, fixed_energy_eV=s.fixed_energy_eV)
