@@ -139,13 +139,13 @@ def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 3 <= n_done < 10, "the run should have been killed part-way"
+    assert 3 <= n_done < 11, "the run should have been killed part-way"
     first = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(path).iter_samples()}
     label(root, *more)
     store = DatasetStore(path)
     with h5py.File(path) as f:
         names = sorted(f["samples"].keys())
-    assert names == [f"{i:06d}" for i in range(11)]  # each id exactly once (8 rattles, 2 thermal, 1 rigid)
+    assert names == [f"{i:06d}" for i in range(12)]  # each id exactly once (8 rattles, 2 thermal, 1 rigid, 1 strain)
     assert not list(store.staging.glob("*.npz")) if store.staging.exists() else True
     again = {s["sample_id"]: s["labelled_at"] for s in store.iter_samples()}
     assert all(again[i] == t for i, t in first.items()), "finished samples must not be relabelled"
@@ -180,7 +180,7 @@ def test_shards_via_submitit_local_and_merge(root, base_dataset):
     shards = sorted((root / "data").glob("sharded.shard*-of-2.h5"))
     assert len(shards) == 2, proc.stdout
     merged = merge_shards(root / "data" / "sharded.h5", shards)
-    assert merged.ids() == [0, 1, 2, 3, 4]
+    assert merged.ids() == [0, 1, 2, 3, 4, 5]
     base = DatasetStore(base_dataset)
     for i in merged.ids():
         assert abs(merged.read_sample(i)["energy"] - base.read_sample(i)["energy"]) < 1e-8
@@ -216,7 +216,7 @@ def test_changed_settings_do_not_mix_into_an_existing_dataset(root, base_dataset
     proc = label(root, "dataset.name=base", "seed=7", check=False)
     assert proc.returncode != 0
     assert "fingerprint" in (proc.stdout + proc.stderr) or "different settings" in (proc.stdout + proc.stderr)
-    assert len(DatasetStore(base_dataset)) == 5
+    assert len(DatasetStore(base_dataset)) == 6
 
 
 def test_corrupt_hdf5_is_named_and_not_overwritten(root, tmp_path):

@@ -148,6 +148,20 @@ def test_forces_match_finite_differences(model, mos2):
         assert abs(fd - float(forces[atom, comp])) < 1e-6 * max(1.0, abs(fd)), (atom, comp, fd)
 
 
+def strain_derivative(energy, atoms, a: int, b: int, h: float) -> float:
+    """∂E/∂ε_ab (eV) of ``energy(atoms)`` by central differences under the symmetric strain ε_ab = ε_ba = h/2
+    of positions and cell together."""
+    eps = np.zeros((3, 3))
+    eps[a, b] += h / 2
+    eps[b, a] += h / 2
+    energies = []
+    for sign in (1, -1):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
+        energies.append(energy(strained))
+    return (energies[0] - energies[1]) / (2 * h)
+
+
 def assert_virial_is_strain_derivative(model, structures, h: float = 1e-5, tol: float = 1e-6):
     """The model's virial W = −∂E/∂ε (eV), batched, against central differences of E under a homogeneous
     strain of positions and cell (symmetric ε: one diagonal, one shear and one out-of-plane component)."""
@@ -156,18 +170,12 @@ def assert_virial_is_strain_derivative(model, structures, h: float = 1e-5, tol: 
     virial = model(batch.to(dtype=model.dtype), compute_virial=True)["virial"]
     assert virial.shape == (len(structures), 3, 3)
     assert torch.allclose(virial, virial.transpose(1, 2), atol=1e-9)  # no torque: rotation invariance
+    def energy(strained):
+        return float(model(build(strained).to(dtype=model.dtype), compute_forces=False)["energy"][0])
+
     for k, atoms in enumerate(structures):
         for a, b in [(0, 0), (0, 1), (2, 2), (1, 2)]:
-            eps = np.zeros((3, 3))
-            eps[a, b] += h / 2
-            eps[b, a] += h / 2
-            energies = []
-            for sign in (1, -1):
-                strained = atoms.copy()
-                strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
-                g = build(strained).to(dtype=model.dtype)
-                energies.append(float(model(g, compute_forces=False)["energy"][0]))
-            fd = -(energies[0] - energies[1]) / (2 * h)
+            fd = -strain_derivative(energy, atoms, a, b, h)
             assert abs(fd - float(virial[k, a, b])) < tol * max(1.0, abs(fd)), (k, a, b, fd, float(virial[k, a, b]))
 
 
