@@ -83,8 +83,17 @@ def _pool(workers: int):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        if not _POOLS:  # shut the pools down before the interpreter tears its modules down
+            import atexit
+
+            atexit.register(_shutdown_pools)
         _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     return _POOLS[workers]
+
+
+def _shutdown_pools() -> None:
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
 
 def _unfold_points(blocks, cmap: SupercellMap, points, window) -> list[tuple[np.ndarray, np.ndarray]]:
