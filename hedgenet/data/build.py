@@ -45,8 +45,8 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     strain = d.get("strain") or {}
     specs += strain_specs(len(base), strain.get("strains") or [], float(strain.get("rattle_A", 0.0)), seed,
                           start_id=len(specs))
-    for spec in specs:  # a strained cell must still be wide enough for the block cutoff
-        if spec.strain is not None and min(spec.strain[:2]) < 0:
+    for spec in specs:  # a strained cell must still be wide enough for the block cutoff (a shear narrows it too)
+        if spec.strain is not None:
             squeezed = base.copy()
             squeezed.set_cell(base.cell.array @ (np.eye(3) + spec.strain_tensor()), scale_atoms=True)
             reference.check_cell(squeezed)

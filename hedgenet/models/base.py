@@ -15,7 +15,6 @@ training module, metrics, saving and :class:`~hedgenet.calculators.ModelCalculat
 from __future__ import annotations
 
 import dataclasses
-
 import difflib
 from typing import Sequence
 

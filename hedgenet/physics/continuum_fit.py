@@ -173,11 +173,11 @@ def band_velocity_at_energy(hbar_v0_eV_A: float, gamma1_eV: float, gap_eV: float
     return float(velocity_1e5_m_s(hv * slope)), float(x / hv)
 
 
-DEFAULT_GUESS = (None, 6.0, 0.38, 0.02)
-"""(E₀ eV or None for the weighted mean at K, ħv₀ eV·Å, γ₁ eV, gap Δ eV): graphene-like starting values.
-The gap starts just above 0: at Δ = 0 the cost is flat in Δ away from K."""
-
 GAP_START_EV = 0.02
+"""Where every fit starts the gap Δ (eV): just above 0, since at Δ = 0 the cost is flat in Δ away from K."""
+
+DEFAULT_GUESS = (None, 6.0, 0.38, GAP_START_EV)
+"""(E₀ eV or None for the weighted mean at K, ħv₀ eV·Å, γ₁ eV, gap Δ eV): graphene-like starting values."""
 
 
 def fit_continuum(lines: list[UnfoldedLines], direction: str, layers: int = 2, guess=DEFAULT_GUESS,

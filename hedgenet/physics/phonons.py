@@ -212,6 +212,10 @@ def equilibrium_residuals(calc, atoms: Atoms) -> dict:
 
     a = atoms.copy()
     a.calc = calc
+    try:  # first: a calculator that gives the stress computes the forces with it (one evaluation)
+        sigma = a.get_stress(voigt=False)
+    except (PropertyNotImplementedError, ValueError):
+        sigma = None
     f = a.get_forces()
     out = {"residual_force_max_meV_A": 1e3 * float(np.linalg.norm(f, axis=1).max()),
            "residual_force_rms_meV_A": 1e3 * float(np.sqrt((f**2).sum(axis=1).mean()))}
@@ -219,12 +223,9 @@ def equilibrium_residuals(calc, atoms: Atoms) -> dict:
     if layer is not None and len(np.unique(layer)) > 1:
         means = [f[layer == k].mean(axis=0) for k in np.unique(layer)]
         out["residual_layer_force_max_meV_A"] = 1e3 * float(max(np.linalg.norm(m) for m in means))
-    try:
-        sigma = a.get_stress(voigt=False)
-    except (PropertyNotImplementedError, ValueError):
-        return out
-    w = -sigma * a.get_volume() / len(a)
-    out["residual_virial_in_plane_meV_atom"] = [1e3 * float(w[0, 0]), 1e3 * float(w[1, 1]), 1e3 * float(w[0, 1])]
+    if sigma is not None:
+        w = -sigma * a.get_volume() / len(a)
+        out["residual_virial_in_plane_meV_atom"] = [1e3 * float(w[0, 0]), 1e3 * float(w[1, 1]), 1e3 * float(w[0, 1])]
     return out
 
 
