@@ -129,6 +129,7 @@ class DatasetConfig:
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
     rigid: RigidConfig = field(default_factory=RigidConfig)
     strain: StrainConfig = field(default_factory=StrainConfig)
+    force_constants: bool = False   # store the reference's force constants of the labelling cell (force-constant loss)
     n_workers: int = MISSING
     consolidate_every_s: float = MISSING
     num_shards: int = MISSING
@@ -198,6 +199,7 @@ class LossWeights:
     layer_forces: float = 0.0   # on the MSE of each layer's mean force per atom (eV/Å): interlayer physics
     layer_forces_in_plane: float = 0.0   # the same on its in-plane (x, y) components only: sliding and shear
     virial: float = 0.0   # on the MSE of the virial per atom (eV/atom), where the labels have it: stress, ZA branch
+    force_constants: float = 0.0   # on the MSE of Hessian–vector products (eV/Å²) against the stored reference ones
 
 
 @dataclass
@@ -212,9 +214,17 @@ class SchedulerConfig:  # open: the scheduler's own settings
 
 
 @dataclass
+class ForceConstantProbes:
+    every_n_steps: int = 1   # training steps between two force-constant probes
+    n_vectors: int = 1       # random displacement patterns per probe
+    relative: bool = False   # errors relative to the reference's own Φ (soft modes weigh as much as stiff ones)
+
+
+@dataclass
 class TrainSection:
     max_epochs: int = MISSING
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    force_constants: ForceConstantProbes = field(default_factory=ForceConstantProbes)
     optimizer: OptimizerConfig = open_section(OptimizerConfig)
     scheduler: SchedulerConfig = open_section(SchedulerConfig)
     ema_decay: Optional[float] = None

@@ -92,6 +92,17 @@ def test_cli_writes_dataset_run_dir_and_summary(root, base_dataset):
     # the spread of the rattled cells' virials
     unstrained = [s["virial"][0, 0] for s in store.iter_samples() if s["kind"] == "rattle"]
     assert strained["virial"][0, 0] < min(unstrained) - 5.0
+    # the reference's force constants of the labelling cell (dataset.force_constants, on by default): symmetric,
+    # translation-invariant, and xTB's own forces of the small rattles are their harmonic response −Φu
+    fc = store.read_force_constants()
+    assert fc.shape == (64, 64, 3, 3)
+    assert np.allclose(fc, fc.transpose(1, 0, 3, 2), atol=1e-6) and np.abs(fc.sum(axis=1)).max() < 1e-6
+    for s in store.iter_samples():
+        if s["kind"] == "rattle":  # 0.03 Å: anharmonic and residual forces are a few % of the harmonic ones
+            harmonic = -np.einsum("ijab,jb->ia", fc, s["displacement"])
+            assert np.abs(s["forces"] - harmonic).mean() < 0.15 * np.abs(s["forces"]).mean()
+            shuffled = -np.einsum("ijab,jb->ia", fc, s["displacement"][::-1])
+            assert np.abs(s["forces"] - shuffled).mean() > 0.8 * np.abs(s["forces"]).mean()
     thermal = [s for s in store.iter_samples() if s["kind"] == "thermal"]
     assert all(s["temperature_K"] == 300.0 and "seed" in s for s in thermal)
     (rigid,) = [s for s in store.iter_samples() if s["kind"] == "rigid"]

@@ -19,7 +19,8 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     ``reference_spec``: ``{"name": ..., **settings}`` of ``reference``, from which worker processes make their own.
 
     ``thermal_force_constants()``: a phonopy object with the reference's force constants of the labelling
-    supercell, called only when thermal samples are asked for. Resumable: a store that exists must have the
+    supercell, called only when thermal samples or the force constants themselves (``dataset.force_constants``,
+    stored in the file for the force-constant loss) are asked for. Resumable: a store that exists must have the
     same fingerprint; finished samples are kept."""
     from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, strain_specs, thermal_specs
     from hedgenet.data.labelling import label_dataset
@@ -35,9 +36,11 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
 
     rattle, thermal = d["rattle"], d["thermal"]
     specs = rattle_specs(len(base), list(rattle["amplitudes_A"]), rattle["n_per_amplitude"], seed)
-    if thermal["n_per_temperature"] > 0 and len(thermal["temperatures_K"]) > 0:
+    wants_thermal = thermal["n_per_temperature"] > 0 and len(thermal["temperatures_K"]) > 0
+    phonon = thermal_force_constants() if wants_thermal or d.get("force_constants") else None
+    if wants_thermal:
         specs += thermal_specs(
-            thermal_force_constants(), list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
+            phonon, list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
             start_id=len(specs), quantum=thermal["quantum"], cutoff_frequency_THz=thermal["cutoff_frequency_THz"],
         )
     shifts = (d.get("rigid") or {}).get("shifts_A") or []
@@ -56,9 +59,16 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
 
     store = DatasetStore(path)
     fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
+    stored_fc = None
+    if d.get("force_constants"):
+        if phonon.force_constants.shape != (len(base), len(base), 3, 3):
+            raise ValueError("dataset.force_constants needs phonopy's full force constants of the labelling cell")
+        stored_fc = (phonon.force_constants, float(thermal["fc_displacement_A"]))
     with store.locked():  # one labelling run per dataset, from its creation to the last sample
         if store.exists():
             store.check_fingerprint(fingerprint)
+            if stored_fc is not None and store.read_force_constants() is None:  # a file labelled without them
+                store.add_force_constants(*stored_fc)
         else:
             store.create(
                 {
@@ -71,6 +81,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
                     "provenance": provenance(),
                 },
                 base,
+                force_constants=stored_fc,
             )
         counts = label_dataset(
             store, base, specs, make_reference, reference_spec,

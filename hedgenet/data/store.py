@@ -5,7 +5,9 @@ Schema (version 1; all lengths Å, energies eV, forces eV/Å; see docs/data_form
     /                      attrs: schema_version, fingerprint, created, hedgenet_version,
                                   solver_settings (JSON), orbital_layout (JSON), material (JSON),
                                   config (YAML), provenance (JSON), units (JSON)
-    /reference/            the undisplaced supercell: positions, cell, numbers, layer, pbc
+    /reference/            the undisplaced supercell: positions, cell, numbers, layer, pbc, and optionally
+                           force_constants (N,N,3,3) eV/Å² of the reference there (phonopy finite displacements,
+                           attrs displacement_A): the target of the force-constant loss
     /samples/<id:06d>/     positions (N,3) Å, cell (3,3) Å, numbers (N,), layer (N,), pbc (3,),
                            displacement (N,3) Å (from /reference), energy () eV, forces (N,3) eV/Å,
                            edge_index (2,E) i->j, cell_shift (E,3) int, H (E,n_max,n_max) eV,
@@ -58,6 +60,7 @@ UNITS = {
     "S": "1",
     "orbital_energies": "eV",
     "virial": "eV (W = −∂E/∂ε, strain derivative of the cell; absent where the reference has none)",
+    "force_constants": "eV/Å² (of the undisplaced supercell, /reference; absent unless labelled)",
 }
 ARRAY_KEYS = (
     "positions",
@@ -292,8 +295,10 @@ class DatasetStore:
             )
         return f
 
-    def create(self, header: dict, reference_atoms) -> None:
-        """Create an empty dataset file atomically with its header (settings, provenance, reference)."""
+    def create(self, header: dict, reference_atoms, force_constants=None) -> None:
+        """Create an empty dataset file atomically with its header (settings, provenance, reference) and, if
+        given, the reference's force constants of the undisplaced supercell (``(values (N,N,3,3) eV/Å²,
+        displacement Å)``)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -312,6 +317,8 @@ class DatasetStore:
             g["numbers"] = reference_atoms.numbers
             g["layer"] = reference_atoms.arrays["layer"]
             g["pbc"] = np.asarray(reference_atoms.pbc)
+            if force_constants is not None:
+                _put_force_constants(g, *force_constants)
             f.create_group("samples")
             f.create_group("failed")
         self._replace_with(buf.getvalue(), f"creating {self.path}", "Nothing was written.")
@@ -399,7 +406,34 @@ class DatasetStore:
     def read_reference(self) -> dict:
         """The undisplaced supercell (positions, cell Å; numbers, layer, pbc)."""
         with self._open() as f:
-            return {k: v[()] for k, v in f["reference"].items()}
+            return {k: v[()] for k, v in f["reference"].items() if k != "force_constants"}
+
+    def read_force_constants(self) -> np.ndarray | None:
+        """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None."""
+        with self._open() as f:
+            if "force_constants" not in f["reference"]:
+                return None
+            try:
+                fc = f["reference"]["force_constants"][()]
+            except (OSError, ValueError, RuntimeError) as err:
+                raise DatasetError(f"the force constants stored in {self.path} are damaged ({err}). The samples are intact. "
+                                   "Fix: train without them (train.loss_weights.force_constants=0), or relabel into "
+                                   "a new file (another dataset.name)") from None
+        if not np.isfinite(fc).all():
+            raise DatasetError(f"the force constants stored in {self.path} are not finite. The samples are intact. "
+                               "Fix: train without them (train.loss_weights.force_constants=0), or relabel into a "
+                               "new file (another dataset.name)")
+        return fc
+
+    def add_force_constants(self, values: np.ndarray, displacement_A: float) -> None:
+        """Add the reference's force constants to a file that lacks them (atomic; the samples are kept)."""
+        with self.locked():
+            buf = io.BytesIO(self.path.read_bytes())
+            with h5py.File(buf, "a") as f:
+                if "force_constants" in f["reference"]:
+                    return
+                _put_force_constants(f["reference"], values, displacement_A)
+            self._replace_with(buf.getvalue(), f"adding force constants to {self.path}", "The file is unchanged.")
 
     def iter_samples(self):
         with self._open() as f:
@@ -569,7 +603,18 @@ class DatasetStore:
             "force_max_eV_per_A": max(fmax) if n else float("nan"),
             "label_time_s_median": float(np.median(times)) if n else float("nan"),
             "label_time_s_total": float(np.sum(times)) if n else 0.0,
+            "force_constants": self.exists() and self.read_force_constants() is not None,
         }
+
+
+def _put_force_constants(group, values, displacement_A: float) -> None:
+    values = np.asarray(values, dtype=np.float64)
+    n = group["numbers"].shape[0]
+    if values.shape != (n, n, 3, 3):
+        raise DatasetError(f"force constants of shape {values.shape} do not fit the {n}-atom reference supercell "
+                           f"(expected {(n, n, 3, 3)}: phonopy's full force constants of the labelling cell)")
+    d = group.create_dataset("force_constants", data=values, fletcher32=True)
+    d.attrs["displacement_A"] = float(displacement_A)
 
 
 def _write_all(fd: int, data: bytes) -> None:

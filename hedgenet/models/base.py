@@ -63,6 +63,14 @@ class GraphModel(tnn.Module):
     """Base class: the common ``forward`` over a subclass's ``_forward``."""
 
     outputs: tuple[str, ...]
+    messages_on_block_edges = False  # True where the block edges are also the message graph (DeepH-E3)
+
+    def energy_graph(self, graph):
+        """``graph`` with what only the H and S blocks need dropped (energy and forces alone are cheaper)."""
+        if self.messages_on_block_edges:
+            return graph
+        return dataclasses.replace(graph, block_index=None, block_shift=None, block_reverse=None, block_kind=None,
+                                   H=None, S=None, block_mask=None)
 
     @property
     def dtype(self) -> torch.dtype:

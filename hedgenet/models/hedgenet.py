@@ -328,7 +328,7 @@ class HedgeNet(GraphModel):
         out = {}
         if "energy" in self.outputs:
             out.update(self._energy(h, species, batch))
-        if "H" in self.outputs:
+        if "H" in self.outputs and batch.block_index is not None:  # None: energy and forces only (energy_graph)
             args = (h, species, pos, cell_of_atom, batch.block_index, batch.block_shift, batch.block_reverse)
             # the blocks need an autograd graph only to be differentiated (training, dH/du); without it
             # inference on 10^4 atoms keeps no per-edge intermediates of the heads

@@ -45,6 +45,9 @@ class TrainingModule(L.LightningModule):
         optimizer: dict,
         scheduler: dict | None = None,
         ema_decay: float | None = None,
+        force_constant_targets: list | None = None,
+        force_constant_probes: dict | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         self.model = model
@@ -52,6 +55,15 @@ class TrainingModule(L.LightningModule):
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler or {})
         self.ema = ExponentialMovingAverage(model, ema_decay) if ema_decay else None
+        # the force-constant loss: reference Φ of undisplaced cells (hedgenet.training.force_constants), probed
+        # with n_vectors random patterns every every_n_steps training steps
+        self.fc_targets = list(force_constant_targets or []) if self.loss_weights.get("force_constants", 0) > 0 else []
+        probes = dict(force_constant_probes or {})
+        self.fc_every = int(probes.get("every_n_steps", 1))
+        self.fc_vectors = int(probes.get("n_vectors", 1))
+        self.fc_relative = bool(probes.get("relative", False))
+        self.seed = int(seed)
+        self._fc_on_device = {}
         quantities = tuple(k for k in ("energy", "forces", "H", "S") if k in model.outputs)
         self.val_metrics = ErrorMetrics(quantities)
         self.test_metrics = ErrorMetrics(quantities)
@@ -66,11 +78,31 @@ class TrainingModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         pred = self.model(batch, training=True)
         loss, parts = total_loss(pred, batch, self.loss_weights)
+        if self.fc_targets and self.global_step % self.fc_every == 0:
+            parts["force_constants"] = self._force_constant_loss(self.global_step // self.fc_every)
+            loss = loss + self.loss_weights["force_constants"] * parts["force_constants"]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
             self.log(f"train/mse_{k}", v, batch_size=bs, sync_dist=True)
         return loss
+
+    def _fc_target(self, k: int):
+        """The k-th force-constant target (round robin) on this module's device and dtype."""
+        k %= len(self.fc_targets)
+        key = (k, str(self.device))
+        if key not in self._fc_on_device:
+            self._fc_on_device[key] = self.fc_targets[k].to(self.device, self.model.dtype)
+        return self._fc_on_device[key]
+
+    def _force_constant_loss(self, probe: int) -> torch.Tensor:
+        """MSE (eV/Å²)² of the model's Hessian–vector products against the reference's, on fresh random
+        patterns fixed by (seed, probe): a resumed run draws the same ones."""
+        from hedgenet.training.force_constants import force_constant_errors, probe_vectors
+
+        t = self._fc_target(probe)
+        v = probe_vectors(len(t.atoms), self.fc_vectors, self.seed * 1_000_003 + probe, self.model.dtype, self.device)
+        return (force_constant_errors(self.model, t, v, create_graph=True, relative=self.fc_relative) ** 2).mean()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
@@ -93,7 +125,16 @@ class TrainingModule(L.LightningModule):
         return self._evaluate(batch, self.test_metrics, "test")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute("val"), sync_dist=False)
+        values = self.val_metrics.compute("val")
+        if self.fc_targets:  # the evaluated (EMA) model's Φv error on fixed patterns of the training cells
+            from hedgenet.training.force_constants import force_constant_errors, probe_vectors
+
+            with torch.enable_grad():
+                errs = [force_constant_errors(self._eval_model(), t, probe_vectors(len(t.atoms), 4, 0, self.model.dtype,
+                                                                                   self.device)).abs().mean()
+                        for t in (self._fc_target(k) for k in range(len(self.fc_targets)))]
+            values["train/force_constants_mae"] = torch.stack(errs).mean().detach()
+        self.log_dict(values, sync_dist=False)
         self.val_metrics.reset()
 
     def on_test_epoch_end(self) -> None:

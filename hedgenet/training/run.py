@@ -151,6 +151,27 @@ def _checkpoint_epoch(path: Path):
         return None
 
 
+def force_constant_targets(cfg: DictConfig, model) -> list:
+    """The reference force constants stored in the training datasets, when the force-constant loss asks for
+    them; a weight > 0 with none stored is a ConfigError naming the fix."""
+    from hedgenet.training.force_constants import load_force_constant_targets
+
+    if float(cfg.train.loss_weights.get("force_constants", 0.0)) <= 0 or "forces" not in model.outputs:
+        return []
+    every = int(cfg.train.force_constants.every_n_steps)
+    if every < 1 or int(cfg.train.force_constants.n_vectors) < 1:
+        raise ConfigError(f"train.force_constants={dict(cfg.train.force_constants)}: every_n_steps and n_vectors must "
+                          "be ≥ 1. Fix: e.g. train.force_constants.every_n_steps=4")
+    targets = load_force_constant_targets(list(cfg.data.paths), model)
+    if not targets:
+        raise ConfigError(
+            f"train.loss_weights.force_constants={cfg.train.loss_weights.force_constants} but none of the datasets "
+            f"{list(cfg.data.paths)} stores the reference's force constants. Fix: label with "
+            "dataset.force_constants=true (hedgenet-label adds them to an existing file on its next run), or train "
+            "without them: train.loss_weights.force_constants=0")
+    return targets
+
+
 def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     import numpy as np
@@ -169,6 +190,7 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
         predict_batches,
     )
     from hedgenet.training.factory import build_model
+    from hedgenet.training.force_constants import force_constant_metrics
     from hedgenet.training.module import TrainingModule
     from hedgenet.training.sweep import check_one_device_per_trial
 
@@ -203,9 +225,12 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     dm.setup()
     (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
     stats = model.init_statistics(dm.graphs["train"])
+    fc_targets = force_constant_targets(cfg, model)
     module = TrainingModule(
         model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
         resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
+        force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
+        seed=int(cfg.seed),
     )
 
     history = run_dir / "history.jsonl"
@@ -274,6 +299,7 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     else:  # resumed after the last epoch (killed before model.pt was written): nothing was left to validate
         metrics["val/loss"] = validation_loss(final, dm.graphs["val"], module.loss_weights, cfg.data.batch_size)
     metrics.update(inference_time(final, dm.graphs["val"]))
+    metrics.update(force_constant_metrics(final, fc_targets))
     # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
     builder = final.graph_builder()
     test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]

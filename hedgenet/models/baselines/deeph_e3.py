@@ -170,6 +170,8 @@ class DeepHE3(GraphModel):
         ``float32`` | ``float64``; the model is built in it.
     """
 
+    messages_on_block_edges = True  # its messages run over the block edges
+
     def __init__(
         self,
         elements: Sequence[int],

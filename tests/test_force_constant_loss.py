@@ -1,0 +1,152 @@
+"""The force-constant loss: reference force constants stored with a dataset, the model's exact Hessian–vector
+products, the loss's gradient through them, and the errors a wrong setup gets.
+
+Tiny float64 models on 2×2 AB bilayer cells (16 atoms); no reference runs (the labelling test checks the stored
+xTB force constants against xTB's own forces).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from hedgenet.calculators.autograd import autograd_force_constants
+from hedgenet.data.store import DatasetError, DatasetStore
+from hedgenet.models import HedgeNet
+from hedgenet.structures import build_structure, make_supercell
+from hedgenet.training.force_constants import (
+    ForceConstantTarget,
+    force_constant_errors,
+    force_constant_metrics,
+    hessian_vector_products,
+    load_force_constant_targets,
+    probe_vectors,
+)
+from hedgenet.training.module import TrainingModule
+
+TINY = {"channels": 4, "lmax": 1, "num_layers": 2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def forces_model(seed: int) -> HedgeNet:
+    torch.manual_seed(seed)
+    return HedgeNet([6], size=TINY, task="forces", r_intra=3.0, r_inter=4.0, dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def bilayer():
+    atoms = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35), np.diag([2, 2, 1]))
+    atoms.rattle(0.02, seed=3)  # off the symmetric positions: every Hessian element is generic
+    return atoms
+
+
+def target_of(model, atoms) -> ForceConstantTarget:
+    """A target holding ``model``'s own exact Hessian (eV/Å²) at ``atoms``."""
+    n = len(atoms)
+    phi = autograd_force_constants(model, atoms).transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
+    return ForceConstantTarget("in memory", atoms, model.graph_builder().from_atoms(atoms), torch.as_tensor(phi))
+
+
+def test_hessian_vector_products_are_the_models_exact_hessian_times_the_pattern(bilayer):
+    model = forces_model(0)
+    t = target_of(model, bilayer)
+    v = probe_vectors(len(bilayer), 3, seed=7)
+    hv = hessian_vector_products(model, t.graph, v, create_graph=False)
+    expected = (v.reshape(3, -1) @ t.matrix.T).reshape(v.shape)
+    assert torch.allclose(hv, expected, atol=1e-10)
+    assert float(expected.abs().max()) > 1e-3  # not a trivially zero Hessian
+    # the model against its own Hessian: no error; against another model's: a clear one
+    assert float(force_constant_errors(model, t, v).abs().max()) < 1e-10
+    other = forces_model(1)
+    assert float(force_constant_errors(other, t, v).abs().mean()) > 1e-3
+    # the metric over all elements agrees: zero for the model itself
+    assert force_constant_metrics(model, [t])["force_constants_mae_eV_A2"] < 1e-10
+    assert force_constant_metrics(other, [t])["force_constants_mae_eV_A2"] > 1e-4
+    # probe patterns are fixed by their seed (a resumed run draws the same ones)
+    assert torch.equal(probe_vectors(16, 2, seed=5), probe_vectors(16, 2, seed=5))
+    assert not torch.equal(probe_vectors(16, 2, seed=5), probe_vectors(16, 2, seed=6))
+
+
+def test_relative_errors_are_measured_in_the_references_own_metric(bilayer):
+    """A model whose energy landscape is 10 % stiffer everywhere (energy scale × 1.1) has a relative error of 0.1 in
+    every mode, soft or stiff: |Φ|^(−1/2)·0.1Φ·|Φ|^(−1/2)v = 0.1·v on the space of the non-zero modes (with the sign
+    of each mode's λ)."""
+    teacher = forces_model(0)
+    t = target_of(teacher, bilayer)
+    stiffer = forces_model(0)
+    with torch.no_grad():
+        stiffer.energy_scale.mul_(1.1)
+    v = probe_vectors(len(bilayer), 2, seed=3)
+    lam, vec = torch.linalg.eigh(t.matrix)
+    keep = lam.abs() > 1e-6 * lam.abs().max()  # translations removed; an untrained model has some λ < 0 here
+    projected = ((v.reshape(2, -1) @ vec[:, keep]) * lam[keep].sign() @ vec[:, keep].T).reshape(v.shape)
+    rel = force_constant_errors(stiffer, t, v, relative=True)
+    assert torch.allclose(rel, 0.1 * projected, atol=1e-8)
+    absolute = force_constant_errors(stiffer, t, v)  # the absolute error instead is dominated by the stiff modes
+    assert torch.allclose(absolute, 0.1 * (v.reshape(2, -1) @ t.matrix.T).reshape(v.shape), atol=1e-8)
+
+
+def test_the_loss_trains_the_models_force_constants_toward_the_targets(bilayer):
+    """Gradient through the Hessian–vector products (third derivatives of the energy): a student model trained on
+    the force-constant loss alone moves its whole Hessian toward a teacher's."""
+    teacher, student = forces_model(0), forces_model(1)
+    t = target_of(teacher, bilayer)
+    before = force_constant_metrics(student, [t])["force_constants_mae_eV_A2"]
+    module = TrainingModule(student, {"force_constants": 1.0}, {"name": "adam", "lr": 0.01},
+                            force_constant_targets=[t], force_constant_probes={"n_vectors": 2})
+    opt = torch.optim.Adam(student.parameters(), lr=0.01)
+    for step in range(40):
+        opt.zero_grad()
+        loss = module._force_constant_loss(step)
+        loss.backward()
+        opt.step()
+    after = force_constant_metrics(student, [t])["force_constants_mae_eV_A2"]
+    assert after < 0.5 * before, (before, after)
+
+
+def test_store_keeps_force_constants_and_adds_them_to_an_older_file(tmp_path, bilayer):
+    atoms = bilayer.copy()
+    atoms.arrays["layer"] = np.asarray(atoms.arrays["layer"], dtype=np.int64)
+    n = len(atoms)
+    fc = np.random.default_rng(0).normal(size=(n, n, 3, 3))
+    with_fc = DatasetStore(tmp_path / "with.h5")
+    with_fc.create({"fingerprint": "x"}, atoms, force_constants=(fc, 0.01))
+    assert np.array_equal(with_fc.read_force_constants(), fc)
+    assert "force_constants" not in with_fc.read_reference()
+    older = DatasetStore(tmp_path / "older.h5")
+    older.create({"fingerprint": "x"}, atoms)
+    assert older.read_force_constants() is None
+    older.add_force_constants(fc, 0.01)
+    assert np.array_equal(older.read_force_constants(), fc)
+    with pytest.raises(DatasetError, match=r"do not fit the 16-atom reference supercell"):
+        DatasetStore(tmp_path / "bad.h5").create({"fingerprint": "x"}, atoms, force_constants=(fc[:8], 0.01))
+    # targets: one per file that stores them, rows and columns (atom, direction)
+    model = forces_model(0)
+    (t,) = load_force_constant_targets([tmp_path / "with.h5"], model)
+    assert t.matrix.shape == (3 * n, 3 * n) and float(t.matrix[3 * 2 + 1, 3 * 5 + 0]) == fc[2, 5, 1, 0]
+
+
+def test_a_force_constant_weight_without_stored_force_constants_names_the_fix(tmp_path, bilayer):
+    from hedgenet.config import ConfigError
+    from hedgenet.training.run import force_constant_targets
+
+    DatasetStore(tmp_path / "plain.h5").create({"fingerprint": "x"}, bilayer)
+    cfg = OmegaConf.create({"data": {"paths": [str(tmp_path / "plain.h5")]},
+                            "train": {"loss_weights": {"force_constants": 0.1},
+                                      "force_constants": {"every_n_steps": 1, "n_vectors": 1}}})
+    with pytest.raises(ConfigError, match=r"dataset.force_constants=true.*train.loss_weights.force_constants=0"):
+        force_constant_targets(cfg, forces_model(0))
+    cfg.train.force_constants.every_n_steps = 0
+    with pytest.raises(ConfigError, match=r"every_n_steps and n_vectors must be ≥ 1"):
+        force_constant_targets(cfg, forces_model(0))
+    cfg.train.loss_weights.force_constants = 0.0  # off: nothing is read
+    assert force_constant_targets(cfg, forces_model(0)) == []
