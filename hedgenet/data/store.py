@@ -409,7 +409,8 @@ class DatasetStore:
             return {k: v[()] for k, v in f["reference"].items() if k != "force_constants"}
 
     def read_force_constants(self) -> np.ndarray | None:
-        """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None."""
+        """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None; the
+        finite displacement (Å) they were made with is ``force_constants_displacement_A()``."""
         with self._open() as f:
             if "force_constants" not in f["reference"]:
                 return None
@@ -424,6 +425,12 @@ class DatasetStore:
                                "Fix: train without them (train.loss_weights.force_constants=0), or relabel into a "
                                "new file (another dataset.name)")
         return fc
+
+    def force_constants_displacement_A(self) -> float | None:
+        """The ± displacement (Å) of the stored force constants' finite differences, or None without them."""
+        with self._open() as f:
+            d = f["reference"].get("force_constants")
+            return None if d is None else float(d.attrs["displacement_A"])
 
     def add_force_constants(self, values: np.ndarray, displacement_A: float) -> None:
         """Add the reference's force constants to a file that lacks them (atomic; the samples are kept)."""

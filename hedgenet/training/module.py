@@ -102,7 +102,8 @@ class TrainingModule(L.LightningModule):
 
         t = self._fc_target(probe)
         v = probe_vectors(len(t.atoms), self.fc_vectors, self.seed * 1_000_003 + probe, self.model.dtype, self.device)
-        return (force_constant_errors(self.model, t, v, create_graph=True, relative=self.fc_relative) ** 2).mean()
+        err = force_constant_errors(self.model, t, v, create_graph=True, relative=self.fc_relative, finite_differences=True)
+        return (err**2).mean()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

@@ -4,6 +4,7 @@ it on the validation and held-out sets and write metrics.json, plots, checkpoint
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def _checkpoint_epoch(path: Path):
 
 def force_constant_targets(cfg: DictConfig, model) -> list:
     """The reference force constants stored in the training datasets, when the force-constant loss asks for
-    them; a weight > 0 with none stored is a ConfigError naming the fix."""
+    them. A weight > 0 with none stored (a dataset labelled without them, or imported) trains without the term
+    and says so, with the fix; the run's metrics record how many targets were used."""
     from hedgenet.training.force_constants import load_force_constant_targets
 
     if float(cfg.train.loss_weights.get("force_constants", 0.0)) <= 0 or "forces" not in model.outputs:
@@ -164,11 +166,11 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
                           "be ≥ 1. Fix: e.g. train.force_constants.every_n_steps=4")
     targets = load_force_constant_targets(list(cfg.data.paths), model)
     if not targets:
-        raise ConfigError(
-            f"train.loss_weights.force_constants={cfg.train.loss_weights.force_constants} but none of the datasets "
-            f"{list(cfg.data.paths)} stores the reference's force constants. Fix: label with "
-            "dataset.force_constants=true (hedgenet-label adds them to an existing file on its next run), or train "
-            "without them: train.loss_weights.force_constants=0")
+        print(f"warning: train.loss_weights.force_constants={cfg.train.loss_weights.force_constants} but none of the "
+              f"datasets {list(cfg.data.paths)} stores the reference's force constants: training without the "
+              "force-constant loss (phonons are then less accurate, docs/training.md). Fix: label with "
+              "dataset.force_constants=true (hedgenet-label adds them to an existing file on its next run), or set "
+              "train.loss_weights.force_constants=0 to silence this", file=sys.stderr)
     return targets
 
 
@@ -313,7 +315,7 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
         metrics["test_eval_time_s"] = time.perf_counter() - t_eval
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
-        n_val=len(dm.graphs["val"]), n_test=len(test_graphs), epochs=cfg.train.max_epochs, init_statistics=stats,
+        n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets), epochs=cfg.train.max_epochs, init_statistics=stats,
     )
     StopOnSignal.check()  # before the outputs: a stopped run writes no metrics.json and no model.pt
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
