@@ -200,6 +200,7 @@ class LossWeights:
     layer_forces_in_plane: float = 0.0   # the same on its in-plane (x, y) components only: sliding and shear
     virial: float = 0.0   # on the MSE of the virial per atom (eV/atom), where the labels have it: stress, ZA branch
     force_constants: float = 0.0   # on the MSE of Hessian–vector products (eV/Å²) against the stored reference ones
+    force_constants_relative: float = 0.0   # the same relative to the reference's own Φ: soft modes weigh like stiff ones
 
 
 @dataclass
@@ -217,7 +218,6 @@ class SchedulerConfig:  # open: the scheduler's own settings
 class ForceConstantProbes:
     every_n_steps: int = 1   # training steps between two force-constant probes
     n_vectors: int = 1       # random displacement patterns per probe
-    relative: bool = False   # errors relative to the reference's own Φ (soft modes weigh as much as stiff ones)
 
 
 @dataclass

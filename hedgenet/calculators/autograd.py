@@ -14,25 +14,12 @@ from hedgenet.orbitals.blocks import BlockDerivatives
 def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> np.ndarray:
     """Exact Hessian Φ (N, N, 3, 3) in eV/Å² of a model's energy at ``atoms``, by differentiating its
     autograd forces once more, ``rows_per_batch`` Hessian rows (atom, direction) at a time (a batched
-    vector–Jacobian product), so memory stays that of a few force evaluations on large cells."""
-    import torch
+    vector–Jacobian product, :func:`hedgenet.models.base.model_hessian`), so memory stays that of a few force
+    evaluations on large cells."""
+    from hedgenet.models.base import model_hessian
 
-    builder = model.graph_builder()
-    dtype = next(model.parameters()).dtype
-    graph = builder.from_atoms(atoms).to(dtype=dtype)
-    pos = graph.pos.detach().clone().requires_grad_(True)
-    graph.pos = pos
-    forces = model(graph, compute_forces=True)["forces"]  # differentiable: pos requires grad
-    n = len(atoms)
-    flat = forces.reshape(-1)
-    hess = np.zeros((3 * n, 3 * n))
-    eye = torch.eye(3 * n, dtype=dtype)
-    for start in range(0, 3 * n, rows_per_batch):
-        rows = eye[start : start + rows_per_batch]
-        (grad,) = torch.autograd.grad(flat, pos, rows, retain_graph=True, is_grads_batched=True)
-        hess[start : start + rows.shape[0]] = -grad.reshape(rows.shape[0], 3 * n).double().numpy()
-    hess = 0.5 * (hess + hess.T)
-    return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
+    graph = model.energy_graph(model.graph_builder().from_atoms(atoms)).to(dtype=next(model.parameters()).dtype)
+    return model_hessian(model, graph, rows_per_batch)
 
 
 def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:

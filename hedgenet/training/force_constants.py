@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from hedgenet.models.base import hessian_vector_products, model_hessian
+
 
 @dataclass
 class ForceConstantTarget:
@@ -80,31 +82,6 @@ def probe_vectors(n_atoms: int, n_vectors: int, seed: int, dtype=torch.float64, 
     return torch.randn(n_vectors, n_atoms, 3, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def hessian_vector_products(model, graph, vectors: torch.Tensor, create_graph: bool,
-                            step_A: float | None = None) -> torch.Tensor:
-    """The model's Φv (eV/Å² · Å) for every pattern in ``vectors`` (K, N, 3) at ``graph``'s positions;
-    differentiable in the model's parameters when ``create_graph``. Exact (autograd) when ``step_A`` is None;
-    otherwise central differences of the forces at ±``step_A``·v, all 2K displaced copies in one batch — the
-    reference's own finite-difference operator, and in training 1.6× cheaper than the exact product, whose
-    parameter gradient needs third derivatives of the energy."""
-    if step_A is not None:
-        from hedgenet.graphs import collate
-
-        k, n = len(vectors), graph.pos.shape[0]
-        pos = graph.pos.detach()
-        copies = [dataclasses.replace(graph, pos=pos + sign * step_A * v) for v in vectors for sign in (1.0, -1.0)]
-        forces = model(collate(copies), training=create_graph, compute_virial=False)["forces"].reshape(k, 2, n, 3)
-        return -(forces[:, 0] - forces[:, 1]) / (2.0 * step_A)
-    pos = graph.pos.detach().clone().requires_grad_(True)
-    forces = model(dataclasses.replace(graph, pos=pos), training=create_graph, compute_virial=False)["forces"]
-    out = []
-    for k, v in enumerate(vectors):
-        (g,) = torch.autograd.grad(forces, pos, v, create_graph=create_graph,
-                                   retain_graph=create_graph or k + 1 < len(vectors))
-        out.append(-g)
-    return torch.stack(out)
-
-
 def force_constant_errors(model, target: ForceConstantTarget, vectors: torch.Tensor, create_graph: bool = False,
                           relative: bool = False, finite_differences: bool = False):
     """Model minus reference Φv (K, N, 3) in eV/Å² for the given probe patterns; with ``relative``, the
@@ -128,14 +105,13 @@ def force_constant_errors(model, target: ForceConstantTarget, vectors: torch.Ten
 def force_constant_metrics(model, targets: Sequence[ForceConstantTarget]) -> dict:
     """The model's full Hessian (autograd) against each stored reference Φ: MAE and largest error (eV/Å²) over
     all elements."""
-    from hedgenet.calculators.autograd import autograd_force_constants
-
     if not targets:
         return {}
     maes, maxes = [], []
     for t in targets:
         n = len(t.atoms)
-        phi = autograd_force_constants(model, t.atoms).transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
+        graph = t.graph.to(dtype=model.dtype)
+        phi = model_hessian(model, graph).transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
         err = np.abs(phi - t.matrix.double().numpy())
         maes.append(float(err.mean()))
         maxes.append(float(err.max()))

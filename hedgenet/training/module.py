@@ -17,6 +17,10 @@ from hedgenet.training.losses import total_loss
 from hedgenet.training.metrics import ErrorMetrics
 
 
+FC_LOSSES = {"force_constants": False, "force_constants_relative": True}
+"""The force-constant loss weights of ``train.loss_weights`` and whether each measures the error relative to Φ."""
+
+
 class ExponentialMovingAverage:
     """EMA of the model weights, swapped in for validation and testing. The decay warms up as
     min(decay, (1 + n)/(10 + n)) after n updates (as torch_ema and MACE do): with a fixed decay of 0.99 a
@@ -57,11 +61,12 @@ class TrainingModule(L.LightningModule):
         self.ema = ExponentialMovingAverage(model, ema_decay) if ema_decay else None
         # the force-constant loss: reference Φ of undisplaced cells (hedgenet.training.force_constants), probed
         # with n_vectors random patterns every every_n_steps training steps
-        self.fc_targets = list(force_constant_targets or []) if self.loss_weights.get("force_constants", 0) > 0 else []
+        # (absolute, eV/Å², and/or relative to Φ's own metric: FC_LOSSES)
+        self.fc_losses = {k: rel for k, rel in FC_LOSSES.items() if self.loss_weights.get(k, 0) > 0}
+        self.fc_targets = list(force_constant_targets or []) if self.fc_losses else []
         probes = dict(force_constant_probes or {})
         self.fc_every = int(probes.get("every_n_steps", 1))
         self.fc_vectors = int(probes.get("n_vectors", 1))
-        self.fc_relative = bool(probes.get("relative", False))
         self.seed = int(seed)
         self._fc_on_device = {}
         quantities = tuple(k for k in ("energy", "forces", "H", "S") if k in model.outputs)
@@ -79,8 +84,9 @@ class TrainingModule(L.LightningModule):
         pred = self.model(batch, training=True)
         loss, parts = total_loss(pred, batch, self.loss_weights)
         if self.fc_targets and self.global_step % self.fc_every == 0:
-            parts["force_constants"] = self._force_constant_loss(self.global_step // self.fc_every)
-            loss = loss + self.loss_weights["force_constants"] * parts["force_constants"]
+            for key, relative in self.fc_losses.items():
+                parts[key] = self._force_constant_loss(self.global_step // self.fc_every, relative)
+                loss = loss + self.loss_weights[key] * parts[key]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
@@ -95,14 +101,14 @@ class TrainingModule(L.LightningModule):
             self._fc_on_device[key] = self.fc_targets[k].to(self.device, self.model.dtype)
         return self._fc_on_device[key]
 
-    def _force_constant_loss(self, probe: int) -> torch.Tensor:
-        """MSE (eV/Å²)² of the model's Hessian–vector products against the reference's, on fresh random
-        patterns fixed by (seed, probe): a resumed run draws the same ones."""
+    def _force_constant_loss(self, probe: int, relative: bool) -> torch.Tensor:
+        """MSE (eV/Å²)² of the model's Hessian–vector products against the reference's (dimensionless with
+        ``relative``), on fresh random patterns fixed by (seed, probe): a resumed run draws the same ones."""
         from hedgenet.training.force_constants import force_constant_errors, probe_vectors
 
         t = self._fc_target(probe)
         v = probe_vectors(len(t.atoms), self.fc_vectors, self.seed * 1_000_003 + probe, self.model.dtype, self.device)
-        err = force_constant_errors(self.model, t, v, create_graph=True, relative=self.fc_relative, finite_differences=True)
+        err = force_constant_errors(self.model, t, v, create_graph=True, relative=relative, finite_differences=True)
         return (err**2).mean()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -158,7 +158,10 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
     and says so, with the fix; the run's metrics record how many targets were used."""
     from hedgenet.training.force_constants import load_force_constant_targets
 
-    if float(cfg.train.loss_weights.get("force_constants", 0.0)) <= 0 or "forces" not in model.outputs:
+    from hedgenet.training.module import FC_LOSSES
+
+    weights = {k: float(cfg.train.loss_weights.get(k, 0.0)) for k in FC_LOSSES}
+    if max(weights.values()) <= 0 or "forces" not in model.outputs:
         return []
     every = int(cfg.train.force_constants.every_n_steps)
     if every < 1 or int(cfg.train.force_constants.n_vectors) < 1:
@@ -166,11 +169,11 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
                           "be ≥ 1. Fix: e.g. train.force_constants.every_n_steps=4")
     targets = load_force_constant_targets(list(cfg.data.paths), model)
     if not targets:
-        print(f"warning: train.loss_weights.force_constants={cfg.train.loss_weights.force_constants} but none of the "
+        print(f"warning: force-constant loss weights {weights} but none of the "
               f"datasets {list(cfg.data.paths)} stores the reference's force constants: training without the "
               "force-constant loss (phonons are then less accurate, docs/training.md). Fix: label with "
               "dataset.force_constants=true (hedgenet-label adds them to an existing file on its next run), or set "
-              "train.loss_weights.force_constants=0 to silence this", file=sys.stderr)
+              "train.loss_weights.force_constants=0 (and force_constants_relative=0) to silence this", file=sys.stderr)
     return targets
 
 
