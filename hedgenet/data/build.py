@@ -59,15 +59,11 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
 
     store = DatasetStore(path)
     fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
-    stored_fc = None
-    if d.get("force_constants"):
-        if phonon.force_constants.shape != (len(base), len(base), 3, 3):
-            raise ValueError("dataset.force_constants needs phonopy's full force constants of the labelling cell")
-        stored_fc = (phonon.force_constants, float(thermal["fc_displacement_A"]))
+    stored_fc = (phonon.force_constants, float(thermal["fc_displacement_A"])) if d.get("force_constants") else None
     with store.locked():  # one labelling run per dataset, from its creation to the last sample
         if store.exists():
             store.check_fingerprint(fingerprint)
-            if stored_fc is not None and store.read_force_constants() is None:  # a file labelled without them
+            if stored_fc is not None and not store.has_force_constants():  # a file labelled without them
                 store.add_force_constants(*stored_fc)
         else:
             store.create(

@@ -411,20 +411,23 @@ class DatasetStore:
     def read_force_constants(self) -> np.ndarray | None:
         """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None; the
         finite displacement (Å) they were made with is ``force_constants_displacement_A()``."""
+        fix = ("The samples are intact. Fix: train without them (train.loss_weights.force_constants=0), or relabel "
+               "into a new file (another dataset.name)")
         with self._open() as f:
             if "force_constants" not in f["reference"]:
                 return None
             try:
                 fc = f["reference"]["force_constants"][()]
             except (OSError, ValueError, RuntimeError) as err:
-                raise DatasetError(f"the force constants stored in {self.path} are damaged ({err}). The samples are intact. "
-                                   "Fix: train without them (train.loss_weights.force_constants=0), or relabel into "
-                                   "a new file (another dataset.name)") from None
+                raise DatasetError(f"the force constants stored in {self.path} are damaged ({err}). {fix}") from None
         if not np.isfinite(fc).all():
-            raise DatasetError(f"the force constants stored in {self.path} are not finite. The samples are intact. "
-                               "Fix: train without them (train.loss_weights.force_constants=0), or relabel into a "
-                               "new file (another dataset.name)")
+            raise DatasetError(f"the force constants stored in {self.path} are not finite. {fix}")
         return fc
+
+    def has_force_constants(self) -> bool:
+        """Whether the file stores the reference's force constants (without reading them)."""
+        with self._open() as f:
+            return "force_constants" in f["reference"]
 
     def force_constants_displacement_A(self) -> float | None:
         """The ± displacement (Å) of the stored force constants' finite differences, or None without them."""
@@ -610,7 +613,7 @@ class DatasetStore:
             "force_max_eV_per_A": max(fmax) if n else float("nan"),
             "label_time_s_median": float(np.median(times)) if n else float("nan"),
             "label_time_s_total": float(np.sum(times)) if n else 0.0,
-            "force_constants": self.exists() and self.read_force_constants() is not None,
+            "force_constants": self.exists() and self.has_force_constants(),
         }
 
 

@@ -193,8 +193,7 @@ class CommensurateModes:
         for iq, q in enumerate(self.q_frac):
             if self.partner[iq] < iq:
                 continue
-            phase = np.repeat(np.exp(2j * np.pi * self.lattice_frac @ q), 3) / np.sqrt(n_cells)
-            w = phase[:, None] * self.eigenvectors[iq][col, :]
+            w = _bloch_phase(q, self.lattice_frac, n_cells)[:, None] * self.eigenvectors[iq][col, :]
             bands = np.arange(w.shape[1])
             if self.partner[iq] == iq:
                 parts = [(w.real, 0)]
@@ -212,11 +211,15 @@ def _wrap(q: np.ndarray) -> np.ndarray:
     return q - np.round(q)
 
 
+def _bloch_phase(q, lattice_frac, n_cells) -> np.ndarray:
+    """(3N,) e^{2πi q·R_L} / √N_cells of every supercell coordinate (atom, direction)."""
+    return np.repeat(np.exp(2j * np.pi * lattice_frac @ q), 3) / np.sqrt(n_cells)
+
+
 def _bloch_basis(q, lattice_frac, col, dim, n_cells) -> np.ndarray:
     """(3N, 3n) orthonormal columns: the Bloch sum at q of each primitive-cell coordinate κα."""
-    phase = np.repeat(np.exp(2j * np.pi * lattice_frac @ q), 3) / np.sqrt(n_cells)
     basis = np.zeros((len(col), dim), dtype=complex)
-    basis[np.arange(len(col)), col] = phase
+    basis[np.arange(len(col)), col] = _bloch_phase(q, lattice_frac, n_cells)
     return basis
 
 
@@ -246,11 +249,13 @@ def msd_tensors(u: np.ndarray, unit_index) -> np.ndarray:
     (N, 3) Å or (n_samples, N, 3): u_i u_iᵀ averaged over the supercell copies of each primitive-cell atom κ
     (and over the samples)."""
     u = np.asarray(u, dtype=float).reshape(-1, *np.shape(u)[-2:])
+    return _mean_per_unit_atom(np.einsum("sia,sib->iab", u, u) / len(u), unit_index)
+
+
+def _mean_per_unit_atom(per_atom: np.ndarray, unit_index) -> np.ndarray:
+    """(n_unit, ...) the average of ``per_atom`` (N, ...) over the supercell copies of each primitive-cell atom."""
     unit_index = np.asarray(unit_index, dtype=int)
-    n_unit = int(unit_index.max()) + 1
-    outer = np.einsum("sia,sib->iab", u, u) / len(u)
-    counts = np.bincount(unit_index, minlength=n_unit)
-    return np.stack([outer[unit_index == k].sum(0) / counts[k] for k in range(n_unit)])
+    return np.stack([per_atom[unit_index == k].mean(0) for k in range(int(unit_index.max()) + 1)])
 
 
 def thermal_msd_tensors(modes: NormalModes, temperature_K: float, unit_index, quantum: bool = True,
@@ -259,9 +264,7 @@ def thermal_msd_tensors(modes: NormalModes, temperature_K: float, unit_index, qu
     each primitive-cell atom κ, with the same modes left out as the samplers leave out."""
     var = mode_variances(modes, temperature_K, quantum, cutoff_frequency_THz)
     v = modes.eigenvectors.reshape(len(modes.masses), 3, -1) / np.sqrt(modes.masses)[:, None, None]
-    per_atom = np.einsum("iam,ibm,m->iab", v, v, var)
-    unit_index = np.asarray(unit_index, dtype=int)
-    return np.stack([per_atom[unit_index == k].mean(0) for k in range(int(unit_index.max()) + 1)])
+    return _mean_per_unit_atom(np.einsum("iam,ibm,m->iab", v, v, var), unit_index)
 
 
 def msd_tensor_error(u: np.ndarray, exact: np.ndarray, unit_index) -> np.ndarray:

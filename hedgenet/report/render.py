@@ -266,6 +266,12 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _figure_html(caption: str, path: Path) -> str:
+    """A figure with the PNG at ``path`` embedded and its caption (escaped)."""
+    e = html.escape
+    return f'<figure><img alt="{e(caption)}" src="{_data_uri(path)}"><figcaption>{e(caption)}</figcaption></figure>'
+
+
 def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], source: Path, path: Path,
                curves=None) -> Path:
     e = html.escape
@@ -279,14 +285,12 @@ def write_html(tables: list[MaterialTable], figures: dict, notes: list[str], sou
                   html_table(header, rows)]
         if t.margins:
             parts.append("<ul>" + "".join(f"<li>{e(m)}</li>" for m in margin_lines(t)) + "</ul>")
-        for caption, p in figures[t.material]:
-            parts.append(f'<figure><img alt="{e(caption)}" src="{_data_uri(p)}"><figcaption>{e(caption)}</figcaption></figure>')
+        parts += [_figure_html(caption, p) for caption, p in figures[t.material]]
     if curves is not None:
         header, rows = curves.table
         parts += ["<h2>Learning curves</h2>", f"<p class=note>{e(curves.note)}.</p>", html_table(header, rows)]
         if curves.figure is not None:
-            parts.append(f'<figure><img alt="{e(curves.caption)}" src="{_data_uri(curves.figure)}">'
-                         f"<figcaption>{e(curves.caption)}</figcaption></figure>")
+            parts.append(_figure_html(curves.caption, curves.figure))
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>")

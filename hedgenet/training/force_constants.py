@@ -40,10 +40,7 @@ class ForceConstantTarget:
     displacement_A: float = 0.01  # the ± step of the reference's finite differences
 
     def to(self, device, dtype) -> "ForceConstantTarget":
-        out = dataclasses.replace(self, graph=self.graph.to(device, dtype), matrix=self.matrix.to(device, dtype))
-        if "inverse_sqrt" in self.__dict__:
-            out.__dict__["inverse_sqrt"] = self.inverse_sqrt.to(device, dtype)
-        return out
+        return dataclasses.replace(self, graph=self.graph.to(device, dtype), matrix=self.matrix.to(device, dtype))
 
     @functools.cached_property
     def inverse_sqrt(self) -> torch.Tensor:

@@ -136,11 +136,13 @@ class TrainingModule(L.LightningModule):
         if self.fc_targets:  # the evaluated (EMA) model's Φv error on fixed patterns of the training cells
             from hedgenet.training.force_constants import force_constant_errors, probe_vectors
 
-            with torch.enable_grad():
-                errs = [force_constant_errors(self._eval_model(), t, probe_vectors(len(t.atoms), 4, 0, self.model.dtype,
-                                                                                   self.device)).abs().mean()
-                        for t in (self._fc_target(k) for k in range(len(self.fc_targets)))]
-            values["train/force_constants_mae"] = torch.stack(errs).mean().detach()
+            errs = []
+            for k in range(len(self.fc_targets)):
+                t = self._fc_target(k)
+                v = probe_vectors(len(t.atoms), 4, 0, self.model.dtype, self.device)
+                with torch.enable_grad():
+                    errs.append(force_constant_errors(self._eval_model(), t, v).abs().mean().detach())
+            values["train/force_constants_mae"] = torch.stack(errs).mean()
         self.log_dict(values, sync_dist=False)
         self.val_metrics.reset()
 

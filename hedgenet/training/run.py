@@ -157,7 +157,6 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
     them. A weight > 0 with none stored (a dataset labelled without them, or imported) trains without the term
     and says so, with the fix; the run's metrics record how many targets were used."""
     from hedgenet.training.force_constants import load_force_constant_targets
-
     from hedgenet.training.module import FC_LOSSES
 
     weights = {k: float(cfg.train.loss_weights.get(k, 0.0)) for k in FC_LOSSES}
@@ -318,7 +317,8 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
         metrics["test_eval_time_s"] = time.perf_counter() - t_eval
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
-        n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets), epochs=cfg.train.max_epochs, init_statistics=stats,
+        n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets),
+        epochs=cfg.train.max_epochs, init_statistics=stats,
     )
     StopOnSignal.check()  # before the outputs: a stopped run writes no metrics.json and no model.pt
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
