@@ -201,6 +201,7 @@ class LossWeights:
     virial: float = 0.0   # on the MSE of the virial per atom (eV/atom), where the labels have it: stress, ZA branch
     force_constants: float = 0.0   # on the MSE of Hessian–vector products (eV/Å²) against the stored reference ones
     force_constants_relative: float = 0.0   # the same relative to the reference's own Φ: soft modes weigh like stiff ones
+    interlayer_modes: float = 0.0   # on the squared relative error of Φv for rigid interlayer translations (shear, breathing)
 
 
 @dataclass

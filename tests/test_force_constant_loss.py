@@ -21,8 +21,11 @@ from hedgenet.training.force_constants import (
     ForceConstantTarget,
     force_constant_errors,
     force_constant_metrics,
+    interlayer_mode_errors,
+    layer_translation_vectors,
     load_force_constant_targets,
     probe_vectors,
+    rigid_layer_frequencies_THz,
 )
 from hedgenet.training.module import TrainingModule
 
@@ -104,7 +107,7 @@ def test_the_loss_trains_the_models_force_constants_toward_the_targets(bilayer):
     opt = torch.optim.Adam(student.parameters(), lr=0.01)
     for step in range(40):
         opt.zero_grad()
-        loss = module._force_constant_loss(step, False)
+        loss = module._force_constant_loss(step, "absolute")
         loss.backward()
         opt.step()
     after = force_constant_metrics(student, [t])["force_constants_mae_eV_A2"]
@@ -149,3 +152,50 @@ def test_a_force_constant_weight_without_stored_force_constants_trains_without_t
         force_constant_targets(cfg, forces_model(0))
     cfg.train.loss_weights.force_constants = 0.0  # off: nothing is read
     assert force_constant_targets(cfg, forces_model(0)) == []
+
+
+def test_interlayer_probes_are_the_rigid_layer_translations_at_their_own_scale(bilayer):
+    """The interlayer-mode probes: layer 1 moved rigidly against layer 0 along x, y, z with the centre of mass
+    fixed; a 10 %-stiffer model has relative error exactly 0.1 on each and rigid-pattern frequencies √1.1 times
+    the teacher's; a single layer has none."""
+    v = layer_translation_vectors(bilayer)
+    layer = np.asarray(bilayer.arrays["layer"])
+    assert v.shape == (3, len(bilayer), 3)
+    for d in range(3):
+        assert bool((v[d, layer == 1, d] == 0.5).all()) and bool((v[d, layer == 0, d] == -0.5).all())
+        assert float(v[d].sum(dim=0).abs().max()) < 1e-12  # equal masses: no net translation
+        assert float(v[d][:, [k for k in range(3) if k != d]].abs().max()) == 0.0
+    assert len(layer_translation_vectors(bilayer[layer == 0])) == 0
+    teacher = forces_model(0)
+    t = target_of(teacher, bilayer)
+    stiffer = forces_model(0)
+    with torch.no_grad():
+        stiffer.energy_scale.mul_(1.1)
+    assert torch.allclose(interlayer_mode_errors(teacher, t, [0, 1, 2]), torch.zeros(3, dtype=torch.float64),
+                          atol=1e-3)  # central differences with the 0.01 Å step
+    assert torch.allclose(interlayer_mode_errors(stiffer, t, [0, 1, 2]), torch.full((3,), 0.1, dtype=torch.float64),
+                          atol=1e-3)
+    ref = rigid_layer_frequencies_THz(t.matrix.numpy().reshape(16, 3, 16, 3).transpose(0, 2, 1, 3), bilayer)
+    stiff = force_constant_metrics(stiffer, [t])["rigid_interlayer_modes_THz"]
+    assert stiff["reference"] == pytest.approx(ref)
+    assert np.abs(ref).min() > 1e-3
+    assert np.allclose(stiff["model"], np.sqrt(1.1) * np.asarray(ref), rtol=1e-8)
+
+
+def test_the_interlayer_loss_trains_the_rigid_layer_frequencies_toward_the_targets(bilayer):
+    teacher, student = forces_model(0), forces_model(1)
+    t = target_of(teacher, bilayer)
+
+    def error():
+        f = force_constant_metrics(student, [t])["rigid_interlayer_modes_THz"]
+        return np.abs(np.asarray(f["model"]) - f["reference"]).max()
+
+    before = error()
+    module = TrainingModule(student, {"interlayer_modes": 1.0}, {"name": "adam", "lr": 0.01},
+                            force_constant_targets=[t])
+    opt = torch.optim.Adam(student.parameters(), lr=0.01)
+    for step in range(60):
+        opt.zero_grad()
+        module._force_constant_loss(step, "interlayer").backward()
+        opt.step()
+    assert error() < 0.3 * before, (before, error())

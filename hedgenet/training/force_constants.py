@@ -43,6 +43,11 @@ class ForceConstantTarget:
         return dataclasses.replace(self, graph=self.graph.to(device, dtype), matrix=self.matrix.to(device, dtype))
 
     @functools.cached_property
+    def layer_translations(self) -> torch.Tensor:
+        """The rigid interlayer patterns (``layer_translation_vectors``) on this target's device and dtype."""
+        return layer_translation_vectors(self.atoms).to(self.matrix.device, self.matrix.dtype)
+
+    @functools.cached_property
     def inverse_sqrt(self) -> torch.Tensor:
         """Φ^(−1/2) (3N, 3N) in Å/eV^(1/2) on the space of Φ's non-zero eigenvalues (the three translations, which
         Φ and every translation-invariant model leave at zero, excluded; |λ| for a negative one)."""
@@ -50,6 +55,39 @@ class ForceConstantTarget:
         keep = lam.abs() > 1e-6 * lam.abs().max()
         v = vec[:, keep]
         return ((v / lam[keep].abs().sqrt()) @ v.T).to(self.matrix.dtype)
+
+
+def layer_translation_vectors(atoms: Atoms) -> torch.Tensor:
+    """(3(L − 1), N, 3) rigid relative translations of the L layers (``atoms.arrays["layer"]``): layer l = 1 … L − 1
+    moved by 1 Å along x, y and z, less the mass-weighted translation of the whole cell (which Φ leaves at zero),
+    so the patterns span the interlayer shear and breathing modes at Γ. Empty for one layer."""
+    layer = np.asarray(atoms.arrays["layer"])
+    mass = atoms.get_masses()
+    patterns = []
+    for lay in np.unique(layer)[1:]:
+        weight = (layer == lay).astype(float) - mass[layer == lay].sum() / mass.sum()
+        for d in range(3):
+            v = np.zeros((len(atoms), 3))
+            v[:, d] = weight
+            patterns.append(v)
+    return torch.as_tensor(np.array(patterns).reshape(-1, len(atoms), 3))
+
+
+def rigid_layer_frequencies_THz(phi: np.ndarray, atoms: Atoms) -> list[float]:
+    """The frequencies (THz) of the rigid interlayer patterns of ``layer_translation_vectors`` under force
+    constants ``phi`` (N, N, 3, 3) eV/Å²: √(vᵀΦv / vᵀMv) per pattern (negative for vᵀΦv < 0, an unstable
+    stacking), the Γ shear (x, y) and breathing (z) of each layer against the rest."""
+    from ase import units
+
+    thz = np.sqrt(units._e / units._amu) * 1e10 / (2 * np.pi) / 1e12  # ν (THz) per √(eV/(Å²·amu))
+    n = len(atoms)
+    matrix = phi.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
+    mass = np.repeat(atoms.get_masses(), 3)
+    out = []
+    for v in layer_translation_vectors(atoms).reshape(-1, 3 * n).numpy():
+        w2 = float(v @ matrix @ v) / float(v @ (mass * v))
+        out.append(float(np.sign(w2) * np.sqrt(abs(w2)) * thz))
+    return out
 
 
 def load_force_constant_targets(paths: Sequence[str], model) -> list[ForceConstantTarget]:
@@ -99,17 +137,33 @@ def force_constant_errors(model, target: ForceConstantTarget, vectors: torch.Ten
     return err.reshape(vectors.shape)
 
 
+def interlayer_mode_errors(model, target: ForceConstantTarget, index: Sequence[int], create_graph: bool = False):
+    """Relative errors |Φ_model v − Φv| / |Φv| (K,) of the rigid interlayer patterns ``index`` of
+    ``target.layer_translations`` (the model's Φv by central differences with the reference's step): the
+    interlayer-mode loss is their mean square."""
+    v = target.layer_translations[list(index)]
+    ref = (v.reshape(len(v), -1) @ target.matrix.T).reshape(v.shape)
+    hv = hessian_vector_products(model, target.graph, v, create_graph, target.displacement_A)
+    return (hv - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
+
+
 def force_constant_metrics(model, targets: Sequence[ForceConstantTarget]) -> dict:
     """The model's full Hessian (autograd) against each stored reference Φ: MAE and largest error (eV/Å²) over
-    all elements."""
+    all elements, and the rigid interlayer patterns' frequencies (THz, ``rigid_layer_frequencies_THz``) of model
+    and reference in the first target (x, y, z per layer against the rest)."""
     if not targets:
         return {}
     maes, maxes = [], []
     for t in targets:
         n = len(t.atoms)
         graph = t.graph.to(dtype=model.dtype)
-        phi = model_hessian(model, graph).transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
-        err = np.abs(phi - t.matrix.double().numpy())
+        phi = model_hessian(model, graph)
+        err = np.abs(phi.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) - t.matrix.double().numpy())
         maes.append(float(err.mean()))
         maxes.append(float(err.max()))
-    return {"force_constants_mae_eV_A2": float(np.mean(maes)), "force_constants_max_error_eV_A2": max(maxes)}
+        if t is targets[0]:
+            ref = t.matrix.double().numpy().reshape(n, 3, n, 3).transpose(0, 2, 1, 3)
+            rigid = {"model": rigid_layer_frequencies_THz(phi, t.atoms),
+                     "reference": rigid_layer_frequencies_THz(ref, t.atoms)}
+    return {"force_constants_mae_eV_A2": float(np.mean(maes)), "force_constants_max_error_eV_A2": max(maxes),
+            "rigid_interlayer_modes_THz": rigid}

@@ -17,8 +17,10 @@ from hedgenet.training.losses import total_loss
 from hedgenet.training.metrics import ErrorMetrics
 
 
-FC_LOSSES = {"force_constants": False, "force_constants_relative": True}
-"""The force-constant loss weights of ``train.loss_weights`` and whether each measures the error relative to Φ."""
+FC_LOSSES = {"force_constants": "absolute", "force_constants_relative": "relative", "interlayer_modes": "interlayer"}
+"""The force-constant loss weights of ``train.loss_weights`` and what each measures: Φv on random patterns in eV/Å²
+(absolute) or in Φ's own metric (relative), or Φv of the rigid interlayer translations relative to the
+reference's (interlayer; hedgenet.training.force_constants)."""
 
 
 class ExponentialMovingAverage:
@@ -62,7 +64,7 @@ class TrainingModule(L.LightningModule):
         # the force-constant loss: reference Φ of undisplaced cells (hedgenet.training.force_constants), probed
         # with n_vectors random patterns every every_n_steps training steps
         # (absolute, eV/Å², and/or relative to Φ's own metric: FC_LOSSES)
-        self.fc_losses = {k: rel for k, rel in FC_LOSSES.items() if self.loss_weights.get(k, 0) > 0}
+        self.fc_losses = {k: kind for k, kind in FC_LOSSES.items() if self.loss_weights.get(k, 0) > 0}
         self.fc_targets = list(force_constant_targets or []) if self.fc_losses else []
         probes = dict(force_constant_probes or {})
         self.fc_every = int(probes.get("every_n_steps", 1))
@@ -84,8 +86,8 @@ class TrainingModule(L.LightningModule):
         pred = self.model(batch, training=True)
         loss, parts = total_loss(pred, batch, self.loss_weights)
         if self.fc_targets and self.global_step % self.fc_every == 0:
-            for key, relative in self.fc_losses.items():
-                parts[key] = self._force_constant_loss(self.global_step // self.fc_every, relative)
+            for key, kind in self.fc_losses.items():
+                parts[key] = self._force_constant_loss(self.global_step // self.fc_every, kind)
                 loss = loss + self.loss_weights[key] * parts[key]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
@@ -101,14 +103,20 @@ class TrainingModule(L.LightningModule):
             self._fc_on_device[key] = self.fc_targets[k].to(self.device, self.model.dtype)
         return self._fc_on_device[key]
 
-    def _force_constant_loss(self, probe: int, relative: bool) -> torch.Tensor:
-        """MSE (eV/Å²)² of the model's Hessian–vector products against the reference's (dimensionless with
-        ``relative``), on fresh random patterns fixed by (seed, probe): a resumed run draws the same ones."""
-        from hedgenet.training.force_constants import force_constant_errors, probe_vectors
+    def _force_constant_loss(self, probe: int, kind: str) -> torch.Tensor:
+        """MSE (eV/Å²)² of the model's Hessian–vector products against the reference's (dimensionless for
+        ``relative``), on fresh random patterns fixed by (seed, probe): a resumed run draws the same ones; for
+        ``interlayer``, the mean squared relative error of one rigid interlayer translation, in turn."""
+        from hedgenet.training.force_constants import force_constant_errors, interlayer_mode_errors, probe_vectors
 
         t = self._fc_target(probe)
+        if kind == "interlayer":
+            if not len(t.layer_translations):  # one layer: no interlayer modes
+                return torch.zeros((), dtype=self.model.dtype, device=self.device)
+            return (interlayer_mode_errors(self.model, t, [probe % len(t.layer_translations)], True) ** 2).mean()
         v = probe_vectors(len(t.atoms), self.fc_vectors, self.seed * 1_000_003 + probe, self.model.dtype, self.device)
-        err = force_constant_errors(self.model, t, v, create_graph=True, relative=relative, finite_differences=True)
+        err = force_constant_errors(self.model, t, v, create_graph=True, relative=kind == "relative",
+                                    finite_differences=True)
         return (err**2).mean()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -172,7 +172,7 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
               f"datasets {list(cfg.data.paths)} stores the reference's force constants: training without the "
               "force-constant loss (phonons are then less accurate, docs/training.md). Fix: label with "
               "dataset.force_constants=true (hedgenet-label adds them to an existing file on its next run), or set "
-              "train.loss_weights.force_constants=0 (and force_constants_relative=0) to silence this", file=sys.stderr)
+              "train.loss_weights.force_constants=0 (and force_constants_relative=0, interlayer_modes=0) to silence this", file=sys.stderr)
     return targets
 
 
