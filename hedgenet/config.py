@@ -138,7 +138,8 @@ def check_config(cfg, schema: str | type, where: str | None = None, allow_missin
 
 
 SUPERCELL_KEYS = ("dataset.supercell", "phonons.supercell", "epi.supercell", "fermi_velocity.supercell",
-                  "material.label_supercell")
+                  "material.label_supercell", "dataset.force_constants_supercell", "epi.force_constants_supercell",
+                  "fermi_velocity.force_constants_supercell")
 
 
 def check_supercell(value, key: str, where: str | None = None) -> list[int]:

@@ -130,6 +130,7 @@ class DatasetConfig:
     rigid: RigidConfig = field(default_factory=RigidConfig)
     strain: StrainConfig = field(default_factory=StrainConfig)
     force_constants: bool = False   # store the reference's force constants of the labelling cell (force-constant loss)
+    force_constants_supercell: Optional[List[int]] = None   # of this supercell instead (None: the labelling cell)
     n_workers: int = MISSING
     consolidate_every_s: float = MISSING
     num_shards: int = MISSING

@@ -130,6 +130,16 @@ def test_store_keeps_force_constants_and_adds_them_to_an_older_file(tmp_path, bi
     assert np.array_equal(older.read_force_constants(), fc)
     with pytest.raises(DatasetError, match=r"do not fit the 16-atom reference supercell"):
         DatasetStore(tmp_path / "bad.h5").create({"fingerprint": "x"}, atoms, force_constants=(fc[:8], 0.01))
+    # force constants of another cell (dataset.force_constants_supercell) are stored with that cell
+    big = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35), np.diag([3, 3, 1]))
+    fc_big = np.random.default_rng(1).normal(size=(36, 36, 3, 3))
+    older.add_force_constants(fc_big, 0.01, big)
+    assert older.force_constants_atoms() == 36 and np.array_equal(older.read_force_constants(), fc_big)
+    assert np.array_equal(older.read_force_constants_cell()["positions"], big.positions)
+    assert len(older.read_reference()["numbers"]) == n  # the labelling cell is unchanged
+    with pytest.raises(DatasetError, match=r"do not fit the 36-atom force-constant cell"):
+        older.add_force_constants(fc, 0.01, big)
+    assert older.force_constants_atoms() == 36  # a refused replacement leaves the file as it was
     # targets: one per file that stores them, rows and columns (atom, direction)
     model = forces_model(0)
     (t,) = load_force_constant_targets([tmp_path / "with.h5"], model)

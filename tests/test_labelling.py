@@ -133,6 +133,39 @@ def test_rerun_is_a_no_op_and_summary_cli(root, base_dataset):
     assert out.returncode == 0 and json.loads(out.stdout)["n_samples"] == 6
 
 
+def test_force_constants_of_a_larger_cell_replace_the_stored_ones_and_keep_the_samples(root, base_dataset):
+    """dataset.force_constants_supercell: the reference's force constants of another cell (here 5×5, 100 atoms,
+    for the 4×4 labelling cell) are stored with that cell, replacing the labelling cell's; no sample is
+    relabelled, and the training target is that cell."""
+    import shutil
+
+    from hedgenet.models import HedgeNet
+    from hedgenet.training.force_constants import load_force_constant_targets
+
+    path = root / "data" / "fc55.h5"
+    shutil.copy(base_dataset, path)
+    before = {s["sample_id"]: s["labelled_at"] for s in DatasetStore(path).iter_samples()}
+    proc = label(root, "dataset.name=fc55", "dataset.force_constants_supercell=[5,5]")
+    assert "skipped_done=6" in proc.stdout.replace(" ", "")
+    store = DatasetStore(path)
+    assert {s["sample_id"]: s["labelled_at"] for s in store.iter_samples()} == before
+    assert store.force_constants_atoms() == 100 and len(store.read_reference()["numbers"]) == 64
+    cell = store.read_force_constants_cell()
+    assert len(cell["numbers"]) == 100 and np.bincount(cell["layer"]).tolist() == [50, 50]
+    ref = store.read_reference()  # the same material: the 5×5 cell's layers lie where the 4×4 cell's do
+    for lay in (0, 1):
+        assert np.isclose(cell["positions"][cell["layer"] == lay, 2].mean(), ref["positions"][ref["layer"] == lay, 2].mean())
+    fc = store.read_force_constants()
+    assert np.allclose(fc, fc.transpose(1, 0, 3, 2), atol=1e-6) and np.abs(fc.sum(axis=1)).max() < 1e-6
+    model = HedgeNet([6], size={"channels": 4, "lmax": 1, "num_layers": 1}, task="forces", r_intra=3.0, r_inter=4.0)
+    (target,) = load_force_constant_targets([path], model)
+    assert len(target.atoms) == 100 and target.matrix.shape == (300, 300)
+    assert len(target.layer_translations) == 3
+    # asked again for the labelling cell's own: replaced back, samples untouched
+    label(root, "dataset.name=fc55")
+    assert DatasetStore(path).force_constants_atoms() == 64 and len(DatasetStore(path)) == 6
+
+
 def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
     """SIGKILL mid-run (after some samples are consolidated), rerun: every id exactly once."""
     path = root / "data" / "killed.h5"
@@ -212,6 +245,8 @@ def test_shards_via_submitit_local_and_merge(root, base_dataset):
         (["dataset.supercell=[3,3]", "reference.block_cutoff=3.0"], "imaginary non-acoustic mode"),
         (["reference.block_cutoff=6.0"], "Fix: use a larger supercell"),
         (["dataset.shard_index=3", "dataset.num_shards=2"], "shard_index=3"),
+        (["dataset.force_constants_supercell=[6,6]"], "folds K onto Γ"),  # the training target would be wrong
+        (["dataset.force_constants_supercell=[0,5]"], "a supercell is 2 (or 3) whole numbers"),
     ],
 )
 def test_bad_inputs_fail_at_start_with_a_clear_message(root, base_dataset, overrides, expected):

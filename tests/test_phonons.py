@@ -89,3 +89,24 @@ def test_bad_inputs(unit):
         calc.force_constants(unit, [2, 2], method="autograd")
     with pytest.raises(ValueError, match="autograd differentiates a model"):
         calc.block_derivatives(build_structure("bilayer_graphene"), method="autograd")
+
+
+def test_reference_force_constants_are_cached_per_cell_and_shared(xtb_phonon, unit, tmp_path, monkeypatch):
+    """With a cache folder the reference's force constants of a cell are computed once, as computed, and any
+    later caller asking for that cell (labelling, phonons, couplings: [4, 4] or its 3×3
+    matrix) reads them instead of rerunning the reference."""
+    reference = make_reference("xtb", block_cutoff=4.0)
+    first = ReferenceCalculator(reference, cache_dir=tmp_path).force_constants(unit, [4, 4])
+    raw = ReferenceCalculator(reference).force_constants(unit, [4, 4])
+    assert np.allclose(first.force_constants, raw.force_constants, atol=1e-10)
+    (cached,) = list((tmp_path / "force_constants").glob("*.npz"))
+
+    def no_reference_runs(*args, **kwargs):
+        raise AssertionError("the reference ran although its force constants are cached")
+
+    monkeypatch.setattr(type(reference), "compute", no_reference_runs)
+    again = ReferenceCalculator(reference, cache_dir=tmp_path).force_constants(unit, np.diag([4, 4, 1]))
+    assert np.array_equal(again.force_constants, first.force_constants)
+    assert len(again.supercell) == 64 and list((tmp_path / "force_constants").glob("*.npz")) == [cached]
+    other = ReferenceCalculator(reference, cache_dir=tmp_path).force_constants_cache_file(unit, [4, 4], 0.02)
+    assert other != cached  # another displacement is another entry

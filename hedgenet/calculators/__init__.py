@@ -63,13 +63,57 @@ class BlockCalculator(Calculator):
 
 
 class ReferenceCalculator(BlockCalculator):
-    """A :class:`~hedgenet.reference.base.Reference` as an ASE calculator with blocks."""
+    """A :class:`~hedgenet.reference.base.Reference` as an ASE calculator with blocks. With a ``cache_dir`` its
+    finite-difference force constants are kept in ``cache_dir/force_constants/<key>.npz`` (key: relaxed unit
+    cell, supercell, solver settings, displacement), as computed (no sum rule imposed): the labelling, the
+    phonons and the couplings of one material and reference share one set of reference runs per cell."""
 
-    def __init__(self, reference: Reference, **kwargs):
+    def __init__(self, reference: Reference, cache_dir=None, **kwargs):
         super().__init__(**kwargs)
         self.reference = reference
         self.layout = reference.layout
         self.block_cutoff = reference.block_cutoff
+        self.cache_dir = cache_dir
+
+    def force_constants_cache_file(self, unit: Atoms, supercell_matrix, distance_A: float):
+        """Where the force constants of these settings are kept (it may not exist); None without a cache."""
+        import hashlib
+        import json
+        from pathlib import Path
+
+        from hedgenet.structures.supercell import supercell_matrix as as_matrix
+
+        if self.cache_dir is None:
+            return None
+        payload = {
+            "numbers": unit.numbers.tolist(),
+            "positions": np.round(unit.positions, 8).tolist(),
+            "cell": np.round(unit.cell.array, 8).tolist(),
+            "supercell": as_matrix(supercell_matrix).tolist(),
+            "reference": self.reference.settings_hash(),
+            "distance_A": float(distance_A),
+        }
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(self.cache_dir) / "force_constants" / f"{key}.npz"
+
+    def force_constants(self, unit: Atoms, supercell_matrix, distance_A: float = 0.01,
+                        method: str = "finite_differences", progress: bool = False):
+        """As :meth:`BlockCalculator.force_constants`, from the cache when it holds them."""
+        self._check_method(method, "force constants")
+        cache = self.force_constants_cache_file(unit, supercell_matrix, distance_A)
+        if cache is not None and cache.exists():
+            from hedgenet.structures.supercell import make_phonopy
+
+            phonon = make_phonopy(unit, supercell_matrix)
+            phonon.force_constants = np.load(cache)["force_constants"]
+            return phonon
+        phonon = super().force_constants(unit, supercell_matrix, distance_A, method, progress)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, force_constants=phonon.force_constants)
+            tmp.replace(cache)
+        return phonon
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
@@ -185,13 +229,14 @@ def blocks_from_prediction(graph, out: dict, layout: OrbitalLayout, numbers) -> 
     )
 
 
-def make_calculator(kind: str, reference=None, model_path=None) -> BlockCalculator:
-    """``kind='reference'``: the given :class:`Reference` as a calculator; ``kind='model'``: the trained
-    model at ``model_path`` (``model.pt`` of ``hedgenet-train``). ValueError naming the fix otherwise."""
+def make_calculator(kind: str, reference=None, model_path=None, cache_dir=None) -> BlockCalculator:
+    """``kind='reference'``: the given :class:`Reference` as a calculator (its force constants cached in
+    ``cache_dir`` when given); ``kind='model'``: the trained model at ``model_path`` (``model.pt`` of
+    ``hedgenet-train``). ValueError naming the fix otherwise."""
     if kind == "reference":
         if reference is None:
             raise ValueError("calculator=reference needs a reference solver (reference=xtb|pyscf_dft)")
-        return ReferenceCalculator(reference)
+        return ReferenceCalculator(reference, cache_dir=cache_dir)
     if kind == "model":
         from pathlib import Path
 
@@ -260,7 +305,7 @@ def setup_calculation(cfg, need_blocks: bool = False, supercell=None):
 
     reference = make_reference(cfg.reference.name, **reference_settings(cfg))
     try:
-        calc = make_calculator(cfg.calculator, reference, cfg.model_path)
+        calc = make_calculator(cfg.calculator, reference, cfg.model_path, cache_dir=Path(cfg.paths.cache_dir))
         check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
                              reference.layout, need_blocks=need_blocks)
     except ValueError as err:

@@ -48,6 +48,14 @@ def check_label_config(cfg: DictConfig) -> None:
         if len(e) != 3 or any(not math.isfinite(float(x)) or abs(float(x)) > 0.1 for x in e):
             raise ConfigError(f"dataset.strain.strains: {list(e)} is not an in-plane strain [exx, eyy, exy] with "
                               "|ε| ≤ 0.1 (fractions: 0.01 = 1 %). Fix: e.g. dataset.strain.strains=[[0.01,0.01,0.0]]")
+    fc_cell = d.get("force_constants_supercell")
+    if d.force_constants and fc_cell is not None and cfg.reference.name == "xtb":
+        from hedgenet.physics.phonons import folds_k_onto_gamma
+
+        if folds_k_onto_gamma(list(fc_cell)):
+            raise ConfigError(f"dataset.force_constants_supercell={list(fc_cell)} folds K onto Γ, the only k-point of "
+                              "xTB: graphene's force constants are wrong there (docs/reference.md), and they would be "
+                              "the training target. Fix: dataset.force_constants_supercell=[7,7] (or [5,5], [8,8])")
     if not (0 <= d.shard_index < d.num_shards):
         raise ConfigError(
             f"dataset.shard_index={d.shard_index} must lie in [0, dataset.num_shards={d.num_shards})"
@@ -105,7 +113,10 @@ def _label(cfg: DictConfig) -> dict:
 
     summary = label_material(unit, params, reference, {"name": cfg.reference.name, **reference_settings(cfg)},
                              resolved_dict(cfg.dataset), cfg.seed, resolved_dict(cfg.material), thermal_force_constants,
-                             OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress))
+                             OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress),
+                             force_constants_of=lambda supercell: reference_force_constants(
+                                 unit, supercell, reference, d.thermal.fc_displacement_A, cache_dir,
+                                 progress=cfg.progress))
     summary["excluded_modes"] = list(excluded)  # empty when the dataset has no thermal samples
     return summary
 

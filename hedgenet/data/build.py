@@ -12,7 +12,8 @@ import numpy as np
 
 
 def label_material(unit, params: dict, reference, reference_spec: dict, dataset: dict, seed: int, material: dict,
-                   thermal_force_constants=None, config_yaml: str = "", progress: bool = False) -> dict:
+                   thermal_force_constants=None, config_yaml: str = "", progress: bool = False,
+                   force_constants_of=None) -> dict:
     """Build the displaced supercells of ``dataset`` (the ``dataset`` config section, resolved) for the relaxed
     ``unit`` cell and label them with ``reference`` into the HDF5 store; returns the store's summary.
 
@@ -20,8 +21,10 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
 
     ``thermal_force_constants()``: a phonopy object with the reference's force constants of the labelling
     supercell, called only when thermal samples or the force constants themselves (``dataset.force_constants``,
-    stored in the file for the force-constant loss) are asked for. Resumable: a store that exists must have the
-    same fingerprint; finished samples are kept."""
+    stored in the file for the force-constant loss) are asked for. ``force_constants_of(supercell)``: the same
+    for another supercell of ``unit``, when ``dataset.force_constants_supercell`` asks to store those instead.
+    Resumable: a store that exists must have the same fingerprint; finished samples are kept; stored force
+    constants of another cell than the one asked for are replaced (the samples stay)."""
     from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, strain_specs, thermal_specs
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
@@ -37,7 +40,9 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     rattle, thermal = d["rattle"], d["thermal"]
     specs = rattle_specs(len(base), list(rattle["amplitudes_A"]), rattle["n_per_amplitude"], seed)
     wants_thermal = thermal["n_per_temperature"] > 0 and len(thermal["temperatures_K"]) > 0
-    phonon = thermal_force_constants() if wants_thermal or d.get("force_constants") else None
+    fc_supercell = list(d.get("force_constants_supercell") or d["supercell"])
+    own_cell = fc_supercell == list(d["supercell"])  # the stored force constants are the thermal sampler's
+    phonon = thermal_force_constants() if wants_thermal or (d.get("force_constants") and own_cell) else None
     if wants_thermal:
         specs += thermal_specs(
             phonon, list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
@@ -59,11 +64,18 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
 
     store = DatasetStore(path)
     fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
-    stored_fc = (phonon.force_constants, float(thermal["fc_displacement_A"])) if d.get("force_constants") else None
+    stored_fc = None
+    if d.get("force_constants"):
+        step = float(thermal["fc_displacement_A"])
+        if own_cell:
+            stored_fc = (phonon.force_constants, step, None)
+        else:
+            target = force_constants_of(fc_supercell)
+            stored_fc = (target.force_constants, step, supercell_atoms(target, unit))
     with store.locked():  # one labelling run per dataset, from its creation to the last sample
         if store.exists():
             store.check_fingerprint(fingerprint)
-            if stored_fc is not None and not store.has_force_constants():  # a file labelled without them
+            if stored_fc is not None and store.force_constants_atoms() != len(stored_fc[0]):  # none, or another cell
                 store.add_force_constants(*stored_fc)
         else:
             store.create(

@@ -6,8 +6,10 @@ Schema (version 1; all lengths Å, energies eV, forces eV/Å; see docs/data_form
                                   solver_settings (JSON), orbital_layout (JSON), material (JSON),
                                   config (YAML), provenance (JSON), units (JSON)
     /reference/            the undisplaced supercell: positions, cell, numbers, layer, pbc, and optionally
-                           force_constants (N,N,3,3) eV/Å² of the reference there (phonopy finite displacements,
-                           attrs displacement_A): the target of the force-constant loss
+                           force_constants (M,M,3,3) eV/Å² of the reference (phonopy finite displacements,
+                           attrs displacement_A): the target of the force-constant loss, of this supercell or,
+                           when force_constants_cell/ (positions, cell, numbers, layer, pbc) is there, of that
+                           larger undisplaced supercell of the same material
     /samples/<id:06d>/     positions (N,3) Å, cell (3,3) Å, numbers (N,), layer (N,), pbc (3,),
                            displacement (N,3) Å (from /reference), energy () eV, forces (N,3) eV/Å,
                            edge_index (2,E) i->j, cell_shift (E,3) int, H (E,n_max,n_max) eV,
@@ -60,7 +62,7 @@ UNITS = {
     "S": "1",
     "orbital_energies": "eV",
     "virial": "eV (W = −∂E/∂ε, strain derivative of the cell; absent where the reference has none)",
-    "force_constants": "eV/Å² (of the undisplaced supercell, /reference; absent unless labelled)",
+    "force_constants": "eV/Å² (of the undisplaced supercell, /reference or /reference/force_constants_cell; absent unless labelled)",
 }
 ARRAY_KEYS = (
     "positions",
@@ -297,8 +299,8 @@ class DatasetStore:
 
     def create(self, header: dict, reference_atoms, force_constants=None) -> None:
         """Create an empty dataset file atomically with its header (settings, provenance, reference) and, if
-        given, the reference's force constants of the undisplaced supercell (``(values (N,N,3,3) eV/Å²,
-        displacement Å)``)."""
+        given, the reference's force constants ``(values (M,M,3,3) eV/Å², displacement Å, cell)``: of the
+        undisplaced supercell when ``cell`` is None, else of ``cell`` (ase Atoms with a ``layer`` array)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -406,7 +408,16 @@ class DatasetStore:
     def read_reference(self) -> dict:
         """The undisplaced supercell (positions, cell Å; numbers, layer, pbc)."""
         with self._open() as f:
-            return {k: v[()] for k, v in f["reference"].items() if k != "force_constants"}
+            return {k: v[()] for k, v in f["reference"].items() if k not in FORCE_CONSTANT_KEYS}
+
+    def read_force_constants_cell(self) -> dict:
+        """The undisplaced supercell the stored force constants belong to (positions, cell Å; numbers, layer,
+        pbc): /reference/force_constants_cell, or the labelling supercell itself."""
+        with self._open() as f:
+            g = f["reference"].get("force_constants_cell")
+            if g is not None:
+                return {k: v[()] for k, v in g.items()}
+        return self.read_reference()
 
     def read_force_constants(self) -> np.ndarray | None:
         """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None; the
@@ -426,8 +437,13 @@ class DatasetStore:
 
     def has_force_constants(self) -> bool:
         """Whether the file stores the reference's force constants (without reading them)."""
+        return self.force_constants_atoms() is not None
+
+    def force_constants_atoms(self) -> int | None:
+        """The number of atoms of the stored force constants' cell (without reading them), or None."""
         with self._open() as f:
-            return "force_constants" in f["reference"]
+            d = f["reference"].get("force_constants")
+            return None if d is None else int(d.shape[0])
 
     def force_constants_displacement_A(self) -> float | None:
         """The ± displacement (Å) of the stored force constants' finite differences, or None without them."""
@@ -435,15 +451,17 @@ class DatasetStore:
             d = f["reference"].get("force_constants")
             return None if d is None else float(d.attrs["displacement_A"])
 
-    def add_force_constants(self, values: np.ndarray, displacement_A: float) -> None:
-        """Add the reference's force constants to a file that lacks them (atomic; the samples are kept)."""
+    def add_force_constants(self, values: np.ndarray, displacement_A: float, cell=None) -> None:
+        """Store the reference's force constants (as in ``create``), replacing any stored ones (atomic; the
+        samples are kept)."""
         with self.locked():
             buf = io.BytesIO(self.path.read_bytes())
             with h5py.File(buf, "a") as f:
-                if "force_constants" in f["reference"]:
-                    return
-                _put_force_constants(f["reference"], values, displacement_A)
-            self._replace_with(buf.getvalue(), f"adding force constants to {self.path}", "The file is unchanged.")
+                for key in FORCE_CONSTANT_KEYS:
+                    if key in f["reference"]:
+                        del f["reference"][key]
+                _put_force_constants(f["reference"], values, displacement_A, cell)
+            self._replace_with(buf.getvalue(), f"storing force constants in {self.path}", "The file is unchanged.")
 
     def iter_samples(self):
         with self._open() as f:
@@ -617,12 +635,24 @@ class DatasetStore:
         }
 
 
-def _put_force_constants(group, values, displacement_A: float) -> None:
+FORCE_CONSTANT_KEYS = ("force_constants", "force_constants_cell")
+"""What /reference holds besides the undisplaced supercell: the stored force constants and their own cell."""
+
+
+def _put_force_constants(group, values, displacement_A: float, cell=None) -> None:
     values = np.asarray(values, dtype=np.float64)
-    n = group["numbers"].shape[0]
+    n = group["numbers"].shape[0] if cell is None else len(cell)
     if values.shape != (n, n, 3, 3):
-        raise DatasetError(f"force constants of shape {values.shape} do not fit the {n}-atom reference supercell "
-                           f"(expected {(n, n, 3, 3)}: phonopy's full force constants of the labelling cell)")
+        what = "reference supercell" if cell is None else "force-constant cell"
+        raise DatasetError(f"force constants of shape {values.shape} do not fit the {n}-atom {what} "
+                           f"(expected {(n, n, 3, 3)}: phonopy's full force constants of that cell)")
+    if cell is not None:
+        g = group.create_group("force_constants_cell")
+        g["positions"] = cell.positions
+        g["cell"] = cell.cell.array
+        g["numbers"] = cell.numbers
+        g["layer"] = np.asarray(cell.arrays["layer"], dtype=np.int64)
+        g["pbc"] = np.asarray(cell.pbc)
     d = group.create_dataset("force_constants", data=values, fletcher32=True)
     d.attrs["displacement_A"] = float(displacement_A)
 

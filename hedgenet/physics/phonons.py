@@ -8,35 +8,22 @@ supercell), frequencies in THz (phonopy's VASP units: eV, Å, amu).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
-from hedgenet.structures.supercell import make_phonopy
-
 HEXAGONAL_PATH = {"Γ": (0.0, 0.0, 0.0), "M": (0.5, 0.0, 0.0), "K": (1 / 3, 1 / 3, 0.0)}
 """High-symmetry points of a hexagonal cell (fractional reciprocal coordinates), a1·a2 at 60°/120°."""
 
 
-def _fc_key(unit: Atoms, supercell_matrix, reference, distance_A: float) -> str:
-    payload = {
-        "numbers": unit.numbers.tolist(),
-        "positions": np.round(unit.positions, 8).tolist(),
-        "cell": np.round(unit.cell.array, 8).tolist(),
-        "supercell": np.asarray(supercell_matrix).tolist(),
-        "reference": reference.settings_hash(),
-        "distance_A": distance_A,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def force_constants_cache_file(unit: Atoms, supercell_matrix, reference, distance_A: float, cache_dir) -> Path:
-    """Where :func:`reference_force_constants` keeps the force constants of these settings (it may not exist)."""
-    return Path(cache_dir) / "force_constants" / f"{_fc_key(unit, supercell_matrix, reference, distance_A)}.npz"
+    """Where the reference's force constants of these settings are kept (it may not exist)."""
+    from hedgenet.calculators import ReferenceCalculator
+
+    return ReferenceCalculator(reference, cache_dir=cache_dir).force_constants_cache_file(unit, supercell_matrix,
+                                                                                          distance_A)
 
 
 def reference_force_constants(
@@ -47,27 +34,14 @@ def reference_force_constants(
     cache_dir: str | Path | None = None,
     progress: bool = False,
 ):
-    """Phonopy object with force constants (eV/Å²) from reference forces at ±``distance_A`` displacements.
-
-    Cached in ``cache_dir/force_constants/<key>.npz`` (key: structure, supercell, solver settings,
-    distance); the acoustic sum rule is imposed with phonopy's symmetrisation.
-    """
-    phonon = make_phonopy(unit, supercell_matrix)
-    cache = None
-    if cache_dir is not None:
-        cache = force_constants_cache_file(unit, supercell_matrix, reference, distance_A, cache_dir)
-        if cache.exists():
-            phonon.force_constants = np.load(cache)["force_constants"]
-            return phonon
+    """Phonopy object with force constants (eV/Å²) from reference forces at ±``distance_A`` displacements,
+    cached in ``cache_dir`` (:meth:`ReferenceCalculator.force_constants`), the acoustic sum rule imposed with
+    phonopy's symmetrisation."""
     from hedgenet.calculators import ReferenceCalculator
 
-    phonon = ReferenceCalculator(reference).force_constants(unit, supercell_matrix, distance_A, progress=progress)
+    phonon = ReferenceCalculator(reference, cache_dir=cache_dir).force_constants(unit, supercell_matrix, distance_A,
+                                                                                 progress=progress)
     enforce_acoustic_sum_rule(phonon)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, force_constants=phonon.force_constants)
-        tmp.replace(cache)
     return phonon
 
 

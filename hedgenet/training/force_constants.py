@@ -101,7 +101,7 @@ def load_force_constant_targets(paths: Sequence[str], model) -> list[ForceConsta
         fc = store.read_force_constants()
         if fc is None:
             continue
-        ref = store.read_reference()
+        ref = store.read_force_constants_cell()
         atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
         atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
         n = len(atoms)
