@@ -220,6 +220,7 @@ class SchedulerConfig:  # open: the scheduler's own settings
 class ForceConstantProbes:
     every_n_steps: int = 1   # training steps between two force-constant probes
     n_vectors: int = 1       # random displacement patterns per probe
+    interlayer_every_n_steps: int = 1   # training steps between two interlayer-mode probes
 
 
 @dataclass

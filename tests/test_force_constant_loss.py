@@ -153,12 +153,13 @@ def test_a_force_constant_weight_without_stored_force_constants_trains_without_t
     DatasetStore(tmp_path / "plain.h5").create({"fingerprint": "x"}, bilayer)
     cfg = OmegaConf.create({"data": {"paths": [str(tmp_path / "plain.h5")]},
                             "train": {"loss_weights": {"force_constants": 0.1},
-                                      "force_constants": {"every_n_steps": 1, "n_vectors": 1}}})
+                                      "force_constants": {"every_n_steps": 1, "n_vectors": 1,
+                                                          "interlayer_every_n_steps": 1}}})
     assert force_constant_targets(cfg, forces_model(0)) == []  # trains without the term, and says so
     err = capsys.readouterr().err
     assert "training without the force-constant loss" in err and "dataset.force_constants=true" in err
     cfg.train.force_constants.every_n_steps = 0
-    with pytest.raises(ConfigError, match=r"every_n_steps and n_vectors must be ≥ 1"):
+    with pytest.raises(ConfigError, match=r"every_n_steps, interlayer_every_n_steps and n_vectors must be ≥ 1"):
         force_constant_targets(cfg, forces_model(0))
     cfg.train.loss_weights.force_constants = 0.0  # off: nothing is read
     assert force_constant_targets(cfg, forces_model(0)) == []
@@ -209,3 +210,19 @@ def test_the_interlayer_loss_trains_the_rigid_layer_frequencies_toward_the_targe
         module._force_constant_loss(step, "interlayer").backward()
         opt.step()
     assert error() < 0.3 * before, (before, error())
+
+
+def test_probe_schedule_alternates_random_and_interlayer_probes(bilayer):
+    t = target_of(forces_model(0), bilayer)
+
+    def schedule(every, interlayer_every, steps=6):
+        module = TrainingModule(forces_model(0), {"force_constants": 0.1, "interlayer_modes": 1.0},
+                                {"name": "adam", "lr": 0.01}, force_constant_targets=[t],
+                                force_constant_probes={"every_n_steps": every, "interlayer_every_n_steps": interlayer_every})
+        return [[(kind, probe) for _, kind, probe in module.probes_due(s)] for s in range(steps)]
+
+    assert schedule(1, 1) == [[("absolute", s), ("interlayer", s)] for s in range(6)]
+    # one probe per step, in turn; the interlayer probe index walks through x, y, z
+    assert schedule(2, 2) == [[("absolute", 0)], [("interlayer", 0)], [("absolute", 1)], [("interlayer", 1)],
+                              [("absolute", 2)], [("interlayer", 2)]]
+    assert [len(p) for p in schedule(1, 3)] == [1, 1, 2, 1, 1, 2]

@@ -68,6 +68,7 @@ class TrainingModule(L.LightningModule):
         self.fc_targets = list(force_constant_targets or []) if self.fc_losses else []
         probes = dict(force_constant_probes or {})
         self.fc_every = int(probes.get("every_n_steps", 1))
+        self.interlayer_every = int(probes.get("interlayer_every_n_steps", 1))
         self.fc_vectors = int(probes.get("n_vectors", 1))
         self.seed = int(seed)
         self._fc_on_device = {}
@@ -85,15 +86,25 @@ class TrainingModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         pred = self.model(batch, training=True)
         loss, parts = total_loss(pred, batch, self.loss_weights)
-        if self.fc_targets and self.global_step % self.fc_every == 0:
-            for key, kind in self.fc_losses.items():
-                parts[key] = self._force_constant_loss(self.global_step // self.fc_every, kind)
-                loss = loss + self.loss_weights[key] * parts[key]
+        for key, kind, probe in self.probes_due(self.global_step):
+            parts[key] = self._force_constant_loss(probe, kind)
+            loss = loss + self.loss_weights[key] * parts[key]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
             self.log(f"train/mse_{k}", v, batch_size=bs, sync_dist=True)
         return loss
+
+    def probes_due(self, step: int) -> list[tuple[str, str, int]]:
+        """(loss weight key, kind, probe index) of the force-constant probes of training step ``step``: random
+        ones on steps 0, n, 2n, … (n = every_n_steps), interlayer ones on steps m − 1, 2m − 1, …
+        (m = interlayer_every_n_steps), so that with n = m = 2 they alternate, one probe per step."""
+        due = []
+        for key, kind in self.fc_losses.items() if self.fc_targets else ():
+            every = self.interlayer_every if kind == "interlayer" else self.fc_every
+            if (step + (kind == "interlayer")) % every == 0:
+                due.append((key, kind, step // every))
+        return due
 
     def _fc_target(self, k: int):
         """The k-th force-constant target (round robin) on this module's device and dtype."""

@@ -162,10 +162,10 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
     weights = {k: float(cfg.train.loss_weights.get(k, 0.0)) for k in FC_LOSSES}
     if max(weights.values()) <= 0 or "forces" not in model.outputs:
         return []
-    every = int(cfg.train.force_constants.every_n_steps)
-    if every < 1 or int(cfg.train.force_constants.n_vectors) < 1:
-        raise ConfigError(f"train.force_constants={dict(cfg.train.force_constants)}: every_n_steps and n_vectors must "
-                          "be ≥ 1. Fix: e.g. train.force_constants.every_n_steps=4")
+    probes = cfg.train.force_constants
+    if min(int(probes.every_n_steps), int(probes.n_vectors), int(probes.interlayer_every_n_steps)) < 1:
+        raise ConfigError(f"train.force_constants={dict(probes)}: every_n_steps, interlayer_every_n_steps and "
+                          "n_vectors must be ≥ 1. Fix: e.g. train.force_constants.every_n_steps=4")
     targets = load_force_constant_targets(list(cfg.data.paths), model)
     if not targets:
         print(f"warning: force-constant loss weights {weights} but none of the "
