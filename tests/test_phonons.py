@@ -15,6 +15,7 @@ from hedgenet.physics.phonons import (
     enforce_acoustic_sum_rule,
     name_gamma_modes,
     path_qpoints,
+    phonons_of,
     sum_rule_violation,
 )
 from hedgenet.reference import make_reference
@@ -108,5 +109,9 @@ def test_reference_force_constants_are_cached_per_cell_and_shared(xtb_phonon, un
     again = ReferenceCalculator(reference, cache_dir=tmp_path).force_constants(unit, np.diag([4, 4, 1]))
     assert np.array_equal(again.force_constants, first.force_constants)
     assert len(again.supercell) == 64 and list((tmp_path / "force_constants").glob("*.npz")) == [cached]
+    assert len(again.displacements) == len(first.displacements) > 0  # what made them, as phonopy reports it
+    monkeypatch.undo()  # the phonon chain itself computes the residual forces of the relaxed supercell once
+    result = phonons_of(ReferenceCalculator(reference, cache_dir=tmp_path), unit, [4, 4], npoints=5, dos_mesh=(4, 4, 1))
+    assert result.n_displacements == len(first.displacements)
     other = ReferenceCalculator(reference, cache_dir=tmp_path).force_constants_cache_file(unit, [4, 4], 0.02)
     assert other != cached  # another displacement is another entry

@@ -105,6 +105,7 @@ class ReferenceCalculator(BlockCalculator):
             from hedgenet.structures.supercell import make_phonopy
 
             phonon = make_phonopy(unit, supercell_matrix)
+            phonon.generate_displacements(distance=float(distance_A))  # the displacements they were made from
             phonon.force_constants = np.load(cache)["force_constants"]
             return phonon
         phonon = super().force_constants(unit, supercell_matrix, distance_A, method, progress)
