@@ -87,8 +87,11 @@ def print_tables(clone: Path, steps: list[dict] | None) -> None:
     print_table(["stage", "wall (s)", "CPU (s)"], rows,
                 title="hedgenet-pipeline stages (0 s = cached; CPU = user+system of the stage's process)")
     print("\nheadline:", json.dumps(summary.get("headline", {}), indent=None))
-    print(f"15-minute goal for the pipeline: {'met' if summary['total_s'] <= 900 else 'missed'} "
-          f"({summary['total_s'] / 60:.1f} min)")
+    if steps:  # the README's whole first command: set-up and pipeline
+        total, what = sum(s["wall_s"] for s in steps), "set-up and pipeline"
+    else:
+        total, what = summary["total_s"], "the pipeline alone (set-up not measured here)"
+    print(f"15-minute goal, {what}: {'met' if total <= 900 else 'missed'} ({total / 60:.1f} min)")
 
 
 def main() -> None:
