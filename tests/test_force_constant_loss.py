@@ -226,3 +226,21 @@ def test_probe_schedule_alternates_random_and_interlayer_probes(bilayer):
     assert schedule(2, 2) == [[("absolute", 0)], [("interlayer", 0)], [("absolute", 1)], [("interlayer", 1)],
                               [("absolute", 2)], [("interlayer", 2)]]
     assert [len(p) for p in schedule(1, 3)] == [1, 1, 2, 1, 1, 2]
+
+
+def test_cosine_schedule_over_the_plateau_defaults():
+    """train.scheduler.name=cosine on top of conf/train.yaml's plateau keys (factor, patience, monitor): those do
+    not apply and are left out; a key that fits neither schedule is named."""
+    import lightning as L
+
+    def optimizers(scheduler):
+        module = TrainingModule(forces_model(0), {"forces": 1.0}, {"name": "adam", "lr": 0.01}, scheduler)
+        module.trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False)
+        return module.configure_optimizers()
+
+    out = optimizers({"name": "cosine", "factor": 0.5, "patience": 10, "monitor": "val/loss"})
+    sched = out["lr_scheduler"]
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == 4 and sched.eta_min == 0
+    assert optimizers({"name": "cosine", "eta_min": 1e-4})["lr_scheduler"].eta_min == 1e-4
+    with pytest.raises(ValueError, match=r"\['warmup'\] do not apply to the cosine schedule"):
+        optimizers({"name": "cosine", "warmup": 3})

@@ -196,7 +196,11 @@ class TrainingModule(L.LightningModule):
             monitor = sched.pop("monitor", "val/loss")
             s = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **sched)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": s, "monitor": monitor}}
-        if kind == "cosine":
-            s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs, **sched)
+        if kind == "cosine":  # train.scheduler.name=cosine over the plateau defaults: their keys do not apply
+            extra = {k: v for k, v in sched.items() if k not in ("factor", "patience", "monitor")}
+            if set(extra) - {"eta_min"}:
+                raise ValueError(f"train.scheduler: {sorted(set(extra) - {'eta_min'})} do not apply to the cosine "
+                                 "schedule (it takes eta_min, the final learning rate). Fix: remove them")
+            s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs, **extra)
             return {"optimizer": opt, "lr_scheduler": s}
         raise ValueError(f"train.scheduler.name={kind!r} unknown; valid: none, plateau, cosine")
