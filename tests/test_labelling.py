@@ -150,6 +150,7 @@ def test_force_constants_of_a_larger_cell_replace_the_stored_ones_and_keep_the_s
     store = DatasetStore(path)
     assert {s["sample_id"]: s["labelled_at"] for s in store.iter_samples()} == before
     assert store.force_constants_atoms() == 100 and len(store.read_reference()["numbers"]) == 64
+    assert store.summary()["force_constants_atoms"] == 100  # which cell the summaries name
     cell = store.read_force_constants_cell()
     assert len(cell["numbers"]) == 100 and np.bincount(cell["layer"]).tolist() == [50, 50]
     ref = store.read_reference()  # the same material: the 5×5 cell's layers lie where the 4×4 cell's do

@@ -131,7 +131,8 @@ def print_summary(summary: dict) -> None:
     for key in (
         "material", "reference", "structure_params", "block_cutoff_A", "n_samples", "n_failed", "by_kind",
         "atoms_per_sample", "edges_per_sample", "energy_per_atom_eV", "force_rms_eV_per_A",
-        "force_max_eV_per_A", "label_time_s_median", "label_time_s_total", "force_constants", "size_MB", "this_run",
+        "force_max_eV_per_A", "label_time_s_median", "label_time_s_total", "force_constants",
+        "force_constants_atoms", "size_MB", "this_run",
     ):
         value = summary.get(key)
         if isinstance(value, float):

@@ -632,6 +632,7 @@ class DatasetStore:
             "label_time_s_median": float(np.median(times)) if n else float("nan"),
             "label_time_s_total": float(np.sum(times)) if n else 0.0,
             "force_constants": self.exists() and self.has_force_constants(),
+            "force_constants_atoms": self.force_constants_atoms() if self.exists() else None,  # the target cell's
         }
 
 
