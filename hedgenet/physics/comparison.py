@@ -17,7 +17,6 @@ import numpy as np
 from hedgenet.physics.phonons import (
     band_structure,
     enforce_acoustic_sum_rule,
-    force_constants_cache_file,
     reference_force_constants,
 )
 from hedgenet.structures.supercell import make_phonopy
@@ -62,8 +61,12 @@ def reference_phonons(material: dict, reference, unit, supercell, settings: Phon
                       log=print) -> dict:
     """Reference finite-difference phonon bands (THz) of the material: distances, frequencies_THz, ticks,
     labels, time_s (of this call). The force constants are computed once and cached."""
+    from hedgenet.calculators import ReferenceCalculator
+
     name = material.get("name", "material")
-    if force_constants_cache_file(unit, supercell, reference, settings.displacement_A, cache_dir).exists():
+    cache = ReferenceCalculator(reference, cache_dir=cache_dir).force_constants_cache_file(unit, supercell,
+                                                                                          settings.displacement_A)
+    if cache.exists():
         log(f"{name}: reference phonons from the cache of force constants in {cache_dir}")
     else:
         log(f"{name}: computing reference phonons ({reference.name}, {supercell[0]}×{supercell[1]} supercell)")

@@ -18,14 +18,6 @@ HEXAGONAL_PATH = {"Γ": (0.0, 0.0, 0.0), "M": (0.5, 0.0, 0.0), "K": (1 / 3, 1 / 
 """High-symmetry points of a hexagonal cell (fractional reciprocal coordinates), a1·a2 at 60°/120°."""
 
 
-def force_constants_cache_file(unit: Atoms, supercell_matrix, reference, distance_A: float, cache_dir) -> Path:
-    """Where the reference's force constants of these settings are kept (it may not exist)."""
-    from hedgenet.calculators import ReferenceCalculator
-
-    return ReferenceCalculator(reference, cache_dir=cache_dir).force_constants_cache_file(unit, supercell_matrix,
-                                                                                          distance_A)
-
-
 def reference_force_constants(
     unit: Atoms,
     supercell_matrix,
