@@ -40,7 +40,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool) -> dict:
+def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool, precision: str = "double") -> dict:
     """Seconds of Bloch sums, eigensolves and weights over the k-points of one ``unfold_near_k`` call."""
     from hedgenet.orbitals.bloch import generalized_eigh
     from hedgenet.physics.continuum_fit import near_k_points
@@ -56,7 +56,7 @@ def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool) -> dict:
         else:
             (Hk, Sk), dt = timed(unf.matrices, k)
         t["bloch"] += dt
-        (_, C), dt = timed(generalized_eigh, Hk, Sk, window_eV=window)
+        (_, C), dt = timed(generalized_eigh, Hk, Sk, window_eV=window, precision=precision)
         t["eigh"] += dt
         if plain:
             _, dt = timed(scatter_weights, blocks, cmap, C, Sk @ C, k)
@@ -103,7 +103,8 @@ def main() -> None:
     us = [s * x for x in rng.normal(0.0, args.rms, (args.n_samples // 2, len(sc), 3)) for s in (1, -1)]
 
     rows = {}  # (step, order) -> list of seconds per sample
-    lines = {(o, plain): [] for o in ORDERS for plain in (True, False)}
+    paths = {"plain": {"plain": True}, "default, double": {}, "default, single": {"precision": "single"}}
+    lines = {(o, tag): [] for o in ORDERS for tag in paths}
 
     def add(step, order, dt):
         rows.setdefault((step, order), []).append(dt)
@@ -125,24 +126,30 @@ def main() -> None:
         add("Hamiltonian: ½[H(u)+H(−u)] ± Σ dH/du·u", "second", dt / 2)
         for order, blocks in (("first", first), ("second", second), ("all", displaced)):
             for b in blocks:
-                for plain in (True, False):
-                    tag = "plain" if plain else "default"
-                    for part, dt in unfolding_parts(b, cmap, e_ref, kw, plain).items():
+                for tag, opts in paths.items():
+                    for part, dt in unfolding_parts(b, cmap, e_ref, kw, opts.get("plain", False),
+                                                    opts.get("precision", "double")).items():
                         add(f"{part} ({tag})", order, dt)
-                    ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, plain=plain)
-                    lines[(order, plain)].append(ln)
+                    ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, **opts)
+                    lines[(order, tag)].append(ln)
                     add(f"unfold_near_k ({tag})", order, dt)
                 if args.workers > 1:
-                    ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, workers=args.workers)
+                    ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, workers=args.workers, precision="single")
                     assert all(np.array_equal(x[1], y[1]) for name in ln.states
-                               for x, y in zip(ln.states[name], lines[(order, False)][-1].states[name]))
-                    add(f"unfold_near_k (default, {args.workers} workers)", order, dt)
+                               for x, y in zip(ln.states[name], lines[(order, "default, single")][-1].states[name]))
+                    add(f"unfold_near_k (default, single, {args.workers} workers)", order, dt)
     for order in ORDERS:
-        ref, new = lines[(order, True)], lines[(order, False)]
-        diff = max(max(np.abs(a[0] - b[0]).max(initial=0.0), np.abs(a[1] - b[1]).max(initial=0.0))
-                   for x, y in zip(ref, new) for name in x.states for a, b in zip(x.states[name], y.states[name]))
-        print(f"{order}: max |Δε|, |ΔW| plain vs default over all states: {diff:.1e}")
-        _, dt = timed(thermal_fermi_velocity, lines[(order, False)], 100, 0, 2, group=2)
+        ref = lines[(order, "plain")]
+        for tag in ("default, double", "default, single"):
+            new = lines[(order, tag)]
+            de = max(np.abs(a[0] - b[0]).max(initial=0.0) for x, y in zip(ref, new) for name in x.states
+                     for a, b in zip(x.states[name], y.states[name]))
+            dw = max(np.abs(a[1] - b[1]).max(initial=0.0) for x, y in zip(ref, new) for name in x.states
+                     for a, b in zip(x.states[name], y.states[name]))
+            fits = [thermal_fermi_velocity(lines[(order, t)], 100, 0, 2, group=2)["v0_1e5_m_s"] for t in ("plain", tag)]
+            print(f"{order}: plain vs {tag}, all states: max |Δε| {de:.1e} eV, max |ΔW| {dw:.1e}; "
+                  f"v0 {fits[0]:.6f} vs {fits[1]:.6f} (1e5 m/s)")
+        _, dt = timed(thermal_fermi_velocity, lines[(order, "default, single")], 100, 0, 2, group=2)
         rows[("fit (per sample: set / n)", order)] = [dt / len(us)]
 
     steps = list(dict.fromkeys(step for step, _ in rows))
@@ -155,7 +162,7 @@ def main() -> None:
                 f"{n}×{n} AB bilayer ({len(sc)} atoms), model, {len(us)} samples (rms {args.rms} Å), "
                 f"{args.threads} thread(s); dH/du once: {t_deriv:.1f} s")
     total = {}
-    tags = ("plain", "default") + ((f"default, {args.workers} workers",) if args.workers > 1 else ())
+    tags = tuple(paths) + ((f"default, single, {args.workers} workers",) if args.workers > 1 else ())
     for tag in tags:
         total[tag] = sum(med[(s, o)] for s in steps for o in ORDERS if (s, o) in med
                          and (s.startswith(("Hamiltonian", "fit")) or s == f"unfold_near_k ({tag})"))

@@ -315,11 +315,13 @@ class FermiVelocitySection:
     q_max_inv_A: float = MISSING
     n_q: int = MISSING
     window_eV: float = MISSING
-    layers: int = MISSING
+    layers: Optional[int] = None      # None: the layers of the cell the bands unfold onto
+    unfold_layer: Any = "auto"        # auto | None (unit cell) | layer index
     n_bootstrap: int = MISSING
     fixed_energy_eV: float = 0.2      # band velocity this far above the charge-neutrality point (eV)
     error_method: str = "auto"        # auto | bootstrap | jackknife
     workers: int = 1                  # k-points unfolded at a time (worker processes; one BLAS thread each)
+    eigensolver_precision: str = "single"  # single (polished in double) | double
 
 
 @dataclass

@@ -254,3 +254,73 @@ def test_report_and_plot_show_every_order_and_observable(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "fv.png").size[0] > 2.5 * Image.open(tmp_path / "fv.png").size[1]  # three panels
+
+
+@pytest.fixture(scope="module")
+def twisted_13deg(xtb):
+    """The 13.17° twisted bilayer (76 atoms, 9.3 Å wide: blocks within 4 Å) with xTB's blocks."""
+    unit = build_structure("twisted_bilayer_graphene", m=2, n=3, a=2.4581, d=3.3225)
+    return unit, xtb.compute(unit, with_blocks=True)
+
+
+def test_layer_primitive_cells_of_a_twisted_bilayer(twisted_13deg):
+    """Each layer's own primitive cell found from the atoms: graphene's lattice constant, rotated by the twist;
+    the moiré cell holds 19 of them per layer; the AB cell's layer cell is its unit cell; no layer index: refused."""
+    from hedgenet.physics.fermi_velocity import unfolding_cell
+    from hedgenet.physics.unfold import layer_primitive_cell
+
+    unit, _ = twisted_13deg
+    angles = []
+    for layer in (0, 1):
+        prim, idx = layer_primitive_cell(unit, layer)
+        a1, a2 = prim.cell.array[0, :2], prim.cell.array[1, :2]
+        assert np.linalg.norm(a1) == pytest.approx(2.4581, abs=1e-6) and np.linalg.norm(a2) == pytest.approx(2.4581)
+        assert np.degrees(np.arccos(a1 @ a2 / 2.4581**2)) == pytest.approx(120.0)
+        assert len(prim) == 2 and len(idx) == 38 and np.all(unit.arrays["layer"][idx] == layer)
+        cmap = SupercellMap.build(unit, prim, atoms=idx)
+        assert cmap.n_cells == 19 and np.all(cmap.site[idx] >= 0) and np.all(np.delete(cmap.site, idx) == -1)
+        angles.append(np.degrees(np.arctan2(a1[1], a1[0])))
+    assert abs(angles[1] - angles[0]) == pytest.approx(unit.info["twist_angle_deg"], abs=1e-6)
+    prim, mapped, layers = unfolding_cell(unit, unit)  # auto: a twisted cell unfolds onto layer 0
+    assert mapped is not None and len(prim) == 2 and layers == 1
+    ab = build_structure("bilayer_graphene", a=2.4581, d=3.3225, stacking="AB")
+    prim, mapped, layers = unfolding_cell(make_supercell(ab, [3, 3]), ab)  # auto: AB unfolds onto its unit cell
+    assert prim is ab and mapped is None and layers == 2
+    bare = unit.copy()
+    del bare.arrays["layer"]
+    with pytest.raises(ValueError, match="no layer index"):
+        layer_primitive_cell(bare, 0)
+
+
+def test_twisted_bilayer_unfolds_onto_either_layer_with_the_same_cone(twisted_13deg):
+    """Unfolded onto one layer's primitive cell, the 13.17° bilayer shows that layer's Dirac cone: weights sum
+    to the layer's 8 primitive orbitals at every k; at K the Dirac states near E_CNP hold the layer's two
+    states (both layers' Dirac points fold onto the moiré K in this (m, m+1) family, so the four degenerate
+    states share them, ≈ 0.5 each); the two layers, exchanged by the bilayer's in-plane C2 axes, give the same
+    v0, 1–2 % below the monolayer's (the weak renormalization of a large twist angle)."""
+    from hedgenet.physics.unfold import (
+        Unfolder,
+        charge_neutrality_level,
+        layer_primitive_cell,
+    )
+
+    unit, res = twisted_13deg
+    v0 = []
+    for layer in (0, 1):
+        prim, idx = layer_primitive_cell(unit, layer)
+        cmap = SupercellMap.build(unit, prim, atoms=idx)
+        e_ref = charge_neutrality_level(res.blocks, cmap, unit.numbers)
+        K = primitive_kpoints_cart(prim.cell.array, [(1 / 3, 1 / 3, 0)])[0]
+        eps, W = Unfolder(res.blocks, cmap).states(K)  # every state
+        assert W.sum() == pytest.approx(8.0, abs=1e-8)
+        near = np.abs(eps - e_ref) < 0.05
+        assert near.sum() >= 2 and W[near].sum() == pytest.approx(2.0, abs=0.05)  # the layer's two Dirac states
+        lines = unfold_near_k(res.blocks, cmap, e_ref, q_max=0.06, n_q=7, precision="single")
+        v0.append(np.mean([fit_continuum([lines], name, layers=1)["v0_1e5_m_s"] for name in DIRECTIONS]))
+    assert v0[0] == pytest.approx(v0[1], rel=2e-3)
+    mono = build_structure("monolayer_graphene", a=2.4581)
+    sc = make_supercell(mono, [4, 4])
+    r = make_reference("xtb", block_cutoff=4.0).compute(sc, with_blocks=True)
+    lines = unfold_near_k(r.blocks, SupercellMap.build(sc, mono), r.fermi_level_eV, q_max=0.06, n_q=7)
+    v_mono = np.mean([fit_continuum([lines], name, layers=1)["v0_1e5_m_s"] for name in DIRECTIONS])
+    assert 0.97 < v0[0] / v_mono < 0.999

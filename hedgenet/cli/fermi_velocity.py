@@ -53,9 +53,10 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         force_constants_supercell=None if f.force_constants_supercell is None else tuple(f.force_constants_supercell),
         fc_displacement_A=float(f.fc_displacement_A),
         epi_displacement_A=float(f.epi_displacement_A), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
-        window_eV=float(f.window_eV), layers=int(f.layers), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
+        window_eV=float(f.window_eV), layers=None if f.layers is None else int(f.layers),
+        unfold_layer=f.unfold_layer if f.unfold_layer in ("auto", None) else int(f.unfold_layer), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
         orders=tuple(f.orders), fixed_energy_eV=float(f.fixed_energy_eV), error_method=str(f.error_method),
-        workers=int(f.get("workers", 1)),
+        workers=int(f.get("workers", 1)), eigensolver_precision=str(f.eigensolver_precision),
     )
     try:
         settings.check()
@@ -91,6 +92,10 @@ def _report(summary: dict, run) -> None:
     print("modes not sampled: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none")
           + " (summary.json: excluded_modes)")
     st = summary["static"]
+    unf = st.get("unfolding", {})
+    if unf:
+        print(f"bands unfolded onto the {unf['onto']} (continuum model: {unf['continuum_model_layers']} layer"
+              f"{'s' if unf['continuum_model_layers'] > 1 else ''})")
     # float(): a band that does not reach the fixed energy gives NaN, which summary.json stores as "nan"
     print(f"static lattice v0 = {st['v0_1e5_m_s']:.4f} × 10^5 m/s, γ1 = {st['gamma1_eV']:.4f} eV, gap "
           f"{st['gap_eV']:.4f} eV, v({st['fixed_energy_eV']:g} eV) = {float(st['v_fixed_energy_1e5_m_s']):.4f} × 10^5 m/s")

@@ -1,7 +1,8 @@
 """Temperature-dependent Fermi velocity from thermal displacements, to first order, second order and all
 orders in the electron–phonon coupling, with any calculator (model or reference: the same code).
 
-For a supercell of the primitive cell:
+For a supercell of the primitive cell (or of a twisted bilayer's moiré cell, unfolded onto one layer's own
+primitive cell: :func:`unfolding_cell`):
 
 1. force constants by finite displacements on ``force_constants_supercell`` (a cell that does not fold K
    onto Γ), mapped onto the sampling cell by phonopy's Fourier interpolation
@@ -56,7 +57,11 @@ from hedgenet.physics.sampling import (
     supercell_lattice,
     thermal_displacements,
 )
-from hedgenet.physics.unfold import SupercellMap, charge_neutrality_level
+from hedgenet.physics.unfold import (
+    SupercellMap,
+    charge_neutrality_level,
+    layer_primitive_cell,
+)
 from hedgenet.structures.supercell import supercell_atoms
 
 ORDERS = ("first", "second", "all")
@@ -81,13 +86,15 @@ class RenormalizationSettings:
     q_max_inv_A: float = 0.08
     n_q: int = 9
     window_eV: float = 1.0
-    layers: int = 2
+    layers: int | None = None  # continuum model: 2 (AB bilayer) | 1 (cone); None: the layers of the unfolding cell
+    unfold_layer: int | str | None = "auto"  # auto | None (the unit cell) | a layer index (its own primitive cell)
     n_bootstrap: int = 100
     seed: int = 0
     orders: tuple[str, ...] = DEFAULT_ORDERS
     fixed_energy_eV: float = 0.2  # band velocity this far above the charge-neutrality point of the fitted bands
     error_method: str = "auto"  # auto (bootstrap from 8 ± pairs, jackknife below) | bootstrap | jackknife
     workers: int = 1  # k-points unfolded at a time (worker processes; same numbers)
+    eigensolver_precision: str = "single"  # single (complex64, polished in double) | double
 
     def check(self) -> None:
         if self.sampler not in ("monte_carlo", "sdm"):
@@ -117,9 +124,18 @@ class RenormalizationSettings:
             raise ValueError("a classical sampler (sampler.quantum=false) displaces nothing at 0 K: the 0 K samples "
                              "would all be the static lattice. Fix: drop 0 from the temperatures (v_F(static) is "
                              "computed anyway) or set sampler.quantum=true (zero-point motion)")
+        if self.eigensolver_precision not in ("single", "double"):
+            raise ValueError(f"fermi_velocity.eigensolver_precision={self.eigensolver_precision!r} unknown; valid: "
+                             "single (complex64 solve, pairs polished in double precision), double")
         if int(self.workers) < 1:
             raise ValueError(f"fermi_velocity.workers={self.workers}: the number of k-points unfolded at a time "
                              "must be ≥ 1. Fix: fermi_velocity.workers=1 (or the number of idle cores)")
+        if self.layers is not None and int(self.layers) not in (1, 2):
+            raise ValueError(f"fermi_velocity.layers={self.layers}: the continuum model has 1 (Dirac cone) or 2 (AB "
+                             "bilayer) layers. Fix: layers=null (the layers of the cell the bands unfold onto), 1 or 2")
+        if not (self.unfold_layer in ("auto", None) or isinstance(self.unfold_layer, int)):
+            raise ValueError(f"fermi_velocity.unfold_layer={self.unfold_layer!r}: auto, null (the unit cell) or a "
+                             "layer index (0, 1, …: that layer's own primitive cell)")
         if len(self.supercell) not in (2, 3) or any(int(n) < 1 for n in self.supercell):
             raise ValueError(f"fermi_velocity.supercell={list(self.supercell)}: give 2 whole numbers ≥ 1. "
                              "Fix: e.g. fermi_velocity.supercell=[6,6]")
@@ -193,6 +209,35 @@ def _ratios(fit: dict, static: dict) -> None:
         fit[f"{name}ratio_err"] = float(fit[err] / abs(ref)) if ok else None
 
 
+def unfolding_cell(supercell: Atoms, unit: Atoms, unfold_layer="auto") -> tuple[Atoms, np.ndarray | None, int]:
+    """(primitive cell the bands unfold onto, indices of the supercell atoms mapped onto it (None: all), number
+    of layers it holds — the continuum model's).
+
+    ``unfold_layer``: None → the unit cell (AB bilayer: both layers, the four-band model); a layer index →
+    that layer's own primitive cell (:func:`~hedgenet.physics.unfold.layer_primitive_cell`), the layer's
+    Dirac cone; ``"auto"`` → the unit cell when it is already primitive for its layers (layer 0's primitive
+    cell has the unit cell's area: AB, AA, monolayer), else layer 0 (a twisted bilayer, whose moiré cell
+    holds many graphene cells per layer and whose Brillouin zone has no graphene K point)."""
+    def n_layers(atoms):
+        return len(set(np.asarray(atoms.arrays.get("layer", np.zeros(len(atoms), int))).tolist()))
+
+    if unfold_layer == "auto":
+        unfold_layer = None
+        if "layer" in unit.arrays:
+            first = int(min(unit.arrays["layer"]))
+            try:
+                prim0 = layer_primitive_cell(unit, first)[0].cell
+            except ValueError:  # the layer is its own primitive cell
+                prim0 = unit.cell
+            areas = [abs(np.linalg.det(np.asarray(c)[:2, :2])) for c in (prim0, unit.cell)]
+            if not np.isclose(*areas, rtol=1e-6):
+                unfold_layer = first
+    if unfold_layer is None:
+        return unit, None, n_layers(unit)
+    prim, atoms = layer_primitive_cell(supercell, int(unfold_layer))
+    return prim, atoms, 1
+
+
 def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSettings,
                                   progress: bool = False) -> RenormalizationResult:
     """The whole chain for one calculator; see the module docstring."""
@@ -223,17 +268,22 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     blocks0 = deriv.blocks0 if deriv is not None else calc.predict_hamiltonian(sc)
     t["epi"] = time.perf_counter() - t0
 
-    cmap = SupercellMap.build(sc, unit)
+    prim, mapped, prim_layers = unfolding_cell(sc, unit, s.unfold_layer)
+    cmap = SupercellMap.build(sc, prim, atoms=mapped)
+    layers = int(s.layers) if s.layers is not None else prim_layers
     t0 = time.perf_counter()
     e_ref = charge_neutrality_level(blocks0, cmap, sc.numbers)
-    kw = dict(q_max=s.q_max_inv_A, n_q=s.n_q, window_eV=s.window_eV, workers=int(s.workers))
+    kw = dict(q_max=s.q_max_inv_A, n_q=s.n_q, window_eV=s.window_eV, workers=int(s.workers),
+              precision=s.eigensolver_precision)
     static_lines = unfold_near_k(blocks0, cmap, e_ref, **kw)
     t["static_bands"] = t_unfold = time.perf_counter() - t0
-    static = {name: fit_continuum([static_lines], name, s.layers, fixed_energy_eV=s.fixed_energy_eV)
+    static = {name: fit_continuum([static_lines], name, layers, fixed_energy_eV=s.fixed_energy_eV)
               for name in ("KΓ", "KM")}
     static_mean = direction_mean(static)
+    unfolding = {"onto": "unit cell" if mapped is None else f"layer {int(sc.arrays['layer'][mapped[0]])} primitive cell",
+                 "continuum_model_layers": layers, "primitive_cell_A": np.asarray(prim.cell)[:2, :2].round(6).tolist()}
     result = RenormalizationResult({**static_mean, "fixed_energy_eV": s.fixed_energy_eV, "directions": static,
-                                    "E_cnp_eV": e_ref},
+                                    "E_cnp_eV": e_ref, "unfolding": unfolding},
                                    phonon=phonon, excluded_modes=excluded, phonons={**fc_info, **gamma})
     result.lines[("static", 0.0)] = [static_lines]
 
@@ -290,7 +340,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
                     unfold("all", b)
         for order in s.orders:
             t1 = time.perf_counter()
-            fit = thermal_fermi_velocity(lines[order], s.n_bootstrap, s.seed, s.layers, group=2, guesses=static,
+            fit = thermal_fermi_velocity(lines[order], s.n_bootstrap, s.seed, layers, group=2, guesses=static,
                                          fixed_energy_eV=s.fixed_energy_eV, error_method=s.error_method)
             dt = time.perf_counter() - t1
             t_fit += dt

@@ -11,6 +11,12 @@ has coefficients ∝ e^{ik·R_a} on the images of a site, so the spectral weight
 
 (Mulliken-type projection for a non-orthogonal basis: Σ_J W_J(k) = number of primitive orbitals, and
 W ∈ {0, 1} for an undisplaced supercell). The spectral function is A(k, E) = Σ_J W_J(k) δ(E − ε_J).
+
+A twisted bilayer is a supercell of neither layer's primitive cell as a whole, but of each layer's alone:
+:func:`layer_primitive_cell` finds one layer's primitive cell from the atoms (its in-plane lattice, rotated
+with the layer) and ``SupercellMap.build(..., atoms=<that layer's indices>)`` maps only that layer's atoms;
+the other layer's orbitals stay out of the sums above, so W_J(k) is the weight of state J on the chosen
+layer's Bloch state k (Σ_J W_J(k) = that layer's primitive orbitals; W < 1 where the layers hybridize).
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ class SupercellMap:
     primitive_cell: np.ndarray
 
     @classmethod
-    def build(cls, supercell: Atoms, primitive: Atoms, tol: float = 1e-3) -> "SupercellMap":
-        """Map an undisplaced supercell onto ``primitive`` (ValueError if it is not a supercell of it)."""
+    def build(cls, supercell: Atoms, primitive: Atoms, tol: float = 1e-3, atoms=None) -> "SupercellMap":
+        """Map an undisplaced supercell onto ``primitive`` (ValueError if it is not a supercell of it).
+        ``atoms``: indices of the supercell atoms to map (one layer of a twisted bilayer onto that layer's
+        primitive cell); the others get site −1 and stay out of the unfolding."""
         A = primitive.cell.array
         M = supercell.cell.array @ np.linalg.inv(A)
         Mi = np.rint(M)
@@ -47,20 +55,22 @@ class SupercellMap:
                              "unfolding needs the undisplaced supercell built from this primitive cell")
         frac = supercell.positions @ np.linalg.inv(A)
         pfrac = primitive.positions @ np.linalg.inv(A)
+        chosen = np.zeros(len(supercell), dtype=bool)
+        chosen[np.arange(len(supercell)) if atoms is None else np.asarray(atoms, dtype=int)] = True
         site = np.full(len(supercell), -1)
         R = np.zeros((len(supercell), 3))
         for s, (pf, z) in enumerate(zip(pfrac, primitive.numbers)):
             d = frac - pf
             n = np.rint(d)
             n[:, 2] = 0  # slabs: no periodic images along z
-            ok = (np.linalg.norm((d - n) @ A, axis=1) < tol) & (supercell.numbers == z)
+            ok = (np.linalg.norm((d - n) @ A, axis=1) < tol) & (supercell.numbers == z) & chosen
             site[ok] = s
             R[ok] = n[ok] @ A
-        if (site < 0).any():
-            raise ValueError(f"{int((site < 0).sum())} supercell atoms match no primitive site: pass the "
+        if (site[chosen] < 0).any():
+            raise ValueError(f"{int((site[chosen] < 0).sum())} supercell atoms match no primitive site: pass the "
                              "undisplaced supercell (displacements are applied to the Hamiltonian, not the map)")
         n_cells = int(round(abs(np.linalg.det(Mi))))
-        counts = np.bincount(site, minlength=len(primitive))
+        counts = np.bincount(site[chosen], minlength=len(primitive))
         if not np.all(counts == n_cells):
             raise ValueError(f"every primitive site must have {n_cells} images, got {counts.tolist()}")
         return cls(site, R, Mi, n_cells, A)
@@ -77,26 +87,31 @@ def primitive_kpoints_cart(primitive_cell: np.ndarray, kfrac) -> np.ndarray:
 
 
 def _primitive_orbital_map(n_orb, cmap: SupercellMap) -> tuple[np.ndarray, np.ndarray, int]:
-    """(primitive orbital of every supercell orbital, atom of every supercell orbital, number of primitive
-    orbitals)."""
+    """(primitive orbital of every mapped supercell orbital, its supercell orbital index, its atom, number of
+    primitive orbitals); orbitals of unmapped atoms (site −1) are left out."""
     n_orb = np.asarray(n_orb)
     atom_of_orb = np.repeat(np.arange(len(n_orb)), n_orb)
     offsets = np.concatenate([[0], np.cumsum(n_orb)])
     orb_in_atom = np.arange(offsets[-1]) - offsets[atom_of_orb]
+    mapped = cmap.site >= 0
     n_prim_orb = np.zeros(cmap.site.max() + 1, dtype=int)
-    n_prim_orb[cmap.site] = n_orb
+    n_prim_orb[cmap.site[mapped]] = n_orb[mapped]
     prim_off = np.concatenate([[0], np.cumsum(n_prim_orb)])
-    return prim_off[cmap.site[atom_of_orb]] + orb_in_atom, atom_of_orb, int(prim_off[-1])
+    keep = np.flatnonzero(mapped[atom_of_orb])
+    atom = atom_of_orb[keep]
+    return prim_off[cmap.site[atom]] + orb_in_atom[keep], keep, atom, int(prim_off[-1])
 
 
-def unfolded_states(blocks: BlockSet, cmap: SupercellMap, k_cart, window_eV=None) -> tuple[np.ndarray, np.ndarray]:
+def unfolded_states(blocks: BlockSet, cmap: SupercellMap, k_cart, window_eV=None,
+                    precision: str = "double") -> tuple[np.ndarray, np.ndarray]:
     """Supercell eigenvalues ε_J (eV) and their weights W_J(k) at the primitive wave vector ``k_cart``;
-    only the states with lo < ε ≤ hi for ``window_eV=(lo, hi)`` (partial eigensolve), else all.
+    only the states with lo < ε ≤ hi for ``window_eV=(lo, hi)`` (partial eigensolve), else all;
+    ``precision`` as in :func:`~hedgenet.orbitals.bloch.generalized_eigh`.
 
     The plain implementation, one k at a time; :class:`Unfolder` gives the same numbers (to ≈ 1e-12) for
     many k of one block set at a fraction of the cost."""
     Hk, Sk = bloch_pair(blocks, cmap.supercell_kfrac(k_cart))
-    eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV)
+    eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV, precision=precision)
     return eps, scatter_weights(blocks, cmap, C, Sk @ C, k_cart)
 
 
@@ -110,12 +125,12 @@ def bloch_pair(blocks: BlockSet, kfrac) -> tuple[np.ndarray, np.ndarray]:
 def scatter_weights(blocks: BlockSet, cmap: SupercellMap, C: np.ndarray, SC: np.ndarray, k_cart) -> np.ndarray:
     """W_J(k) of the eigenvectors ``C`` (``SC`` = S(k) C) by scatter-adding every supercell orbital onto its
     primitive orbital (module docstring)."""
-    target, atom_of_orb, n_prim = _primitive_orbital_map(blocks.n_orb, cmap)
+    target, orb, atom_of_orb, n_prim = _primitive_orbital_map(blocks.n_orb, cmap)
     phase = np.exp(-1j * (cmap.R[atom_of_orb] @ np.asarray(k_cart)))[:, None]
     A = np.zeros((n_prim, C.shape[1]), dtype=complex)
     B = np.zeros_like(A)
-    np.add.at(A, target, phase * C)
-    np.add.at(B, target, phase * SC)
+    np.add.at(A, target, phase * C[orb])
+    np.add.at(B, target, phase * SC[orb])
     return np.real(np.sum(A.conj() * B, axis=0)) / cmap.n_cells
 
 
@@ -130,7 +145,8 @@ class Unfolder:
 
         self.cmap = cmap
         self.sums = BlochSums(blocks.edge_index, blocks.cell_shift, blocks.n_orb, blocks.H.shape[-1], blocks.H, blocks.S)
-        self.target, atom_of_orb, self.n_prim = _primitive_orbital_map(blocks.n_orb, cmap)
+        self.target, self.orb, atom_of_orb, self.n_prim = _primitive_orbital_map(blocks.n_orb, cmap)
+        self.n = int(np.sum(blocks.n_orb))
         self.R = cmap.R[atom_of_orb]
 
     def matrices(self, k_cart) -> tuple[np.ndarray, np.ndarray]:
@@ -140,15 +156,15 @@ class Unfolder:
 
     def weights(self, C: np.ndarray, SC: np.ndarray, k_cart) -> np.ndarray:
         """W_J(k) of the eigenvectors ``C`` (columns) with ``SC`` = S(k) C (module docstring)."""
-        U = np.zeros((self.n_prim, len(self.target)), dtype=complex)
-        U[self.target, np.arange(len(self.target))] = np.exp(-1j * (self.R @ np.asarray(k_cart)))
+        U = np.zeros((self.n_prim, self.n), dtype=complex)
+        U[self.target, self.orb] = np.exp(-1j * (self.R @ np.asarray(k_cart)))
         A, B = U @ C, U @ SC
         return np.real(np.sum(A.conj() * B, axis=0)) / self.cmap.n_cells
 
-    def states(self, k_cart, window_eV=None) -> tuple[np.ndarray, np.ndarray]:
+    def states(self, k_cart, window_eV=None, precision: str = "double") -> tuple[np.ndarray, np.ndarray]:
         """As :func:`unfolded_states`."""
         Hk, Sk = self.matrices(k_cart)
-        eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV)
+        eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV, precision=precision)
         return eps, self.weights(C, Sk @ C, k_cart)
 
 
@@ -171,3 +187,65 @@ def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac
     w = generalized_eigh(Hk, Sk, eigvals_only=True)
     n_occ = n_el // 2
     return float(0.5 * (w[n_occ - 1] + w[n_occ]))
+
+
+def layer_primitive_cell(atoms: Atoms, layer: int, tol_A: float = 1e-3) -> tuple[Atoms, np.ndarray]:
+    """(primitive cell of one layer, indices of that layer's atoms in ``atoms``), found from the atoms alone.
+
+    The layer's lattice: the shortest in-plane vector v1 (of those, the one nearest the +x direction) that maps
+    every atom of the layer onto an atom of the same element (modulo the cell) and the shortest such v2 not parallel to it, right-handed and at ≥ 90° to v1
+    (120° for a hexagonal layer, hedgenet's convention); the cell's third vector is kept. Its sites are the
+    layer's atoms that are distinct modulo that lattice. For a twisted bilayer this is each layer's own
+    (rotated) graphene cell; :meth:`SupercellMap.build` with ``atoms=`` the returned indices then maps that
+    layer. Needs ``arrays["layer"]`` (ValueError naming the fix otherwise) and an undisplaced structure."""
+    from scipy.spatial import cKDTree
+
+    if "layer" not in atoms.arrays:
+        raise ValueError("the structure has no layer index (arrays['layer']): unfolding onto one layer needs it. "
+                         "Fix: build the material with a registered builder or set atoms.arrays['layer']")
+    layers = atoms.arrays["layer"]
+    idx = np.flatnonzero(layers == layer)
+    if not len(idx):
+        raise ValueError(f"no atoms in layer {layer}; the structure has layers {sorted(set(layers.tolist()))}")
+    cell = atoms.cell.array
+    inv = np.linalg.inv(cell)
+    P, Z = atoms.positions[idx], atoms.numbers[idx]
+    frac = (P @ inv) % 1.0
+    frac[:, 2] = 0.0
+    tol = tol_A / np.linalg.norm(cell[:2], axis=1).min()
+    trees = {z: cKDTree(frac[Z == z, :2] % 1.0, boxsize=[1.0, 1.0]) for z in set(Z.tolist())}
+
+    def is_translation(v):
+        moved = ((P + v) @ inv)[:, :2] % 1.0
+        return all(np.all(np.isfinite(trees[z].query(moved[Z == z], distance_upper_bound=tol)[0]))
+                   for z in trees)
+
+    d = ((P - P[0]) @ inv)
+    d[:, :2] -= np.rint(d[:, :2])
+    d[:, 2] = 0.0
+    cands = [v for v, z in zip(d @ cell, Z) if z == Z[0] and np.linalg.norm(v) > tol_A]
+    # shortest first; among equally short ones the one closest to the +x direction (a1 of an unrotated layer)
+    cands.sort(key=lambda v: (round(float(np.linalg.norm(v)) / tol_A), abs(np.arctan2(v[1], v[0]))))
+    v1 = next((v for v in cands if is_translation(v)), None)
+    if v1 is None:
+        raise ValueError(f"layer {layer} has no lattice translation shorter than the cell: it is its own primitive "
+                         "cell (nothing to unfold onto)")
+    v2 = next((v for v in cands if abs(v1[0] * v[1] - v1[1] * v[0]) > tol_A * np.linalg.norm(v1)
+               and is_translation(v)), None)
+    if v2 is None:
+        raise ValueError(f"layer {layer}: only one independent lattice translation found inside the cell")
+    if v1[0] * v2[1] - v1[1] * v2[0] < 0:
+        v2 = -v2
+    if v1 @ v2 > tol_A:
+        v2 = v2 - v1
+    prim = np.array([v1, v2, cell[2]])
+    pf = P @ np.linalg.inv(prim)
+    pf[:, :2] %= 1.0
+    reps: list[int] = []
+    for i, (f, z) in enumerate(zip(pf, Z)):
+        if not any(Z[j] == z and np.linalg.norm(((f - pf[j])[:2] - np.rint((f - pf[j])[:2])) @ prim[:2, :2]) < 10 * tol_A
+                   and abs(P[i, 2] - P[j, 2]) < 10 * tol_A for j in reps):
+            reps.append(i)
+    primitive = Atoms(numbers=Z[reps], positions=P[reps], cell=prim, pbc=atoms.pbc)
+    primitive.arrays["layer"] = np.full(len(reps), layer)
+    return primitive, idx
