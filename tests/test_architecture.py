@@ -18,7 +18,7 @@ ALLOWED = {
     "orbitals": set(),
     "structures": {"orbitals"},
     "reference": {"orbitals", "structures"},
-    "graphs": {"orbitals"},
+    "graphs": {"orbitals", "structures"},
     "data": {"orbitals", "structures", "reference"},
     "models": {"orbitals", "graphs"},
     "training": {"orbitals", "data", "graphs", "models"},

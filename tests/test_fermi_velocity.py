@@ -221,7 +221,7 @@ def test_second_order_needs_plus_minus_pairs():
     with pytest.raises(ValueError, match="not ± pairs"):
         check_pairs(u[:1])
     s = RenormalizationSettings()
-    assert s.orders == ("first", "all") and s.fixed_energy_eV == 0.2 and s.error_method == "auto"
+    assert s.orders == ("first", "second", "all") and s.fixed_energy_eV == 0.2 and s.error_method == "auto"
     RenormalizationSettings(orders=("second",)).check()
     s.check()
     with pytest.raises(ValueError, match="fixed_energy_eV"):
@@ -265,7 +265,8 @@ def twisted_13deg(xtb):
 
 def test_layer_primitive_cells_of_a_twisted_bilayer(twisted_13deg):
     """Each layer's own primitive cell found from the atoms: graphene's lattice constant, rotated by the twist;
-    the moiré cell holds 19 of them per layer; the AB cell's layer cell is its unit cell; no layer index: refused."""
+    the moiré cell holds 19 of them per layer; the AB cell's layer cell is its unit cell; without a stored layer
+    index the layers come from the bonds."""
     from hedgenet.physics.fermi_velocity import unfolding_cell
     from hedgenet.physics.unfold import layer_primitive_cell
 
@@ -286,10 +287,12 @@ def test_layer_primitive_cells_of_a_twisted_bilayer(twisted_13deg):
     ab = build_structure("bilayer_graphene", a=2.4581, d=3.3225, stacking="AB")
     prim, mapped, layers = unfolding_cell(make_supercell(ab, [3, 3]), ab)  # auto: AB unfolds onto its unit cell
     assert prim is ab and mapped is None and layers == 2
-    bare = unit.copy()
+    bare = unit.copy()  # read from a file: no layer index; the layers are detected from the bonds
     del bare.arrays["layer"]
-    with pytest.raises(ValueError, match="no layer index"):
-        layer_primitive_cell(bare, 0)
+    prim, idx = layer_primitive_cell(bare, 1)
+    assert np.array_equal(idx, np.flatnonzero(unit.arrays["layer"] == 1)) and len(prim) == 2
+    with pytest.raises(ValueError, match="no atoms in layer 2"):
+        layer_primitive_cell(unit, 2)
 
 
 def test_twisted_bilayer_unfolds_onto_either_layer_with_the_same_cone(twisted_13deg):

@@ -24,13 +24,14 @@ def root(tmp_path_factory):
 
 
 def test_reference_run(root):
-    _, out = run(root, "xtb", "fermi_velocity.orders=[first,second,all]")
+    _, out = run(root, "xtb")  # default orders: first, second, all
     for f in ("summary.json", "fermi_velocity.png", "spectral_function.png", "phonopy_params.yaml"):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert 5.0 < s["static"]["v0_1e5_m_s"] < 10.0
     assert list(s["by_temperature"]) == ["first", "second", "all"]
     st = s["static"]
+    assert st["unfolding"]["onto"] == "unit cell" and st["unfolding"]["continuum_model_layers"] == 2
     assert 0.1 < st["gamma1_eV"] < 0.5 and 0 <= st["gap_eV"] < 0.02 and st["fixed_energy_eV"] == 0.2
     assert 4.0 < st["v_fixed_energy_1e5_m_s"] < st["v0_1e5_m_s"]  # the bilayer's bands bend below v0 near K
     for order in ("first", "second", "all"):
@@ -63,6 +64,8 @@ def test_reference_run(root):
         (["fermi_velocity.fixed_energy_eV=1.5"], "0 < fixed_energy_eV < window_eV"),
         (["fermi_velocity.error_method=bayes"], "error_method"),
         (["fermi_velocity.supercell=[2,2]"], "cell too small"),
+        (["fermi_velocity.unfold_layer=5"], "has layers [0, 1]"),
+        (["fermi_velocity.layers=3"], "1 (Dirac cone) or 2 (AB"),
         # force constants of a cell that folds K onto Γ: imaginary modes named, stopped before sampling
         (["fermi_velocity.supercell=[3,3]", "fermi_velocity.force_constants_supercell=null",
           "reference.block_cutoff=3.0"], "fermi_velocity.force_constants_supercell=[7,7]"),

@@ -31,6 +31,7 @@ from hedgenet.config import (
     config_dir,
 )
 from hedgenet.run_io import run_stage
+from hedgenet.structures.layers import layer_index
 
 
 def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
@@ -63,6 +64,11 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     _, calc, unit, params = setup_calculation(cfg, need_blocks=True, supercell=f.supercell)
+    layers = sorted(set(layer_index(unit).tolist()))
+    if settings.unfold_layer not in ("auto", None) and settings.unfold_layer not in layers:
+        raise ConfigError(f"fermi_velocity.unfold_layer={settings.unfold_layer}: {cfg.material.name} has layers "
+                          f"{layers}. Fix: one of them, auto (the unit cell, or layer 0 of a twisted cell) or null "
+                          "(the unit cell)")
     result = fermi_velocity_vs_temperature(calc, unit, settings, progress=bool(cfg.progress))
     result.phonon.save(str(run_dir / "phonopy_params.yaml"), settings={"force_constants": True})
     plot_ratios(run_dir / "fermi_velocity.png", result.by_temperature)

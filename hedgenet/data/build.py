@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hedgenet.structures.layers import layer_index
+
 
 def label_material(unit, params: dict, reference, reference_spec: dict, dataset: dict, seed: int, material: dict,
                    thermal_force_constants=None, config_yaml: str = "", progress: bool = False,
@@ -49,7 +51,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
             start_id=len(specs), quantum=thermal["quantum"], cutoff_frequency_THz=thermal["cutoff_frequency_THz"],
         )
     shifts = (d.get("rigid") or {}).get("shifts_A") or []
-    specs += rigid_layer_specs(base.arrays["layer"], shifts, seed, start_id=len(specs))
+    specs += rigid_layer_specs(layer_index(base), shifts, seed, start_id=len(specs))
     strain = d.get("strain") or {}
     specs += strain_specs(len(base), strain.get("strains") or [], float(strain.get("rattle_A", 0.0)), seed,
                           start_id=len(specs))

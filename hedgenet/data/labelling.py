@@ -19,6 +19,7 @@ from ase import Atoms
 from hedgenet.data.displacements import SampleSpec
 from hedgenet.data.store import DatasetStore, nonfinite_labels
 from hedgenet.reference.base import ReferenceError
+from hedgenet.structures.layers import layer_index
 
 _WORKER_REFERENCE = None
 
@@ -49,7 +50,7 @@ def label_one(reference, base: Atoms, spec: SampleSpec, store: DatasetStore) -> 
         "positions": atoms.positions,
         "cell": atoms.cell.array,
         "numbers": atoms.numbers,
-        "layer": atoms.arrays["layer"],
+        "layer": layer_index(atoms),
         "pbc": np.asarray(atoms.pbc),
         "displacement": spec.displacement,
         "energy": np.float64(res.energy_eV),

@@ -51,6 +51,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hedgenet.structures.layers import layer_index
+
 SCHEMA_VERSION = 1
 UNITS = {
     "positions": "Å",
@@ -317,7 +319,7 @@ class DatasetStore:
             g["positions"] = reference_atoms.positions
             g["cell"] = reference_atoms.cell.array
             g["numbers"] = reference_atoms.numbers
-            g["layer"] = reference_atoms.arrays["layer"]
+            g["layer"] = layer_index(reference_atoms)
             g["pbc"] = np.asarray(reference_atoms.pbc)
             if force_constants is not None:
                 _put_force_constants(g, *force_constants)
@@ -652,7 +654,7 @@ def _put_force_constants(group, values, displacement_A: float, cell=None) -> Non
         g["positions"] = cell.positions
         g["cell"] = cell.cell.array
         g["numbers"] = cell.numbers
-        g["layer"] = np.asarray(cell.arrays["layer"], dtype=np.int64)
+        g["layer"] = layer_index(cell)
         g["pbc"] = np.asarray(cell.pbc)
     d = group.create_dataset("force_constants", data=values, fletcher32=True)
     d.attrs["displacement_A"] = float(displacement_A)

@@ -63,7 +63,7 @@ def relation_edges(
     """Edges of every relation type: ``{type: (index (2, E) [i; j], shift (E, 3))}``, i the receiver.
 
     An ordered pair gets the type its relation function assigns and exists when shorter than that
-    type's cutoff; the layer index is ``atoms.arrays["layer"]`` (all 0 if absent).
+    type's cutoff; the layer index is ``atoms.arrays["layer"]`` (detected from covalent bonds if absent).
     """
     layer = _layer_of(atoms)
     i, j, shift, dist = neighbor_pairs(atoms, relations.max_cutoff)
@@ -103,9 +103,11 @@ def reverse_edge_index(edge_index: np.ndarray, cell_shift: np.ndarray) -> np.nda
 
 
 def _layer_of(atoms: Atoms) -> np.ndarray:
-    if "layer" in atoms.arrays:
-        return np.asarray(atoms.arrays["layer"], dtype=np.int64)
-    return np.zeros(len(atoms), dtype=np.int64)
+    """The stored layer index, else the one detected from covalent bonds (:mod:`hedgenet.structures.layers`):
+    a structure without one is never taken for a single layer."""
+    from hedgenet.structures.layers import layer_index
+
+    return layer_index(atoms)
 
 
 # ---------------------------------------------------------------------------------------------- graph

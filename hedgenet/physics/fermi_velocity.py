@@ -62,11 +62,12 @@ from hedgenet.physics.unfold import (
     charge_neutrality_level,
     layer_primitive_cell,
 )
+from hedgenet.structures.layers import layer_index
 from hedgenet.structures.supercell import supercell_atoms
 
 ORDERS = ("first", "second", "all")
-DEFAULT_ORDERS = ("first", "all")
-"""`second` needs no calculator call, but one unfolding per sample like the others (docs/physics.md)."""
+DEFAULT_ORDERS = ("first", "second", "all")
+"""All three side by side: `second` needs no calculator call, only one unfolding per sample like the others."""
 
 
 @dataclass
@@ -219,12 +220,12 @@ def unfolding_cell(supercell: Atoms, unit: Atoms, unfold_layer="auto") -> tuple[
     cell has the unit cell's area: AB, AA, monolayer), else layer 0 (a twisted bilayer, whose moiré cell
     holds many graphene cells per layer and whose Brillouin zone has no graphene K point)."""
     def n_layers(atoms):
-        return len(set(np.asarray(atoms.arrays.get("layer", np.zeros(len(atoms), int))).tolist()))
+        return len(set(layer_index(atoms).tolist()))
 
     if unfold_layer == "auto":
         unfold_layer = None
-        if "layer" in unit.arrays:
-            first = int(min(unit.arrays["layer"]))
+        if len(unit):
+            first = int(min(layer_index(unit)))
             try:
                 prim0 = layer_primitive_cell(unit, first)[0].cell
             except ValueError:  # the layer is its own primitive cell

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from hedgenet.structures.layers import layer_index
+
 HEXAGONAL_PATH = {"Γ": (0.0, 0.0, 0.0), "M": (0.5, 0.0, 0.0), "K": (1 / 3, 1 / 3, 0.0)}
 """High-symmetry points of a hexagonal cell (fractional reciprocal coordinates), a1·a2 at 60°/120°."""
 
@@ -142,7 +144,7 @@ def name_gamma_modes(phonon, unit: Atoms, rigid_threshold: float = 0.9) -> list[
     shear`` (in plane) or ``layer breathing`` (out of plane); every other mode is ``intralayer optical``
     (in plane or out of plane). Returns one dict per mode: frequency (THz, cm⁻¹), name, rigid fraction.
     """
-    layer = np.asarray(unit.arrays.get("layer", np.zeros(len(unit), int)))
+    layer = layer_index(unit)
     masses = unit.get_masses()
     phonon.run_qpoints([[0.0, 0.0, 0.0]], with_eigenvectors=True)
     freqs = phonon.qpoints.frequencies[0]
@@ -185,8 +187,8 @@ def equilibrium_residuals(calc, atoms: Atoms) -> dict:
     f = a.get_forces()
     out = {"residual_force_max_meV_A": 1e3 * float(np.linalg.norm(f, axis=1).max()),
            "residual_force_rms_meV_A": 1e3 * float(np.sqrt((f**2).sum(axis=1).mean()))}
-    layer = atoms.arrays.get("layer")
-    if layer is not None and len(np.unique(layer)) > 1:
+    layer = layer_index(atoms)
+    if len(np.unique(layer)) > 1:
         means = [f[layer == k].mean(axis=0) for k in np.unique(layer)]
         out["residual_layer_force_max_meV_A"] = 1e3 * float(max(np.linalg.norm(m) for m in means))
     if sigma is not None:

@@ -197,13 +197,13 @@ def layer_primitive_cell(atoms: Atoms, layer: int, tol_A: float = 1e-3) -> tuple
     (120° for a hexagonal layer, hedgenet's convention); the cell's third vector is kept. Its sites are the
     layer's atoms that are distinct modulo that lattice. For a twisted bilayer this is each layer's own
     (rotated) graphene cell; :meth:`SupercellMap.build` with ``atoms=`` the returned indices then maps that
-    layer. Needs ``arrays["layer"]`` (ValueError naming the fix otherwise) and an undisplaced structure."""
+    layer. Layers as :func:`hedgenet.structures.layers.layer_index` (stored, else detected); the structure must
+    be undisplaced."""
     from scipy.spatial import cKDTree
 
-    if "layer" not in atoms.arrays:
-        raise ValueError("the structure has no layer index (arrays['layer']): unfolding onto one layer needs it. "
-                         "Fix: build the material with a registered builder or set atoms.arrays['layer']")
-    layers = atoms.arrays["layer"]
+    from hedgenet.structures.layers import layer_index
+
+    layers = layer_index(atoms)
     idx = np.flatnonzero(layers == layer)
     if not len(idx):
         raise ValueError(f"no atoms in layer {layer}; the structure has layers {sorted(set(layers.tolist()))}")
