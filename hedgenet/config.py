@@ -26,8 +26,22 @@ def _above_zero(values):
     return [v for v in values if float(v) > 0]
 
 
-if not OmegaConf.has_resolver("hedgenet.above_zero"):
-    OmegaConf.register_new_resolver("hedgenet.above_zero", _above_zero)
+def _file_stem(path):
+    from hedgenet.structures.from_file import file_stem
+
+    return file_stem(path)
+
+
+def _label_supercell(path, block_cutoff_A):
+    from hedgenet.structures.from_file import label_supercell_for
+
+    return label_supercell_for(path, block_cutoff_A)
+
+
+for _name, _fn in (("hedgenet.above_zero", _above_zero), ("hedgenet.file_stem", _file_stem),
+                   ("hedgenet.label_supercell", _label_supercell)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def config_dir() -> str:

@@ -58,6 +58,7 @@ class MaterialConfig:
     label_supercell: List[int] = MISSING
     block_cutoff_A: float = MISSING   # Å, the block cutoff the labelling supercell allows (width > 2 × cutoff)
     description: Optional[str] = None
+    path: Optional[str] = None        # material=file: the structure file (POSCAR, extxyz, CIF, …)
 
 
 @dataclass

@@ -93,3 +93,27 @@ def test_a_cell_that_folds_k_onto_gamma_is_flagged(root):
 def test_model_without_the_structure_elements(root, model_file):
     proc, _ = phonons(root, "hbn", "material=bilayer_hbn", "calculator=model", f"model_path={model_file}", check=False)
     assert proc.returncode == 2 and "Fix: train on data of this material" in proc.stderr
+
+
+def test_material_from_a_file_gives_the_builders_phonons(root, reference_run, tmp_path):
+    """The relaxed AB cell written to a POSCAR without layers and run as material=file: the same Γ modes and
+    mode names (layers detected from bonds), the file's stem as the material name; a missing path is refused."""
+    import ase.io
+
+    from hedgenet.structures import build_structure
+
+    s = json.loads((reference_run / "summary.json").read_text())
+    atoms = build_structure("bilayer_graphene", **s["structure_params"])
+    del atoms.arrays["layer"]
+    path = tmp_path / "my_bilayer.vasp"
+    ase.io.write(path, atoms, format="vasp")
+    _, run = phonons(root, "file", "material=file", f"material.path={path}")
+    f = json.loads((run / "summary.json").read_text())
+    assert f["material"] == "my_bilayer"
+    for key in ("gamma_interlayer_shear_THz", "gamma_layer_breathing_THz", "gamma_inplane_optical_max_THz"):
+        assert f[key] == pytest.approx(s[key], abs=1e-4), key
+    ref_modes = json.loads((reference_run / "gamma_modes.json").read_text())
+    modes = json.loads((run / "gamma_modes.json").read_text())
+    assert [m["name"] for m in modes] == [m["name"] for m in ref_modes]
+    proc, _ = phonons(root, "file_missing", "material=file", check=False)
+    assert proc.returncode != 0 and "material.path" in proc.stderr + proc.stdout

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from ase import Atoms
 
 from hedgenet.structures._common import LAYER_KEY
+from hedgenet.structures.from_file import structure_from_file
 from hedgenet.structures.graphene import bilayer_graphene, monolayer_graphene
 from hedgenet.structures.hbn import bilayer_hbn, monolayer_hbn
 from hedgenet.structures.supercell import cell_widths, in_plane_width, make_supercell
@@ -47,6 +48,7 @@ __all__ = [
     "monolayer_graphene",
     "monolayer_hbn",
     "monolayer_mos2",
+    "structure_from_file",
     "twist_angle_deg",
     "twisted_bilayer_graphene",
 ]
@@ -60,6 +62,8 @@ BUILDERS: dict[str, Callable[..., Atoms]] = {
     # monolayers used by relaxation steps (lattice constant, sulfur height) of the bilayer materials
     "monolayer_hbn": monolayer_hbn,
     "monolayer_mos2": monolayer_mos2,
+    # your own unit cell from a structure file (material=file material.path=<file>)
+    "file": structure_from_file,
 }
 """Registry used by :func:`build_structure`: builder name -> builder function."""
 
