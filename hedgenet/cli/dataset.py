@@ -5,7 +5,9 @@
     hedgenet-dataset drop data/x.h5 --sample 3       # remove a damaged sample; rerun hedgenet-label to relabel it
     hedgenet-dataset merge out.h5 data/x.shard0-of-8.h5 data/x.shard1-of-8.h5 ...
     hedgenet-dataset export-deeph data/x.h5 --sample 3 deeph_folder/
-    hedgenet-dataset import-deeph deeph_folder/ --orbital-order deeph
+    hedgenet-dataset import my_data.h5 frames.extxyz        # your energies and forces (eV, eV/Å) as a dataset
+    hedgenet-dataset import my_blocks.h5 deeph/0 deeph/1    # DeepH folders (H, S) as a dataset
+    hedgenet-dataset export data/x.h5 all.extxyz            # every sample with energy, forces, layer
 """
 
 from __future__ import annotations
@@ -69,14 +71,18 @@ def _export(args) -> None:
 
 
 def _import(args) -> None:
-    from hedgenet.data.deeph_format import import_deeph
+    from hedgenet.data.interchange import import_sources
 
-    atoms, blocks, layout, info = import_deeph(args.folder, orbital_order=args.orbital_order)
-    print(
-        json.dumps(
-            {"atoms": len(atoms), "formula": atoms.get_chemical_formula(), "blocks": blocks.n_edges,
-             "layout": layout.to_json(), "max_abs_H_eV": float(np.abs(blocks.H).max())}, indent=1)
-    )
+    store = import_sources(args.out, args.sources, basis=args.basis, orbital_order=args.orbital_order)
+    print(json.dumps(store.summary(), indent=1))
+    print(f"ready for training: hedgenet-train data.paths=[{store.path}]")
+
+
+def _export_extxyz(args) -> None:
+    from hedgenet.data.interchange import export_extxyz
+
+    n = export_extxyz(args.file, args.out)
+    print(f"wrote {n} frames to {args.out}")
 
 
 def main(argv=None) -> None:
@@ -102,10 +108,17 @@ def main(argv=None) -> None:
     e.add_argument("--sample", type=int, default=0)
     e.add_argument("--orbital-order", default="e3nn", choices=["e3nn", "deeph", "standard", "pyscf"])
     e.set_defaults(func=_export)
-    i = sub.add_parser("import-deeph", help="read a DeepH folder and print what it holds")
-    i.add_argument("folder")
-    i.add_argument("--orbital-order", default=None)
+    i = sub.add_parser("import", help="write extxyz files (energy, forces) and/or DeepH folders (H, S) as a new dataset")
+    i.add_argument("out", help="the new dataset file (.h5)")
+    i.add_argument("sources", nargs="+", help="extxyz files and/or DeepH folders")
+    i.add_argument("--basis", default="xtb", help="orbital basis of an extxyz import: a reference's (default xtb)")
+    i.add_argument("--orbital-order", default=None, choices=["e3nn", "deeph", "standard", "pyscf"],
+                   help="orbital order of DeepH folders (default: their info.json; deeph for DeepH-pack's)")
     i.set_defaults(func=_import)
+    x = sub.add_parser("export", help="write every sample of a dataset as extxyz (energy, forces, stress, layer)")
+    x.add_argument("file")
+    x.add_argument("out", help="the extxyz file to write")
+    x.set_defaults(func=_export_extxyz)
     args = p.parse_args(argv)
     try:
         args.func(args)

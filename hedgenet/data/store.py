@@ -608,16 +608,19 @@ class DatasetStore:
     def summary(self) -> dict:
         """Counts and label statistics for printing (energies eV, forces eV/Å, H blocks eV)."""
         n_atoms, energies, fmax, frms, hmax, edges, times, kinds = [], [], [], [], [], [], [], {}
-        for s in self.iter_samples():
+        for s in self.iter_samples():  # imported datasets may lack energies and forces, or blocks
             n_atoms.append(len(s["numbers"]))
-            energies.append(float(s["energy"]) / len(s["numbers"]))
-            f = s["forces"]
-            fmax.append(float(np.abs(f).max()))
-            frms.append(float(np.sqrt((f**2).mean())))
-            hmax.append(float(np.abs(s["H"]).max()))
-            edges.append(s["edge_index"].shape[1])
-            times.append(float(s["time_s"]))
-            kind = str(s["kind"])
+            if "energy" in s:
+                energies.append(float(s["energy"]) / len(s["numbers"]))
+            if "forces" in s:
+                f = s["forces"]
+                fmax.append(float(np.abs(f).max()))
+                frms.append(float(np.sqrt((f**2).mean())))
+            if "H" in s:
+                hmax.append(float(np.abs(s["H"]).max()))
+                edges.append(s["edge_index"].shape[1])
+            times.append(float(s.get("time_s", 0.0)))
+            kind = str(s.get("kind", ""))
             kinds[kind] = kinds.get(kind, 0) + 1
         n = len(n_atoms)
         return {
@@ -627,10 +630,10 @@ class DatasetStore:
             "n_failed": len(self.failed_ids()),
             "by_kind": kinds,
             "atoms_per_sample": sorted(set(n_atoms)),
-            "edges_per_sample": [int(min(edges)), int(max(edges))] if n else [],
-            "energy_per_atom_eV": [min(energies), max(energies)] if n else [],
-            "force_rms_eV_per_A": float(np.mean(frms)) if n else float("nan"),
-            "force_max_eV_per_A": max(fmax) if n else float("nan"),
+            "edges_per_sample": [int(min(edges)), int(max(edges))] if edges else [],
+            "energy_per_atom_eV": [min(energies), max(energies)] if energies else [],
+            "force_rms_eV_per_A": float(np.mean(frms)) if frms else float("nan"),
+            "force_max_eV_per_A": max(fmax) if fmax else float("nan"),
             "label_time_s_median": float(np.median(times)) if n else float("nan"),
             "label_time_s_total": float(np.sum(times)) if n else 0.0,
             "force_constants": self.exists() and self.has_force_constants(),
