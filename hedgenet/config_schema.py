@@ -361,9 +361,33 @@ class PipelineConfig:
     overrides: PipelineOverrides = field(default_factory=PipelineOverrides)
 
 
+# --- hedgenet-predict ---------------------------------------------------------------------------------------
+
+@dataclass
+class PredictSection:
+    bands: bool = MISSING
+    path: str = MISSING
+    npoints: int = MISSING
+    max_dense_orbitals: int = MISSING
+    phonons: bool = MISSING
+    phonon_supercell: List[int] = MISSING
+    method: str = MISSING
+    fc_displacement_A: float = MISSING
+
+
+@dataclass
+class PredictConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task_name: str = MISSING
+    model_path: str = MISSING
+    structure: str = MISSING
+    predict: PredictSection = field(default_factory=PredictSection)
+
+
 SCHEMAS = {
     "label": LabelConfig, "train": TrainConfig, "phonons": PhononsConfig, "epi": EpiConfig,
-    "fermi_velocity": FermiVelocityConfig, "pipeline": PipelineConfig,
+    "fermi_velocity": FermiVelocityConfig, "pipeline": PipelineConfig, "predict": PredictConfig,
 }
 
 

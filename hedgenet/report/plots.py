@@ -99,3 +99,18 @@ def plot_spectral_maps(path: Path, maps: list[dict]) -> None:
         ax.set_xlabel("q (1/Å)   Γ ← K → M")
     axes[0][0].set_ylabel("E − E_CNP (eV)")
     _save(fig, path)
+
+
+def plot_electronic_bands(path: Path, bands, window_eV: float = 4.0) -> None:
+    """Bands (eV, relative to the charge-neutrality level) within ± ``window_eV`` along the path."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(bands.distances, bands.energies_eV - bands.e_cnp_eV, color="C0", lw=0.8)
+    for t in bands.ticks:
+        ax.axvline(t, color="k", lw=0.5)
+    ax.axhline(0.0, color="0.5", lw=0.5, ls="--")
+    ax.set_xticks(bands.ticks, bands.labels)
+    ax.set_xlim(bands.distances[0], bands.distances[-1])
+    ax.set_ylim(-window_eV, window_eV)
+    ax.set_ylabel("E − E_CNP (eV)")
+    _save(fig, path)
