@@ -280,6 +280,7 @@ class CalculationConfig:
     task_name: str = MISSING
     calculator: str = MISSING
     model_path: Optional[str] = None
+    device: str = "auto"              # a model's device: auto (CUDA when present) | cpu | cuda | cuda:N
 
 
 @dataclass
@@ -382,6 +383,7 @@ class PredictConfig:
     task_name: str = MISSING
     model_path: str = MISSING
     structure: str = MISSING
+    device: str = "auto"
     predict: PredictSection = field(default_factory=PredictSection)
 
 

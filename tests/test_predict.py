@@ -98,3 +98,51 @@ def test_a_model_without_the_elements(root, files):
     ase.io.write(hbn, build_structure("bilayer_hbn"))
     proc, _ = run_cli("hedgenet-predict", root, "hbn", [f"model_path={model}", f"structure={hbn}"], check=False)
     assert proc.returncode == 2 and "Fix: train on data of this material" in proc.stderr
+
+
+def test_device_option(root, files):
+    """device=auto is the CPU on a machine without CUDA and gives the CPU's numbers; asking for CUDA where there
+    is none is refused with the fix, in Python and on the command line."""
+    import torch
+
+    from hedgenet.calculators import ModelCalculator, resolve_device
+    from hedgenet.structures.from_file import structure_from_file
+
+    model, structure = files
+    atoms = structure_from_file(str(structure))
+    auto = ModelCalculator(str(model))
+    assert auto.device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU.*Fix: device=auto or device=cpu"):
+            resolve_device("cuda")
+        proc, _ = run_cli("hedgenet-predict", root, "cuda", [f"model_path={model}", f"structure={structure}",
+                                                            "device=cuda"], check=False)
+        assert proc.returncode == 2 and "Fix: device=auto or device=cpu" in proc.stderr
+    with pytest.raises(ValueError, match="device='tpu' unknown"):
+        resolve_device("tpu")
+    cpu = ModelCalculator(str(model), device="cpu")
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = auto, cpu
+    assert np.allclose(a.get_forces(), b.get_forces(), atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_equals_cpu(files):
+    """On a GPU machine: forces, blocks and the autograd Hessian on CUDA equal the CPU's to float tolerance."""
+    import torch
+
+    from hedgenet.calculators import ModelCalculator
+    from hedgenet.structures import make_supercell
+    from hedgenet.structures.from_file import structure_from_file
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    model, structure = files
+    atoms = make_supercell(structure_from_file(str(structure)), [3, 3])
+    gpu, cpu = ModelCalculator(str(model), device="cuda"), ModelCalculator(str(model), device="cpu")
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = gpu, cpu
+    assert np.allclose(a.get_forces(), b.get_forces(), atol=1e-8)
+    bg, bc = gpu.predict_hamiltonian(atoms), cpu.predict_hamiltonian(atoms)
+    assert np.array_equal(bg.edge_index, bc.edge_index) and np.allclose(bg.H, bc.H, atol=1e-8)
+    assert np.allclose(gpu.hessian(atoms), cpu.hessian(atoms), atol=1e-6)

@@ -141,22 +141,26 @@ class ModelCalculator(BlockCalculator):
     padding and units (eV), so physics code cannot tell it from :class:`ReferenceCalculator`.
     """
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, device: str = "auto", **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             from hedgenet.models.io import load_model
 
             model = load_model(model)
-        self.model = model.eval()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.builder = model.graph_builder()
         self.layout = model.layout
         self.block_cutoff = model.block_cutoff
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
+    def _graph(self, atoms: Atoms):
+        """The model's graph of ``atoms`` on the calculator's device and in the model's dtype."""
+        return self.builder.from_atoms(atoms).to(device=self.device, dtype=next(self.model.parameters()).dtype)
+
     def _predict(self, atoms: Atoms, compute_virial: bool = False) -> dict:
-        dtype = next(self.model.parameters()).dtype
-        return self.model(self.builder.from_atoms(atoms).to(dtype=dtype), compute_virial=compute_virial)
+        return self.model(self._graph(atoms), compute_virial=compute_virial)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Energy (eV), forces (eV/Å) and, when asked, the stress (eV/Å³, ASE's Voigt order, σ = −W/V from the
@@ -167,17 +171,17 @@ class ModelCalculator(BlockCalculator):
         want_stress = "stress" in properties
         out = self._predict(self.atoms, compute_virial=want_stress)
         e = float(out["energy"][0])
-        self.results = {"energy": e, "free_energy": e, "forces": out["forces"].numpy().astype(float)}
+        self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
         if want_stress:
-            sigma = -out["virial"][0].numpy().astype(float) / self.atoms.get_volume()
+            sigma = -out["virial"][0].detach().cpu().numpy().astype(float) / self.atoms.get_volume()
             self.results["stress"] = sigma.flat[[0, 4, 8, 5, 2, 1]]
 
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
         """H_ij(R) (eV) and S_ij(R) for every block edge, padded to the layout's n_max for ``atoms``."""
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
-        g = self.builder.from_atoms(atoms)
-        out = self.model(g.to(dtype=next(self.model.parameters()).dtype), compute_forces=False)
+        g = self._graph(atoms)
+        out = self.model(g, compute_forces=False)
         return blocks_from_prediction(g, out, self.layout, atoms.numbers)
 
     DERIVATIVE_METHODS = ("finite_differences", "autograd")
@@ -222,18 +226,38 @@ def blocks_from_prediction(graph, out: dict, layout: OrbitalLayout, numbers) -> 
     n_orb = np.array([layout.n_orb(int(z)) for z in numbers], dtype=np.int64)
     n_max = int(n_orb.max())
     return BlockSet(
-        edge_index=graph.block_index.numpy().astype(np.int64),
-        cell_shift=graph.block_shift.numpy().round().astype(np.int64),
-        H=out["H"].detach().numpy()[:, :n_max, :n_max].astype(float),
-        S=out["S"].detach().numpy()[:, :n_max, :n_max].astype(float),
+        edge_index=graph.block_index.cpu().numpy().astype(np.int64),
+        cell_shift=graph.block_shift.cpu().numpy().round().astype(np.int64),
+        H=out["H"].detach().cpu().numpy()[:, :n_max, :n_max].astype(float),
+        S=out["S"].detach().cpu().numpy()[:, :n_max, :n_max].astype(float),
         n_orb=n_orb,
     )
 
 
-def make_calculator(kind: str, reference=None, model_path=None, cache_dir=None) -> BlockCalculator:
+def resolve_device(device: str = "auto"):
+    """``"auto"`` → the first CUDA GPU when there is one, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as
+    given (ValueError naming the fix when CUDA is asked for and absent)."""
+    import torch
+
+    name = str(device or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} unknown; valid: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but this machine has no CUDA GPU visible to torch "
+                         f"(torch {torch.__version__}). Fix: device=auto or device=cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: hedgenet's models run on cpu or cuda")
+    return dev
+
+
+def make_calculator(kind: str, reference=None, model_path=None, cache_dir=None, device: str = "auto") -> BlockCalculator:
     """``kind='reference'``: the given :class:`Reference` as a calculator (its force constants cached in
     ``cache_dir`` when given); ``kind='model'``: the trained model at ``model_path`` (``model.pt`` of
-    ``hedgenet-train``). ValueError naming the fix otherwise."""
+    ``hedgenet-train``) on ``device`` (:func:`resolve_device`). ValueError naming the fix otherwise."""
     if kind == "reference":
         if reference is None:
             raise ValueError("calculator=reference needs a reference solver (reference=xtb|pyscf_dft)")
@@ -245,7 +269,7 @@ def make_calculator(kind: str, reference=None, model_path=None, cache_dir=None) 
             raise ValueError(
                 f"calculator=model needs model_path=<run dir>/model.pt of a hedgenet-train run; got {model_path!r}"
             )
-        return ModelCalculator(str(model_path))
+        return ModelCalculator(str(model_path), device=device)
     raise ValueError(f"calculator={kind!r} unknown; valid: model, reference")
 
 
@@ -306,7 +330,8 @@ def setup_calculation(cfg, need_blocks: bool = False, supercell=None):
 
     reference = make_reference(cfg.reference.name, **reference_settings(cfg))
     try:
-        calc = make_calculator(cfg.calculator, reference, cfg.model_path, cache_dir=Path(cfg.paths.cache_dir))
+        calc = make_calculator(cfg.calculator, reference, cfg.model_path, cache_dir=Path(cfg.paths.cache_dir),
+                               device=str(cfg.get("device", "auto")))
         check_calculator_for(calc, build_structure(cfg.material.builder, **resolved_dict(cfg.material.params)),
                              reference.layout, need_blocks=need_blocks)
     except ValueError as err:

@@ -18,7 +18,8 @@ def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> n
     evaluations on large cells."""
     from hedgenet.models.base import model_hessian
 
-    graph = model.energy_graph(model.graph_builder().from_atoms(atoms)).to(dtype=next(model.parameters()).dtype)
+    param = next(model.parameters())
+    graph = model.energy_graph(model.graph_builder().from_atoms(atoms)).to(device=param.device, dtype=param.dtype)
     return model_hessian(model, graph, rows_per_batch)
 
 
@@ -30,8 +31,8 @@ def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:
 
     from hedgenet.calculators import blocks_from_prediction
 
-    dtype = next(model.parameters()).dtype
-    graph = model.graph_builder().from_atoms(atoms).to(dtype=dtype)  # one neighbour list for H₀ and every JVP
+    param = next(model.parameters())
+    graph = model.graph_builder().from_atoms(atoms).to(device=param.device, dtype=param.dtype)  # one neighbour list
     b0 = blocks_from_prediction(graph, model(graph, compute_forces=False), model.layout, atoms.numbers)
     n_max = b0.H.shape[-1]
 
@@ -50,5 +51,5 @@ def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:
             tangent = torch.zeros_like(pos0)
             tangent[a, x] = 1.0
             _, (tH, tS) = jvp(blocks, (pos0,), (tangent,))
-            dH[a, x], dS[a, x] = tH.detach().double().numpy(), tS.detach().double().numpy()
+            dH[a, x], dS[a, x] = tH.detach().double().cpu().numpy(), tS.detach().double().cpu().numpy()
     return BlockDerivatives(b0, dH, dS)

@@ -66,7 +66,7 @@ def run_predict(cfg: DictConfig, run_dir: Path) -> dict:
     p = cfg.predict
     try:
         atoms = structure_from_file(str(cfg.structure))
-        calc = make_calculator("model", model_path=cfg.model_path)
+        calc = make_calculator("model", model_path=cfg.model_path, device=str(cfg.device))
         check_calculator_for(calc, atoms)
     except ValueError as err:
         raise ConfigError(str(err)) from err

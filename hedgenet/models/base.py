@@ -159,12 +159,12 @@ def model_hessian(model, graph, rows_per_batch: int = 48) -> np.ndarray:
     (atom, direction) per batched product, so memory stays that of a few force evaluations on large cells;
     symmetrised (it is symmetric up to round-off)."""
     n = graph.pos.shape[0]
-    eye = torch.eye(3 * n, dtype=model.dtype)
+    eye = torch.eye(3 * n, dtype=model.dtype, device=graph.pos.device)
     hess = np.zeros((3 * n, 3 * n))
     for start in range(0, 3 * n, rows_per_batch):
         rows = eye[start : start + rows_per_batch]
         hv = hessian_vector_products(model, graph, rows.reshape(-1, n, 3))
-        hess[start : start + rows.shape[0]] = hv.detach().reshape(rows.shape[0], 3 * n).double().numpy()
+        hess[start : start + rows.shape[0]] = hv.detach().reshape(rows.shape[0], 3 * n).double().cpu().numpy()
     hess = 0.5 * (hess + hess.T)
     return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
 
