@@ -57,3 +57,18 @@ def test_graph_of_a_structure_without_layers_has_interlayer_edges():
     for name in with_layers:
         assert np.array_equal(with_layers[name][0], bare[name][0]) and np.array_equal(with_layers[name][1], bare[name][1])
     assert len(bare["inter"][0][0]) > 0
+
+
+def test_a_model_gives_the_same_forces_without_the_layer_array(tmp_path):
+    """ModelCalculator on a bilayer read without its layer array: the forces with it, to 1e-6 eV/Å."""
+    from cli_runner import untrained_model
+
+    from hedgenet.calculators import ModelCalculator
+
+    calc = ModelCalculator(str(untrained_model(tmp_path / "model.pt")), device="cpu")
+    atoms = make_supercell(build_structure("bilayer_graphene", stacking="AB"), [3, 3])
+    atoms.rattle(0.03, seed=2)
+    bare = without_layers(atoms)
+    atoms.calc, bare.calc = calc, calc
+    f_with = atoms.get_forces()
+    assert np.abs(bare.get_forces() - f_with).max() < 1e-6

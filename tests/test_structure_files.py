@@ -41,8 +41,14 @@ def test_a_layer_column_overrides_detection(tmp_path):
     assert np.array_equal(structure_from_file(str(tmp_path / "one.extxyz")).arrays["layer"], [0, 0, 0, 0])
 
 
-def test_labelling_supercell_and_name():
-    assert file_stem("/data/My bilayer.v2.vasp") == "My_bilayer"
+def test_labelling_supercell_and_name(tmp_path):
+    assert file_stem("/data/My bilayer.v2.vasp") == "My_bilayer"  # no such file: the stem alone
+    path = tmp_path / "My bilayer.v2.vasp"
+    ase.io.write(path, build_structure("bilayer_graphene"), format="vasp")
+    first = file_stem(str(path))
+    assert first.startswith("My_bilayer-") and len(first) == len("My_bilayer-") + 8
+    ase.io.write(path, build_structure("bilayer_graphene", d=3.4), format="vasp")
+    assert file_stem(str(path)) != first  # an edited file is another material
     assert label_supercell_for("/nonexistent.vasp", 5.0) == [1, 1]
 
 
@@ -88,3 +94,32 @@ def test_bad_files_are_refused_with_the_fix(tmp_path):
     ase.io.write(tmp_path / "tilted.extxyz", tilted)
     with pytest.raises(ValueError, match="a1, a2 in the xy plane and a3 along z"):
         structure_from_file(str(tmp_path / "tilted.extxyz"))
+
+
+def test_pipeline_dry_run_on_a_file(tmp_path):
+    """hedgenet-pipeline material=file material.path=<POSCAR> plans every stage with the file's material (the
+    material's overrides reach every stage); another file is another plan."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "POSCAR"
+    ase.io.write(path, build_structure("bilayer_graphene", a=2.4581, d=3.3225), format="vasp")
+    exe = Path(sys.executable).parent / "hedgenet-pipeline"
+    env = {**os.environ, "HEDGENET_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    def dry(name, p):
+        proc = subprocess.run([str(exe), "material=file", f"material.path={p}", "dry_run=true",
+                               f"hydra.run.dir={tmp_path}/{name}"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {r["stage"]: r["hash"] for r in json.loads((tmp_path / name / "stages.json").read_text())}
+
+    first = dry("a", path)
+    assert {"label", "train", "phonons_model", "fermi_velocity_model"} <= set(first)
+    other = tmp_path / "POSCAR2"
+    ase.io.write(other, build_structure("bilayer_graphene", a=2.4581, d=3.40), format="vasp")
+    second = dry("b", other)
+    assert first["label"] != second["label"]

@@ -24,8 +24,13 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         run_stage_process,
     )
 
-    choices = HydraConfig.get().runtime.choices
-    stages = plan(cfg, {"material": choices["material"], "reference": choices["reference"]})
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    # the material's own overrides on the pipeline's command line (material.path=…, material.params.m=…) go to
+    # every stage with the material itself
+    material_overrides = [o for o in hydra_cfg.overrides.task if o.lstrip("+~").startswith("material.")]
+    stages = plan(cfg, {"material": choices["material"], "reference": choices["reference"],
+                        "material_overrides": material_overrides})
     root = Path(cfg.paths.root_dir).resolve()
     assign_hashes(stages, root)
     check_pipeline_config(cfg, stages)

@@ -114,8 +114,8 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
     if "train" in stages_cfg and "label" not in stages_cfg:
         raise ConfigError("the train stage needs the label stage: add `label` to stages")
 
-    common = [f"material={choices['material']}", f"reference={choices['reference']}",
-              *flatten_overrides(cfg.overrides.get("common"))]
+    common = [f"material={choices['material']}", *choices.get("material_overrides", []),
+              f"reference={choices['reference']}", *flatten_overrides(cfg.overrides.get("common"))]
     out: list[Stage] = []
     for kind in STAGE_ORDER:
         if kind not in stages_cfg:

@@ -92,9 +92,14 @@ def _check_distances(atoms: Atoms, path) -> None:
 
 
 def file_stem(path: str) -> str:
-    """A material name from a file path: its stem, with anything but letters, digits, '-' and '_' as '_'."""
-    stem = Path(str(path)).name.split(".")[0] or "structure"
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)
+    """A material name from a file: its stem (anything but letters, digits, '-' and '_' as '_') and the first 8
+    hex digits of the SHA-256 of its content, so that an edited file is a new material (new dataset, new
+    pipeline stages) and never reuses what was labelled for the old one."""
+    import hashlib
+
+    p = Path(str(path)).expanduser()
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in (p.name.split(".")[0] or "structure"))
+    return f"{stem}-{hashlib.sha256(p.read_bytes()).hexdigest()[:8]}" if p.is_file() else stem
 
 
 def label_supercell_for(path: str, block_cutoff_A: float) -> list[int]:
