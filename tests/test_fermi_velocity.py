@@ -327,3 +327,18 @@ def test_twisted_bilayer_unfolds_onto_either_layer_with_the_same_cone(twisted_13
     lines = unfold_near_k(r.blocks, SupercellMap.build(sc, mono), r.fermi_level_eV, q_max=0.06, n_q=7)
     v_mono = np.mean([fit_continuum([lines], name, layers=1)["v0_1e5_m_s"] for name in DIRECTIONS])
     assert 0.97 < v0[0] / v_mono < 0.999
+
+
+def test_twisted_cells_warn_when_the_fit_reaches_the_other_cone():
+    """At 6.01° the other layer's Dirac point is 0.179 1/Å from K: the default |q| ≤ 0.08 1/Å reaches the region
+    where the cones hybridize, and the run says so with a q_max that stays clear; at 13.17° (0.391 1/Å) not."""
+    from hedgenet.physics.fermi_velocity import other_dirac_points, unfolding_cell
+
+    for (m, n), distance, warned in (((2, 3), 0.391, False), ((5, 6), 0.179, True)):
+        unit = build_structure("twisted_bilayer_graphene", m=m, n=n, a=2.4581, d=3.3225)
+        prim, _, _ = unfolding_cell(unit, unit)
+        out = other_dirac_points(unit, prim, 0, 0.08)
+        assert out["other_dirac_distance_inv_A"] == pytest.approx(distance, abs=1e-3)
+        assert ("warning" in out) == warned
+    assert "fermi_velocity.q_max_inv_A=0.044" in out["warning"]
+    assert "warning" not in other_dirac_points(unit, prim, 0, 0.04)

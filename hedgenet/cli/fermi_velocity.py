@@ -102,6 +102,8 @@ def _report(summary: dict, run) -> None:
     if unf:
         print(f"bands unfolded onto the {unf['onto']} (continuum model: {unf['continuum_model_layers']} layer"
               f"{'s' if unf['continuum_model_layers'] > 1 else ''})")
+        if unf.get("warning"):
+            print(f"warning: {unf['warning']}")
     # float(): a band that does not reach the fixed energy gives NaN, which summary.json stores as "nan"
     print(f"static lattice v0 = {st['v0_1e5_m_s']:.4f} × 10^5 m/s, γ1 = {st['gamma1_eV']:.4f} eV, gap "
           f"{st['gap_eV']:.4f} eV, v({st['fixed_energy_eV']:g} eV) = {float(st['v_fixed_energy_1e5_m_s']):.4f} × 10^5 m/s")

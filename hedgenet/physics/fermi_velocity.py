@@ -239,6 +239,33 @@ def unfolding_cell(supercell: Atoms, unit: Atoms, unfold_layer="auto") -> tuple[
     return prim, atoms, 1
 
 
+def other_dirac_points(supercell: Atoms, prim: Atoms, layer: int, q_max_inv_A: float) -> dict:
+    """How far (1/Å) the other layers' Dirac points (K and K' of their own, rotated cells) lie from the K of
+    ``prim`` (layer ``layer``'s cell) that the fit leaves: the cones meet and hybridize about halfway (the van
+    Hove singularity of a twisted bilayer), so the fitted |q| ≤ ``q_max_inv_A`` should stay well inside half that
+    distance. Returns ``other_dirac_distance_inv_A`` and, when 2·q_max exceeds half of it, a ``warning`` naming
+    the fix."""
+    from hedgenet.physics.unfold import primitive_kpoints_cart
+
+    corners = [(1 / 3, 1 / 3, 0), (2 / 3, -1 / 3, 0), (1 / 3, -2 / 3, 0), (-1 / 3, -1 / 3, 0), (-2 / 3, 1 / 3, 0),
+               (-1 / 3, 2 / 3, 0)]
+    K = primitive_kpoints_cart(prim.cell.array, [(1 / 3, 1 / 3, 0)])[0]
+    dist = []
+    for other in sorted(set(layer_index(supercell).tolist()) - {layer}):
+        cell = layer_primitive_cell(supercell, other)[0].cell.array
+        dist += [float(np.linalg.norm(k - K)) for k in primitive_kpoints_cart(cell, corners)]
+    if not dist:
+        return {}
+    d = min(dist)
+    out = {"other_dirac_distance_inv_A": d}
+    if 2 * q_max_inv_A > 0.5 * d:
+        out["warning"] = (f"the other layer's Dirac cone is {d:.3f} 1/Å from the fitted K: the cones hybridize near "
+                          f"{d / 2:.3f} 1/Å, and the fit's |q| ≤ {q_max_inv_A} 1/Å comes within a factor 2 of it, so "
+                          f"the one-cone fit absorbs the hybridization (a gap, a bent cone). Fix: "
+                          f"fermi_velocity.q_max_inv_A={np.floor(d / 4 * 1000) / 1000:.3f} (half the way to where the cones cross)")
+    return out
+
+
 def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSettings,
                                   progress: bool = False) -> RenormalizationResult:
     """The whole chain for one calculator; see the module docstring."""
@@ -283,6 +310,8 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     static_mean = direction_mean(static)
     unfolding = {"onto": "unit cell" if mapped is None else f"layer {int(sc.arrays['layer'][mapped[0]])} primitive cell",
                  "continuum_model_layers": layers, "primitive_cell_A": np.asarray(prim.cell)[:2, :2].round(6).tolist()}
+    if mapped is not None:
+        unfolding.update(other_dirac_points(sc, prim, int(sc.arrays["layer"][mapped[0]]), s.q_max_inv_A))
     result = RenormalizationResult({**static_mean, "fixed_energy_eV": s.fixed_energy_eV, "directions": static,
                                     "E_cnp_eV": e_ref, "unfolding": unfolding},
                                    phonon=phonon, excluded_modes=excluded, phonons={**fc_info, **gamma})
