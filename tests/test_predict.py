@@ -146,3 +146,24 @@ def test_cuda_equals_cpu(files):
     bg, bc = gpu.predict_hamiltonian(atoms), cpu.predict_hamiltonian(atoms)
     assert np.array_equal(bg.edge_index, bc.edge_index) and np.allclose(bg.H, bc.H, atol=1e-8)
     assert np.allclose(gpu.hessian(atoms), cpu.hessian(atoms), atol=1e-6)
+
+
+def test_batched_hamiltonians_equal_one_at_a_time(files):
+    """predict_hamiltonians over several displaced cells (3 per model call): the blocks of one call each."""
+    from hedgenet.calculators import ModelCalculator
+    from hedgenet.structures import make_supercell
+    from hedgenet.structures.from_file import structure_from_file
+
+    model, structure = files
+    calc = ModelCalculator(str(model), device="cpu")
+    base = make_supercell(structure_from_file(str(structure)), [3, 3])
+    cells = []
+    for k in range(5):
+        c = base.copy()
+        c.rattle(0.05, seed=k)
+        cells.append(c)
+    batched = calc.predict_hamiltonians(cells, batch_size=3)
+    for c, b in zip(cells, batched):
+        one = calc.predict_hamiltonian(c)
+        assert np.array_equal(one.edge_index, b.edge_index) and np.array_equal(one.cell_shift, b.cell_shift)
+        assert np.allclose(one.H, b.H, atol=1e-10) and np.allclose(one.S, b.S, atol=1e-10)

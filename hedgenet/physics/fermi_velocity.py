@@ -333,6 +333,16 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
         if "second" in s.orders:
             check_pairs(us)
         lines = {o: [] for o in s.orders}
+        displaced_all = None
+        if need_displaced and hasattr(calc, "predict_hamiltonians"):  # a model: the samples in batched calls
+            t0 = time.perf_counter()
+            moved = []
+            for u in us:
+                atoms = sc.copy()
+                atoms.positions += u
+                moved.append(atoms)
+            displaced_all = calc.predict_hamiltonians(moved)
+            t_sample[displaced_owner] += time.perf_counter() - t0
 
         def unfold(order, blocks, lines=lines):
             nonlocal t_unfold
@@ -350,7 +360,9 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
                     t0 = time.perf_counter()
                     first.append(deriv.first_order(u))
                     t_sample["first" if "first" in s.orders else "second"] += time.perf_counter() - t0
-                if need_displaced:
+                if need_displaced and displaced_all is not None:
+                    displaced.append(displaced_all[p + j])
+                elif need_displaced:
                     t0 = time.perf_counter()
                     atoms = sc.copy()
                     atoms.positions += u
