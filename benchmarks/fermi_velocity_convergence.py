@@ -90,6 +90,8 @@ def main() -> None:
     p.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 100.0, 300.0, 600.0])
     p.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="further overrides of every run")
     p.add_argument("--tag", default="", help="suffix of the run names (runs with other --extra)")
+    p.add_argument("--collect-only", action="store_true",
+                   help="run nothing: the table of the planned runs that have finished")
     args = p.parse_args()
     runs = []
     for spec in args.runs:
@@ -109,6 +111,8 @@ def main() -> None:
     plan = [(c, n, T, N) for c, n, N in runs for T in args.temperatures]
     rows = []
     for calculator, n, T, N in plan:
+        if args.collect_only and not (args.root / "runs" / run_name(calculator, n, T, N, args.tag) / "summary.json").exists():
+            continue
         print(f"{calculator}, {n}×{n}, {T:g} K, {N} samples", flush=True)
         rows += one_run(args, calculator, n, T, N)
     table = [[r["calculator"], f"{r['cell']}×{r['cell']}", r["samples"], f"{r['T_K']:g}", r["order"],
