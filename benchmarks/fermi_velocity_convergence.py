@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import shlex
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,11 +30,6 @@ from interlayer_ablation import cli  # noqa: E402
 
 OBSERVABLES = (("v0", "ratio_to_static", "ratio_err"), ("γ1", "gamma1_ratio_to_static", "gamma1_ratio_err"),
                ("v(E*)", "v_fixed_energy_ratio_to_static", "v_fixed_energy_ratio_err"))
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def run_name(calculator: str, n: int, T: float, samples: int, tag: str) -> str:
@@ -51,17 +44,13 @@ def one_run(args, calculator: str, n: int, T: float, samples: int) -> dict:
                  *args.extra]
     if calculator == "model":
         overrides.append(f"model_path={args.model}")
-    cpu_file = run_dir / "cpu_s.json"
-    c0, t0 = children_cpu(), time.perf_counter()
     summary = cli("fermi_velocity", args.root, run_dir, *overrides)
-    if not cpu_file.exists():
-        cpu_file.write_text(json.dumps({"cpu_s": children_cpu() - c0, "wall_s": time.perf_counter() - t0}))
-    cost = json.loads(cpu_file.read_text())
+    seconds = float(summary["timings_s"]["total"])  # the run's own time (one thread: its CPU time)
     rows = []
     for order, by_T in summary["by_temperature"].items():
         fit = next(iter(by_T.values()))
         row = {"calculator": calculator, "cell": n, "atoms": 4 * n * n, "T_K": T, "samples": samples,
-               "order": order, "error_method": fit.get("ratio_err_method"), "cpu_s": cost["cpu_s"],
+               "order": order, "error_method": fit.get("ratio_err_method"), "seconds": seconds,
                "static_v0_1e5_m_s": summary["static"]["v0_1e5_m_s"], "run": str(run_dir)}
         for label, key, err in OBSERVABLES:
             row[label] = (float(fit.get(key, math.nan)), float(fit.get(err, math.nan)))
@@ -116,10 +105,10 @@ def main() -> None:
         print(f"{calculator}, {n}×{n}, {T:g} K, {N} samples", flush=True)
         rows += one_run(args, calculator, n, T, N)
     table = [[r["calculator"], f"{r['cell']}×{r['cell']}", r["samples"], f"{r['T_K']:g}", r["order"],
-              *[f"{r[label][0]:.4f} ± {r[label][1]:.4f}" for label, _, _ in OBSERVABLES], f"{r['cpu_s']:.0f}"]
+              *[f"{r[label][0]:.4f} ± {r[label][1]:.4f}" for label, _, _ in OBSERVABLES], f"{r['seconds']:.0f}"]
              for r in rows]
     text = print_table(["calculator", "cell", "samples", "T (K)", "order", "v0/static", "γ1/static",
-                        "v(E*)/static", "CPU s (run)"], table,
+                        "v(E*)/static", "s (run, one thread)"], table,
                        "v_F(T) ratios to the static lattice (error bars: bootstrap or jackknife over ± pairs)")
     args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "fermi_velocity_convergence.md").write_text(f"reproduce: {command_line(args)}\n{text}\n")
