@@ -67,7 +67,7 @@ def structure_from_file(path: str, vacuum: float | None = None) -> Atoms:
         raise ValueError(
             f"material.path={path}: no vacuum along z (the atoms span {z.max() - z.min():.2f} Å of a {c:.2f} Å "
             f"cell, {gap:.2f} Å free): hedgenet treats layered slabs. Fix: add vacuum with material.params.vacuum=20, "
-            "or write the slab with ≥ 10 Å of vacuum along z")
+            f"or write the slab with ≥ {MIN_VACUUM_A:g} Å of vacuum along z")
     atoms.pbc = True
     atoms.wrap()
     _check_distances(atoms, path)
