@@ -111,7 +111,7 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     assert ph["frequency_mae_vs_compare_THz"] < 2.0
     assert ph["max_frequency_THz"] == pytest.approx(ref["max_frequency_THz"], rel=0.05)
     fv = json.loads((Path(summary["stages"]["fermi_velocity_model"]) / "summary.json").read_text())
-    assert set(fv["by_temperature"]) == {"first", "all"}
+    assert set(fv["by_temperature"]) == {"first", "second", "all"}  # the default orders
 
     # 3. another sampler: only the Monte Carlo stage runs again
     proc, _ = pipeline(tmp_path, "third", TINY + ["overrides.fermi_velocity.sampler=sdm"])
