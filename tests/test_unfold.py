@@ -113,6 +113,18 @@ def test_bloch_sums_match_bloch_matrix(displaced_blocks, kfrac):
     assert np.abs(doubled.at(kfrac)[0] - expected).max() < 1e-13
 
 
+def matched_states(a, b, energy_tol: float, weight_tol: float) -> int:
+    """Assert two unfoldings near K hold the same states (counts per k, energies and weights within the
+    tolerances); returns the number of states compared."""
+    n_states = 0
+    for name in a.states:
+        for (e1, w1), (e2, w2) in zip(a.states[name], b.states[name]):
+            assert len(e1) == len(e2)
+            n_states += len(e1)
+            assert np.abs(e1 - e2).max(initial=0) < energy_tol and np.abs(w1 - w2).max(initial=0) < weight_tol
+    return n_states
+
+
 def test_unfolder_matches_the_plain_path(system, displaced_blocks):
     """Default (Unfolder) and plain (one k at a time) unfolding near K: the same states and weights."""
     from hedgenet.physics.continuum_fit import near_k_points, unfold_near_k
@@ -122,13 +134,7 @@ def test_unfolder_matches_the_plain_path(system, displaced_blocks):
     b = displaced_blocks
     e_ref = charge_neutrality_level(b, cmap, sc.numbers)
     fast, plain = unfold_near_k(b, cmap, e_ref), unfold_near_k(b, cmap, e_ref, plain=True)
-    n_states = 0
-    for name in plain.states:
-        for (e1, w1), (e2, w2) in zip(plain.states[name], fast.states[name]):
-            assert len(e1) == len(e2)
-            n_states += len(e1)
-            assert np.abs(e1 - e2).max(initial=0) < 1e-10 and np.abs(w1 - w2).max(initial=0) < 1e-10
-    assert n_states > 20
+    assert matched_states(plain, fast, 1e-10, 1e-10) > 20
     threaded = unfold_near_k(b, cmap, e_ref, workers=2)  # k-points in 2 worker processes: identical states
     for name in plain.states:
         for (e1, w1), (e2, w2) in zip(fast.states[name], threaded.states[name]):
@@ -153,13 +159,7 @@ def test_single_precision_unfolding_matches_double(system, displaced_blocks):
     e_ref = charge_neutrality_level(b, cmap, sc.numbers)
     double = unfold_near_k(b, cmap, e_ref)
     single = unfold_near_k(b, cmap, e_ref, precision="single")
-    n_states = 0
-    for name in double.states:
-        for (e1, w1), (e2, w2) in zip(double.states[name], single.states[name]):
-            assert len(e1) == len(e2)
-            n_states += len(e1)
-            assert np.abs(e1 - e2).max(initial=0) < 1e-8 and np.abs(w1 - w2).max(initial=0) < 1e-4
-    assert n_states > 20
+    assert matched_states(double, single, 1e-8, 1e-4) > 20
 
 
 def test_single_precision_falls_back_to_double_on_an_ill_conditioned_overlap():

@@ -37,6 +37,11 @@ class BlockCalculator(Calculator):
     def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def predict_hamiltonians(self, structures) -> list[BlockSet]:
+        """:meth:`predict_hamiltonian` of many structures (e.g. the Monte Carlo samples of a temperature); a model
+        batches them (:meth:`ModelCalculator.predict_hamiltonians`)."""
+        return [self.predict_hamiltonian(a) for a in structures]
+
     def _check_method(self, method: str, what: str) -> None:
         if method not in self.DERIVATIVE_METHODS:
             raise ValueError(f"{what} method={method!r} is not available with {type(self).__name__}; valid: "

@@ -308,10 +308,11 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     static = {name: fit_continuum([static_lines], name, layers, fixed_energy_eV=s.fixed_energy_eV)
               for name in ("KΓ", "KM")}
     static_mean = direction_mean(static)
-    unfolding = {"onto": "unit cell" if mapped is None else f"layer {int(sc.arrays['layer'][mapped[0]])} primitive cell",
+    unfolded_layer = None if mapped is None else int(prim.arrays["layer"][0])
+    unfolding = {"onto": "unit cell" if mapped is None else f"layer {unfolded_layer} primitive cell",
                  "continuum_model_layers": layers, "primitive_cell_A": np.asarray(prim.cell)[:2, :2].round(6).tolist()}
     if mapped is not None:
-        unfolding.update(other_dirac_points(sc, prim, int(sc.arrays["layer"][mapped[0]]), s.q_max_inv_A))
+        unfolding.update(other_dirac_points(sc, prim, unfolded_layer, s.q_max_inv_A))
     result = RenormalizationResult({**static_mean, "fixed_energy_eV": s.fixed_energy_eV, "directions": static,
                                     "E_cnp_eV": e_ref, "unfolding": unfolding},
                                    phonon=phonon, excluded_modes=excluded, phonons={**fc_info, **gamma})
@@ -334,7 +335,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
             check_pairs(us)
         lines = {o: [] for o in s.orders}
         displaced_all = None
-        if need_displaced and hasattr(calc, "predict_hamiltonians"):  # a model: the samples in batched calls
+        if need_displaced:  # H(u) of every sample in one call (a model batches them)
             t0 = time.perf_counter()
             moved = []
             for u in us:
@@ -360,14 +361,8 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
                     t0 = time.perf_counter()
                     first.append(deriv.first_order(u))
                     t_sample["first" if "first" in s.orders else "second"] += time.perf_counter() - t0
-                if need_displaced and displaced_all is not None:
+                if need_displaced:
                     displaced.append(displaced_all[p + j])
-                elif need_displaced:
-                    t0 = time.perf_counter()
-                    atoms = sc.copy()
-                    atoms.positions += u
-                    displaced.append(calc.predict_hamiltonian(atoms))
-                    t_sample[displaced_owner] += time.perf_counter() - t0
             if "first" in s.orders:
                 for b in first:
                     unfold("first", b)
