@@ -21,7 +21,7 @@ ALLOWED = {
     "graphs": {"orbitals", "structures"},
     "data": {"orbitals", "structures", "reference"},
     "models": {"orbitals", "graphs"},
-    "training": {"orbitals", "data", "graphs", "models"},
+    "training": {"orbitals", "structures", "data", "graphs", "models"},
     "calculators": {"orbitals", "structures", "reference", "graphs", "models"},
     "physics": {"orbitals", "structures", "calculators"},
     "report": set(),

@@ -7,6 +7,8 @@ xTB force constants against xTB's own forces).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from hedgenet.data.store import DatasetError, DatasetStore
 from hedgenet.models import HedgeNet
 from hedgenet.models.base import hessian_vector_products
 from hedgenet.structures import build_structure, make_supercell
+from hedgenet.structures.supercell import primitive_cell
 from hedgenet.training.force_constants import (
     ForceConstantTarget,
     force_constant_errors,
@@ -191,6 +194,34 @@ def test_interlayer_probes_are_the_rigid_layer_translations_at_their_own_scale(b
     assert stiff["reference"] == pytest.approx(ref)
     assert np.abs(ref).min() > 1e-3
     assert np.allclose(stiff["model"], np.sqrt(1.1) * np.asarray(ref), rtol=1e-8)
+
+
+def test_interlayer_probes_on_the_primitive_cell_equal_those_on_the_supercell():
+    """The rigid interlayer patterns are the same on every image of the primitive cell, so their Φv on the 4-atom
+    primitive cell is the supercell's at any image: the probe errors agree to round-off, at a fraction of the
+    cost. A rattled cell has no translations and is its own primitive cell."""
+    atoms = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35), np.diag([4, 4, 1]))
+    prim, orbit = primitive_cell(atoms)
+    assert len(prim) == 4 and np.bincount(orbit).tolist() == [16] * 4
+    assert sorted(prim.arrays["layer"].tolist()) == [0, 0, 1, 1]
+    assert abs(prim.get_volume() * 16 - atoms.get_volume()) < 1e-6
+    assert np.allclose(layer_translation_vectors(prim)[:, orbit], layer_translation_vectors(atoms))
+    rattled = atoms.copy()
+    rattled.rattle(0.02, seed=1)
+    assert len(primitive_cell(rattled)[0]) == len(atoms)
+
+    teacher, stiffer = forces_model(0), forces_model(0)
+    with torch.no_grad():
+        stiffer.energy_scale.mul_(1.1)
+    t = target_of(teacher, atoms)
+    t_prim = dataclasses.replace(t, primitive_graph=teacher.graph_builder().from_atoms(prim), orbit=orbit)
+    assert t_prim.interlayer_probes[0] is t_prim.primitive_graph
+    for model in (teacher, stiffer, forces_model(1)):
+        on_supercell = interlayer_mode_errors(model, t, [0, 1, 2])
+        on_primitive = interlayer_mode_errors(model, t_prim, [0, 1, 2])
+        assert torch.allclose(on_supercell, on_primitive, rtol=1e-8, atol=1e-10), (on_supercell, on_primitive)
+    assert torch.allclose(interlayer_mode_errors(stiffer, t_prim, [0, 1, 2]), torch.full((3,), 0.1, dtype=torch.float64),
+                          atol=1e-3)
 
 
 def test_the_interlayer_loss_trains_the_rigid_layer_frequencies_toward_the_targets(bilayer):

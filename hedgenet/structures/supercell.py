@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 from hedgenet.orbitals.cells import cell_widths
 from hedgenet.structures._common import LAYER_KEY, sort_atoms
 
-__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width", "lattice_translations", "make_phonopy", "supercell_atoms",
+__all__ = ["make_supercell", "supercell_matrix", "cell_widths", "in_plane_width", "lattice_translations", "primitive_cell", "make_phonopy", "supercell_atoms",
            "to_phonopy_atoms"]
 
 
@@ -166,3 +166,39 @@ def lattice_translations(atoms: Atoms, decimals: int = 4):
         wraps.append(wrap)
     order = np.argsort([0 if np.array_equal(p, np.arange(len(atoms))) else 1 for p in perms], kind="stable")
     return np.array(perms)[order], np.array(wraps)[order]
+
+
+def primitive_cell(atoms: Atoms, decimals: int = 4) -> tuple[Atoms, np.ndarray]:
+    """(primitive cell, ``orbit``) of an undisplaced periodic slab: the cell spanned by the two shortest
+    non-parallel lattice translations of :func:`lattice_translations` (a3 kept), whose atoms are each orbit's
+    first atom, and ``orbit[a]`` the primitive atom that supercell atom ``a`` is an image of. Per-atom arrays
+    (``layer``) are carried over. A cell without translation symmetry is its own primitive cell (orbit = identity).
+    A pattern that is the same on every image (a rigid layer translation) then has Φv on the primitive cell equal
+    to Φv on the supercell at any image: the whole supercell's Hessian–vector product for the price of a few atoms."""
+    perms, wraps = lattice_translations(atoms, decimals)
+    cell = atoms.cell.array
+    orbit = perms.min(axis=0)  # each atom's orbit named by its lowest index
+    reps = np.unique(orbit)
+    if len(perms) == 1:
+        return atoms.copy(), orbit
+    t = atoms.positions[perms[:, 0]] - atoms.positions[0] + wraps[:, 0] @ cell  # Cartesian translations (Å)
+    frac = t @ np.linalg.inv(cell)
+    frac[:, :2] -= np.rint(frac[:, :2])  # minimal image in plane
+    t = frac @ cell
+    norms = np.linalg.norm(t[:, :2], axis=1)
+    order = [i for i in np.argsort(norms, kind="stable") if norms[i] > 10.0**-decimals]
+    v1 = t[order[0]]
+    area = abs(np.cross(cell[0], cell[1])[2]) / len(perms)
+    v2 = next(t[i] for i in order[1:] if abs(np.cross(v1, t[i])[2]) > 1e-6 * area)
+    if abs(abs(np.cross(v1, v2)[2]) - area) > 1e-6 * area:
+        raise ValueError(f"the two shortest lattice translations span {abs(np.cross(v1, v2)[2]):.4f} Å², not the "
+                         f"primitive area {area:.4f} Å² ({len(perms)} translations): not a simple lattice")
+    if np.cross(v1, v2)[2] < 0:
+        v2 = -v2
+    prim = Atoms(numbers=atoms.numbers[reps], positions=atoms.positions[reps], cell=[v1, v2, cell[2]],
+                 pbc=atoms.pbc, masses=atoms.get_masses()[reps])
+    for key, value in atoms.arrays.items():
+        if key not in prim.arrays and len(value) == len(atoms):
+            prim.set_array(key, np.asarray(value)[reps])
+    prim.wrap()
+    return prim, np.searchsorted(reps, orbit)

@@ -12,6 +12,11 @@ central differences of its forces at ±δ·v with the reference's own step δ (b
 finite-difference operator; one batched force evaluation of two displaced copies), is compared with the
 reference's Φv per component, MSE in (eV/Å²)². A probe touches every atom, so each one tests all of Φ's elements
 at once. The metrics use the exact Hessian (autograd, −∂(F·v)/∂r).
+
+The rigid interlayer translations (the Γ shear and breathing patterns) are the same on every image of a primitive
+cell, so the model's Φv for them is evaluated on the primitive cell of the target's supercell (4 atoms for AB
+bilayer graphene instead of 196 in 7×7) and compared with the reference's Φv there (the same on every image; its
+mean over the images is used).
 """
 
 from __future__ import annotations
@@ -38,14 +43,33 @@ class ForceConstantTarget:
     graph: object
     matrix: torch.Tensor
     displacement_A: float = 0.01  # the ± step of the reference's finite differences
+    primitive_graph: object = None  # the model's graph of the primitive cell (``primitive_cell``) of ``atoms``
+    orbit: np.ndarray | None = None  # orbit[a]: the primitive atom that atom a of ``atoms`` is an image of
 
     def to(self, device, dtype) -> "ForceConstantTarget":
-        return dataclasses.replace(self, graph=self.graph.to(device, dtype), matrix=self.matrix.to(device, dtype))
+        prim = None if self.primitive_graph is None else self.primitive_graph.to(device, dtype)
+        return dataclasses.replace(self, graph=self.graph.to(device, dtype), matrix=self.matrix.to(device, dtype),
+                                   primitive_graph=prim)
 
     @functools.cached_property
     def layer_translations(self) -> torch.Tensor:
         """The rigid interlayer patterns (``layer_translation_vectors``) on this target's device and dtype."""
         return layer_translation_vectors(self.atoms).to(self.matrix.device, self.matrix.dtype)
+
+    @functools.cached_property
+    def interlayer_probes(self) -> tuple[object, torch.Tensor, torch.Tensor]:
+        """(graph, patterns (K, n, 3), reference Φv (K, n, 3) eV/Å) of the rigid interlayer translations on the
+        primitive cell when there is one (n its atoms; Φv the mean over each primitive atom's images), else on
+        ``atoms`` itself."""
+        v = self.layer_translations
+        ref = (v.reshape(len(v), -1) @ self.matrix.T).reshape(v.shape)
+        if self.primitive_graph is None:
+            return self.graph, v, ref
+        orbit = torch.as_tensor(self.orbit, device=v.device)
+        n_prim = int(orbit.max()) + 1
+        count = torch.bincount(orbit, minlength=n_prim).to(v.dtype)[:, None]
+        fold = lambda x: torch.zeros(len(x), n_prim, 3, dtype=x.dtype, device=x.device).index_add_(1, orbit, x) / count
+        return self.primitive_graph, fold(v), fold(ref)
 
     @functools.cached_property
     def inverse_sqrt(self) -> torch.Tensor:
@@ -94,6 +118,7 @@ def load_force_constant_targets(paths: Sequence[str], model) -> list[ForceConsta
     """The force-constant targets of the dataset files that store them (``[]`` when none does), as graphs of
     ``model`` (energy and forces only)."""
     from hedgenet.data.store import DatasetStore
+    from hedgenet.structures.supercell import primitive_cell
 
     targets = []
     for p in paths:
@@ -106,8 +131,12 @@ def load_force_constant_targets(paths: Sequence[str], model) -> list[ForceConsta
         atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
         n = len(atoms)
         matrix = torch.as_tensor(fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n).copy())
-        graph = model.energy_graph(model.graph_builder().from_atoms(atoms))
-        targets.append(ForceConstantTarget(str(p), atoms, graph, matrix, store.force_constants_displacement_A()))
+        builder = model.graph_builder()
+        graph = model.energy_graph(builder.from_atoms(atoms))
+        prim, orbit = primitive_cell(atoms)
+        prim_graph = model.energy_graph(builder.from_atoms(prim)) if len(prim) < n else None
+        targets.append(ForceConstantTarget(str(p), atoms, graph, matrix, store.force_constants_displacement_A(),
+                                           prim_graph, orbit if prim_graph is not None else None))
     return targets
 
 
@@ -139,11 +168,11 @@ def force_constant_errors(model, target: ForceConstantTarget, vectors: torch.Ten
 
 def interlayer_mode_errors(model, target: ForceConstantTarget, index: Sequence[int], create_graph: bool = False):
     """Relative errors |Φ_model v − Φv| / |Φv| (K,) of the rigid interlayer patterns ``index`` of
-    ``target.layer_translations`` (the model's Φv by central differences with the reference's step): the
-    interlayer-mode loss is their mean square."""
-    v = target.layer_translations[list(index)]
-    ref = (v.reshape(len(v), -1) @ target.matrix.T).reshape(v.shape)
-    hv = hessian_vector_products(model, target.graph, v, create_graph, target.displacement_A)
+    ``target.layer_translations`` (the model's Φv by central differences with the reference's step, on the primitive
+    cell when the target has one): the interlayer-mode loss is their mean square."""
+    graph, patterns, reference = target.interlayer_probes
+    v, ref = patterns[list(index)], reference[list(index)]
+    hv = hessian_vector_products(model, graph, v, create_graph, target.displacement_A)
     return (hv - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
 
 
