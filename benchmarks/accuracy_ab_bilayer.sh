@@ -2,7 +2,7 @@
 # HedgeNet accuracy on held-out AB bilayer graphene: label a training set and a held-out test set
 # with GFN1-xTB (7×7 cells, 196 atoms, blocks within 6 Å: truncation error 0.07 meV on the bands), train
 # hedgenet_small (joint task, float32) on one CPU thread, evaluate on the held-out set. The table in
-# docs/training.md comes from <run dir>/metrics.json. Wall time here: ~12 min labelling, ~45 min training.
+# docs/results_training.md comes from <run dir>/metrics.json. Wall time here: ~12 min labelling, ~45 min training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1

@@ -34,7 +34,7 @@ def run_cli(prog: str, root: Path, name: str, args, check: bool = True, timeout:
 
 def untrained_model(path: Path) -> Path:
     """An untrained small carbon HedgeNet (joint task, xTB orbitals) saved as hedgenet-train saves one:
-    for tests of the pipeline around a model, not of its accuracy (docs/training.md measures that)."""
+    for tests of the pipeline around a model, not of its accuracy (docs/results_training.md measures that)."""
     import torch
 
     from hedgenet.models import HedgeNet

@@ -1,6 +1,6 @@
 """hedgenet-phonons end to end: xTB phonons of AB bilayer graphene, a model run compared against them,
 and clear errors for bad inputs. The model is an untrained small HedgeNet saved like hedgenet-train saves
-one: this checks the pipeline, the accuracy of trained models is measured in docs/training.md."""
+one: this checks the pipeline, the accuracy of trained models is measured in docs/results_training.md."""
 
 from __future__ import annotations
 

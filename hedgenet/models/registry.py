@@ -7,7 +7,7 @@ weights depend on |r_ij| alone sees ρ only through |r_ij| = √(d² + ρ²), wh
 sweeps a whole C–C bond; smooth radial functions (8 Bessel functions over 5 Å) then give a sliding
 corrugation that is far too small. Measured on the 5×5 AB bilayer with xTB labels: a model without these
 features reproduced the interlayer distance scan (layer forces within ~1 meV/Å) but only 1/18 of the sliding
-force (docs/training.md, interlayer physics).
+force (docs/results_training.md, interlayer physics).
 
 HedgeNet's interlayer relations therefore also see the transverse distances
 
