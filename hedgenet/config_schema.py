@@ -233,6 +233,7 @@ class TrainSection:
     scheduler: SchedulerConfig = open_section(SchedulerConfig)
     ema_decay: Optional[float] = None
     gradient_clip_val: Optional[float] = None
+    hamiltonian_gauge: str = "fermi"
     resume: Optional[str] = None
     log_every_n_steps: int = MISSING
 

@@ -53,6 +53,8 @@ def test_run_directory_has_everything(straight):
               "test/forces_mae", "test/H_C-C_intra_mae", "test/H_C-C_inter_mae", "test/bands_mae"):
         assert np.isfinite(m[k]), k
     assert m["n_test"] == 3 and m["test/bands_n"] > 0
+    # the default Hamiltonian gauge: the H head learned H − E_F·S at xTB's Fermi level (≈ −9.8 eV)
+    assert -10.3 < m["init_statistics"]["hamiltonian_shift_eV"] < -9.3 and np.isfinite(m["val/H_fermi_all_mae"])
     split = json.loads((straight / "split.json").read_text())
     assert len(split["train"]) == 2 and len(split["val"]) == 1
     assert len((straight / "history.jsonl").read_text().splitlines()) == 4
@@ -104,6 +106,7 @@ def test_ddp_sim_matches_single_process(tiny):
         (["relations=intra_intr"], "intra_inter"),
         (["+model.chanels=4"], "model.chanels"),
         (["task=forcez"], "forces"),
+        (["train.hamiltonian_gauge=fermy"], "hamiltonian_gauge"),
         (["data.paths=[/nonexistent.h5]"], "does not exist"),
     ],
 )

@@ -300,13 +300,20 @@ def finish_blocks(head, feats: torch.Tensor, species: torch.Tensor, index: torch
 
 
 @torch.no_grad()
-def init_block_statistics(heads, graphs, n_species: int) -> dict:
+def init_block_statistics(heads, graphs, n_species: int, hamiltonian_shift_eV: float = 0.0) -> dict:
     """Data-dependent constants of block heads from training graphs: for every ``(head, t, key)`` in
-    ``heads`` (target ``t`` of ``head`` predicts ``graph.<key>``, ``H`` or ``S``), the identity-like
-    on-site reference (mean on-site blocks per species projected on ``head.decoder.onsite_basis``, into
-    ``head.onsite_coef[t]``) and the output scale (RMS of the remaining block elements, eV for H, into
-    ``head.scale[t]``). Heads whose key some graph lacks are skipped. Returns ``{f"{key}_scale": rms}``."""
+    ``heads`` (target ``t`` of ``head`` predicts ``graph.<key>``, ``H`` or ``S``; for ``H`` with a
+    ``hamiltonian_shift_eV`` E, H − E·S, what the head then predicts), the identity-like on-site reference
+    (mean on-site blocks per species projected on ``head.decoder.onsite_basis``, into ``head.onsite_coef[t]``)
+    and the output scale (RMS of the remaining block elements, eV for H, into ``head.scale[t]``). Heads whose
+    key some graph lacks are skipped. Returns ``{f"{key}_scale": rms}``."""
     stats = {}
+
+    def target(g, key):
+        if key == "H" and hamiltonian_shift_eV:
+            return g.H - hamiltonian_shift_eV * g.S
+        return getattr(g, key)
+
     for head, t, key in heads:
         if not graphs or not all(getattr(g, key) is not None for g in graphs):
             continue
@@ -316,7 +323,7 @@ def init_block_statistics(heads, graphs, n_species: int) -> dict:
         for g in graphs:
             i = g.block_index[0]
             on = g.block_kind == 0
-            sums.index_add_(0, g.species[i[on]], getattr(g, key)[on].double())
+            sums.index_add_(0, g.species[i[on]], target(g, key)[on].double())
             cnt.index_add_(0, g.species[i[on]], torch.ones(int(on.sum()), dtype=torch.float64))
         mean = sums / cnt.clamp(min=1)[:, None, None]
         coef = torch.einsum("cskl,skl->c", basis, mean) / basis.pow(2).sum((1, 2, 3))
@@ -325,7 +332,7 @@ def init_block_statistics(heads, graphs, n_species: int) -> dict:
         sq, n = 0.0, 0
         for g in graphs:
             i = g.block_index[0]
-            r = getattr(g, key).double().clone()
+            r = target(g, key).double().clone()
             on = g.block_kind == 0
             r[on] -= ref[g.species[i[on]]]
             sq += float(r[g.block_mask].pow(2).sum())

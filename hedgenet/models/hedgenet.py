@@ -386,7 +386,8 @@ class HedgeNet(GraphModel):
         if "energy" in self.outputs:
             stats.update(init_energy_head(self, graphs))
         if "H" in self.outputs:
-            stats.update(init_block_statistics([(self.head_blocks, 0, "H"), (self.head_S, 0, "S")], graphs, n_sp))
+            stats.update(init_block_statistics([(self.head_blocks, 0, "H"), (self.head_S, 0, "S")], graphs, n_sp,
+                                               float(self.hamiltonian_shift_eV)))
         return stats
 
 

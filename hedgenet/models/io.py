@@ -180,8 +180,10 @@ def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
             f"{path} (model format {data.get('format', 'unrecorded')}) cannot be rebuilt by this hedgenet "
             f"(format {MODEL_FORMAT}): {err}. Fix: retrain it with hedgenet-train on the same data."
         ) from None
+    state = dict(data["state_dict"])
+    state.setdefault("hamiltonian_shift_eV", torch.zeros(()))  # files written before the H gauge: H itself
     try:
-        model.load_state_dict(data["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise ModelFileError(
             f"{path} (model format {data.get('format', 'unrecorded')}) does not fit this hedgenet's architecture "

@@ -30,8 +30,9 @@ def evaluate(model, graphs=None, batch_size: int = 2, prefix: str = "val", predi
     parity: dict[str, list] = {}
     if predictions is None:
         predictions = predict_batches(model, graphs, batch_size)
+    shift = float(getattr(model, "hamiltonian_shift_eV", 0.0))
     for pred, batch in predictions:
-        metrics.update(pred, batch)
+        metrics.update(pred, batch, shift)
         if "forces" in pred:
             parity.setdefault("forces", []).append((batch.forces.numpy().ravel(), pred["forces"].numpy().ravel()))
         if "energy" in pred:

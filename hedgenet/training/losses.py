@@ -50,8 +50,10 @@ def layer_mean_forces(forces: torch.Tensor, batch) -> torch.Tensor:
     return sums[present] / counts[present, None]
 
 
-def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
-    """Σ_w w · MSE over the quantities the model predicts and the weights ask for; returns the parts too."""
+def total_loss(pred: dict, batch, weights: dict, hamiltonian_shift_eV: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Σ_w w · MSE over the quantities the model predicts and the weights ask for; returns the parts too.
+    With a ``hamiltonian_shift_eV`` E (the model's, :class:`~hedgenet.models.base.GraphModel`), the H term is the
+    MSE of H − E·S, what the model's H head predicts (eV)."""
     parts = {}
     if "energy" in pred and weights.get("energy", 0) > 0:
         n = batch.n_atoms.to(pred["energy"].dtype)
@@ -71,7 +73,10 @@ def total_loss(pred: dict, batch, weights: dict) -> tuple[torch.Tensor, dict]:
         parts["virial"] = masked_mse(pred["virial"] / n, batch.virial / n, torch.isfinite(batch.virial))
     for key in ("H", "S"):
         if key in pred and weights.get(key, 0) > 0:
-            parts[key] = masked_mse(pred[key], getattr(batch, key), batch.block_mask)
+            p, t = pred[key], getattr(batch, key)
+            if key == "H" and hamiltonian_shift_eV and "S" in pred:
+                p, t = p - hamiltonian_shift_eV * pred["S"], t - hamiltonian_shift_eV * batch.S
+            parts[key] = masked_mse(p, t, batch.block_mask)
     if not parts:
         raise ValueError(
             "no loss term: the model predicts none of the quantities with a positive weight in "

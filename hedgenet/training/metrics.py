@@ -1,6 +1,8 @@
 """torchmetrics MAE/RMSE for energy (meV/atom), forces (meV/Å), each layer's mean force per atom
 (``layer_forces``, meV/Å: the interlayer force; ``layer_forces_in_plane``: its x, y components, the sliding
-force), the virial per atom (``virial``, meV/atom, where labelled) and H (meV) / S blocks per block kind.
+force), the virial per atom (``virial``, meV/atom, where labelled) and H (meV) / S blocks per block kind; for a
+model with a Hamiltonian shift E (its H head predicts H − E·S) also ``H_fermi`` (meV): the error of H − E·S, the
+matrix whose errors move the states near E_F.
 
 Metrics accumulate over an epoch and are synchronised across DDP ranks by torchmetrics.
 """
@@ -23,6 +25,8 @@ class ErrorMetrics(nn.Module):
         for q in quantities:
             if q in ("H", "S"):
                 names += [f"{q}_{kind}" for kind in ("all", *BLOCK_KINDS)]
+            if q == "H" and "S" in quantities:
+                names.append("H_fermi_all")
             else:
                 names.append(q)
             if q == "forces":
@@ -38,7 +42,7 @@ class ErrorMetrics(nn.Module):
             self.mae[name].update(p, t)
             self.mse[name].update(p, t)
 
-    def update(self, pred: dict, batch) -> None:
+    def update(self, pred: dict, batch, hamiltonian_shift_eV: float = 0.0) -> None:
         if "energy" in pred:
             n = batch.n_atoms.to(pred["energy"].dtype)
             self._add("energy", pred["energy"] / n, batch.energy / n)
@@ -60,6 +64,9 @@ class ErrorMetrics(nn.Module):
             for kind, code in BLOCK_KINDS.items():
                 sel = mask & (batch.block_kind == code)[:, None, None]
                 self._add(f"{q}_{kind}", pred[q][sel], getattr(batch, q)[sel])
+        if hamiltonian_shift_eV and "H" in pred and "S" in pred:
+            mask, e = batch.block_mask, hamiltonian_shift_eV
+            self._add("H_fermi_all", (pred["H"] - e * pred["S"])[mask], (batch.H - e * batch.S)[mask])
 
     def compute(self, prefix: str) -> dict[str, float]:
         """``{prefix}/{name}_mae`` and ``_rmse`` (units: meV, meV/atom, meV/Å; S in 1e-3)."""

@@ -77,6 +77,11 @@ class TrainingModule(L.LightningModule):
         self.test_metrics = ErrorMetrics(quantities)
 
     # ----------------------------------------------------------------- steps
+    @property
+    def hamiltonian_shift_eV(self) -> float:
+        """The model's Hamiltonian shift E (eV): its H head predicts H − E·S, on which the H loss is taken."""
+        return float(getattr(self.model, "hamiltonian_shift_eV", 0.0))
+
     def forward(self, batch):
         return self.model(batch)
 
@@ -85,7 +90,7 @@ class TrainingModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         pred = self.model(batch, training=True)
-        loss, parts = total_loss(pred, batch, self.loss_weights)
+        loss, parts = total_loss(pred, batch, self.loss_weights, self.hamiltonian_shift_eV)
         for key, kind, probe in self.probes_due(self.global_step):
             parts[key] = self._force_constant_loss(probe, kind)
             loss = loss + self.loss_weights[key] * parts[key]
@@ -139,8 +144,8 @@ class TrainingModule(L.LightningModule):
     def _evaluate(self, batch, metrics: ErrorMetrics, prefix: str):
         with torch.enable_grad():
             pred = self._eval_model()(batch)
-        loss, _ = total_loss(pred, batch, self.loss_weights)
-        metrics.update(pred, batch)
+        loss, _ = total_loss(pred, batch, self.loss_weights, self.hamiltonian_shift_eV)
+        metrics.update(pred, batch, self.hamiltonian_shift_eV)
         self.log(f"{prefix}/loss", loss, batch_size=int(batch.n_atoms.numel()), sync_dist=True)
         return loss
 

@@ -228,7 +228,9 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     )
     dm.setup()
     (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
+    set_hamiltonian_gauge(model, str(cfg.train.hamiltonian_gauge), dm.graphs["train"])
     stats = model.init_statistics(dm.graphs["train"])
+    stats["hamiltonian_shift_eV"] = float(model.hamiltonian_shift_eV)
     fc_targets = force_constant_targets(cfg, model)
     module = TrainingModule(
         model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
@@ -338,10 +340,28 @@ def validation_loss(model, graphs, loss_weights: dict, batch_size: int) -> float
 
     total, n = 0.0, 0
     for pred, batch in predict_batches(model, graphs, batch_size):
-        loss, _ = total_loss(pred, batch, dict(loss_weights))
+        loss, _ = total_loss(pred, batch, dict(loss_weights), float(getattr(model, "hamiltonian_shift_eV", 0.0)))
         size = int(batch.n_atoms.numel())
         total, n = total + float(loss) * size, n + size
     return total / max(n, 1)
+
+
+HAMILTONIAN_GAUGES = ("fermi", "none")
+
+
+def set_hamiltonian_gauge(model, gauge: str, graphs) -> None:
+    """``train.hamiltonian_gauge``: ``fermi`` sets the model's Hamiltonian shift to the reference's Fermi level of
+    the first training cell with H and S (its H head then learns H − E_F·S), ``none`` to 0 (H itself)."""
+    from hedgenet.models.base import fermi_level_eV
+
+    if gauge not in HAMILTONIAN_GAUGES:
+        raise ConfigError(f"train.hamiltonian_gauge={gauge!r} unknown. Fix: one of {list(HAMILTONIAN_GAUGES)}")
+    shift = 0.0
+    if gauge == "fermi" and {"H", "S"} <= set(model.outputs):
+        labelled = next((g for g in graphs if g.H is not None and g.S is not None), None)
+        if labelled is not None:
+            shift = fermi_level_eV(labelled, model.layout, model.elements)
+    model.hamiltonian_shift_eV.fill_(shift)
 
 
 def check_objective(name: str, outputs) -> None:

@@ -283,5 +283,6 @@ class DeepHE3(GraphModel):
         n_sp = len(self.elements)
         if "energy" in self.outputs:
             stats.update(init_energy_head(self, graphs))
-        stats.update(init_block_statistics([(self.head_H, 0, "H"), (self.head_S, 0, "S")], graphs, n_sp))
+        stats.update(init_block_statistics([(self.head_H, 0, "H"), (self.head_S, 0, "S")], graphs, n_sp,
+                                           float(self.hamiltonian_shift_eV)))
         return stats
