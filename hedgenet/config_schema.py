@@ -239,6 +239,37 @@ class TrainSection:
 
 
 @dataclass
+class SweepSamplerConfig:
+    name: str = "tpe"                 # tpe | random
+    seed: Optional[int] = 0           # trial n samples with seed + n; null: not reproducible
+    n_startup_trials: int = 10        # tpe: random trials first
+
+
+@dataclass
+class SweepPrunerConfig:
+    name: str = "median"              # median | successive_halving | none
+    n_startup_trials: int = 5         # median: trials completed before any is pruned
+    n_warmup_steps: int = 0           # median: epochs before a trial can be pruned
+    min_resource: int = 1             # successive_halving: epochs before the first rung
+    reduction_factor: int = 3         # successive_halving
+
+
+@dataclass
+class SweepConfig:
+    """``hedgenet-sweep`` (conf/hparams_search/<family>.yaml): the Optuna study and its search space."""
+
+    study_name: str = MISSING
+    storage: Optional[str] = None     # sqlite:///<file>, journal:<file> or an RDB URL; None: sqlite under sweeps/
+    dir: str = MISSING                # trial_<number>/ run directories and sweep.log
+    n_trials: int = 20                # trials this launch adds
+    objectives: List[str] = field(default_factory=lambda: ["val/loss"])
+    directions: List[str] = field(default_factory=lambda: ["minimize"])
+    sampler: SweepSamplerConfig = field(default_factory=SweepSamplerConfig)
+    pruner: SweepPrunerConfig = field(default_factory=SweepPrunerConfig)
+    params: Dict[str, Any] = field(default_factory=dict)   # config key -> distribution (choice/interval/range)
+
+
+@dataclass
 class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     material: MaterialConfig = field(default_factory=MaterialConfig)
@@ -251,9 +282,9 @@ class TrainConfig:
     task_name: str = MISSING
     task: str = MISSING
     seed: int = MISSING
-    objective: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainSection = field(default_factory=TrainSection)
+    sweep: Optional[SweepConfig] = None   # set by hparams_search=<family>: read by hedgenet-sweep only
 
 
 # --- physics stages -----------------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ TINY_TRAIN = [
 
 
 def _run(cmd, root: Path, check: bool, timeout: int):
-    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=root, env=program_env(root), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -77,6 +76,16 @@ def run_sweep(prog: str, root: Path, name: str, args, check: bool = True, timeou
     """A Hydra multirun ``prog -m args hydra.sweep.dir=root/multiruns/name``; returns (process, sweep dir)."""
     proc = _run([str(BIN / prog), "-m", *args, f"hydra.sweep.dir={root}/multiruns/{name}"], root, check, timeout)
     return proc, root / "multiruns" / name
+
+
+def run_program(prog: str, root: Path, args, check: bool = True, timeout: int = 900):
+    """A console script without a run directory of its own (e.g. hedgenet-sweep) in ``root``; returns the process."""
+    return _run([str(BIN / prog), *args], root, check, timeout)
+
+
+def program_env(root: Path) -> dict:
+    """The environment the commands above run in (for a process started with Popen)."""
+    return {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
 def run_module(module: str, root: Path, args, check: bool = True, timeout: int = 900):

@@ -4,12 +4,12 @@
     hedgenet-train task=forces model=hedgenet_medium relations=single
     hedgenet-train trainer=ddp_sim train.max_epochs=5        # 2 CPU processes (gloo)
     hedgenet-train train.resume=<run dir>/checkpoints/last.ckpt
-    hedgenet-train hparams_search=hedgenet                   # Optuna sweep (sqlite study, resumable)
+    hedgenet-train tuned=hedgenet_ab_bilayer_graphene         # the best trial of a hedgenet-sweep study
     hedgenet-train experiment=compare_baselines              # every model × 3 seeds on one split (multirun)
 
 Writes into the run directory: resolved_config.yaml, split.json, history.jsonl, metrics.json,
 parity_*.png, learning_curves.png, checkpoints/ and model.pt (the EMA weights when EMA is on).
-Returns ``metrics[objective]`` (default ``val/loss``) to a Hydra sweeper.
+Hyperparameter sweeps: ``hedgenet-sweep hparams_search=<family>`` (hedgenet/cli/sweep.py).
 """
 
 from __future__ import annotations
@@ -28,13 +28,22 @@ def _report(metrics: dict, run) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def _main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> None:
+    import sys
+
     from hedgenet.data.store import DatasetError
     from hedgenet.training.callbacks import NonFiniteLossError, TrainingInterrupted
     from hedgenet.training.run import run_train
 
-    metrics = run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError, NonFiniteLossError, TrainingInterrupted))
-    return float(metrics[cfg.objective]) if metrics else None  # the sweep objective (run_train checked it)
+    if cfg.get("sweep") is not None:  # before the run writes anything
+        from hydra.core.hydra_config import HydraConfig
+
+        family = HydraConfig.get().runtime.choices.get("hparams_search")
+        print(f"hedgenet-train: error: ConfigError: hparams_search={family} is a search space, which "
+              f"hedgenet-sweep explores. Fix: hedgenet-sweep hparams_search={family} [overrides]; train its best "
+              "trial with hedgenet-train tuned=<study>", file=sys.stderr)
+        raise SystemExit(2)
+    run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError, NonFiniteLossError, TrainingInterrupted))
 
 
 def main() -> None:

@@ -146,6 +146,40 @@ class NonFiniteLossGuard(Callback):
             )
 
 
+class TrialPruning(Callback):
+    """Reports the validation ``objective`` to an Optuna trial after every validation epoch (step = epochs
+    trained) and, when the trial's pruner says so, stops the training at the end of that epoch. The run then
+    ends as any other (evaluation, metrics.json, model.pt): :meth:`run_metrics` adds ``pruned_after_epoch``.
+    ``trial`` is anything with Optuna's ``report(value, step)`` and ``should_prune()``; ``log(message)`` says
+    when a trial is pruned. One device only (a sweep never runs DDP trials)."""
+
+    def __init__(self, trial, objective: str, log=print):
+        self.trial, self.objective, self.say = trial, objective, log
+        self.pruned: tuple[int, float] | None = None   # (epochs trained, objective value) when pruned
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.pruned is not None:
+            return
+        metrics = trainer.callback_metrics
+        if self.objective not in metrics:
+            from hedgenet.config import ConfigError
+
+            names = sorted(k for k in metrics if k.startswith("val/"))
+            raise ConfigError(f"sweep objective {self.objective!r} is not among this run's validation metrics "
+                              f"{names} (the datasets lack its labels, or the model does not predict it). "
+                              "Fix: set sweep.objectives to names from that list")
+        value, epochs = float(metrics[self.objective]), trainer.current_epoch + 1
+        self.trial.report(value, step=epochs)
+        if self.trial.should_prune():
+            self.pruned = (epochs, value)
+            trainer.should_stop = True
+            self.say(f"trial {self.trial.number} pruned after epoch {epochs}/{trainer.max_epochs}: "
+                     f"{self.objective}={value:.6g}")
+
+    def run_metrics(self) -> dict:
+        return {} if self.pruned is None else {"pruned_after_epoch": self.pruned[0]}
+
+
 class HistoryWriter(Callback):
     """Rank 0 keeps one JSON line of ``callback_metrics`` per validation epoch in ``path``, one row per epoch:
     a resumed run first drops the rows of the epochs it will redo, and rows written again replace the old

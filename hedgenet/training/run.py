@@ -90,15 +90,17 @@ def build_trainer(trainer_cfg: DictConfig, **run_args):
 
 
 
-def run_train(cfg: DictConfig, run_dir: Path) -> dict:
+def run_train(cfg: DictConfig, run_dir: Path, callbacks=()) -> dict:
     """One training run (see the module docstring). SIGTERM/SIGINT stop it with :class:`TrainingInterrupted`
     (exit status 128 + signal), naming the checkpoint it resumes from and the command; a non-finite loss stops
-    it with :class:`NonFiniteLossError`. Neither writes a model.pt."""
+    it with :class:`NonFiniteLossError`. Neither writes a model.pt. ``callbacks``: Lightning callbacks added to
+    the config's (a sweep's :class:`~hedgenet.training.callbacks.TrialPruning`); the ``run_metrics()`` of those
+    that have one go into metrics.json."""
     from hedgenet.training.callbacks import StopOnSignal, TrainingInterrupted
 
     with StopOnSignal():
         try:
-            metrics = _run_train(cfg, run_dir)
+            metrics = _run_train(cfg, run_dir, list(callbacks))
             StopOnSignal.check()  # a signal whose exception a finaliser swallowed: never a silent success
             return metrics
         except TrainingInterrupted as err:
@@ -176,7 +178,7 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
     return targets
 
 
-def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
+def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
     import lightning as L
     import numpy as np
     import torch
@@ -196,12 +198,10 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.training.factory import build_model
     from hedgenet.training.force_constants import force_constant_metrics
     from hedgenet.training.module import TrainingModule
-    from hedgenet.training.sweep import check_one_device_per_trial
 
     checked = check_train_config(cfg)
     if cfg.task not in ("forces", "hamiltonian", "joint"):
         raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
-    check_one_device_per_trial(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     samples, layout, headers = load_samples(list(cfg.data.paths))
     test_paths = list(cfg.data.get("test_paths") or [])
@@ -219,7 +219,6 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
     dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
     model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1])
-    check_objective(str(cfg.objective), model.outputs)
 
     dm = GraphDataModule(
         cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,
@@ -263,7 +262,7 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     for cb in callbacks:  # a run resumed into a new directory keeps the earlier epochs of the old one
         if isinstance(cb, HistoryWriter) and resume is not None:
             cb.previous = Path(resume).parent.parent / "history.jsonl"
-    callbacks += [NonFiniteLossGuard(), SignalCheck()]
+    callbacks += [NonFiniteLossGuard(), SignalCheck(), *extra_callbacks]
 
     logger = False
     if cfg.logger.name == "csv":
@@ -320,15 +319,16 @@ def _run_train(cfg: DictConfig, run_dir: Path) -> dict:
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets),
-        epochs=cfg.train.max_epochs, init_statistics=stats,
+        epochs=cfg.train.max_epochs, epochs_trained=int(trainer.current_epoch), init_statistics=stats,
     )
+    for cb in extra_callbacks:
+        metrics.update(cb.run_metrics() if hasattr(cb, "run_metrics") else {})
     StopOnSignal.check()  # before the outputs: a stopped run writes no metrics.json and no model.pt
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     parity_plots(arrays, run_dir)
     learning_curves(history, run_dir)
     save_model(run_dir / "model.pt", cfg.model.name, init_kwargs, final,
                extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
-    objective_value(metrics, str(cfg.objective), run_dir)  # after every output is written: no work lost
     return metrics
 
 
@@ -362,29 +362,6 @@ def set_hamiltonian_gauge(model, gauge: str, graphs) -> None:
         if labelled is not None:
             shift = fermi_level_eV(labelled, model.layout, model.elements)
     model.hamiltonian_shift_eV.fill_(shift)
-
-
-def check_objective(name: str, outputs) -> None:
-    """Fail before training when ``objective`` names a validation metric the model cannot produce
-    (``test/*`` names depend on the held-out data: they are checked once the metrics exist)."""
-    from hedgenet.training.metrics import ErrorMetrics
-
-    if not name.startswith("val/"):
-        return
-    valid = ["val/loss"] + [f"val/{n}_{s}" for n in ErrorMetrics(tuple(outputs)).names for s in ("mae", "rmse")]
-    if name not in valid:
-        raise ConfigError(f"objective={name!r} is not a validation metric of this model (outputs {list(outputs)}); "
-                          f"valid: {valid}. Fix: set objective to one of them.")
-
-
-def objective_value(metrics: dict, name: str, run_dir: Path) -> float:
-    """``metrics[name]`` as a float for a sweeper, or a ConfigError listing the metric names there are."""
-    value = metrics.get(name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        names = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" in k)
-        raise ConfigError(f"objective={name!r} is not in this run's metrics ({run_dir}/metrics.json, kept); "
-                          f"available: {names}. Fix: set objective to one of them.")
-    return float(value)
 
 
 def inference_time(model, graphs, n_max: int = 8) -> dict:
