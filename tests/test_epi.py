@@ -140,3 +140,37 @@ def test_dirac_point_couplings_of_graphene_select_the_e2g_mode():
     assert 150 < g[strong[0]] * 4 < 450  # meV, × √16 cells
     others = np.setdiff1d(np.arange(len(g)), strong)
     assert g[others].max() < 1e-2 * g[strong[0]]
+
+
+def _couplings_with_degenerate_pair(seed: int):
+    """Synthetic couplings: 6 modes (frequencies with one degenerate pair at 45 THz), orthonormal eigenvectors,
+    g_ν = |c · e_ν| for a fixed coupling vector c (what a mode's |g| is: linear in its eigenvector)."""
+    rng = np.random.default_rng(seed)
+    vecs, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    c = rng.normal(size=6) * 10.0
+    freqs = np.array([0.4, 2.1, 20.0, 45.0, 45.0, 47.0])
+    return {"frequencies_THz": freqs, "eigenvectors": vecs, "g_abs_meV": np.abs(c @ vecs)}, c
+
+
+def test_coupling_comparison_is_independent_of_the_basis_inside_degenerate_modes_and_of_mode_order():
+    """Rotating the basis of a degenerate pair changes each mode's |g| but not the comparison; reordering the
+    modes (as another calculator's slightly different frequencies do) is undone by the eigenvector matching."""
+    from hedgenet.physics.epi import compare_couplings
+
+    ref, c = _couplings_with_degenerate_pair(0)
+    t = 0.7
+    rot = np.eye(6)
+    rot[3:5, 3:5] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    vecs = ref["eigenvectors"] @ rot
+    perm = np.array([1, 0, 2, 4, 5, 3])  # the pair moves behind the 47 THz mode, the two lowest swap
+    other = {"frequencies_THz": ref["frequencies_THz"][perm], "eigenvectors": vecs[:, perm],
+             "g_abs_meV": np.abs(c @ vecs)[perm]}
+    assert not np.allclose(np.abs(c @ vecs)[3:5], ref["g_abs_meV"][3:5])  # each mode's |g| did change
+    out = compare_couplings(other, ref, threshold_meV=0.0)
+    assert out["modes_matched_by"] == "eigenvectors"
+    assert out["g_mae_strong_modes_meV"] < 1e-10 and out["g_sum_ratio_to_compare"] == pytest.approx(1.0)
+    scaled = dict(other, g_abs_meV=1.1 * other["g_abs_meV"])
+    assert compare_couplings(scaled, ref, 0.0)["g_sum_ratio_to_compare"] == pytest.approx(1.1)
+    no_vectors = {k: v for k, v in other.items() if k != "eigenvectors"}
+    by_index = compare_couplings(no_vectors, ref, 0.0)
+    assert by_index["modes_matched_by"] == "mode index" and by_index["g_mae_strong_modes_meV"] > 0.1

@@ -50,7 +50,52 @@ def dirac_point_couplings(deriv: BlockDerivatives, modes, cmap, e_cnp_eV: float,
     coef = modes.eigenvectors.reshape(n_atoms, 3, -1) / np.sqrt(modes.masses)[:, None, None] * sigma[None, None, :]
     g = np.einsum("axv,axmn->vmn", coef, M)  # eV
     g_abs = 1e3 * np.sqrt(np.sum(np.abs(g) ** 2, axis=(1, 2)) / n_states)
-    return {"frequencies_THz": modes.frequencies_THz, "g_abs_meV": g_abs, "state_energies_eV": e}
+    return {"frequencies_THz": modes.frequencies_THz, "g_abs_meV": g_abs, "state_energies_eV": e,
+            "eigenvectors": modes.eigenvectors}
+
+
+def degenerate_groups(frequencies_THz, tol_THz: float = 0.05) -> list[np.ndarray]:
+    """Indices of the modes in each degenerate set: sorted frequencies chained while neighbours are within
+    ``tol_THz``."""
+    f = np.asarray(frequencies_THz)
+    order = np.argsort(f, kind="stable")
+    cuts = np.flatnonzero(np.diff(f[order]) > tol_THz) + 1
+    return np.split(order, cuts)
+
+
+def compare_couplings(g: dict, ref: dict, threshold_meV: float, tol_THz: float = 0.05) -> dict:
+    """Couplings ``g`` against a reference run's ``ref`` (same cell, same atom order), basis-independently.
+
+    |g_ν| of one mode of a degenerate set depends on the arbitrary basis inside the set; Σ_ν∈set |g_ν|² does
+    not. So each reference set G (:func:`degenerate_groups`) is given its RMS coupling ḡ_G = √(Σ_G |g_ν|²/|G|),
+    and the compared run's set is the |G| modes matched to G's modes by eigenvector overlap (the assignment that
+    maximises Σ |⟨e_ref|e⟩|², when both runs carry eigenvectors; else the same mode indices). Returns
+    ``g_sum_ratio_to_compare`` = Σ_G |G|·ḡ_G / the reference's (the coupling sum), ``g_mae_strong_modes_meV``:
+    the mean of |ḡ_G − ḡ_G,ref| over the modes of the sets with ḡ_G,ref > ``threshold_meV``, and
+    ``modes_matched_by`` (``eigenvectors`` or ``mode index``)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(ref["g_abs_meV"])
+    match = np.arange(n)
+    matched_by = "mode index"
+    if "eigenvectors" in g and "eigenvectors" in ref:
+        overlap = np.abs(np.asarray(ref["eigenvectors"]).T @ np.asarray(g["eigenvectors"])) ** 2
+        rows, cols = linear_sum_assignment(-overlap)
+        match[rows] = cols
+        matched_by = "eigenvectors"
+    g_abs, ref_abs = np.asarray(g["g_abs_meV"]), np.asarray(ref["g_abs_meV"])
+    sums, errors, weights = [0.0, 0.0], [], []
+    for group in degenerate_groups(ref["frequencies_THz"], tol_THz):
+        r = float(np.sqrt(np.mean(ref_abs[group] ** 2)))
+        m = float(np.sqrt(np.mean(g_abs[match[group]] ** 2)))
+        sums[0] += len(group) * m
+        sums[1] += len(group) * r
+        if r > threshold_meV:
+            errors.append(abs(m - r))
+            weights.append(len(group))
+    return {"g_sum_ratio_to_compare": sums[0] / max(sums[1], 1e-12),
+            "g_mae_strong_modes_meV": float(np.average(errors, weights=weights)) if errors else 0.0,
+            "modes_matched_by": matched_by}
 
 
 def dirac_couplings_of(calc, unit, supercell, delta_A: float = 0.005, fc_displacement_A: float = 0.01,
