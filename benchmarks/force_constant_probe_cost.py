@@ -1,0 +1,79 @@
+"""What one training step costs, by part: a training cell, a random force-constant probe on the stored
+force-constant cell, and a rigid interlayer probe on that cell and on its primitive cell (forward + backward,
+one thread, medians side by side in one run).
+
+    OMP_NUM_THREADS=1 python benchmarks/force_constant_probe_cost.py --dataset <dataset.h5 with force constants>
+
+The dataset must store force constants (``hedgenet-label dataset.force_constants=true``; the main job's stores
+xTB's 7×7 ones). The model is ``hedgenet_small`` in float32 with the main job's relations, untrained (cost does
+not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import median_time, print_table  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="a labelled dataset file with force constants")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+
+    from hedgenet.graphs import collate
+    from hedgenet.models import HedgeNet
+    from hedgenet.training.data import load_samples
+    from hedgenet.training.force_constants import (
+        force_constant_errors, interlayer_mode_errors, load_force_constant_targets, probe_vectors,
+    )
+    from hedgenet.training.losses import total_loss
+
+    samples, layout, headers = load_samples([args.dataset])
+    cutoff = float(headers[0]["solver_settings"]["block_cutoff_A"])
+    torch.manual_seed(0)
+    model = HedgeNet([6], size="hedgenet_small", task="joint", layout=layout, block_cutoff=cutoff,
+                     r_intra=4.0, r_inter=6.0, registry_widths=[0.4, 0.7, 1.1, 1.6], dtype="float32")
+    (target,) = load_force_constant_targets([args.dataset], model)
+    target = target.to("cpu", torch.float32)
+    cell = collate([model.graph_builder()(samples[0])]).to(dtype=torch.float32)
+    weights = {"energy": 1.0, "forces": 10.0, "H": 100.0, "S": 100.0}
+    full = dataclasses.replace(target, primitive_graph=None, orbit=None)
+
+    def step(loss_fn):
+        def run():
+            model.zero_grad()
+            loss_fn().backward()
+        return run
+
+    cases = [
+        (f"training cell ({len(samples[0]['numbers'])} atoms, E, F, H, S)",
+         lambda: total_loss(model(cell, training=True), cell, weights)[0]),
+        (f"random probe ({len(target.atoms)}-atom force-constant cell)",
+         lambda: (force_constant_errors(model, target, probe_vectors(len(target.atoms), 1, 0, torch.float32), True,
+                                        finite_differences=True) ** 2).mean()),
+        (f"interlayer probe on the {len(target.atoms)}-atom cell",
+         lambda: (interlayer_mode_errors(model, full, [0], True) ** 2).mean()),
+        (f"interlayer probe on the primitive cell ({target.primitive_graph.pos.shape[0]} atoms)",
+         lambda: (interlayer_mode_errors(model, target, [0], True) ** 2).mean()),
+    ]
+    rows = []
+    for name, fn in cases:
+        t, _ = median_time(step(fn), repeats=args.repeats, warmup=1)
+        rows.append([name, t])
+    base = rows[0][1]
+    print_table(["part of a training step (forward + backward)", "s (median)", "÷ training cell"],
+                [[n, t, t / base] for n, t in rows],
+                title=f"one thread, {args.repeats} repeats, hedgenet_small float32")
+
+
+if __name__ == "__main__":
+    main()
