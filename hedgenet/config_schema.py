@@ -75,6 +75,8 @@ class LoggerConfig:
     mode: Optional[str] = None
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
+    run_name: Optional[str] = None   # W&B run name (null: the run directory)
+    log_model: bool = True           # W&B: model.pt as a `model` artifact (hedgenet-train)
 
 
 @dataclass

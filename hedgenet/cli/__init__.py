@@ -25,12 +25,18 @@ def _hint_misspelt_override(func):
     import sys
     from pathlib import Path
 
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf import DictConfig
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     try:
         return func()
+    except MissingConfigException as err:
+        message = missing_launcher_message(str(err))
+        if message is None:
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: ConfigError: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as err:  # Hydra creating the run directory on a read-only or full disk
         from hedgenet.run_io import file_error_message
 
@@ -50,3 +56,23 @@ def _hint_misspelt_override(func):
         key = str(cause.full_key or cause.key)
         print(f"{Path(sys.argv[0]).name}: error: ConfigError: {unknown_key_message(key, valid)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+LAUNCHERS_EXTRA = "hedgenet[launchers]"
+"""The extra that brings Hydra's submitit (SLURM, local processes) and joblib launcher plugins."""
+
+
+def missing_launcher_message(hydra_message: str) -> str | None:
+    """One line for ``hydra/launcher=<name>`` when no installed plugin provides ``<name>`` (Hydra's "Could not
+    find 'hydra/launcher/<name>'"): the launchers that are installed and the extra that brings the others."""
+    import re
+
+    found = re.search(r"Could not find 'hydra/launcher/([^']+)'", hydra_message)
+    if found is None:
+        return None
+    listed = hydra_message.split("Available options in 'hydra/launcher':")[-1].split("Config search path")[0]
+    options = re.findall(r"^\t(\S+)$", listed, re.M)
+    installed = f" (installed: {', '.join(options)})" if options else ""
+    return (f"hydra/launcher={found.group(1)} is not an installed Hydra launcher{installed}. The submitit launchers "
+            f"(submitit_slurm, submitit_local) and joblib come with the launchers extra. Fix: pip install "
+            f"'{LAUNCHERS_EXTRA}' (or '.[launchers]' in a checkout), or choose an installed launcher")

@@ -43,7 +43,9 @@ def _main(cfg: DictConfig) -> None:
               f"hedgenet-sweep explores. Fix: hedgenet-sweep hparams_search={family} [overrides]; train its best "
               "trial with hedgenet-train tuned=<study>", file=sys.stderr)
         raise SystemExit(2)
-    run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError, NonFiniteLossError, TrainingInterrupted))
+    # open_tracker=False: with logger=wandb, Lightning's WandbLogger opens the W&B run on global rank 0 only
+    run_stage("hedgenet-train", cfg, run_train, _report, (DatasetError, NonFiniteLossError, TrainingInterrupted),
+              open_tracker=False)
 
 
 def main() -> None:

@@ -244,7 +244,10 @@ class KeepLoggedEpochs(Callback):
         if writer is None:
             return
         start = trainer.current_epoch
-        writer.rows = [r for r in self.rows if _epoch_of(r) is not None and _epoch_of(r) < start] + writer.rows
+        # rows without an epoch (a LearningRateMonitor's) are kept by their step: those logged before the
+        # step the run restarts at
+        step = int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+        writer.rows = [r for r in self.rows if _kept(r, start, step)] + writer.rows
         writer.ready = True
         writer.save()
 
@@ -328,6 +331,17 @@ def _epoch_of(row: dict):
         return int(float(row.get("epoch")))
     except (TypeError, ValueError):
         return None
+
+
+def _kept(row: dict, start_epoch: int, start_step: int) -> bool:
+    """Whether a row of the earlier run belongs before the epoch (and step) a resumed run restarts at."""
+    epoch = _epoch_of(row)
+    if epoch is not None:
+        return epoch < start_epoch
+    try:
+        return int(float(row.get("step"))) < start_step
+    except (TypeError, ValueError):
+        return False
 
 
 def read_csv_rows(path: Path) -> list[dict]:

@@ -26,7 +26,7 @@ def predict_batches(model, graphs, batch_size: int = 2):
 def evaluate(model, graphs=None, batch_size: int = 2, prefix: str = "val", predictions=None) -> tuple[dict, dict]:
     """Metrics (MAE/RMSE in meV, meV/atom, meV/Å) and parity arrays (eV, eV/Å) over ``graphs``, or over
     ``predictions`` already made (``(pred, batch)`` pairs of :func:`predict_batches`)."""
-    metrics = ErrorMetrics(tuple(model.outputs))
+    metrics = ErrorMetrics(tuple(model.outputs), distributed=False)  # rank 0 alone, after training
     parity: dict[str, list] = {}
     if predictions is None:
         predictions = predict_batches(model, graphs, batch_size)

@@ -54,4 +54,6 @@ def build_model(cfg: DictConfig, layout, block_cutoff: float, elements, n_layers
         model = BUILDERS[cfg.model.name](**kwargs)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    except ImportError as err:  # model=mace without mace-torch: the message names the extra that brings it
+        raise ConfigError(str(err)) from err
     return model, kwargs

@@ -17,9 +17,12 @@ from hedgenet.training.losses import BLOCK_KINDS, layer_mean_forces
 
 
 class ErrorMetrics(nn.Module):
-    """MAE and RMSE of every predicted quantity, in meV (energy per atom, forces, H) or 1e-3 (S)."""
+    """MAE and RMSE of every predicted quantity, in meV (energy per atom, forces, H) or 1e-3 (S).
+    ``distributed=False``: computed from this process's updates alone, also when a DDP process group exists
+    (the evaluation rank 0 runs alone after training; a synchronising compute would wait for ranks that
+    have finished)."""
 
-    def __init__(self, quantities: tuple[str, ...]):
+    def __init__(self, quantities: tuple[str, ...], distributed: bool = True):
         super().__init__()
         names = []
         for q in quantities:
@@ -33,8 +36,9 @@ class ErrorMetrics(nn.Module):
                 names += ["forces_out_of_plane", "layer_forces", "layer_forces_in_plane", "virial"]
         self.names = names
         # float64 accumulators: a float32 sum loses digits that model comparisons need
-        self.mae = nn.ModuleDict({n: MeanAbsoluteError().set_dtype(torch.float64) for n in names})
-        self.mse = nn.ModuleDict({n: MeanSquaredError().set_dtype(torch.float64) for n in names})
+        sync = {} if distributed else {"sync_on_compute": False}
+        self.mae = nn.ModuleDict({n: MeanAbsoluteError(**sync).set_dtype(torch.float64) for n in names})
+        self.mse = nn.ModuleDict({n: MeanSquaredError(**sync).set_dtype(torch.float64) for n in names})
 
     def _add(self, name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
         if name in self.mae and pred.numel():

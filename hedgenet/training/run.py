@@ -37,7 +37,11 @@ def check_train_config(cfg: DictConfig) -> DictConfig:
     _instantiable(checked.trainer, "trainer")
     for name, section in (cfg.get("callbacks") or {}).items():
         if section is not None:
-            _instantiable(section, f"callbacks.{name}")
+            target = _instantiable(section, f"callbacks.{name}")
+            if getattr(target, "__name__", "") == "LearningRateMonitor" and cfg.logger.name == "none":
+                raise ConfigError(f"callbacks.{name} (LearningRateMonitor) writes the learning rate through the run's "
+                                  "logger, and logger=none has none. Fix: logger=csv (csv/metrics.csv) or logger=wandb, "
+                                  f"or drop it with ~callbacks.{name}")
     return checked
 
 
@@ -198,7 +202,9 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
     from hedgenet.training.factory import build_model
     from hedgenet.training.force_constants import force_constant_metrics
     from hedgenet.training.module import TrainingModule
+    from hedgenet.training.tracking import log_run_outputs, single_log_stream, wandb_logger
 
+    single_log_stream()
     checked = check_train_config(cfg)
     if cfg.task not in ("forces", "hamiltonian", "joint"):
         raise ConfigError(f"task={cfg.task!r} unknown; valid: forces, hamiltonian, joint")
@@ -276,14 +282,8 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
         callbacks.append(KeepLoggedEpochs(rows))
         logger = resumable_csv_logger(str(run_dir))
     elif cfg.logger.name == "wandb":
-        import wandb
-        from lightning.pytorch.loggers import WandbLogger
-
-        # log into the run start_run opened (passing it avoids wandb's "run already in progress" warning)
-        logger = WandbLogger(
-            project=cfg.logger.project, save_dir=str(run_dir), offline=cfg.logger.mode == "offline",
-            group=cfg.logger.get("group"), tags=list(cfg.logger.get("tags", [])), experiment=wandb.run,
-        )
+        # opens the W&B run on global rank 0 only, once Lightning knows the rank (hedgenet.training.tracking)
+        logger = wandb_logger(cfg, run_dir)
     plugins = {} if "plugins" in cfg.trainer else {"plugins": [AtomicCheckpointIO()]}
     trainer = build_trainer(
         checked.trainer, max_epochs=cfg.train.max_epochs, inference_mode=False, logger=logger, **plugins,
@@ -291,7 +291,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
         log_every_n_steps=cfg.train.log_every_n_steps, default_root_dir=str(run_dir),
     )
     t0 = time.perf_counter()
-    # with logger=wandb, WandbLogger logs into the run start_run opened; run_stage finishes it after the summary
+    # with logger=wandb, run_stage puts the summary into the logger's W&B run and finishes it
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     train_time = time.perf_counter() - t0
     if not trainer.is_global_zero:
@@ -319,7 +319,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets),
-        epochs=cfg.train.max_epochs, epochs_trained=int(trainer.current_epoch), init_statistics=stats,
+        epochs=cfg.train.max_epochs, epochs_trained=epochs_trained(trainer, history), init_statistics=stats,
     )
     for cb in extra_callbacks:
         metrics.update(cb.run_metrics() if hasattr(cb, "run_metrics") else {})
@@ -329,7 +329,20 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
     learning_curves(history, run_dir)
     save_model(run_dir / "model.pt", cfg.model.name, init_kwargs, final,
                extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
+    if cfg.logger.name == "wandb":
+        log_run_outputs(logger, run_dir, str(cfg.model.name), metrics, bool(cfg.logger.get("log_model", True)))
     return metrics
+
+
+def epochs_trained(trainer, history: Path) -> int:
+    """Epochs the model has been trained for (resumed ones included): the trainer's count, or, where the
+    launching process's trainer was not advanced (``ddp_spawn`` trains in worker processes), one more than
+    the last epoch in ``history.jsonl``. Less than ``train.max_epochs`` when early stopping or pruning ended
+    the run."""
+    from hedgenet.training.callbacks import HistoryWriter
+
+    rows = HistoryWriter.read(history)
+    return max(int(trainer.current_epoch), max(rows) + 1 if rows else 0)
 
 
 def validation_loss(model, graphs, loss_weights: dict, batch_size: int) -> float:

@@ -412,7 +412,7 @@ def run_trial(sweep: Sweep) -> str:
                               f"overwrites one. Fix: move {sweep.dir} away or set sweep.study_name=<new name>")
         run_dir.mkdir(parents=True, exist_ok=True)
         task = _prepare_run(full, run_dir)
-        run = start_run(task)
+        run = start_run(task, open_tracker=False)  # logger=wandb: the trial's WandbLogger opens it
         pruning = [TrialPruning(trial, str(spec.objectives[0]), log.info)] if spec.pruner.name != "none" else []
         metrics = run_train(task, run_dir, callbacks=pruning)
         run.log_summary(metrics)

@@ -60,7 +60,8 @@ def import_mace_modules():
             from mace import modules
     except ImportError as err:
         raise ImportError(
-            f"model=mace needs mace-torch ({err}). Fix: pip install 'hedgenet[mace]' (mace-torch==0.3.16)"
+            f"model=mace needs mace-torch, which is not installed ({err}). It is an optional extra (it pins e3nn "
+            "to 0.4.4). Fix: pip install 'hedgenet[mace]' (or '.[mace]' in a checkout), or choose another model"
         ) from err
     finally:
         if before is None:
