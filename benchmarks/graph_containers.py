@@ -10,7 +10,7 @@ the GFN1-xTB layout, registry features on), built by today's :class:`GraphBuilde
 virial, H, S) are random numbers of the right shapes where a case needs them.
 
 Cases, every variant of a case timed in the same loop (interleaved, rotating order), medians of ``--repeats``
-after one warm-up:
+(×5 for the 144-atom builds, ×20 for batching and conversions) after one warm-up:
 
 (a) construction of one graph: ``GraphBuilder`` (today) against the same graph as a HeteroData, by conversion
     (``to_heterodata(builder(atoms))``) and built directly (the builder's numpy steps written into a HeteroData);
@@ -259,7 +259,7 @@ def main() -> None:
     rows = []
 
     # (a) construction
-    for atoms, reps in ((small, args.repeats), (big, max(3, args.repeats // 2))):
+    for atoms, reps in ((small, 5 * args.repeats), (big, args.repeats)):
         t = interleaved({
             "today": lambda: b(atoms),
             "conversion": lambda: to_heterodata(b(atoms)),
@@ -295,7 +295,7 @@ def main() -> None:
     bigs = [labelled(b(cell(args.big, seed=k)), seed=k) for k in range(2)]
     big_datas = [to_heterodata(g) for g in bigs]
     t = interleaved({"collate": lambda: collate(bigs), "pyg": lambda: Batch.from_data_list(big_datas)},
-                    max(3, args.repeats // 2))
+                    args.repeats)
     rows.append(row("(b) batch 2 graphs: collate vs Batch.from_data_list", n_big, t["collate"], t["pyg"]))
     del bigs, big_datas
     print("  (b) done", file=sys.stderr, flush=True)
@@ -338,8 +338,8 @@ def main() -> None:
     print("  (d) done", file=sys.stderr, flush=True)
 
     header = ["case", "atoms", "today (ms)", "PyG (ms)", "PyG / today"]
-    print_table(header, rows, title=f"graph containers, 1 thread, medians of {args.repeats} "
-                f"(×20 for µs-scale cases; {args.train_repeats} training steps)")
+    print_table(header, rows, title=f"graph containers, 1 thread, medians of {args.repeats} (×5 for the 144-atom "
+                f"builds, ×20 for batching and conversions; {args.train_repeats} training steps)")
     mrows = []
     for today, pyg in (("graph", "heterodata (conversion)"), ("graph", "heterodata (direct)"),
                        ("batch of 2: collate", "batch of 2: PyG")):

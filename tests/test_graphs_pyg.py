@@ -152,7 +152,9 @@ def test_pyg_batching_of_mixed_labels_equals_collate(graphs):
     mixed = [graphs[0], dataclasses.replace(graphs[1], virial=None), graphs[2]]
     expected = collate(mixed)
     assert torch.isnan(expected.virial[1]).all()
-    assert_same_graph(expected, from_heterodata(collate_heterodata([to_heterodata(g) for g in mixed])))
+    datas = [to_heterodata(g) for g in mixed]
+    assert_same_graph(expected, from_heterodata(collate_heterodata(datas)))
+    assert not hasattr(datas[1], "virial")  # the objects passed in are left as they are
     (pyg,) = list(DataLoader(to_heterodata_list(mixed), batch_size=3))
     assert_same_graph(expected, from_heterodata(pyg))
     no_h = [graphs[0], dataclasses.replace(graphs[1], H=None)]  # a label only some carry: dropped by both
@@ -233,3 +235,14 @@ def test_dataset_file_as_heterodata_for_a_pyg_loader(tiny_dataset, model):
     out = model(batches[0])
     for k in expected:
         assert torch.equal(expected[k], out[k]), k
+
+
+def test_pyg_is_imported_only_when_used():
+    """The core install runs without torch-geometric: nothing imports hedgenet.graphs.pyg at module level."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hedgenet.graphs, hedgenet.models, hedgenet.calculators, hedgenet.training.data; "
+            "print('torch_geometric' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout

@@ -2,7 +2,7 @@
 ``HeteroData`` and back, and PyG batching that gives what :func:`~hedgenet.graphs.neighbors.collate` gives.
 
 hedgenet keeps its own :class:`Graph` container inside (construction, batching, the models): a benchmark
-(``benchmarks/graph_containers.py``, docs/benchmarks.md) measured PyG's batching slower at 144 atoms. This
+(``benchmarks/graph_containers.py``, docs/benchmarks.md) measured PyG's batching 2× slower at 144 atoms. This
 module is for users who bring PyG models or tools: every hedgenet graph converts to a ``HeteroData`` without
 copying a tensor, and a hedgenet model takes a PyG batch as it is (:meth:`GraphModel.forward` converts it).
 
@@ -27,6 +27,7 @@ Layout of the ``HeteroData`` (one node type ``atom``; units as in :mod:`hedgenet
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any, Sequence
 
@@ -126,37 +127,41 @@ def to_heterodata_list(graphs: Sequence[Graph]) -> list[HedgeHeteroData]:
     """Every graph as a ``HeteroData``, with the labels made uniform as :func:`collate` would make them in any
     batch: a virial of NaN where some graphs have one and others not, and a label only some graphs carry
     dropped. ``torch_geometric.loader.DataLoader`` then batches the list exactly like ``collate``."""
-    datas = [to_heterodata(g) for g in graphs]
-    _harmonise(datas)
-    return datas
+    return _harmonise([to_heterodata(g) for g in graphs])
 
 
 def collate_heterodata(datas: Sequence[HeteroData]) -> Batch:
     """PyG batch (``Batch.from_data_list``) of ``HeteroData`` from :func:`to_heterodata`, labels made uniform
     first (see :func:`to_heterodata_list`); :func:`from_heterodata` of it equals :func:`collate` of the graphs."""
-    datas = list(datas)
-    _harmonise(datas)
-    return Batch.from_data_list(datas)
+    return Batch.from_data_list(_harmonise(list(datas)))
 
 
-def _harmonise(datas: list[HeteroData]) -> None:
-    """In place: what :func:`collate` does to labels some graphs lack (NaN virial; other labels dropped)."""
-    if not datas:
-        return
-    with_virial = [hasattr(d, "virial") for d in datas]
+def _harmonise(datas: list[HeteroData]) -> list[HeteroData]:
+    """What :func:`collate` does to labels some graphs lack (NaN virial; other labels dropped), on shallow copies
+    (tensors shared) of the objects that change; the objects passed in are left as they are."""
+    out = list(datas)
+
+    def edit(k: int) -> HeteroData:
+        if out[k] is datas[k]:
+            out[k] = copy.copy(datas[k])
+        return out[k]
+
+    with_virial = [hasattr(d, "virial") for d in out]
     if any(with_virial) and not all(with_virial):
-        for d, has in zip(datas, with_virial):
+        for k, has in enumerate(with_virial):
             if not has:
+                d = edit(k)
                 d.virial = torch.full((int(d.n_atoms.numel()), 3, 3), float("nan"), dtype=d[NODE].pos.dtype)
     for key, where in (("energy", None), ("forces", NODE), ("H", BLOCK_EDGE), ("S", BLOCK_EDGE)):
-        if where == BLOCK_EDGE and not all(BLOCK_EDGE in d.edge_types for d in datas):
+        if where == BLOCK_EDGE and not all(BLOCK_EDGE in d.edge_types for d in out):
             continue
-        stores = [d[where] if where is not None else d for d in datas]
-        present = [hasattr(s, key) for s in stores]
+        present = [hasattr(d if where is None else d[where], key) for d in out]
         if any(present) and not all(present):
-            for s, has in zip(stores, present):
+            for k, has in enumerate(present):
                 if has:
-                    delattr(s, key)
+                    d = edit(k)
+                    delattr(d if where is None else d[where], key)
+    return out
 
 
 __all__ = [
