@@ -1,8 +1,12 @@
-"""Heterogeneous atom graphs for HedgeNet: relation functions, neighbour lists, block edges, batching."""
+"""Heterogeneous atom graphs for HedgeNet: relation functions, neighbour lists, block edges, batching.
+
+:mod:`hedgenet.graphs.pyg` (imported on its own: it needs torch-geometric) converts graphs to and from PyG
+``HeteroData`` and batches them with PyG."""
 
 from hedgenet.graphs.neighbors import (
     Graph,
     GraphBuilder,
+    as_graph,
     collate,
     neighbor_pairs,
     relation_edges,
@@ -15,6 +19,7 @@ __all__ = [
     "Graph",
     "GraphBuilder",
     "RelationSpec",
+    "as_graph",
     "collate",
     "make_relations",
     "neighbor_pairs",

@@ -166,6 +166,17 @@ class Graph:
         )
 
 
+def as_graph(batch) -> Graph:
+    """``batch`` as a :class:`Graph`: a Graph as it is, a PyG ``HeteroData`` or PyG batch of them (from
+    :func:`hedgenet.graphs.pyg.to_heterodata`, e.g. out of a ``torch_geometric.loader.DataLoader``) converted
+    without copying a tensor; PyG is imported only when such an object arrives."""
+    if isinstance(batch, Graph) or not (hasattr(batch, "node_types") and hasattr(batch, "edge_types")):
+        return batch
+    from hedgenet.graphs.pyg import from_heterodata
+
+    return from_heterodata(batch)
+
+
 def collate(graphs: Sequence[Graph]) -> Graph:
     """Batch graphs into one: concatenate along nodes/edges, offset node and block-edge indices."""
     graphs = list(graphs)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn as tnn
 
+from hedgenet.graphs.neighbors import as_graph
+
 TASKS: dict[str, tuple[str, ...]] = {
     "forces": ("energy", "forces"),
     "hamiltonian": ("H", "S"),
@@ -96,8 +98,10 @@ class GraphModel(tnn.Module):
         ``compute_virial`` is true, or when it is None and the batch carries virial labels. The outputs are
         differentiable (forces with ``create_graph``) when ``training=True`` or when ``batch.pos``
         requires grad (e.g. for force constants or dH/du by autograd); otherwise they are detached.
-        Inputs are cast to the model's dtype.
+        Inputs are cast to the model's dtype. ``batch`` may also be a PyG ``HeteroData`` or PyG batch of them
+        (:mod:`hedgenet.graphs.pyg`): it is converted without a copy and gives the same outputs bit for bit.
         """
+        batch = as_graph(batch)
         want_forces = "forces" in self.outputs if compute_forces is None else compute_forces
         want_forces = want_forces and "energy" in self.outputs
         if compute_virial is None:

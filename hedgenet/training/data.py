@@ -2,6 +2,7 @@
 
 A sample is the dict :meth:`hedgenet.data.store.DatasetStore.read_sample` returns; ``graph_builder``
 turns it into one graph (model-specific: relation types and cutoffs), ``collate`` batches graphs.
+:func:`load_heterodata` gives the same graphs as PyG ``HeteroData`` for a ``torch_geometric.loader.DataLoader``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,25 @@ def load_samples(paths: Sequence[str | Path]) -> tuple[list[dict], OrbitalLayout
     if not samples:
         raise DatasetError(f"no labelled samples in {list(map(str, paths))}")
     return samples, layout, headers
+
+
+def load_heterodata(paths: Sequence[str | Path], graph_builder: Callable[[dict], object]) -> list:
+    """Every finished sample of the dataset files as a PyG ``HeteroData`` (:mod:`hedgenet.graphs.pyg`: node type
+    ``atom``, one edge type per relation type of the model, block edges ``("atom", "block", "atom")`` with the H
+    and S labels), for users who train PyG models on hedgenet data or batch with PyG::
+
+        from torch_geometric.loader import DataLoader
+        data = load_heterodata(["data/ab_bilayer_graphene_default.h5"], model.graph_builder())
+        for batch in DataLoader(data, batch_size=8, shuffle=True):
+            pred = model(batch)   # a hedgenet model takes a PyG batch as it is
+
+    A batch of these equals :func:`~hedgenet.graphs.collate` of the same graphs field by field (labels made
+    uniform over the list as ``collate`` makes them in a batch: a missing virial is NaN). Needs torch-geometric
+    (the ``ml`` extra)."""
+    from hedgenet.graphs.pyg import to_heterodata_list
+
+    samples, _, _ = load_samples(paths)
+    return to_heterodata_list([graph_builder(s) for s in samples])
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
