@@ -13,9 +13,15 @@ of ``hedgenet-label`` take the temperatures of v_F(T) without its 0 K point).
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+# train.yaml's search path for the `tuned` group ($HEDGENET_ROOT/sweeps) exists only after a first hedgenet-sweep;
+# until then Hydra warns about it on every command that composes train.yaml
+warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=.*sweeps is not available",
+                        category=UserWarning)
 
 
 class ConfigError(ValueError):
