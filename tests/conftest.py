@@ -13,6 +13,20 @@ from ase import Atoms
 from ase.build import graphene
 
 
+@pytest.fixture(scope="module")
+def float64_one_thread():
+    """float64 as torch's default dtype and one thread for a test module (restored after it): exact comparisons
+    of models built in the default dtype."""
+    import torch
+
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def graphene_sheet():
     """Rattled monolayer graphene supercell factory: n×n cells, a = 2.46 Å, 20 Å vacuum."""

@@ -25,14 +25,7 @@ LAYOUT = OrbitalLayout(dict(GFN1_SHELLS), basis_name="GFN1-xTB")
 TINY = {"channels": 4, "lmax": 2, "num_layers": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")
 
 
 def rattled(builder: str, n: int, amplitude: float = 0.08, seed: int = 0, **kw):
