@@ -26,6 +26,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="a labelled dataset file with force constants")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--r-intra", type=float, nargs="+", default=[4.0],
+                   help="intralayer cutoffs (Å) to compare, one model each (the default training model: 4)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -39,39 +41,41 @@ def main() -> None:
 
     samples, layout, headers = load_samples([args.dataset])
     cutoff = float(headers[0]["solver_settings"]["block_cutoff_A"])
-    torch.manual_seed(0)
-    model = HedgeNet([6], size="hedgenet_small", task="joint", layout=layout, block_cutoff=cutoff,
-                     r_intra=4.0, r_inter=6.0, registry_widths=[0.4, 0.7, 1.1, 1.6], dtype="float32")
-    (target,) = load_force_constant_targets([args.dataset], model)
-    target = target.to("cpu", torch.float32)
-    cell = collate([model.graph_builder()(samples[0])]).to(dtype=torch.float32)
     weights = {"energy": 1.0, "forces": 10.0, "H": 100.0, "S": 100.0}
-    full = dataclasses.replace(target, primitive_graph=None, orbit=None)
+    rows, base = [], None
+    for r_intra in args.r_intra:
+        torch.manual_seed(0)
+        model = HedgeNet([6], size="hedgenet_small", task="joint", layout=layout, block_cutoff=cutoff,
+                         r_intra=r_intra, r_inter=6.0, registry_widths=[0.4, 0.7, 1.1, 1.6], dtype="float32")
+        (target,) = load_force_constant_targets([args.dataset], model)
+        target = target.to("cpu", torch.float32)
+        cell = collate([model.graph_builder()(samples[0])]).to(dtype=torch.float32)
+        full = dataclasses.replace(target, primitive_graph=None, orbit=None)
 
-    def step(loss_fn):
-        def run():
-            model.zero_grad()
-            loss_fn().backward()
-        return run
+        def step(loss_fn, model=model):
+            def run():
+                model.zero_grad()
+                loss_fn().backward()
+            return run
 
-    cases = [
-        (f"training cell ({len(samples[0]['numbers'])} atoms, E, F, H, S)",
-         lambda: total_loss(model(cell, training=True), cell, weights)[0]),
-        (f"random probe ({len(target.atoms)}-atom force-constant cell)",
-         lambda: (force_constant_errors(model, target, probe_vectors(len(target.atoms), 1, 0, torch.float32), True,
-                                        finite_differences=True) ** 2).mean()),
-        (f"interlayer probe on the {len(target.atoms)}-atom cell",
-         lambda: (interlayer_mode_errors(model, full, [0], True) ** 2).mean()),
-        (f"interlayer probe on the primitive cell ({target.primitive_graph.pos.shape[0]} atoms)",
-         lambda: (interlayer_mode_errors(model, target, [0], True) ** 2).mean()),
-    ]
-    rows = []
-    for name, fn in cases:
-        t, _ = median_time(step(fn), repeats=args.repeats, warmup=1)
-        rows.append([name, t])
-    base = rows[0][1]
-    print_table(["part of a training step (forward + backward)", "s (median)", "÷ training cell"],
-                [[n, t, t / base] for n, t in rows],
+        n_fc, n_prim = len(target.atoms), target.primitive_graph.pos.shape[0]
+        cases = [
+            (f"training cell ({len(samples[0]['numbers'])} atoms, E, F, H, S)",
+             lambda: total_loss(model(cell, training=True), cell, weights)[0]),
+            (f"random probe ({n_fc}-atom force-constant cell)",
+             lambda: (force_constant_errors(model, target, probe_vectors(n_fc, 1, 0, torch.float32), True,
+                                            finite_differences=True) ** 2).mean()),
+            (f"interlayer probe on the {n_fc}-atom cell",
+             lambda: (interlayer_mode_errors(model, full, [0], True) ** 2).mean()),
+            (f"interlayer probe on the primitive cell ({n_prim} atoms)",
+             lambda: (interlayer_mode_errors(model, target, [0], True) ** 2).mean()),
+        ]
+        for name, fn in cases:
+            t, _ = median_time(step(fn), repeats=args.repeats, warmup=1)
+            base = t if base is None else base
+            rows.append([f"{r_intra:g}", name, t, t / base])
+    print_table(["r_intra (Å)", "part of a training step (forward + backward)", "s (median)",
+                 "÷ training cell at the first r_intra"], rows,
                 title=f"one thread, {args.repeats} repeats, hedgenet_small float32")
 
 
