@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase.calculators.calculator import Calculator, all_changes
 
 from hedgenet.calculators import ModelCalculator, ReferenceCalculator
 from hedgenet.models import HedgeNet
@@ -115,3 +116,36 @@ def test_reference_force_constants_are_cached_per_cell_and_shared(xtb_phonon, un
     assert result.n_displacements == len(first.displacements)
     other = ReferenceCalculator(reference, cache_dir=tmp_path).force_constants_cache_file(unit, [4, 4], 0.02)
     assert other != cached  # another displacement is another entry
+
+
+class LayerSpring(Calculator):
+    """E = ½k(d − d₀)² of the interlayer distance d (mean heights of layer 1 minus layer 0, Å; k in eV/Å²): a
+    calculator whose minimum is known, d = d₀."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, d0: float, k: float = 1.0):
+        super().__init__()
+        self.d0, self.k = d0, k
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        layer = np.asarray(self.atoms.arrays["layer"])
+        z = self.atoms.positions[:, 2]
+        stretch = z[layer == 1].mean() - z[layer == 0].mean() - self.d0
+        f = np.zeros((len(self.atoms), 3))
+        f[layer == 1, 2] = -self.k * stretch / (layer == 1).sum()
+        f[layer == 0, 2] = self.k * stretch / (layer == 0).sum()
+        self.results = {"energy": 0.5 * self.k * stretch**2, "forces": f}
+
+
+def test_own_minimum_finds_where_a_calculators_layers_rest():
+    """A calculator whose layers rest at 3.35 Å, started 0.15 Å too close: its own minimum is reached (residual
+    force ≤ 0.1 meV/Å) with the layers 0.15 Å further apart, each moved by half of it."""
+    from hedgenet.physics.phonons import own_minimum
+
+    unit = build_structure("bilayer_graphene", a=2.46, d=3.20)
+    out = own_minimum(LayerSpring(d0=3.35), unit)
+    assert out["own_minimum_residual_force_max_meV_A"] <= 0.1
+    assert out["own_minimum_interlayer_distance_change_A"] == pytest.approx(0.15, abs=1e-3)
+    assert out["own_minimum_shift_max_A"] == pytest.approx(0.075, abs=1e-3)

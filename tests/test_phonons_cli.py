@@ -58,6 +58,7 @@ def test_model_run_compared_with_reference(root, reference_run, model_file, meth
     s = json.loads((run / "summary.json").read_text())
     assert s["calculator"] == "model" and np.isfinite(s["frequency_mae_vs_compare_THz"])
     assert s["asr_violation_after_eV_A2"] < 1e-8
+    assert np.isfinite(s["own_minimum_interlayer_distance_change_A"]) and s["own_minimum_steps"] >= 0
 
 
 def test_finite_differences_and_autograd_agree_for_a_model(root, model_file):

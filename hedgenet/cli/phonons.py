@@ -47,7 +47,7 @@ the branch itself is ~0.5 THz (xTB's own virial at the relaxed structure is ~30�
 def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     import numpy as np
 
-    from hedgenet.physics.phonons import folds_k_onto_gamma, phonons_of
+    from hedgenet.physics.phonons import folds_k_onto_gamma, own_minimum, phonons_of
     from hedgenet.report.plots import plot_phonon_bands
 
     check_phonons_config(cfg)
@@ -65,6 +65,8 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
     (run_dir / "gamma_modes.json").write_text(json.dumps(r.gamma_modes, indent=1))
     summary = {"calculator": cfg.calculator, "method": p.method, "material": cfg.material.name,
                "structure_params": params, "supercell": list(p.supercell), **r.summary()}
+    if cfg.calculator == "model":  # where the model's own minimum lies (a model has no k-point sampling to get wrong)
+        summary.update(own_minimum(calc, unit))
     warnings = []
     if cfg.calculator == "reference" and cfg.reference.name == "xtb" and folds_k_onto_gamma(p.supercell):
         warnings.append(f"the {p.supercell[0]}×{p.supercell[1]} cell folds K onto Γ, the only k-point of xTB: graphene's "
@@ -74,8 +76,10 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
                         "force constants are not a stable lattice")
     if summary.get("residual_force_max_meV_A", 0.0) > RESIDUAL_FORCE_WARN_meV_A:
         warnings.append(f"the {cfg.calculator}'s forces at the relaxed structure reach "
-                        f"{summary['residual_force_max_meV_A']:.1f} meV/Å: its energy minimum lies elsewhere, so these "
-                        "are phonons of a strained lattice (a model: train longer or on more data)")
+                        f"{summary['residual_force_max_meV_A']:.1f} meV/Å: its energy minimum lies elsewhere"
+                        + (f" (interlayer distance {summary['own_minimum_interlayer_distance_change_A']:+.3f} Å)"
+                           if "own_minimum_interlayer_distance_change_A" in summary else "")
+                        + ", so these are phonons of a strained lattice (a model: train longer or on more data)")
     virial = summary.get("residual_virial_in_plane_meV_atom")
     if virial and max(abs(w) for w in virial) > RESIDUAL_VIRIAL_WARN_meV_atom:
         warnings.append(f"the {cfg.calculator}'s in-plane virial at the relaxed structure is "
@@ -100,7 +104,8 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
 def _report(summary: dict, run) -> None:
     for k in ("asr_violation_before_eV_A2", "gamma_interlayer_shear_THz", "gamma_layer_breathing_THz",
               "gamma_inplane_optical_max_THz", "gamma_lowest_non_acoustic_THz", "max_frequency_THz",
-              "frequency_mae_vs_compare_THz", "force_constants_time_s", "residual_force_max_meV_A"):
+              "frequency_mae_vs_compare_THz", "force_constants_time_s", "residual_force_max_meV_A",
+              "own_minimum_residual_force_max_meV_A", "own_minimum_interlayer_distance_change_A"):
         if k in summary:
             print(f"{k:36s} {summary[k]:.4g}")
     for w in summary.get("warnings", []):

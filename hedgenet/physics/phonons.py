@@ -197,6 +197,30 @@ def equilibrium_residuals(calc, atoms: Atoms) -> dict:
     return out
 
 
+def own_minimum(calc, unit: Atoms, fmax_meV_A: float = 0.1, steps: int = 200) -> dict:
+    """Where a calculator's own energy minimum lies, from the reference's relaxed unit cell ``unit``: the atomic
+    positions relaxed with ``calc`` at fixed cell (BFGS to ``fmax_meV_A``). Returns the largest force there
+    (meV/Å: ~0 when the relaxation converged, i.e. the energy has a minimum), the largest displacement from
+    ``unit`` (Å), the change of the interlayer distance (Å, layer 1 minus layer 0 mean height; absent for one
+    layer) and the steps taken. Meant for a model, which has no k-point sampling: a Γ-only reference on a
+    primitive cell would give wrong forces."""
+    from ase.optimize import BFGS
+
+    a = unit.copy()
+    a.calc = calc
+    opt = BFGS(a, logfile=None)
+    opt.run(fmax=fmax_meV_A * 1e-3, steps=int(steps))
+    out = {"own_minimum_residual_force_max_meV_A": 1e3 * float(np.linalg.norm(a.get_forces(), axis=1).max()),
+           "own_minimum_shift_max_A": float(np.linalg.norm(a.positions - unit.positions, axis=1).max()),
+           "own_minimum_steps": int(opt.nsteps)}
+    layer = layer_index(unit)
+    if len(np.unique(layer)) > 1:
+        def gap(x):
+            return float(x.positions[layer == 1, 2].mean() - x.positions[layer == 0, 2].mean())
+        out["own_minimum_interlayer_distance_change_A"] = gap(a) - gap(unit)
+    return out
+
+
 @dataclass
 class PhononResult:
     """Phonons of one calculator on one supercell: the phonopy object (force constants Φ in eV/Å², sum rule

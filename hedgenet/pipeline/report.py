@@ -46,6 +46,9 @@ def headline(outputs: dict) -> dict:
     if "residual_force_max_meV_A" in ph:  # is the reference's relaxed structure the model's equilibrium too?
         h["residual_force_max_meV_A"] = {"model": ph["residual_force_max_meV_A"],
                                          "reference": ph_ref.get("residual_force_max_meV_A")}
+    if "own_minimum_interlayer_distance_change_A" in ph:  # the model's own minimum (xTB's relaxed cell = 0)
+        h["model_minimum_interlayer_distance_change_A"] = ph["own_minimum_interlayer_distance_change_A"]
+        h["model_minimum_residual_force_max_meV_A"] = ph["own_minimum_residual_force_max_meV_A"]
     if "residual_virial_in_plane_meV_atom" in ph:
         def worst(s):
             return max(abs(w) for w in s["residual_virial_in_plane_meV_atom"]) if "residual_virial_in_plane_meV_atom" in s else None
