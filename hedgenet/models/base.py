@@ -173,19 +173,14 @@ def fermi_level_eV(graph, layout, elements: Sequence[int]) -> float:
     """The reference's Fermi level (eV) of a labelled cell: the midpoint between the highest occupied and the
     lowest empty state at the cell's Γ point for the neutral valence electron count, from the cell's H and S
     blocks (``graph.H``, ``graph.S``; ``elements`` maps ``graph.species`` to atomic numbers)."""
-    from scipy.linalg import eigh
-
-    from hedgenet.orbitals.bloch import bloch_matrix
-    from hedgenet.orbitals.layout import valence_electron_count
+    from hedgenet.orbitals.bloch import bloch_matrix, neutral_midgap_eV
 
     numbers = np.asarray(elements)[graph.species.cpu().numpy()]
     n_orb = np.array([layout.n_orb(int(z)) for z in numbers])
     index, shift = graph.block_index.cpu().numpy(), graph.block_shift.cpu().numpy()
     H = bloch_matrix(graph.H.double().cpu().numpy(), index, shift, n_orb)
     S = bloch_matrix(graph.S.double().cpu().numpy(), index, shift, n_orb)
-    w = eigh(0.5 * (H + H.T), 0.5 * (S + S.T), eigvals_only=True)
-    n_occ = valence_electron_count(numbers) // 2
-    return float(0.5 * (w[n_occ - 1] + w[n_occ]))
+    return neutral_midgap_eV(H, S, numbers)
 
 
 def model_hessian(model, graph, rows_per_batch: int = 48) -> np.ndarray:

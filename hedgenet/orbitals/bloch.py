@@ -164,3 +164,14 @@ def band_energy_error(eps_model, eps_ref, fermi_level_eV: float, window_eV: floa
     eps_model, eps_ref = np.asarray(eps_model), np.asarray(eps_ref)
     sel = np.abs(eps_ref - fermi_level_eV) <= window_eV
     return np.abs(eps_model - eps_ref)[sel]
+
+
+def neutral_midgap_eV(Hk, Sk, numbers) -> float:
+    """Midpoint (eV) between the highest occupied and the lowest empty eigenvalue of H(k) c = ε S(k) c for the
+    neutral valence electron count of the atoms ``numbers`` (two electrons per state)."""
+    from hedgenet.orbitals.layout import valence_electron_count
+
+    w = generalized_eigh(Hk, Sk, eigvals_only=True)
+    n_occ = valence_electron_count(numbers) // 2
+    return float(0.5 * (w[n_occ - 1] + w[n_occ]))
+

@@ -177,16 +177,13 @@ def spectral_function(eps: np.ndarray, weights: np.ndarray, energies_eV: np.ndar
 def charge_neutrality_level(blocks: BlockSet, cmap: SupercellMap, numbers, kfrac=(1 / 3, 1 / 3, 0.0)) -> float:
     """Midpoint (eV) between the highest occupied and lowest empty supercell state at the primitive wave
     vector ``kfrac`` (default K, where graphene's Dirac states sit) for the neutral valence electron count."""
-    from hedgenet.orbitals.layout import valence_electron_count
+    from hedgenet.orbitals.bloch import neutral_midgap_eV
 
-    n_el = valence_electron_count(numbers)
     k = primitive_kpoints_cart(cmap.primitive_cell, [kfrac])[0]
     kf = cmap.supercell_kfrac(k)
     Hk = bloch_matrix(blocks.H, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)
     Sk = bloch_matrix(blocks.S, blocks.edge_index, blocks.cell_shift, blocks.n_orb, kf)
-    w = generalized_eigh(Hk, Sk, eigvals_only=True)
-    n_occ = n_el // 2
-    return float(0.5 * (w[n_occ - 1] + w[n_occ]))
+    return neutral_midgap_eV(Hk, Sk, numbers)
 
 
 def layer_primitive_cell(atoms: Atoms, layer: int, tol_A: float = 1e-3) -> tuple[Atoms, np.ndarray]:
