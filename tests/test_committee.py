@@ -167,3 +167,18 @@ def test_bootstrap_resamples_the_training_split_only():
         assert set(dm.graphs["train"]) <= set(plain.graphs["train"])
         boots.append(dm.graphs["train"])
     assert boots[0] != boots[1]
+
+
+def test_predict_with_a_committee_writes_the_spread(committee, tmp_path):
+    import ase.io
+
+    structure = tmp_path / "cell.extxyz"
+    ase.io.write(structure, _atoms(committee["root"]), format="extxyz")
+    _, run = run_cli("hedgenet-predict", committee["root"], "pc",
+                     [f"model_path={committee['run_dir']}", f"structure={structure}", "predict.bands=false", "device=cpu"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["committee_size"] == 2 and summary["spread_calibrated"] is True
+    assert summary["forces_std_max_eV_A"] > 0 and summary["H_std_max_eV"] > 0
+    out = ase.io.read(run / "predicted.extxyz")
+    assert out.arrays["forces_std"].shape == (len(out),)
+    assert float(out.arrays["forces_std"].max()) == pytest.approx(summary["forces_std_max_eV_A"])
