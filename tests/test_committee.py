@@ -182,3 +182,16 @@ def test_predict_with_a_committee_writes_the_spread(committee, tmp_path):
     out = ase.io.read(run / "predicted.extxyz")
     assert out.arrays["forces_std"].shape == (len(out),)
     assert float(out.arrays["forces_std"].max()) == pytest.approx(summary["forces_std_max_eV_A"])
+
+
+def test_an_interrupted_member_resumes_from_its_checkpoint(committee):
+    """A member without model.pt but with checkpoints/last.ckpt (killed after its last epoch) continues from the
+    checkpoint; the finished member is kept."""
+    root = committee["root"]
+    shutil.copytree(committee["run_dir"], root / "runs" / "c2r")
+    for name in ("model.pt", "metrics.json"):
+        (root / "runs" / "c2r" / "members" / "1" / name).unlink()
+    proc, run_dir = run_cli("hedgenet-train", root, "c2r", COMMITTEE)
+    assert "member 0/2: finished before" in proc.stderr and "member 1/2: resuming from" in proc.stderr
+    assert (run_dir / "members" / "1" / "model.pt").exists()
+    assert json.loads((run_dir / "members" / "1" / "metrics.json").read_text())["epochs_trained"] == 2
