@@ -272,6 +272,12 @@ class SweepConfig:
 
 
 @dataclass
+class CommitteeSection:
+    size: Optional[int] = None
+    bootstrap: bool = False
+
+
+@dataclass
 class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     material: MaterialConfig = field(default_factory=MaterialConfig)
@@ -287,6 +293,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainSection = field(default_factory=TrainSection)
     sweep: Optional[SweepConfig] = None   # set by hparams_search=<family>: read by hedgenet-sweep only
+    committee: CommitteeSection = field(default_factory=CommitteeSection)
 
 
 # --- physics stages -----------------------------------------------------------------------------------------

@@ -193,24 +193,9 @@ class ModelCalculator(BlockCalculator):
         """:meth:`predict_hamiltonian` of many structures (e.g. the Monte Carlo samples of a temperature),
         ``batch_size`` of them per model call (one collated graph): the same blocks, fewer and larger calls —
         what a GPU needs to be busy."""
-        from hedgenet.graphs.neighbors import collate
-
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
-        structures = list(structures)
-        out = []
-        for start in range(0, len(structures), max(1, int(batch_size))):
-            chunk = structures[start : start + max(1, int(batch_size))]
-            graphs = [self.builder.from_atoms(a) for a in chunk]
-            pred = self.model(collate(graphs).to(device=self.device, dtype=next(self.model.parameters()).dtype),
-                              compute_forces=False)
-            first = 0
-            for g, atoms in zip(graphs, chunk):
-                n = g.block_index.shape[1]
-                out.append(blocks_from_prediction(g, {"H": pred["H"][first : first + n], "S": pred["S"][first : first + n]},
-                                                  self.layout, atoms.numbers))
-                first += n
-        return out
+        return _batched_blocks(self.model, self.builder, self.layout, self.device, list(structures), batch_size)
 
     DERIVATIVE_METHODS = ("finite_differences", "autograd")
 
@@ -244,6 +229,153 @@ class ModelCalculator(BlockCalculator):
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
         return autograd_block_derivatives(self.model, atoms)
+
+
+class CommitteeCalculator(ModelCalculator):
+    """A committee of trained models (``committee.json`` of ``hedgenet-train committee.size=K``, or its run
+    directory) as one calculator: energy, forces, stress, H and S blocks, force constants and dH/du are the
+    members' mean, so physics code works unchanged and uses the mean predictions. The spread comes with them:
+
+    - ``results["forces_std"]`` (N,) eV/Å per atom: the norm of the per-component sample std over members;
+      ``results["energy_std"]`` eV; ``results["forces_std_raw"]`` before calibration;
+    - :meth:`predict_hamiltonian_with_spread`: the mean blocks and ``{"H_std": (E,) eV, "S_std": (E,)}`` per block
+      (Frobenius norm of the per-entry std over the block's orbitals), on the BlockSet's edges.
+
+    ``calibrated=True`` multiplies the spreads by the scales stored in the committee file by
+    ``hedgenet-dataset calibrate`` (or the committee's own calibration after training), so that
+    ``s·spread`` matches the RMS error on held-out cells; without stored scales the raw spreads are returned and
+    :attr:`calibrated` is False. Statistics: :mod:`hedgenet.models.committee`."""
+
+    def __init__(self, committee, device: str = "auto", calibrated: bool = True, **kwargs):
+        from hedgenet.models.committee import read_committee
+        from hedgenet.models.io import load_model
+
+        self.committee = read_committee(committee)
+        members = [load_model(p) for p in self.committee["member_paths"]]
+        first = members[0]
+        for p, m in zip(self.committee["member_paths"][1:], members[1:]):
+            if (tuple(m.outputs) != tuple(first.outputs) or list(m.elements) != list(first.elements)
+                    or float(m.block_cutoff) != float(first.block_cutoff)
+                    or (m.layout is None) != (first.layout is None)
+                    or (m.layout is not None and m.layout.to_json() != first.layout.to_json())):
+                raise ValueError(f"committee member {p} predicts other quantities, elements, orbitals or block cutoff "
+                                 f"than {self.committee['member_paths'][0]}. Fix: a committee's members come from one "
+                                 "hedgenet-train committee.size=K command")
+        super().__init__(first, device=device, **kwargs)
+        self.models = [m.to(self.device).eval() for m in members]
+        self.builders = [m.graph_builder() for m in self.models]
+        cal = self.committee.get("calibration") or {}
+        self.calibrated = bool(calibrated and cal)
+        self.scales = {q: float(cal.get(f"{q}_scale") or 1.0) if self.calibrated else 1.0 for q in ("forces", "H", "S")}
+
+    @property
+    def size(self) -> int:
+        return len(self.models)
+
+    def _member_graphs(self, atoms: Atoms):
+        for model, builder in zip(self.models, self.builders):
+            yield model, builder.from_atoms(atoms).to(device=self.device, dtype=next(model.parameters()).dtype)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """The members' mean energy (eV), forces (eV/Å) and stress (eV/Å³), and the spreads (class docstring)."""
+        from hedgenet.models.committee import force_statistics
+
+        Calculator.calculate(self, atoms, properties, system_changes)
+        if "forces" not in self.model.outputs:
+            raise ValueError("this committee was trained with task=hamiltonian: it predicts no energy or forces")
+        want_stress = "stress" in properties
+        energies, forces, stresses = [], [], []
+        for model, g in self._member_graphs(self.atoms):
+            out = model(g, compute_virial=want_stress)
+            energies.append(float(out["energy"][0]))
+            forces.append(out["forces"].detach().cpu().numpy().astype(float))
+            if want_stress:
+                sigma = -out["virial"][0].detach().cpu().numpy().astype(float) / self.atoms.get_volume()
+                stresses.append(sigma.flat[[0, 4, 8, 5, 2, 1]])
+        mean_f, std_f = force_statistics(np.stack(forces))
+        e = float(np.mean(energies))
+        self.results = {"energy": e, "free_energy": e, "forces": mean_f, "forces_std": self.scales["forces"] * std_f,
+                        "forces_std_raw": std_f, "energy_std": float(np.std(energies, ddof=1))}
+        if want_stress:
+            self.results["stress"] = np.mean(stresses, axis=0)
+
+    def _combine(self, member_blocks: list) -> tuple[BlockSet, dict]:
+        from hedgenet.models.committee import block_mask, block_statistics
+
+        b0 = member_blocks[0]
+        n_max = b0.H.shape[-1]
+        mask = block_mask(b0.n_orb[b0.edge_index[0]], b0.n_orb[b0.edge_index[1]], n_max)
+        H, H_std = block_statistics(np.stack([b.H for b in member_blocks]), mask)
+        S, S_std = block_statistics(np.stack([b.S for b in member_blocks]), mask)
+        spread = {"H_std": self.scales["H"] * H_std, "S_std": self.scales["S"] * S_std,
+                  "H_std_raw": H_std, "S_std_raw": S_std}
+        return BlockSet(b0.edge_index, b0.cell_shift, H, S, b0.n_orb), spread
+
+    def predict_hamiltonian_with_spread(self, atoms: Atoms) -> tuple[BlockSet, dict]:
+        """The members' mean blocks H_ij(R) (eV), S_ij(R) and their spread per block: ``H_std`` (E,) eV,
+        ``S_std`` (E,) (calibrated when :attr:`calibrated`; ``*_raw`` before), in the BlockSet's edge order."""
+        if "H" not in self.model.outputs:
+            raise ValueError("this committee was trained with task=forces: it predicts no Hamiltonian blocks")
+        blocks = []
+        for model, g in self._member_graphs(atoms):
+            blocks.append(blocks_from_prediction(g, model(g, compute_forces=False), self.layout, atoms.numbers))
+        return self._combine(blocks)
+
+    def predict_hamiltonian(self, atoms: Atoms) -> BlockSet:
+        """The members' mean H_ij(R) (eV) and S_ij(R) (:meth:`predict_hamiltonian_with_spread` for the spread)."""
+        return self.predict_hamiltonian_with_spread(atoms)[0]
+
+    def predict_hamiltonians_with_spread(self, structures, batch_size: int = 8) -> list[tuple[BlockSet, dict]]:
+        """:meth:`predict_hamiltonian_with_spread` of many structures, each member batched as
+        :meth:`ModelCalculator.predict_hamiltonians`."""
+        structures = list(structures)
+        per_member = [_batched_blocks(m, b, self.layout, self.device, structures, batch_size)
+                      for m, b in zip(self.models, self.builders)]
+        return [self._combine(list(bs)) for bs in zip(*per_member)]
+
+    def predict_hamiltonians(self, structures, batch_size: int = 8) -> list[BlockSet]:
+        """The members' mean blocks of many structures (e.g. Monte Carlo samples), batched per member."""
+        if "H" not in self.model.outputs:
+            raise ValueError("this committee was trained with task=forces: it predicts no Hamiltonian blocks")
+        return [b for b, _ in self.predict_hamiltonians_with_spread(structures, batch_size)]
+
+    def hessian(self, atoms: Atoms, rows_per_batch: int = 48):
+        """The Hessian (N, N, 3, 3) eV/Å² of the members' mean energy: the mean of their exact Hessians."""
+        from hedgenet.calculators.autograd import autograd_force_constants
+
+        return np.mean([autograd_force_constants(m, atoms, rows_per_batch=rows_per_batch) for m in self.models], axis=0)
+
+    def block_derivatives(self, atoms: Atoms, delta_A: float = 0.005, method: str = "finite_differences",
+                          use_translations: bool = True, progress: bool = False) -> BlockDerivatives:
+        """As :meth:`ModelCalculator.block_derivatives` of the mean blocks (``autograd``: the mean of the
+        members' exact dH/du, dS/du)."""
+        if method != "autograd":
+            return BlockCalculator.block_derivatives(self, atoms, delta_A, method, use_translations, progress)
+        from hedgenet.calculators.autograd import autograd_block_derivatives
+
+        if "H" not in self.model.outputs:
+            raise ValueError("this committee was trained with task=forces: it predicts no Hamiltonian blocks")
+        ds = [autograd_block_derivatives(m, atoms) for m in self.models]
+        b0, _ = self._combine([d.blocks0 for d in ds])
+        return BlockDerivatives(b0, np.mean([d.dH for d in ds], axis=0), np.mean([d.dS for d in ds], axis=0))
+
+
+def _batched_blocks(model, builder, layout, device, structures, batch_size: int) -> list[BlockSet]:
+    """Blocks of ``structures`` predicted by ``model``, ``batch_size`` structures per call (one collated graph)."""
+    from hedgenet.graphs.neighbors import collate
+
+    out = []
+    for start in range(0, len(structures), max(1, int(batch_size))):
+        chunk = structures[start : start + max(1, int(batch_size))]
+        graphs = [builder.from_atoms(a) for a in chunk]
+        pred = model(collate(graphs).to(device=device, dtype=next(model.parameters()).dtype), compute_forces=False)
+        first = 0
+        for g, atoms in zip(graphs, chunk):
+            n = g.block_index.shape[1]
+            out.append(blocks_from_prediction(g, {"H": pred["H"][first : first + n], "S": pred["S"][first : first + n]},
+                                              layout, atoms.numbers))
+            first += n
+    return out
 
 
 def blocks_from_prediction(graph, out: dict, layout: OrbitalLayout, numbers) -> BlockSet:
@@ -282,10 +414,21 @@ def resolve_device(device: str = "auto"):
     return dev
 
 
+def is_committee(path) -> bool:
+    """Whether ``path`` is a committee: a ``committee.json`` or a run directory holding one."""
+    from pathlib import Path
+
+    from hedgenet.models.committee import COMMITTEE_FILE
+
+    p = Path(str(path))
+    return p.suffix == ".json" or (p.is_dir() and (p / COMMITTEE_FILE).exists())
+
+
 def make_calculator(kind: str, reference=None, model_path=None, cache_dir=None, device: str = "auto") -> BlockCalculator:
     """``kind='reference'``: the given :class:`Reference` as a calculator (its force constants cached in
     ``cache_dir`` when given); ``kind='model'``: the trained model at ``model_path`` (``model.pt`` of
-    ``hedgenet-train``) on ``device`` (:func:`resolve_device`). ValueError naming the fix otherwise."""
+    ``hedgenet-train``) on ``device`` (:func:`resolve_device`), or a committee (its run directory or
+    ``committee.json``) as a :class:`CommitteeCalculator`. ValueError naming the fix otherwise."""
     if kind == "reference":
         if reference is None:
             raise ValueError("calculator=reference needs a reference solver (reference=xtb|pyscf_dft)")
@@ -295,8 +438,11 @@ def make_calculator(kind: str, reference=None, model_path=None, cache_dir=None, 
 
         if model_path is None or not Path(str(model_path)).exists():
             raise ValueError(
-                f"calculator=model needs model_path=<run dir>/model.pt of a hedgenet-train run; got {model_path!r}"
+                f"calculator=model needs model_path=<run dir>/model.pt of a hedgenet-train run (or the run directory "
+                f"or committee.json of a committee, hedgenet-train committee.size=K); got {model_path!r}"
             )
+        if is_committee(model_path):
+            return CommitteeCalculator(str(model_path), device=device)
         return ModelCalculator(str(model_path), device=device)
     raise ValueError(f"calculator={kind!r} unknown; valid: model, reference")
 

@@ -8,6 +8,7 @@
     hedgenet-dataset import my_data.h5 frames.extxyz        # your energies and forces (eV, eV/Å) as a dataset
     hedgenet-dataset import my_blocks.h5 deeph/0 deeph/1    # DeepH folders (H, S) as a dataset
     hedgenet-dataset export data/x.h5 all.extxyz            # every sample with energy, forces, layer
+    hedgenet-dataset calibrate outputs/train/runs/<committee run> data/held_out.h5   # a committee's spread vs error
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ def _export_extxyz(args) -> None:
     print(f"wrote {n} frames to {args.out}")
 
 
+def _calibrate(args) -> None:
+    from hedgenet.training.committee import calibrate_committee
+    from hedgenet.training.data import load_samples
+
+    samples = load_samples(list(args.datasets))[0]
+    result = calibrate_committee(args.committee, samples, args.out, label=", ".join(args.datasets),
+                                 store=not args.no_store)
+    for q in ("forces", "H", "S"):
+        if q in result:
+            r = result[q]
+            scale = "undefined (zero spread)" if r["scale"] is None else f"{r['scale']:.4g}"
+            print(f"{q:6s} Spearman(spread, |error|) {r['spearman']}  scale s {scale}  RMS error {r['rms_error']:.4g}  "
+                  f"RMS spread {r['rms_spread']:.4g}  ({r['n']} entries)")
+    print(f"reliability plot {result['plot']}" + ("" if args.no_store else "; scales stored in the committee file"))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="hedgenet-dataset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -119,6 +136,13 @@ def main(argv=None) -> None:
     x.add_argument("file")
     x.add_argument("out", help="the extxyz file to write")
     x.set_defaults(func=_export_extxyz)
+    k = sub.add_parser("calibrate", help="a committee's spread against its error on held-out labelled cells: "
+                       "Spearman, reliability plot, calibrated scales (stored in committee.json)")
+    k.add_argument("committee", help="the committee's run directory (hedgenet-train committee.size=K) or committee.json")
+    k.add_argument("datasets", nargs="+", help="held-out labelled datasets (.h5) the members were not trained on")
+    k.add_argument("--out", default=None, help="where reliability.png and calibration.json go (default: the committee's folder)")
+    k.add_argument("--no-store", action="store_true", help="measure only: leave the committee file's scales as they are")
+    k.set_defaults(func=_calibrate)
     args = p.parse_args(argv)
     try:
         args.func(args)

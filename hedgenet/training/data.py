@@ -102,7 +102,8 @@ class EpochSeededSampler(Sampler):
 
 class GraphDataModule(L.LightningDataModule):
     """Graphs of labelled samples, split by ``split_seed`` (default: ``seed``), shuffled per epoch by
-    ``seed``; batch size is per rank."""
+    ``seed``; batch size is per rank. ``bootstrap_seed``: the training split is replaced by a resample of it
+    with replacement (as many samples, drawn with that seed; a committee member's data subset)."""
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class GraphDataModule(L.LightningDataModule):
         num_workers: int = 0,
         samples: list[dict] | None = None,
         split_seed: int | None = None,
+        bootstrap_seed: int | None = None,
     ):
         super().__init__()
         self.paths = list(paths)
@@ -126,6 +128,7 @@ class GraphDataModule(L.LightningDataModule):
         self.split_seed = seed if split_seed is None else split_seed
         self.num_workers = num_workers
         self._samples = samples
+        self.bootstrap_seed = bootstrap_seed
         self.graphs: dict[str, list] | None = None
         self.split: dict[str, np.ndarray] | None = None
 
@@ -136,6 +139,9 @@ class GraphDataModule(L.LightningDataModule):
         if samples is None:
             samples, _, _ = load_samples(self.paths)
         self.split = split_indices(len(samples), self.val_fraction, self.test_fraction, self.split_seed)
+        if self.bootstrap_seed is not None:  # a committee member's data subset: the training split resampled
+            train = self.split["train"]
+            self.split["train"] = np.sort(np.random.default_rng(self.bootstrap_seed).choice(train, size=train.size))
         self.sample_keys = [(s.get("dataset", ""), int(s.get("sample_id", k))) for k, s in enumerate(samples)]
         self.graphs = {name: [self.graph_builder(samples[i]) for i in idx] for name, idx in self.split.items()}
 

@@ -104,7 +104,13 @@ def run_train(cfg: DictConfig, run_dir: Path, callbacks=()) -> dict:
 
     with StopOnSignal():
         try:
-            metrics = _run_train(cfg, run_dir, list(callbacks))
+            from hedgenet.training.committee import check_committee_config, train_committee
+
+            if check_committee_config(cfg) is not None:  # K members, each a _run_train in members/<k>/
+                check_train_config(cfg)
+                metrics = train_committee(cfg, run_dir, list(callbacks), _run_train)
+            else:
+                metrics = _run_train(cfg, run_dir, list(callbacks))
             StopOnSignal.check()  # a signal whose exception a finaliser swallowed: never a silent success
             return metrics
         except TrainingInterrupted as err:
@@ -127,6 +133,10 @@ def interrupted_message(cfg: DictConfig, run_dir: Path, signum: int) -> str:
     import sys
 
     name = signal.Signals(signum).name
+    if (cfg.get("committee") or {}).get("size") is not None:
+        return (f"stopped by {name} before the committee was finished; the finished members in {run_dir}/members/ are "
+                "kept and the interrupted one continues from its last checkpoint. Rerun the same command with "
+                f"hydra.run.dir={run_dir}")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -182,7 +192,9 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
     return targets
 
 
-def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
+def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_seed: int | None = None) -> dict:
+    """One model's training in ``run_dir``; ``bootstrap_seed``: train on a resample (with replacement) of the
+    training split drawn with that seed (a committee member's data subset)."""
     import lightning as L
     import numpy as np
     import torch
@@ -230,6 +242,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> dict:
         cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,
         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed,
         split_seed=cfg.data.split_seed, num_workers=cfg.data.num_workers, samples=samples,
+        bootstrap_seed=bootstrap_seed,
     )
     dm.setup()
     (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))

@@ -1,0 +1,197 @@
+"""Committees of models (docs/training.md, "Committees and uncertainty"): one command trains K members and
+keeps finished ones on a rerun; the committee calculator's mean and spread are the members' mean and std; the
+calibration measures spread against error and stores scales the calculator applies; bad inputs name the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from ase import Atoms
+from cli_runner import TINY_TRAIN, run_cli, run_program
+
+COMMITTEE = [*[a for a in TINY_TRAIN if not a.startswith("train.max_epochs")], "train.max_epochs=2",
+             "data.paths=[${paths.data_dir}/tiny.h5]", "committee.size=2"]
+
+
+@pytest.fixture(scope="module")
+def committee(tiny_root, tmp_path_factory):
+    """A committee of 2 tiny members trained in one hedgenet-train command, and the stderr of a rerun of the
+    same command in the same run directory."""
+    root = tiny_root(tmp_path_factory.mktemp("committee"))
+    proc, run_dir = run_cli("hedgenet-train", root, "c2", COMMITTEE)
+    models = [run_dir / "members" / str(k) / "model.pt" for k in range(2)]
+    mtimes = [m.stat().st_mtime_ns for m in models]
+    rerun, _ = run_cli("hedgenet-train", root, "c2", COMMITTEE)
+    return {"root": root, "run_dir": run_dir, "models": models, "mtimes": mtimes, "rerun": rerun, "first": proc}
+
+
+def _atoms(root, k: int = 0) -> Atoms:
+    from hedgenet.training.data import load_samples
+
+    s = load_samples([str(root / "data" / "tiny.h5")])[0][k]
+    atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
+    atoms.arrays["layer"] = s["layer"]
+    return atoms
+
+
+def test_one_command_trains_every_member_and_a_rerun_keeps_them(committee):
+    run_dir = committee["run_dir"]
+    for k, model in enumerate(committee["models"]):
+        member = model.parent
+        assert model.exists() and (member / "metrics.json").exists() and (member / "checkpoints" / "last.ckpt").exists()
+        assert json.loads((member / "metrics.json").read_text())["epochs_trained"] == 2  # a real training each
+        assert "seed: " + str(k) in (member / "resolved_config.yaml").read_text()
+    info = json.loads((run_dir / "committee.json").read_text())
+    assert info["members"] == ["members/0/model.pt", "members/1/model.pt"] and info["seeds"] == [0, 1]
+    assert {"forces_scale", "H_scale", "S_scale", "forces_spearman"} <= set(info["calibration"])
+    assert (run_dir / "reliability.png").stat().st_size > 0
+    # members differ (seeds), and the rerun retrained neither of them
+    import torch
+
+    a, b = (torch.load(m, weights_only=True)["state_dict"] for m in committee["models"])
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert [m.stat().st_mtime_ns for m in committee["models"]] == committee["mtimes"]
+    assert committee["rerun"].stderr.count("finished before") == 2
+
+
+def test_committee_calculator_is_the_members_mean_and_std(committee):
+    from hedgenet.calculators import CommitteeCalculator, ModelCalculator, make_calculator
+
+    atoms = _atoms(committee["root"])
+    calc = CommitteeCalculator(committee["run_dir"], device="cpu", calibrated=False)
+    assert calc.size == 2 and not calc.calibrated
+    members = [ModelCalculator(m, device="cpu") for m in committee["models"]]
+    forces = np.stack([m.get_forces(atoms.copy()) for m in members])
+    energies = [m.get_potential_energy(atoms.copy()) for m in members]
+    a = atoms.copy()
+    a.calc = calc
+    assert a.get_potential_energy() == pytest.approx(np.mean(energies), abs=1e-12)
+    np.testing.assert_allclose(a.get_forces(), forces.mean(axis=0), rtol=0, atol=1e-12)
+    expected_std = np.sqrt((forces.std(axis=0, ddof=1) ** 2).sum(axis=-1))  # norm of the per-component std
+    np.testing.assert_allclose(calc.results["forces_std"], expected_std, rtol=1e-12, atol=1e-15)
+    assert calc.results["forces_std"].shape == (len(atoms),) and calc.results["forces_std"].max() > 0
+
+    blocks = [m.predict_hamiltonian(atoms) for m in members]
+    mean, spread = calc.predict_hamiltonian_with_spread(atoms)
+    H = np.stack([b.H for b in blocks])
+    np.testing.assert_allclose(mean.H, H.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mean.S, np.mean([b.S for b in blocks], axis=0), rtol=0, atol=1e-12)
+    n = mean.n_orb
+    for e in range(0, mean.n_edges, 97):  # per block: Frobenius norm of the per-entry std over its orbitals
+        ni, nj = n[mean.edge_index[0, e]], n[mean.edge_index[1, e]]
+        assert spread["H_std"][e] == pytest.approx(np.linalg.norm(H[:, e, :ni, :nj].std(axis=0, ddof=1)), rel=1e-12, abs=1e-15)
+    assert spread["H_std"].shape == (mean.n_edges,)
+    # batched prediction (physics: Monte Carlo samples) gives the same mean blocks
+    for got in calc.predict_hamiltonians([atoms, atoms], batch_size=2):
+        np.testing.assert_allclose(got.H, mean.H, rtol=0, atol=1e-10)
+    # a committee's run directory is a model_path for every physics command
+    assert isinstance(make_calculator("model", model_path=committee["run_dir"], device="cpu"), CommitteeCalculator)
+
+    # calibrated spreads: the stored scales times the raw spreads
+    cal = CommitteeCalculator(committee["run_dir"] / "committee.json", device="cpu")
+    info = json.loads((committee["run_dir"] / "committee.json").read_text())["calibration"]
+    assert cal.calibrated
+    b = atoms.copy()
+    b.calc = cal
+    b.get_forces()
+    np.testing.assert_allclose(cal.results["forces_std"], info["forces_scale"] * calc.results["forces_std"], rtol=1e-12)
+    np.testing.assert_allclose(cal.predict_hamiltonian_with_spread(atoms)[1]["H_std"], info["H_scale"] * spread["H_std"],
+                               rtol=1e-12)
+
+
+def test_identical_members_have_zero_spread(committee, tmp_path):
+    from hedgenet.calculators import CommitteeCalculator
+    from hedgenet.models.committee import write_committee
+
+    for k in range(2):  # two copies of one member: the same seed and data give the same weights
+        (tmp_path / str(k)).mkdir()
+        shutil.copyfile(committee["models"][0], tmp_path / str(k) / "model.pt")
+    write_committee(tmp_path / "committee.json", [tmp_path / "0" / "model.pt", tmp_path / "1" / "model.pt"])
+    calc = CommitteeCalculator(tmp_path, device="cpu")
+    atoms = _atoms(committee["root"])
+    atoms.calc = calc
+    atoms.get_forces()
+    assert np.all(calc.results["forces_std"] == 0) and calc.results["energy_std"] == 0
+    assert np.all(calc.predict_hamiltonian_with_spread(atoms)[1]["H_std"] == 0)
+
+
+def test_calibrate_command_reports_spearman_scale_and_plot(committee, tmp_path):
+    proc = run_program("hedgenet-dataset", committee["root"],
+                       ["calibrate", str(committee["run_dir"]), str(committee["root"] / "data" / "tiny.h5"),
+                        "--out", str(tmp_path), "--no-store"])
+    assert "Spearman" in proc.stdout
+    result = json.loads((tmp_path / "calibration.json").read_text())
+    for q in ("forces", "H", "S"):
+        r = result[q]
+        assert np.isfinite(r["spearman"]) and -1 <= r["spearman"] <= 1 and r["scale"] > 0
+        assert r["rms_error"] == pytest.approx(r["scale"] * r["rms_spread"])
+    assert result["forces"]["n"] == 3 * 64 and result["n_cells"] == 3
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def test_bad_committee_inputs_name_the_fix(committee, tmp_path):
+    from hedgenet.calculators import CommitteeCalculator, make_calculator
+    from hedgenet.models.committee import CommitteeFileError
+
+    proc, _ = run_cli("hedgenet-train", committee["root"], "c0", [*COMMITTEE[:-1], "committee.size=0"], check=False)
+    assert proc.returncode == 2 and "committee.size=0" in proc.stderr and "Fix: committee.size=4" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    bad = tmp_path / "committee.json"
+    bad.write_text(json.dumps({"format": 1, "members": [str(committee["models"][0]), "members/7/model.pt"]}))
+    with pytest.raises(CommitteeFileError, match=r"members/7/model.pt.*Fix: rerun the same hedgenet-train"):
+        CommitteeCalculator(bad, device="cpu")
+    with pytest.raises(ValueError, match="do not exist"):
+        make_calculator("model", model_path=bad, device="cpu")
+    with pytest.raises(CommitteeFileError, match="does not exist.*committee.size=4"):
+        CommitteeCalculator(tmp_path / "nothing" / "committee.json")
+    # a finished member is not silently reused under another config
+    proc, _ = run_cli("hedgenet-train", committee["root"], "c2", [*COMMITTEE, "model.size.channels=4"], check=False)
+    assert proc.returncode == 2 and "trained with another config" in proc.stderr and "new run directory" in proc.stderr
+
+
+def test_bootstrap_resamples_the_training_split_only():
+    from hedgenet.training.data import GraphDataModule
+
+    samples = [{"sample_id": k} for k in range(10)]
+    plain = GraphDataModule([], lambda s: s["sample_id"], list, samples=samples, val_fraction=0.2, split_seed=0)
+    plain.setup()
+    boots = []
+    for seed in (0, 1):
+        dm = GraphDataModule([], lambda s: s["sample_id"], list, samples=samples, val_fraction=0.2, split_seed=0,
+                             bootstrap_seed=seed)
+        dm.setup()
+        assert dm.graphs["val"] == plain.graphs["val"] and len(dm.graphs["train"]) == len(plain.graphs["train"])
+        assert set(dm.graphs["train"]) <= set(plain.graphs["train"])
+        boots.append(dm.graphs["train"])
+    assert boots[0] != boots[1]
+
+
+def test_predict_with_a_committee_writes_the_spread(committee, tmp_path):
+    import ase.io
+
+    structure = tmp_path / "cell.extxyz"
+    ase.io.write(structure, _atoms(committee["root"]), format="extxyz")
+    _, run = run_cli("hedgenet-predict", committee["root"], "pc",
+                     [f"model_path={committee['run_dir']}", f"structure={structure}", "predict.bands=false", "device=cpu"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["committee_size"] == 2 and summary["spread_calibrated"] is True
+    assert summary["forces_std_max_eV_A"] > 0 and summary["H_std_max_eV"] > 0
+    out = ase.io.read(run / "predicted.extxyz")
+    assert out.arrays["forces_std"].shape == (len(out),)
+    assert float(out.arrays["forces_std"].max()) == pytest.approx(summary["forces_std_max_eV_A"])
+
+
+def test_an_interrupted_member_resumes_from_its_checkpoint(committee):
+    """A member without model.pt but with checkpoints/last.ckpt (killed after its last epoch) continues from the
+    checkpoint; the finished member is kept."""
+    root = committee["root"]
+    shutil.copytree(committee["run_dir"], root / "runs" / "c2r")
+    for name in ("model.pt", "metrics.json"):
+        (root / "runs" / "c2r" / "members" / "1" / name).unlink()
+    proc, run_dir = run_cli("hedgenet-train", root, "c2r", COMMITTEE)
+    assert "member 0/2: finished before" in proc.stderr and "member 1/2: resuming from" in proc.stderr
+    assert (run_dir / "members" / "1" / "model.pt").exists()
+    assert json.loads((run_dir / "members" / "1" / "metrics.json").read_text())["epochs_trained"] == 2
