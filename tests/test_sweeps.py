@@ -1,4 +1,4 @@
-"""hedgenet-sweep (Optuna ≥ 4, trials composed with Hydra and trained in-process) on tiny real data: an 8-trial
+"""hedgenet-sweep (Optuna ≥ 4, trials composed with Hydra and trained in-process) on tiny real data: a 6-trial
 study whose median pruner stops trials early, a second launch that resumes it, the best trial exported and
 trained again with ``tuned=<study>`` (and compared), two worker processes sharing one journal-file study, a
 multi-objective study, and the refusals (objective names, storage URLs, DDP, a changed search space)."""
@@ -49,13 +49,13 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def first(root, tiny_dataset):
-    return sweep(root, tiny_dataset, "sweep.n_trials=8")
+    return sweep(root, tiny_dataset, "sweep.n_trials=6")
 
 
-def test_eight_trials_median_pruner_stops_some_early(root, first):
+def test_six_trials_median_pruner_stops_some_early(root, first):
     study = load_study(root)
     states = [t.state.name for t in study.trials]
-    assert len(states) == 8 and "PRUNED" in states and states.count("COMPLETE") >= 2, states
+    assert len(states) == 6 and "PRUNED" in states and states.count("COMPLETE") >= 2, states
     log = (root / "outputs" / "sweeps" / STUDY / "sweep.log").read_text()
     for t in study.trials:
         run = trial_dir(root, t.number)
@@ -83,14 +83,14 @@ def test_eight_trials_median_pruner_stops_some_early(root, first):
 def test_second_launch_resumes_the_study(root, first, tiny_dataset):
     before = {t.number: (t.params, t.state, t.intermediate_values) for t in load_study(root).trials}
     proc = sweep(root, tiny_dataset, "sweep.n_trials=2")
-    assert "8 trials so far" in proc.stdout and "resuming" in proc.stdout
+    assert "6 trials so far" in proc.stdout and "resuming" in proc.stdout
     study = load_study(root)
-    assert len(study.trials) == 10 and not any(t.state.name == "RUNNING" for t in study.trials)
-    assert {t.number: (t.params, t.state, t.intermediate_values) for t in study.trials[:8]} == before
+    assert len(study.trials) == 8 and not any(t.state.name == "RUNNING" for t in study.trials)
+    assert {t.number: (t.params, t.state, t.intermediate_values) for t in study.trials[:6]} == before
     # trial n samples with seed + n: the resumed launch draws new points
     old = {round(p["train.optimizer.lr"], 12) for p, _, _ in before.values()}
-    assert all(round(t.params["train.optimizer.lr"], 12) not in old for t in study.trials[8:])
-    assert all((trial_dir(root, n) / "metrics.json").exists() for n in (8, 9))
+    assert all(round(t.params["train.optimizer.lr"], 12) not in old for t in study.trials[6:])
+    assert all((trial_dir(root, n) / "metrics.json").exists() for n in (6, 7))
 
 
 def test_best_trial_round_trips_through_hedgenet_train_and_compare(root, first, tiny_dataset, tmp_path):

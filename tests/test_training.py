@@ -89,7 +89,11 @@ def test_ddp_sim_matches_single_process(tiny):
     """2 gloo ranks with 1 graph each per step == 1 process with both graphs in one batch."""
     _, single = train(tiny, "single", "train.max_epochs=2", "data.val_fraction=0.34", "train.ema_decay=null")
     _, ddp = train(tiny, "ddp", "train.max_epochs=2", "data.val_fraction=0.34", "train.ema_decay=null",
-                   "trainer=ddp_sim", "data.batch_size=1")
+                   "trainer=ddp_sim", "data.batch_size=1", "logger=wandb")
+    # W&B is opened on rank 0 only: one offline run (tests/test_logging.py reads its records under ``ddp``)
+    runs = sorted((ddp / "wandb").glob("*run-*"))
+    assert [p.name.startswith("offline-run-") for p in runs] == [True], runs
+    assert len(list(runs[0].glob("run-*.wandb"))) == 1
     m1 = json.loads((single / "metrics.json").read_text())
     m2 = json.loads((ddp / "metrics.json").read_text())
     # gloo all-reduce sums in another order than one process does; Adam amplifies those 1e-16 differences

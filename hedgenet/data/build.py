@@ -8,8 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from hedgenet.structures.layers import layer_index
 
 
@@ -27,7 +25,6 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     for another supercell of ``unit``, when ``dataset.force_constants_supercell`` asks to store those instead.
     Resumable: a store that exists must have the same fingerprint; finished samples are kept; stored force
     constants of another cell than the one asked for are replaced (the samples stay)."""
-    from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, strain_specs, thermal_specs
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
@@ -39,27 +36,10 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     reference.check_elements(base)
     reference.check_cell(base)
 
-    rattle, thermal = d["rattle"], d["thermal"]
-    specs = rattle_specs(len(base), list(rattle["amplitudes_A"]), rattle["n_per_amplitude"], seed)
-    wants_thermal = thermal["n_per_temperature"] > 0 and len(thermal["temperatures_K"]) > 0
     fc_supercell = list(d.get("force_constants_supercell") or d["supercell"])
     own_cell = fc_supercell == list(d["supercell"])  # the stored force constants are the thermal sampler's
-    phonon = thermal_force_constants() if wants_thermal or (d.get("force_constants") and own_cell) else None
-    if wants_thermal:
-        specs += thermal_specs(
-            phonon, list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
-            start_id=len(specs), quantum=thermal["quantum"], cutoff_frequency_THz=thermal["cutoff_frequency_THz"],
-        )
-    shifts = (d.get("rigid") or {}).get("shifts_A") or []
-    specs += rigid_layer_specs(layer_index(base), shifts, seed, start_id=len(specs))
-    strain = d.get("strain") or {}
-    specs += strain_specs(len(base), strain.get("strains") or [], float(strain.get("rattle_A", 0.0)), seed,
-                          start_id=len(specs))
-    for spec in specs:  # a strained cell must still be wide enough for the block cutoff (a shear narrows it too)
-        if spec.strain is not None:
-            squeezed = base.copy()
-            squeezed.set_cell(base.cell.array @ (np.eye(3) + spec.strain_tensor()), scale_atoms=True)
-            reference.check_cell(squeezed)
+    phonon = thermal_force_constants() if wants_thermal(d) or (d.get("force_constants") and own_cell) else None
+    specs = recipe_specs(base, d, seed, phonon, reference)
     path = dataset_path(d)
     if d["num_shards"] > 1:
         specs = [s for s in specs if s.sample_id % d["num_shards"] == d["shard_index"]]
@@ -68,7 +48,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
     stored_fc = None
     if d.get("force_constants"):
-        step = float(thermal["fc_displacement_A"])
+        step = float(d["thermal"]["fc_displacement_A"])
         if own_cell:
             stored_fc = (phonon.force_constants, step, None)
         else:
@@ -106,6 +86,38 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     if summary["n_failed"]:
         summary["failures"] = {str(k): v for k, v in store.failures().items()}
     return summary
+
+
+def wants_thermal(dataset: dict) -> bool:
+    """Whether the recipe ``dataset`` has thermal samples (which need the reference's force constants)."""
+    thermal = dataset["thermal"]
+    return thermal["n_per_temperature"] > 0 and len(thermal["temperatures_K"]) > 0
+
+
+def recipe_specs(base, dataset: dict, seed: int, phonon=None, reference=None) -> list:
+    """The displaced supercells of the recipe ``dataset`` (a ``dataset`` config section, resolved: rattles,
+    thermal samples drawn from ``phonon``'s force constants, rigid layer shifts, strained cells) of the supercell
+    ``base``, numbered from 0 in that order; every sample derives from (``seed``, its id). With ``reference``, a
+    strained cell too narrow for its block cutoff is refused before any labelling."""
+    from hedgenet.data.displacements import rattle_specs, rigid_layer_specs, strain_specs, thermal_specs
+
+    d = dataset
+    rattle, thermal = d["rattle"], d["thermal"]
+    specs = rattle_specs(len(base), list(rattle["amplitudes_A"]), rattle["n_per_amplitude"], seed)
+    if wants_thermal(d):
+        specs += thermal_specs(
+            phonon, list(thermal["temperatures_K"]), thermal["n_per_temperature"], seed,
+            start_id=len(specs), quantum=thermal["quantum"], cutoff_frequency_THz=thermal["cutoff_frequency_THz"],
+        )
+    shifts = (d.get("rigid") or {}).get("shifts_A") or []
+    specs += rigid_layer_specs(layer_index(base), shifts, seed, start_id=len(specs))
+    strain = d.get("strain") or {}
+    specs += strain_specs(len(base), strain.get("strains") or [], float(strain.get("rattle_A", 0.0)), seed,
+                          start_id=len(specs))
+    for spec in specs:  # a strained cell must still be wide enough for the block cutoff (a shear narrows it too)
+        if spec.strain is not None and reference is not None:
+            reference.check_cell(spec.structure(base))
+    return specs
 
 
 def dataset_path(dataset: dict) -> Path:

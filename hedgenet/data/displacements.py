@@ -36,6 +36,16 @@ class SampleSpec:
         exx, eyy, exy = self.strain
         return np.array([[exx, exy, 0.0], [exy, eyy, 0.0], [0.0, 0.0, 0.0]])
 
+    def structure(self, base):
+        """This sample's structure: ``base`` displaced by :attr:`displacement` (Å), then strained by its strain
+        (cell → cell·(1 + ε), positions scaled with it)."""
+        atoms = base.copy()
+        atoms.positions = base.positions + self.displacement
+        strain = self.strain_tensor()
+        if strain is not None:
+            atoms.set_cell(base.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+        return atoms
+
     def attrs(self) -> dict:
         out = {"sample_id": self.sample_id, "kind": self.kind, "seed": self.seed}
         if self.amplitude_A is not None:

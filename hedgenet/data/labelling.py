@@ -32,11 +32,7 @@ def _init_worker(factory, factory_kwargs, threads: int) -> None:
 
 def label_one(reference, base: Atoms, spec: SampleSpec, store: DatasetStore) -> str:
     """Label one displaced supercell and stage it; returns 'ok' or 'failed: <reason>'."""
-    atoms = base.copy()
-    atoms.positions = base.positions + spec.displacement
-    strain = spec.strain_tensor()
-    if strain is not None:
-        atoms.set_cell(base.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+    atoms = spec.structure(base)
     attrs = {**spec.attrs(), "labelled_at": time.time(), "pid": os.getpid()}
     t0 = time.perf_counter()
     try:
