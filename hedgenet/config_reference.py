@@ -12,7 +12,7 @@ from pathlib import Path
 
 PRIMARY = {"label": "hedgenet-label", "train": "hedgenet-train", "phonons": "hedgenet-phonons",
            "epi": "hedgenet-epi", "fermi_velocity": "hedgenet-fermi-velocity", "predict": "hedgenet-predict",
-           "pipeline": "hedgenet-pipeline"}
+           "active": "hedgenet-active", "pipeline": "hedgenet-pipeline"}
 
 
 def reference_markdown(conf_dir: Path | None = None) -> str:

@@ -403,6 +403,34 @@ class PipelineConfig:
     overrides: PipelineOverrides = field(default_factory=PipelineOverrides)
 
 
+# --- hedgenet-active ----------------------------------------------------------------------------------------
+
+@dataclass
+class ActiveSection:
+    strategy: str = MISSING
+    score: str = MISSING
+    batch_size: int = MISSING
+    max_rounds: int = MISSING
+    max_labels: int = MISSING
+    target_force_spread_meV_A: Optional[float] = None
+
+
+@dataclass
+class ActiveConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    reference: ReferenceConfig = open_section(ReferenceConfig)
+    temperatures: TemperaturesConfig = field(default_factory=TemperaturesConfig)
+    task_name: str = MISSING
+    seed: int = MISSING
+    progress: bool = MISSING
+    seed_data: List[str] = field(default_factory=list)
+    test_paths: List[str] = field(default_factory=list)
+    pool: DatasetConfig = field(default_factory=DatasetConfig)
+    active: ActiveSection = field(default_factory=ActiveSection)
+    train: Dict[str, Any] = field(default_factory=dict)   # checked against train.yaml's schema when composed
+
+
 # --- hedgenet-predict ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -431,6 +459,7 @@ class PredictConfig:
 SCHEMAS = {
     "label": LabelConfig, "train": TrainConfig, "phonons": PhononsConfig, "epi": EpiConfig,
     "fermi_velocity": FermiVelocityConfig, "pipeline": PipelineConfig, "predict": PredictConfig,
+    "active": ActiveConfig,
 }
 
 

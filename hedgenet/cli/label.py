@@ -82,23 +82,27 @@ def run_label(cfg: DictConfig) -> dict:
         return _label(cfg)
 
 
-def _label(cfg: DictConfig) -> dict:
-    from hedgenet.data.build import label_material
+def labelling_context(cfg: DictConfig, d: DictConfig):
+    """What labelling the recipe ``d`` (a ``dataset`` section) needs: the reference, the material's unit cell
+    relaxed by it (cached) and its parameters, and ``thermal_force_constants()``, which computes (cached) the
+    reference's force constants of the labelling cell, lists the modes the thermal sampler leaves out in
+    ``excluded`` (the fourth item) and stops on imaginary ones, before any thermal sample is drawn."""
     from hedgenet.physics.phonons import reference_force_constants
-    from hedgenet.physics.sampling import NormalModes, check_imaginary_modes, excluded_modes, supercell_lattice
+    from hedgenet.physics.sampling import (
+        NormalModes,
+        check_imaginary_modes,
+        excluded_modes,
+        supercell_lattice,
+    )
     from hedgenet.reference import make_reference
     from hedgenet.reference.relax import relaxed_structure
 
     reference = make_reference(cfg.reference.name, **reference_settings(cfg))
     cache_dir = Path(cfg.paths.cache_dir)
-    d = cfg.dataset
     unit, params = relaxed_structure(resolved_dict(cfg.material), reference, cache_dir)
-
-    excluded = []
+    excluded: list = []
 
     def thermal_force_constants():
-        """The reference's force constants of the labelling cell, after listing the modes the thermal sampler
-        will leave out and stopping on imaginary ones (before any thermal sample is drawn)."""
         phonon = reference_force_constants(unit, list(d.supercell), reference, d.thermal.fc_displacement_A, cache_dir,
                                            progress=cfg.progress)
         modes = NormalModes.from_force_constants(phonon.force_constants, phonon.supercell.masses)
@@ -111,11 +115,20 @@ def _label(cfg: DictConfig) -> dict:
                 "dataset.thermal.imaginary_threshold_THz raises the threshold (the modes stay unsampled).")
         return phonon
 
+    return reference, unit, params, thermal_force_constants, excluded
+
+
+def _label(cfg: DictConfig) -> dict:
+    from hedgenet.data.build import label_material
+    from hedgenet.physics.phonons import reference_force_constants
+
+    d = cfg.dataset
+    reference, unit, params, thermal_force_constants, excluded = labelling_context(cfg, d)
     summary = label_material(unit, params, reference, {"name": cfg.reference.name, **reference_settings(cfg)},
                              resolved_dict(cfg.dataset), cfg.seed, resolved_dict(cfg.material), thermal_force_constants,
                              OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress),
                              force_constants_of=lambda supercell: reference_force_constants(
-                                 unit, supercell, reference, d.thermal.fc_displacement_A, cache_dir,
+                                 unit, supercell, reference, d.thermal.fc_displacement_A, Path(cfg.paths.cache_dir),
                                  progress=cfg.progress))
     summary["excluded_modes"] = list(excluded)  # empty when the dataset has no thermal samples
     return summary
@@ -150,9 +163,8 @@ def print_summary(summary: dict) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hedgenet.data.store import DatasetError
-    from hedgenet.reference import CellTooSmallError, UnsupportedElementError
-
     from hedgenet.physics.sampling import ImaginaryModesError
+    from hedgenet.reference import CellTooSmallError, UnsupportedElementError
 
     return (ConfigError, DatasetError, CellTooSmallError, UnsupportedElementError, ImaginaryModesError)
 

@@ -1,0 +1,244 @@
+"""``hedgenet-active``: active learning with a committee and the reference (Hydra app, conf/active.yaml).
+
+    hedgenet-active 'seed_data=[<root>/data/seed.h5]' 'test_paths=[<held-out>.h5]'
+    hedgenet-active ... active.strategy=random       # the baseline: the same pool and budget, picked at random
+    hedgenet-active ... active.batch_size=8 active.max_labels=40 'train.train.max_epochs=60'
+
+Round r: ``hedgenet-train committee.size=K`` on the seed data plus the candidates labelled so far
+(``<run dir>/rounds/<r>/train``); the committee scores every unlabelled candidate of the pool
+(:mod:`hedgenet.training.active`); the ``active.batch_size`` most uncertain are labelled by the reference into
+``pool.path`` (resumable and parallel as ``hedgenet-label``). The run stops when the budget
+(``active.max_labels``) is spent, after ``active.max_rounds`` picking rounds, when no candidate's spread exceeds
+``active.target_force_spread_meV_A`` or when the pool is exhausted; the last round's committee is the result
+(``committee`` in summary.json: a model_path for every physics command). Each round is a line of rounds.jsonl,
+rounds.csv and rounds.md, and a point of rounds.png. A rerun with the same ``hydra.run.dir`` resumes: finished
+rounds, committee members and labels are kept, a round's picks are stored before its labelling starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hedgenet.config import (
+    ConfigError,
+    check_config,
+    check_material,
+    config_dir,
+    resolved_dict,
+)
+from hedgenet.reference import reference_settings
+from hedgenet.run_io import run_stage
+
+
+def check_active_config(cfg: DictConfig) -> DictConfig:
+    """The typed config, or a ConfigError naming the fix (unknown strategy or score, sizes, missing seed data,
+    a committee of fewer than 2 members)."""
+    from hedgenet.training.active import SCORES, STRATEGIES
+
+    checked = check_config(cfg, "active")
+    check_material(cfg.material)
+    a = cfg.active
+    if a.strategy not in STRATEGIES:
+        raise ConfigError(f"active.strategy={a.strategy!r} unknown. Fix: one of {list(STRATEGIES)}")
+    if a.score not in SCORES:
+        raise ConfigError(f"active.score={a.score!r} unknown. Fix: one of {list(SCORES)}")
+    for key in ("batch_size", "max_labels"):
+        if int(a[key]) < 1:
+            raise ConfigError(f"active.{key}={a[key]} must be ≥ 1. Fix: e.g. active.{key}=4")
+    if int(a.max_rounds) < 0:
+        raise ConfigError(f"active.max_rounds={a.max_rounds} must be ≥ 0 (0: train and score the seed committee only)")
+    if not list(cfg.seed_data):
+        raise ConfigError("seed_data is empty: the first committee needs labelled cells to train on. Fix: label a "
+                          "small set with hedgenet-label (e.g. dataset.name=seed dataset.rattle.n_per_amplitude=2) "
+                          "and pass seed_data=[<its .h5>]")
+    for p in [*cfg.seed_data, *cfg.test_paths]:
+        if not Path(str(p)).is_file():
+            raise ConfigError(f"{p} does not exist. Fix: give labelled datasets written by hedgenet-label")
+    size = ((cfg.train or {}).get("committee") or {}).get("size")
+    if size is None or int(size) < 2:
+        raise ConfigError(f"train.committee.size={size}: active learning ranks candidates by a committee's spread, "
+                          "which needs at least 2 members. Fix: train.committee.size=3")
+    return checked
+
+
+def _store_header(cfg: DictConfig, reference, params: dict, fingerprint: str) -> dict:
+    from hedgenet.data.build import provenance
+
+    return {"fingerprint": fingerprint, "solver_settings": reference.settings(),
+            "orbital_layout": reference.layout.to_json(),
+            "material": {"name": cfg.material.name, "builder": cfg.material.builder, "params": params},
+            "supercell": list(cfg.pool.supercell), "config": OmegaConf.to_yaml(cfg, resolve=True),
+            "provenance": provenance()}
+
+
+def train_round(cfg: DictConfig, train_dir: Path, data_paths: list[str]) -> dict:
+    """Train (or finish, or keep) round's committee with hedgenet-train in ``train_dir``; its metrics."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hedgenet.pipeline.stages import flatten_overrides, wait_forwarding_signals
+
+    if (train_dir / "committee.json").exists() and (train_dir / "summary.json").exists():
+        return json.loads((train_dir / "summary.json").read_text())
+    choices = HydraConfig.get().runtime.choices
+    material_overrides = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("material.")]
+    args = [f"material={choices['material']}", *material_overrides, f"reference={choices['reference']}",
+            f"reference.block_cutoff={cfg.reference.block_cutoff}", *flatten_overrides(cfg.train),
+            f"data.paths=[{','.join(data_paths)}]", f"data.test_paths=[{','.join(map(str, cfg.test_paths))}]",
+            f"hydra.run.dir={train_dir}"]
+    cmd = [str(Path(sys.executable).parent / "hedgenet-train"), *args]
+    train_dir.mkdir(parents=True, exist_ok=True)
+    (train_dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    with open(train_dir.parent / "train.log", "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        status = wait_forwarding_signals(proc)
+    if status != 0:
+        tail = (train_dir.parent / "train.log").read_text()[-1500:]
+        if status in (2,):
+            raise ConfigError(f"the round's hedgenet-train refused its config:\n{tail}\nFix: correct the `train` "
+                              "overrides (they are conf/train.yaml's keys)")
+        raise RuntimeError(f"hedgenet-train of {train_dir} ended with status {status}; log {train_dir.parent / 'train.log'}"
+                           f"\n{tail}\nRerun the same hedgenet-active command to resume (finished members are kept)")
+    return json.loads((train_dir / "summary.json").read_text())
+
+
+def run_active(cfg: DictConfig, run_dir: Path) -> dict:
+    check_active_config(cfg)
+    from hedgenet.data.store import DatasetStore
+
+    with DatasetStore(Path(str(cfg.pool.path))).locked():  # one loop per pool file
+        return _active(cfg, run_dir)
+
+
+def _active(cfg: DictConfig, run_dir: Path) -> dict:
+    from hedgenet.cli.label import labelling_context
+    from hedgenet.data.build import dataset_fingerprint, recipe_specs, wants_thermal
+    from hedgenet.data.labelling import label_dataset
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.reference import make_reference
+    from hedgenet.structures.supercell import make_phonopy, supercell_atoms
+    from hedgenet.training.active import (
+        append_round,
+        candidate_spreads,
+        pick,
+        plot_rounds,
+        read_rounds,
+        round_row,
+        uncertainty_score,
+        write_rounds_table,
+    )
+
+    a = cfg.active
+    pool = resolved_dict(cfg.pool)
+    reference, unit, params, thermal_force_constants, excluded = labelling_context(cfg, cfg.pool)
+    base = supercell_atoms(make_phonopy(unit, list(pool["supercell"])), unit)
+    reference.check_elements(base)
+    reference.check_cell(base)
+    phonon = thermal_force_constants() if wants_thermal(pool) else None
+    specs = recipe_specs(base, pool, int(cfg.seed), phonon, reference)
+    by_id = {s.sample_id: s for s in specs}
+    store = DatasetStore(Path(pool["path"]))
+    fingerprint = dataset_fingerprint(params, cfg.material.builder, pool, int(cfg.seed), reference)
+    if store.exists():
+        store.check_fingerprint(fingerprint)
+    else:
+        store.create(_store_header(cfg, reference, params, fingerprint), base)
+    store.consolidate()  # labels a killed run left staged
+    n_seed = sum(len(DatasetStore(Path(str(p))).ids()) for p in cfg.seed_data)
+    reference_spec = {"name": cfg.reference.name, **reference_settings(cfg)}
+    print(f"hedgenet-active: pool of {len(specs)} candidates ({pool['path']}), {n_seed} seed cells; resume with the "
+          f"same command and hydra.run.dir={run_dir}", file=sys.stderr)
+
+    rows = read_rounds(run_dir)
+    t0 = time.perf_counter()
+    r = len(rows)
+    while not (rows and rows[-1].get("stop")):
+        round_dir = run_dir / "rounds" / str(r)
+        picks_file = round_dir / "picked.json"
+        # picked before a kill: the same candidates (never a new draw), offered as they were then
+        picked = json.loads(picks_file.read_text())["picked"] if picks_file.exists() else None
+        labelled = sorted(set(store.ids()) - set(picked or []))
+        data_paths = [str(p) for p in cfg.seed_data] + ([str(store.path)] if labelled else [])
+        print(f"round {r}: committee on {n_seed + len(labelled)} labelled cells", file=sys.stderr)
+        metrics = train_round(cfg, round_dir / "train", data_paths)
+        done = store.done_ids() - set(picked or [])  # labelled or failed: a failed candidate is not offered again
+        candidates = [s for s in specs if s.sample_id not in done]
+        spreads = candidate_spreads(round_dir / "train" / "committee.json", [s.structure(base) for s in candidates])
+        row = round_row(r, n_seed, len(labelled), metrics, spreads)
+        target = a.target_force_spread_meV_A
+        budget_left = int(a.max_labels) - len(done)
+        stop = None if picked is not None else (
+            "pool exhausted" if not candidates else "max_labels" if budget_left <= 0 else
+            "max_rounds" if r >= int(a.max_rounds) else
+            "target spread reached" if target is not None and row.get("pool_force_spread_max_meV_A") is not None
+            and row["pool_force_spread_max_meV_A"] < float(target) else None)
+        if stop:
+            row["stop"] = stop
+            append_round(run_dir, row)
+            rows.append(row)
+            print(f"round {r}: stop ({stop})", file=sys.stderr)
+            break
+        if picked is None:
+            ids = [s.sample_id for s in candidates]
+            scores = uncertainty_score(spreads, str(a.score)) if a.strategy == "uncertainty" else None
+            picked = pick(ids, scores, min(int(a.batch_size), budget_left), str(a.strategy), int(cfg.seed) * 1000 + r)
+            tmp = picks_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"picked": picked, "strategy": str(a.strategy), "score": str(a.score),
+                                       "candidates": ids, "scores": None if scores is None else scores.tolist(),
+                                       **{k: v.tolist() for k, v in spreads.items()}}))
+            tmp.replace(picks_file)
+        t_label = time.perf_counter()
+        counts = label_dataset(store, base, [by_id[i] for i in picked], make_reference, reference_spec,
+                               n_workers=int(pool["n_workers"]), consolidate_every_s=float(pool["consolidate_every_s"]),
+                               progress=bool(cfg.progress), reference=reference)
+        row.update(picked=picked, picked_kinds=[by_id[i].kind for i in picked], label_s=time.perf_counter() - t_label,
+                   label_counts=counts)
+        append_round(run_dir, row)
+        rows.append(row)
+        print(f"round {r}: labelled {picked} ({', '.join(by_id[i].kind for i in picked)})", file=sys.stderr)
+        r += 1
+
+    write_rounds_table(rows, run_dir)
+    plot_rounds(rows, run_dir / "rounds.png", f"{cfg.material.name}: {a.strategy} picks of {a.batch_size} per round")
+    last = run_dir / "rounds" / str(rows[-1]["round"]) / "train" / "committee.json"
+    return {"committee": str(last), "strategy": str(a.strategy), "score": str(a.score), "rounds": rows,
+            "n_rounds": len(rows), "n_seed": n_seed, "n_picked": len(store.ids()), "pool_size": len(specs),
+            "pool_path": str(store.path), "stop": rows[-1]["stop"], "excluded_modes": list(excluded),
+            "time_s_this_run": time.perf_counter() - t0}
+
+
+def print_summary(summary: dict) -> None:
+    print(f"hedgenet-active: {summary['n_rounds']} rounds, {summary['n_picked']} of {summary['pool_size']} candidates "
+          f"labelled ({summary['strategy']}), stop: {summary['stop']}; committee {summary['committee']}")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hedgenet.cli.label import USER_ERRORS
+    from hedgenet.models.committee import CommitteeFileError
+
+    return (*USER_ERRORS, CommitteeFileError)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="active")
+def _main(cfg: DictConfig) -> None:
+    run_stage("hedgenet-active", cfg, run_active, lambda summary, run: print_summary(summary), _user_errors())
+
+
+def main() -> None:
+    from hedgenet.cli import run_hydra_app
+
+    run_hydra_app(_main)
+
+
+if __name__ == "__main__":
+    main()

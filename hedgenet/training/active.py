@@ -1,0 +1,204 @@
+"""Active learning: how unsure a committee is of each candidate configuration, which candidates a round labels,
+and the record of the rounds.
+
+``hedgenet-active`` (:mod:`hedgenet.cli.active`) runs the loop: a committee (``hedgenet-train committee.size=K``)
+trained on the labelled cells so far scores every unlabelled candidate of a pool (the configurations the physics
+will visit: thermal samples at the target temperatures, rigid-layer moves, rattles), the ``batch_size`` most
+uncertain ones (or random ones, the baseline) are labelled by the reference, and the next round retrains.
+
+Uncertainty of a candidate (:func:`candidate_spreads`; the members' spreads of :mod:`hedgenet.models.committee`,
+times the committee's calibrated scales when it has them, so they estimate the RMS error):
+
+- ``force_spread_eV_A``: the mean over atoms of the per-atom force spread (eV/Å);
+- ``force_spread_max_eV_A``: the largest per-atom force spread (eV/Å);
+- ``H_spread_eV``: the mean over orbital blocks of the per-block H spread (eV).
+
+The score a round ranks by (``active.score``): ``forces`` (the mean force spread), ``H`` (the mean H spread) or
+``both`` (each divided by its mean over the pool, then added: the two count equally whatever their units).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SCORES = ("forces", "H", "both")
+STRATEGIES = ("uncertainty", "random")
+
+
+def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[str, np.ndarray]:
+    """The committee's spread on each of ``structures`` (ASE Atoms): ``{"force_spread_eV_A": (C,),
+    "force_spread_max_eV_A": (C,), "H_spread_eV": (C,)}`` (the keys of the quantities its members predict),
+    calibrated by the scales in the committee file when it has them and ``calibrated``."""
+    from hedgenet.models.committee import (
+        block_statistics,
+        force_statistics,
+        read_committee,
+    )
+    from hedgenet.models.io import load_model
+    from hedgenet.training.committee import member_predictions
+
+    info = read_committee(committee)
+    cal = (info.get("calibration") or {}) if calibrated else {}
+    scale = {q: float(cal.get(f"{q}_scale") or 1.0) for q in ("forces", "H")}
+    models = [load_model(p) for p in info["member_paths"]]
+    builder = models[0].graph_builder()
+    out: dict[str, list] = {}
+    for atoms in structures:
+        graph = builder.from_atoms(atoms)
+        (preds,) = member_predictions(models, [graph])
+        if "forces" in preds[0]:
+            _, std = force_statistics(np.stack([p["forces"] for p in preds]))
+            std = scale["forces"] * std
+            out.setdefault("force_spread_eV_A", []).append(float(std.mean()))
+            out.setdefault("force_spread_max_eV_A", []).append(float(std.max()))
+        if "H" in preds[0]:
+            _, std = block_statistics(np.stack([p["H"] for p in preds]), graph.block_mask.numpy().astype(bool))
+            out.setdefault("H_spread_eV", []).append(float(scale["H"] * std.mean()))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def uncertainty_score(spreads: dict[str, np.ndarray], score: str) -> np.ndarray:
+    """The ranking score per candidate (module docstring); ValueError naming the fix when the committee does
+    not predict what ``score`` needs."""
+    if score not in SCORES:
+        raise ValueError(f"active.score={score!r} unknown; valid: {list(SCORES)}")
+    need = {"forces": ["force_spread_eV_A"], "H": ["H_spread_eV"], "both": ["force_spread_eV_A", "H_spread_eV"]}[score]
+    missing = [k for k in need if k not in spreads]
+    if missing:
+        raise ValueError(f"active.score={score} needs {missing}, which this committee does not predict (task?). Fix: "
+                         "active.score=forces for task=forces, active.score=H for task=hamiltonian, or train "
+                         "with task=joint")
+    parts = [spreads[k] / max(float(np.mean(spreads[k])), 1e-300) for k in need]
+    return np.sum(parts, axis=0) if len(parts) > 1 else spreads[need[0]]
+
+
+def pick(ids, scores, n: int, strategy: str, seed: int) -> list[int]:
+    """The ``n`` candidate ids to label: the highest ``scores`` (``uncertainty``; ties by id) or ``n`` drawn
+    uniformly without replacement with a generator seeded by ``seed`` (``random``)."""
+    ids = np.asarray(ids, dtype=int)
+    n = min(int(n), len(ids))
+    if strategy == "uncertainty":
+        order = np.lexsort((ids, -np.asarray(scores, dtype=float)))
+        return sorted(int(i) for i in ids[order[:n]])
+    if strategy == "random":
+        return sorted(int(i) for i in np.random.default_rng(seed).choice(ids, size=n, replace=False))
+    raise ValueError(f"active.strategy={strategy!r} unknown; valid: {list(STRATEGIES)}")
+
+
+# --- the record of the rounds -----------------------------------------------------------------------------------
+
+ROUNDS_FILE = "rounds.jsonl"
+
+COLUMNS = (
+    ("round", "round"), ("n_labelled", "labelled cells (seed + picked)"), ("n_picked_total", "picked so far"),
+    ("val_forces_mae_meV_A", "val force MAE (meV/Å)"), ("test_forces_mae_meV_A", "test force MAE (meV/Å)"),
+    ("test_H_mae_meV", "test H MAE (meV)"), ("spearman_forces", "Spearman forces"), ("spearman_H", "Spearman H"),
+    ("pool_force_spread_mean_meV_A", "pool force spread mean (meV/Å)"),
+    ("pool_force_spread_max_meV_A", "pool force spread max (meV/Å)"), ("pool_H_spread_mean_meV", "pool H spread mean (meV)"),
+    ("picked", "picked ids"), ("picked_kinds", "picked kinds"), ("train_s", "train (s)"), ("label_s", "label (s)"),
+    ("stop", "stop"),
+)
+
+
+def read_rounds(run_dir: Path) -> list[dict]:
+    """The finished rounds recorded in ``<run_dir>/rounds.jsonl`` (a line per round, written when it ended)."""
+    path = Path(run_dir) / ROUNDS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill mid-write: that round reruns
+                break
+    return rows
+
+
+def append_round(run_dir: Path, row: dict) -> None:
+    """Record a finished round (one JSON line, flushed and synced before the next round starts)."""
+    import os
+
+    with open(Path(run_dir) / ROUNDS_FILE, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def round_row(r: int, n_seed: int, picked_before: int, metrics: dict, spreads: dict) -> dict:
+    """A round's numbers: its committee's errors (means over members, meV) and calibration, and the pool's
+    spreads (meV) before the round picks."""
+    def get(*keys):
+        for k in keys:
+            v = metrics.get(k)
+            if isinstance(v, (int, float)):
+                return float(v)
+        return None
+
+    row = {"round": r, "n_labelled": n_seed + picked_before, "n_picked_total": picked_before,
+           "val_forces_mae_meV_A": get("members_mean/val/forces_mae"),
+           "test_forces_mae_meV_A": get("members_mean/test/forces_mae"),
+           "test_H_mae_meV": get("members_mean/test/H_all_mae"),
+           "spearman_forces": get("calibration/forces_spearman"), "spearman_H": get("calibration/H_spearman"),
+           "train_s": get("committee_train_time_s")}
+    if "force_spread_eV_A" in spreads and len(spreads["force_spread_eV_A"]):
+        row["pool_force_spread_mean_meV_A"] = 1e3 * float(np.mean(spreads["force_spread_eV_A"]))
+        row["pool_force_spread_max_meV_A"] = 1e3 * float(np.max(spreads["force_spread_eV_A"]))
+    if "H_spread_eV" in spreads and len(spreads["H_spread_eV"]):
+        row["pool_H_spread_mean_meV"] = 1e3 * float(np.mean(spreads["H_spread_eV"]))
+    return row
+
+
+def write_rounds_table(rows: list[dict], run_dir: Path) -> tuple[Path, Path]:
+    """``rounds.csv`` and ``rounds.md`` (a Markdown table for the report) of the recorded rounds."""
+    import csv
+
+    run_dir = Path(run_dir)
+    keys = [k for k, _ in COLUMNS]
+    with open(run_dir / "rounds.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
+
+    def cell(v):
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list):
+            return " ".join(map(str, v)) if len(v) <= 8 else f"{' '.join(map(str, v[:8]))} … ({len(v)})"
+        return str(v)
+
+    lines = ["| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
+    (run_dir / "rounds.md").write_text("\n".join(lines) + "\n")
+    return run_dir / "rounds.csv", run_dir / "rounds.md"
+
+
+def plot_rounds(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Test (else validation) force MAE and the pool's mean force spread against the number of labelled cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    n = [r["n_labelled"] for r in rows]
+    err_key = "test_forces_mae_meV_A" if any(r.get("test_forces_mae_meV_A") is not None for r in rows) \
+        else "val_forces_mae_meV_A"
+    ax.plot(n, [r.get(err_key) or np.nan for r in rows], "o-", label=err_key.replace("_meV_A", "") + " (meV/Å)")
+    ax.plot(n, [r.get("pool_force_spread_mean_meV_A") or np.nan for r in rows], "s--",
+            label="pool force spread, mean (meV/Å)")
+    ax.set_xlabel("labelled cells (reference calls)")
+    ax.set_ylabel("meV/Å")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

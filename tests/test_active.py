@@ -1,0 +1,128 @@
+"""hedgenet-active on tiny real data: a seed set of 3 xTB-labelled 4×4 cells, a pool of 8 candidates (rattles and
+rigid layer shifts), committees of 2 tiny members. One run is killed while it labels its second round's picks
+and rerun: every round is recorded once, the picks are the committee's most uncertain candidates (their spreads
+recomputed from the stored labels' structures), the pool file holds exactly the picks, each once, and the rounds
+table, plot and final committee are there. Plus the picking rules and the refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from cli_runner import BIN, TINY_TRAIN, program_env, run_cli
+
+MATERIAL = [o for o in TINY_TRAIN if o.startswith(("+material.", "material."))]
+TRAIN = [f"+train.{o}" for o in TINY_TRAIN if not o.startswith(("+material.", "material.", "train.max_epochs"))]
+ARGS = [
+    "pool.supercell=[4,4]", "reference.block_cutoff=3.5", "pool.thermal.n_per_temperature=0",
+    "pool.rattle.n_per_amplitude=3", "pool.rattle.amplitudes_A=[0.02,0.06]",
+    "pool.rigid.shifts_A=[[0.0,0.0,0.1],[0.05,0.0,0.0]]", "pool.consolidate_every_s=0",
+    "active.batch_size=3", "active.max_labels=6", "active.max_rounds=3", "progress=false",
+    "train.committee.size=2", "train.train.max_epochs=3", *MATERIAL, *TRAIN,
+]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory, tiny_root):
+    root = tiny_root(tmp_path_factory.mktemp("active_root"))
+    run = root / "runs" / "al"
+    cmd = [str(BIN / "hedgenet-active"), f"seed_data=[{root}/data/tiny.h5]", *ARGS, f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(cmd, cwd=root, env=program_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (run / "rounds" / "1" / "picked.json").exists():  # round 1 has picked: it is labelling
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = json.loads((run / "rounds" / "1" / "picked.json").read_text())
+    rows_before = (run / "rounds.jsonl").read_text().splitlines()
+    again = subprocess.run(cmd, cwd=root, env=program_env(root), capture_output=True, text=True, timeout=900,
+                           check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    return root, run, before, rows_before, again
+
+
+def test_killed_run_resumes_without_losing_or_duplicating(killed_and_resumed):
+    from hedgenet.data.store import DatasetStore
+
+    root, run, before, rows_before, _ = killed_and_resumed
+    assert len(rows_before) == 1  # killed in round 1, after round 0 was recorded
+    rows = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1, 2] and rows[0] == json.loads(rows_before[0])
+    assert rows[1]["picked"] == before["picked"]  # the rerun labelled what round 1 had picked, no new draw
+    assert rows[-1]["stop"] == "max_labels" and "picked" not in rows[-1]
+    picks = rows[0]["picked"] + rows[1]["picked"]
+    assert len(picks) == len(set(picks)) == 6
+    store = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
+    assert store.ids() == sorted(picks) and not store.staged_ids() and not store.failed_ids()
+    assert [r["n_labelled"] for r in rows] == [3, 6, 9]
+    # round r trains on the seed set plus what rounds < r labelled
+    assert "active_pool.h5" not in (run / "rounds" / "0" / "train" / "command.txt").read_text()
+    assert "active_pool.h5" in (run / "rounds" / "1" / "train" / "command.txt").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["committee"] == str(run / "rounds" / "2" / "train" / "committee.json")
+    assert summary["n_picked"] == 6 and summary["pool_size"] == 8 and summary["stop"] == "max_labels"
+    for name in ("rounds.csv", "rounds.md", "rounds.png"):
+        assert (run / name).stat().st_size > 0
+    assert (run / "rounds.md").read_text().count("\n") == 2 + 3
+
+
+def test_picks_are_the_committees_most_uncertain(killed_and_resumed):
+    from ase import Atoms
+
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.training.active import candidate_spreads, uncertainty_score
+
+    root, run, _, _, _ = killed_and_resumed
+    record = json.loads((run / "rounds" / "0" / "picked.json").read_text())
+    assert record["strategy"] == "uncertainty" and record["score"] == "both" and len(record["candidates"]) == 8
+    scores = np.array(record["scores"])
+    top = sorted(np.array(record["candidates"])[np.argsort(-scores)[:3]].tolist())
+    assert record["picked"] == top
+    assert np.allclose(scores, uncertainty_score({k: np.array(record[k]) for k in
+                                                  ("force_spread_eV_A", "H_spread_eV")}, "both"))
+    # the recorded spreads are the committee's on the structures the reference then labelled
+    store = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
+    structures = []
+    for sid in record["picked"]:
+        s = store.read_sample(sid)
+        structures.append(Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=True))
+    again = candidate_spreads(run / "rounds" / "0" / "train" / "committee.json", structures)
+    index = [record["candidates"].index(sid) for sid in record["picked"]]
+    for key in ("force_spread_eV_A", "H_spread_eV"):
+        assert np.allclose(again[key], np.array(record[key])[index], rtol=1e-6), key
+
+
+def test_pick_rules():
+    from hedgenet.training.active import pick, uncertainty_score
+
+    ids, scores = [10, 11, 12, 13, 14], [0.1, 0.5, 0.5, 0.2, 0.9]
+    assert pick(ids, scores, 3, "uncertainty", 0) == [11, 12, 14]  # highest first, ties by id
+    assert pick(ids, scores, 9, "uncertainty", 0) == ids
+    random = pick(ids, None, 3, "random", 7)
+    assert random == pick(ids, None, 3, "random", 7) and len(set(random)) == 3 and set(random) <= set(ids)
+    assert len({tuple(pick(ids, None, 2, "random", s)) for s in range(20)}) > 3  # the seed draws
+    spreads = {"force_spread_eV_A": np.array([0.1, 0.3]), "H_spread_eV": np.array([0.02, 0.0])}
+    assert np.allclose(uncertainty_score(spreads, "both"), [0.5 + 2.0, 1.5 + 0.0])
+    with pytest.raises(ValueError, match="active.score=forces for task=forces"):
+        uncertainty_score({"force_spread_eV_A": np.array([1.0])}, "H")
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["seed_data=[]"], ["seed_data is empty", "Fix:"]),
+    (["train.committee.size=1"], ["at least 2 members", "Fix: train.committee.size=3"]),
+    (["active.strategy=greedy"], ["'greedy' unknown", "uncertainty"]),
+])
+def test_bad_inputs_are_refused(tmp_path, tiny_root, overrides, expected):
+    root = tiny_root(tmp_path)
+    proc, _ = run_cli("hedgenet-active", root, "bad", [f"seed_data=[{root}/data/tiny.h5]", *ARGS, *overrides],
+                      check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
