@@ -383,6 +383,7 @@ class PipelineOverrides:  # each stage's overrides are checked against that stag
     common: Dict[str, Any] = field(default_factory=dict)
     label: Dict[str, Any] = field(default_factory=dict)
     train: Dict[str, Any] = field(default_factory=dict)
+    active: Dict[str, Any] = field(default_factory=dict)
     phonons: Dict[str, Any] = field(default_factory=dict)
     epi: Dict[str, Any] = field(default_factory=dict)
     fermi_velocity: Dict[str, Any] = field(default_factory=dict)
@@ -413,6 +414,7 @@ class ActiveSection:
     max_rounds: int = MISSING
     max_labels: int = MISSING
     target_force_spread_meV_A: Optional[float] = None
+    committee_size: int = MISSING
 
 
 @dataclass

@@ -23,7 +23,7 @@ ARGS = [
     "pool.rattle.n_per_amplitude=3", "pool.rattle.amplitudes_A=[0.02,0.06]",
     "pool.rigid.shifts_A=[[0.0,0.0,0.1],[0.05,0.0,0.0]]", "pool.consolidate_every_s=0",
     "active.batch_size=3", "active.max_labels=6", "active.max_rounds=3", "progress=false",
-    "train.committee.size=2", "train.train.max_epochs=3", *MATERIAL, *TRAIN,
+    "active.committee_size=2", "train.train.max_epochs=3", *MATERIAL, *TRAIN,
 ]
 
 
@@ -66,7 +66,12 @@ def test_killed_run_resumes_without_losing_or_duplicating(killed_and_resumed):
     assert "active_pool.h5" not in (run / "rounds" / "0" / "train" / "command.txt").read_text()
     assert "active_pool.h5" in (run / "rounds" / "1" / "train" / "command.txt").read_text()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["committee"] == str(run / "rounds" / "2" / "train" / "committee.json")
+    assert summary["committee"] == str(run / "committee.json")  # the last round's members, calibrated
+    last, final = (json.loads(p.read_text()) for p in (run / "rounds" / "2" / "train" / "committee.json",
+                                                       run / "committee.json"))
+    assert final["calibration"] == last["calibration"] and final["calibration"]["forces_scale"] > 0
+    assert [(run / m).resolve() for m in final["members"]] == [
+        (run / "rounds" / "2" / "train" / m).resolve() for m in last["members"]]
     assert summary["n_picked"] == 6 and summary["pool_size"] == 8 and summary["stop"] == "max_labels"
     for name in ("rounds.csv", "rounds.md", "rounds.png"):
         assert (run / name).stat().st_size > 0
@@ -116,7 +121,7 @@ def test_pick_rules():
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["seed_data=[]"], ["seed_data is empty", "Fix:"]),
-    (["train.committee.size=1"], ["at least 2 members", "Fix: train.committee.size=3"]),
+    (["active.committee_size=1"], ["at least 2 members", "Fix: active.committee_size=3"]),
     (["active.strategy=greedy"], ["'greedy' unknown", "uncertainty"]),
 ])
 def test_bad_inputs_are_refused(tmp_path, tiny_root, overrides, expected):

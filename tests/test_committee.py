@@ -102,6 +102,51 @@ def test_committee_calculator_is_the_members_mean_and_std(committee):
                                rtol=1e-12)
 
 
+def test_trust_signal_of_what_a_run_evaluated(committee):
+    """Every force call and block prediction is recorded (RMS spread over the structure, calibrated); the trust
+    signal compares the largest with trust_factor × the held-out RMS error stored by the calibration, warns
+    above it, and says when a committee is uncalibrated."""
+    from hedgenet.calculators import CommitteeCalculator
+
+    info = json.loads((committee["run_dir"] / "committee.json").read_text())["calibration"]
+    assert info["trust_factor"] == 2.0 and info["forces_rms_error"] > 0 and info["H_rms_error"] > 0
+    calc = CommitteeCalculator(committee["run_dir"], device="cpu")
+    atoms = _atoms(committee["root"])
+    far = atoms.copy()
+    far.positions += np.random.default_rng(0).normal(0, 0.25, far.positions.shape)  # far from the 0.04 Å rattles
+    records = []
+    for a in (atoms, far):
+        b = a.copy()
+        b.calc = calc
+        b.get_forces()
+        records.append(np.sqrt(np.mean(calc.results["forces_std"] ** 2)))
+    calc.predict_hamiltonian_with_spread(atoms)
+    np.testing.assert_allclose(calc.spread_record["forces"], records, rtol=1e-12)
+    assert len(calc.spread_record["H"]) == 1
+    trust = calc.trust()
+    f = trust["forces"]
+    assert f["n_evaluations"] == 2 and f["max"] == pytest.approx(max(records)) and f["mean"] == pytest.approx(np.mean(records))
+    assert f["threshold"] == pytest.approx(2.0 * info["forces_rms_error"])
+    assert f["exceeds"] == (max(records) > f["threshold"])
+    assert records[1] > records[0]  # the far structure is the less certain one
+    assert any("forces spread" in w and "hedgenet-active" in w for w in trust["warnings"]) == f["exceeds"]
+    # a threshold the far structure must exceed: 1.01 × its own spread over the stored error
+    (committee["run_dir"] / "committee.json").write_text(json.dumps(
+        {**json.loads((committee["run_dir"] / "committee.json").read_text()),
+         "calibration": {**info, "trust_factor": 0.99 * records[1] / info["forces_rms_error"]}}))
+    try:
+        strict = CommitteeCalculator(committee["run_dir"], device="cpu")
+        strict.spread_record["forces"] = list(records)
+        assert strict.trust()["forces"]["exceeds"] and "forces spread" in strict.trust()["warnings"][0]
+    finally:
+        (committee["run_dir"] / "committee.json").write_text(json.dumps(
+            {**json.loads((committee["run_dir"] / "committee.json").read_text()), "calibration": info}))
+    raw = CommitteeCalculator(committee["run_dir"], device="cpu", calibrated=False)
+    raw.spread_record["forces"] = [0.1]
+    t = raw.trust()
+    assert t["forces"]["threshold"] is None and not t["forces"]["exceeds"] and "not calibrated" in t["warnings"][0]
+
+
 def test_identical_members_have_zero_spread(committee, tmp_path):
     from hedgenet.calculators import CommitteeCalculator
     from hedgenet.models.committee import write_committee

@@ -267,6 +267,10 @@ class CommitteeCalculator(ModelCalculator):
         cal = self.committee.get("calibration") or {}
         self.calibrated = bool(calibrated and cal)
         self.scales = {q: float(cal.get(f"{q}_scale") or 1.0) if self.calibrated else 1.0 for q in ("forces", "H", "S")}
+        self.spread_record: dict[str, list[float]] = {"forces": [], "H": []}
+        """Per evaluation (a force call, a structure's blocks): the RMS over atoms of the per-atom force spread
+        (eV/Å) and over blocks of the per-block H spread (eV), as returned (calibrated when :attr:`calibrated`):
+        what :meth:`trust` summarises for a physics run."""
 
     @property
     def size(self) -> int:
@@ -293,6 +297,7 @@ class CommitteeCalculator(ModelCalculator):
                 sigma = -out["virial"][0].detach().cpu().numpy().astype(float) / self.atoms.get_volume()
                 stresses.append(sigma.flat[[0, 4, 8, 5, 2, 1]])
         mean_f, std_f = force_statistics(np.stack(forces))
+        self.spread_record["forces"].append(float(self.scales["forces"] * np.sqrt(np.mean(std_f**2))))
         e = float(np.mean(energies))
         self.results = {"energy": e, "free_energy": e, "forces": mean_f, "forces_std": self.scales["forces"] * std_f,
                         "forces_std_raw": std_f, "energy_std": float(np.std(energies, ddof=1))}
@@ -309,7 +314,40 @@ class CommitteeCalculator(ModelCalculator):
         S, S_std = block_statistics(np.stack([b.S for b in member_blocks]), mask)
         spread = {"H_std": self.scales["H"] * H_std, "S_std": self.scales["S"] * S_std,
                   "H_std_raw": H_std, "S_std_raw": S_std}
+        self.spread_record["H"].append(float(self.scales["H"] * np.sqrt(np.mean(H_std**2))))
         return BlockSet(b0.edge_index, b0.cell_shift, H, S, b0.n_orb), spread
+
+    def trust(self) -> dict:
+        """The trust signal of what this calculator has evaluated so far (:attr:`spread_record`): per quantity
+        the number of evaluations, the largest and the mean RMS spread (eV/Å for forces, eV for H), the
+        threshold (the committee's held-out RMS error times its ``trust_factor``, both stored by its
+        calibration) and whether the largest spread exceeds it; ``warnings`` says so in words (also when the
+        committee is uncalibrated, so its spreads are raw)."""
+        cal = self.committee.get("calibration") or {}
+        factor = float(cal.get("trust_factor") or 2.0)
+        out: dict = {"committee": str(self.committee["path"]), "calibrated": self.calibrated, "trust_factor": factor,
+                     "warnings": []}
+        units = {"forces": ("eV/Å", 1e3, "meV/Å"), "H": ("eV", 1e3, "meV")}
+        for q, values in self.spread_record.items():
+            if not values:
+                continue
+            rms_error = cal.get(f"{q}_rms_error") if self.calibrated else None
+            threshold = None if rms_error is None else factor * float(rms_error)
+            entry = {"n_evaluations": len(values), "max": float(np.max(values)), "mean": float(np.mean(values)),
+                     "unit": units[q][0], "held_out_rms_error": rms_error, "threshold": threshold,
+                     "exceeds": threshold is not None and float(np.max(values)) > threshold}
+            out[q] = entry
+            if entry["exceeds"]:
+                _, k, u = units[q]
+                out["warnings"].append(
+                    f"the committee's {q} spread reaches {k * entry['max']:.3g} {u} (RMS over the structure) on what this "
+                    f"run evaluated, above {factor:g} × its held-out RMS error ({k * float(rms_error):.3g} {u}): these "
+                    "configurations lie outside what it was trained and calibrated on. Fix: label such configurations "
+                    "(hedgenet-active with this run's temperatures) and retrain")
+        if not self.calibrated and any(self.spread_record.values()):
+            out["warnings"].append("the committee is not calibrated: its spreads are raw and have no threshold. Fix: "
+                                   "hedgenet-dataset calibrate <committee> <held-out dataset>")
+        return out
 
     def predict_hamiltonian_with_spread(self, atoms: Atoms) -> tuple[BlockSet, dict]:
         """The members' mean blocks H_ij(R) (eV), S_ij(R) and their spread per block: ``H_std`` (E,) eV,

@@ -10,7 +10,7 @@ Round r: ``hedgenet-train committee.size=K`` on the seed data plus the candidate
 ``pool.path`` (resumable and parallel as ``hedgenet-label``). The run stops when the budget
 (``active.max_labels``) is spent, after ``active.max_rounds`` picking rounds, when no candidate's spread exceeds
 ``active.target_force_spread_meV_A`` or when the pool is exhausted; the last round's committee is the result
-(``committee`` in summary.json: a model_path for every physics command). Each round is a line of rounds.jsonl,
+(``<run dir>/committee.json``: a model_path for every physics command). Each round is a line of rounds.jsonl,
 rounds.csv and rounds.md, and a point of rounds.png. A rerun with the same ``hydra.run.dir`` resumes: finished
 rounds, committee members and labels are kept, a round's picks are stored before its labelling starts.
 """
@@ -62,10 +62,11 @@ def check_active_config(cfg: DictConfig) -> DictConfig:
     for p in [*cfg.seed_data, *cfg.test_paths]:
         if not Path(str(p)).is_file():
             raise ConfigError(f"{p} does not exist. Fix: give labelled datasets written by hedgenet-label")
-    size = ((cfg.train or {}).get("committee") or {}).get("size")
-    if size is None or int(size) < 2:
-        raise ConfigError(f"train.committee.size={size}: active learning ranks candidates by a committee's spread, "
-                          "which needs at least 2 members. Fix: train.committee.size=3")
+    if "committee" in (cfg.train or {}):
+        raise ConfigError("train.committee is set by the loop. Fix: active.committee_size=K instead")
+    if int(a.committee_size) < 2:
+        raise ConfigError(f"active.committee_size={a.committee_size}: active learning ranks candidates by a "
+                          "committee's spread, which needs at least 2 members. Fix: active.committee_size=3")
     return checked
 
 
@@ -91,6 +92,7 @@ def train_round(cfg: DictConfig, train_dir: Path, data_paths: list[str]) -> dict
     material_overrides = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("material.")]
     args = [f"material={choices['material']}", *material_overrides, f"reference={choices['reference']}",
             f"reference.block_cutoff={cfg.reference.block_cutoff}", *flatten_overrides(cfg.train),
+            f"committee.size={int(cfg.active.committee_size)}",
             f"data.paths=[{','.join(data_paths)}]", f"data.test_paths=[{','.join(map(str, cfg.test_paths))}]",
             f"hydra.run.dir={train_dir}"]
     cmd = [str(Path(sys.executable).parent / "hedgenet-train"), *args]
@@ -210,11 +212,24 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
 
     write_rounds_table(rows, run_dir)
     plot_rounds(rows, run_dir / "rounds.png", f"{cfg.material.name}: {a.strategy} picks of {a.batch_size} per round")
-    last = run_dir / "rounds" / str(rows[-1]["round"]) / "train" / "committee.json"
+    last = publish_committee(run_dir / "rounds" / str(rows[-1]["round"]) / "train", run_dir)
     return {"committee": str(last), "strategy": str(a.strategy), "score": str(a.score), "rounds": rows,
             "n_rounds": len(rows), "n_seed": n_seed, "n_picked": len(store.ids()), "pool_size": len(specs),
             "pool_path": str(store.path), "stop": rows[-1]["stop"], "excluded_modes": list(excluded),
             "time_s_this_run": time.perf_counter() - t0}
+
+
+def publish_committee(train_dir: Path, run_dir: Path) -> Path:
+    """``<run_dir>/committee.json``: the last round's committee (its members and calibration), the run's result."""
+    from hedgenet.models.committee import (
+        COMMITTEE_FILE,
+        read_committee,
+        write_committee,
+    )
+
+    info = read_committee(train_dir)
+    extra = {k: v for k, v in info.items() if k not in ("format", "members", "member_paths", "path")}
+    return write_committee(run_dir / COMMITTEE_FILE, info["member_paths"], extra)
 
 
 def print_summary(summary: dict) -> None:

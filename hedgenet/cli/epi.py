@@ -57,6 +57,9 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
             raise ConfigError("compare_with has another number of modes: use the same material and epi.supercell")
         summary["compare_with"] = str(cfg.compare_with)
         summary.update(compare_couplings(g, other, float(e.report_threshold_meV)))
+    if hasattr(calc, "trust"):  # a committee: its spread on what this run evaluated
+        summary["trust"] = calc.trust()
+        summary["warnings"] = list(summary["trust"]["warnings"])
     plot_couplings(run_dir / "couplings.png", g, other)
     return summary
 
@@ -68,6 +71,8 @@ def _report(summary: dict, run) -> None:
         print(f"|g| MAE vs compare_with (its strong modes, per degenerate set, matched by "
               f"{summary['modes_matched_by']}): {summary['g_mae_strong_modes_meV']:.3g} meV; "
               f"coupling sum ratio {summary['g_sum_ratio_to_compare']:.3f}")
+    for w in summary.get("warnings", []):
+        print(f"warning: {w}")
     print(f"phonons {summary['phonons_time_s']:.1f} s, dH/du {summary['epi_time_s']:.1f} s; run directory {run.run_dir}")
 
 

@@ -73,13 +73,16 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
     result.phonon.save(str(run_dir / "phonopy_params.yaml"), settings={"force_constants": True})
     plot_ratios(run_dir / "fermi_velocity.png", result.by_temperature)
     plot_spectral_maps(run_dir / "spectral_function.png", spectral_maps(result, settings))
-    return {
+    summary = {
         "calculator": cfg.calculator, "material": cfg.material.name, "structure_params": params,
         "sampler": cfg.sampler.name, "supercell": list(f.supercell), "phonons": result.phonons,
         "excluded_modes": result.excluded_modes, "static": result.static,
         "by_temperature": {o: {str(T): v for T, v in d.items()} for o, d in result.by_temperature.items()},
         "timings_s": result.timings_s,
     }
+    if hasattr(calc, "trust"):  # a committee: its spread on the Monte Carlo samples and the force-constant cells
+        summary["trust"] = calc.trust()
+    return summary
 
 
 def _pm(v: dict, name: str) -> str:
@@ -115,6 +118,7 @@ def _report(summary: dict, run) -> None:
                   f"   gap = {v['gap_eV']:.4f} ± {float(v['gap_err_eV']):.4f} eV   ({v['ratio_err_method']})")
             if v.get("error_warning"):
                 warnings.add(v["error_warning"])
+    warnings |= set(summary.get("trust", {}).get("warnings", []))
     for w in sorted(warnings):
         print(f"warning: {w}")
     print(f"total {summary['timings_s']['total']:.1f} s; run directory {run.run_dir}")

@@ -92,6 +92,12 @@ def excluded_mode_warnings(outputs: dict) -> list[str]:
     return out
 
 
+def trust_warnings(outputs: dict) -> list[str]:
+    """The committee's trust warnings of every physics stage run with a committee (``trust`` in its summary)."""
+    return [f"{name}: {w}" for name, o in outputs.items()
+            for w in (o.get("summary", {}).get("trust") or {}).get("warnings", [])]
+
+
 def _accuracy_section(train: dict) -> list[str]:
     m = train.get("metrics", {})
     split = "test" if any(k.startswith("test/") for k in m) else "val"
@@ -134,7 +140,7 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
     rows = [[k, ", ".join(f"{side} {_fmt(x)}" for side, x in v.items()) if isinstance(v, dict) else v]
             for k, v in h.items()]
     md += ["## Headline", ""] + _table(["quantity", "value"], rows)
-    warnings = excluded_mode_warnings(outputs)
+    warnings = excluded_mode_warnings(outputs) + trust_warnings(outputs)
     if warnings:
         md += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     images: list[tuple[str, Path]] = []
@@ -151,6 +157,16 @@ def write_report(run_dir: Path, outputs: dict, resolved_config: str, stage_secon
         md += _accuracy_section(outputs["train"])
         figure("train", "parity_forces.png", "forces: model vs reference (eV/Å)")
         figure("train", "learning_curves.png", "learning curves")
+    if "active" in outputs:
+        s = outputs["active"].get("summary", {})
+        table = Path(outputs["active"]["dir"]) / "rounds.md"
+        md += ["## Active learning", "", f"{s.get('n_rounds', '?')} rounds, {s.get('n_picked', '?')} of "
+               f"{s.get('pool_size', '?')} candidates labelled by the reference ({s.get('strategy', '?')} picks, score "
+               f"{s.get('score', '?')}) on top of {s.get('n_seed', '?')} seed cells; stopped: {s.get('stop', '?')}. "
+               "The physics stages use the last round's committee (mean predictions).", ""]
+        if table.exists():
+            md += table.read_text().splitlines() + [""]
+        figure("active", "rounds.png", "active learning: error and pool spread against labelled cells")
     if "phonons_model" in outputs:
         s = outputs["phonons_model"]["summary"]
         md += ["## Phonons", "", f"Model phonons in a {s['supercell']} supercell, acoustic sum rule enforced "

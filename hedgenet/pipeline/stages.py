@@ -27,13 +27,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from hedgenet.config import ConfigError
 
-STAGE_ORDER = ("label", "train", "phonons", "epi", "fermi_velocity")
-CLI = {"label": ("hedgenet-label", "label"), "train": ("hedgenet-train", "train"),
+STAGE_ORDER = ("label", "train", "active", "phonons", "epi", "fermi_velocity")
+CLI = {"label": ("hedgenet-label", "label"), "train": ("hedgenet-train", "train"), "active": ("hedgenet-active", "active"),
        "phonons": ("hedgenet-phonons", "phonons"), "epi": ("hedgenet-epi", "epi"),
        "fermi_velocity": ("hedgenet-fermi-velocity", "fermi_velocity")}
 PHYSICS = ("phonons", "epi", "fermi_velocity")
 DONE = "stage_done.json"
-OUTPUTS = {"label": ("dataset.h5", "summary.json"), "train": ("model.pt", "metrics.json"), "phonons": ("summary.json",),
+OUTPUTS = {"label": ("dataset.h5", "summary.json"), "train": ("model.pt", "metrics.json"),
+           "active": ("committee.json", "summary.json"), "phonons": ("summary.json",),
            "epi": ("summary.json",), "fermi_velocity": ("summary.json",)}
 """Files a finished stage has written into its directory: a stage is done only when they exist."""
 ROOT_PLACEHOLDER = "/hedgenet-root"
@@ -109,10 +110,16 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
     bad_ref = [s for s in cfg.reference_stages if s not in PHYSICS]
     if bad_ref:
         raise ConfigError(f"reference_stages {bad_ref}: only {list(PHYSICS)} have a reference counterpart")
-    if cfg.model_path is None and any(s in stages_cfg for s in PHYSICS) and "train" not in stages_cfg:
-        raise ConfigError("the physics stages need a model: keep `train` in stages or give model_path=<model.pt>")
-    if "train" in stages_cfg and "label" not in stages_cfg:
-        raise ConfigError("the train stage needs the label stage: add `label` to stages")
+    learner = "active" if "active" in stages_cfg else "train"  # the stage whose model the physics stages use
+    if "train" in stages_cfg and "active" in stages_cfg:
+        raise ConfigError("stages has both `train` and `active`: the physics stages use one model. Fix: keep `active` "
+                          "(its last committee, trained on the seed set plus the picked cells) or `train`")
+    if cfg.model_path is None and any(s in stages_cfg for s in PHYSICS) and learner not in stages_cfg:
+        raise ConfigError("the physics stages need a model: keep `train` (or `active`) in stages or give "
+                          "model_path=<model.pt>")
+    for kind in ("train", "active"):
+        if kind in stages_cfg and "label" not in stages_cfg:
+            raise ConfigError(f"the {kind} stage needs the label stage (its data): add `label` to stages")
 
     common = [f"material={choices['material']}", *choices.get("material_overrides", []),
               f"reference={choices['reference']}", *flatten_overrides(cfg.overrides.get("common"))]
@@ -126,13 +133,19 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
         elif kind == "train":
             out.append(Stage("train", kind, None, common + own, ("label",),
                              {"data.paths": ("label", "dataset.h5")}))
+        elif kind == "active":  # the label stage's cells are the seed set; the picked ones go to its own pool file
+            # `train` of conf/active.yaml is a plain dict of hedgenet-train overrides: keys it does not list yet
+            # (the train stage's recipe) are added
+            own = [f"++{o}" if o.startswith("train.") else o for o in own]
+            out.append(Stage("active", kind, None, common + own, ("label",),
+                             {"seed_data": ("label", "dataset.h5"), "pool.path": ("active", "pool.h5")}))
         else:
             if kind in cfg.reference_stages:
                 out.append(Stage(f"{kind}_reference", kind, "reference", common + own + ["calculator=reference"]))
             model_links, model_deps = {}, ()
             if cfg.model_path is None:
-                model_links["model_path"] = ("train", "model.pt")
-                model_deps = ("train",)
+                model_links["model_path"] = ("active", "committee.json") if learner == "active" else ("train", "model.pt")
+                model_deps = (learner,)
             if kind in ("phonons", "epi") and kind in cfg.reference_stages:
                 model_links["compare_with"] = (f"{kind}_reference", "")
                 model_deps += (f"{kind}_reference",)
@@ -177,8 +190,8 @@ def stage_command(stage: Stage, by_name: dict) -> list[str]:
     args = list(stage.overrides)
     for key, (other, fname) in stage.links.items():
         target = by_name[other].dir / fname if fname else by_name[other].dir
-        args.append(f"{key}=[{target}]" if key == "data.paths" else f"{key}={target}")
-    if stage.kind in ("label", "fermi_velocity"):
+        args.append(f"{key}=[{target}]" if key in ("data.paths", "seed_data") else f"{key}={target}")
+    if stage.kind in ("label", "fermi_velocity", "active"):
         args.append("progress=false")
     if stage.kind == "train" and (stage.dir / "checkpoints" / "last.ckpt").exists():
         args.append("train.resume=last")  # killed during training: continue from the last epoch

@@ -237,7 +237,7 @@ def reliability_plot(result: dict, path: Path, title: str = "") -> Path:
 
 
 def calibrate_committee(committee, samples, out_dir: Path | None = None, label: str = "held-out",
-                        store: bool = True, n_bins: int = 8) -> dict:
+                        store: bool = True, n_bins: int = 8, trust_factor: float = 2.0) -> dict:
     """Calibrate the committee at ``committee`` (its run directory or committee.json) on held-out labelled
     ``samples`` (dicts of :func:`hedgenet.training.data.load_samples`): per quantity (forces per atom, H and S per
     block) the Spearman correlation of spread and error, the scale s and the reliability curve
@@ -263,6 +263,10 @@ def calibrate_committee(committee, samples, out_dir: Path | None = None, label: 
     if store:
         calibration = {f"{q}_scale": result[q]["scale"] for q in ("forces", "H", "S") if q in result}
         calibration.update({f"{q}_spearman": result[q]["spearman"] for q in ("forces", "H", "S") if q in result})
+        # the held-out RMS error (over all atoms or blocks of the held-out cells): a physics run whose calibrated
+        # spread exceeds trust_factor times it is warned about (CommitteeCalculator.trust)
+        calibration.update({f"{q}_rms_error": result[q]["rms_error"] for q in ("forces", "H", "S") if q in result})
+        calibration["trust_factor"] = trust_factor
         calibration.update(measured_on=label, n_cells=len(graphs))
         update_calibration(info["path"], calibration)
     return result
