@@ -353,6 +353,7 @@ class FermiVelocitySection:
     temperatures_K: List[float] = MISSING
     orders: List[str] = MISSING
     force_constants_supercell: Optional[List[int]] = None   # None: the sampling cell itself
+    force_constants_from: Optional[str] = None   # another run's phonopy_params.yaml instead of the calculator's
     fc_displacement_A: float = MISSING
     epi_displacement_A: float = MISSING
     q_max_inv_A: float = MISSING

@@ -23,8 +23,13 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("fv_root")
 
 
-def test_reference_run(root):
-    _, out = run(root, "xtb")  # default orders: first, second, all
+@pytest.fixture(scope="module")
+def xtb_run(root) -> Path:
+    return run(root, "xtb")[1]  # default orders: first, second, all
+
+
+def test_reference_run(xtb_run):
+    out = xtb_run
     for f in ("summary.json", "fermi_velocity.png", "spectral_function.png", "phonopy_params.yaml"):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
@@ -52,6 +57,34 @@ def test_reference_run(root):
     assert ph["force_constants_supercell"][:2] == [[5, 0, 0], [0, 5, 0]] and "ph2ph" in ph["mapped_by"]
     assert 45.0 < ph["gamma_inplane_optical_max_THz"] < 48.0 and ph["gamma_imaginary_non_acoustic_THz"] == []
     assert [(m["kind"], m["q"]) for m in s["excluded_modes"]] == [("acoustic", "Γ")] * 3
+
+
+def test_force_constants_from_another_run(xtb_run):
+    """fermi_velocity.force_constants_from: another run's phonopy_params.yaml, as stored on its own cell, mapped
+    onto another one (equal at the q points both cells share), refused for another unit cell or a missing file."""
+    import numpy as np
+    import phonopy
+    from ase import Atoms
+
+    from hedgenet.config import ConfigError
+    from hedgenet.physics.phonons import loaded_force_constants
+
+    stored = phonopy.load(str(xtb_run / "phonopy_params.yaml"), log_level=0)
+    u = stored.unitcell
+    unit = Atoms(numbers=u.numbers, cell=u.cell, scaled_positions=u.scaled_positions, pbc=True)
+    same, info = loaded_force_constants(xtb_run, unit, [4, 4])
+    assert info["mapped_by"].startswith("none") and info["force_constants_supercell"][:2] == [[4, 0, 0], [0, 4, 0]]
+    np.testing.assert_allclose(same.force_constants, stored.force_constants, atol=1e-10)
+    smaller, info = loaded_force_constants(xtb_run / "phonopy_params.yaml", unit, [2, 2])
+    assert "ph2ph" in info["mapped_by"]
+    for q in ([0, 0, 0], [0.5, 0, 0]):  # Γ and M: commensurate with both the 4×4 and the 2×2 cell
+        np.testing.assert_allclose(smaller.get_frequencies(q), stored.get_frequencies(q), atol=1e-6)
+    moved = unit.copy()
+    moved.positions[0] += [0.01, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="another unit cell"):
+        loaded_force_constants(xtb_run, moved, [4, 4])
+    with pytest.raises(ConfigError, match="no such file"):
+        loaded_force_constants(xtb_run / "nothing.yaml", unit, [4, 4])
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,7 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         imaginary_threshold_THz=(None if cfg.sampler.imaginary_threshold_THz is None
                                  else float(cfg.sampler.imaginary_threshold_THz)),
         force_constants_supercell=None if f.force_constants_supercell is None else tuple(f.force_constants_supercell),
+        force_constants_from=None if f.get("force_constants_from") is None else str(f.force_constants_from),
         fc_displacement_A=float(f.fc_displacement_A),
         epi_displacement_A=float(f.epi_displacement_A), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
         window_eV=float(f.window_eV), layers=None if f.layers is None else int(f.layers),

@@ -45,6 +45,7 @@ from hedgenet.physics.continuum_fit import (
 )
 from hedgenet.physics.phonons import (
     gamma_mode_summary,
+    loaded_force_constants,
     mapped_force_constants,
     name_gamma_modes,
 )
@@ -76,6 +77,7 @@ class RenormalizationSettings:
 
     supercell: tuple[int, int] = (6, 6)
     force_constants_supercell: tuple[int, int] | None = (7, 7)  # None: the sampling cell itself
+    force_constants_from: str | None = None  # another run's phonopy_params.yaml (mapped onto supercell) instead
     imaginary_threshold_THz: float | None = 0.1  # |ν| of an imaginary non-acoustic mode that stops the run; None: never
     temperatures_K: tuple[float, ...] = (0.0, 100.0, 300.0, 600.0)
     sampler: str = "monte_carlo"  # monte_carlo | sdm
@@ -273,8 +275,11 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     s.check()
     t = {}
     t0 = time.perf_counter()
-    phonon, fc_info = mapped_force_constants(calc, unit, list(s.supercell), s.force_constants_supercell,
-                                             s.fc_displacement_A)
+    if s.force_constants_from is not None:
+        phonon, fc_info = loaded_force_constants(s.force_constants_from, unit, list(s.supercell))
+    else:
+        phonon, fc_info = mapped_force_constants(calc, unit, list(s.supercell), s.force_constants_supercell,
+                                                 s.fc_displacement_A)
     sc = supercell_atoms(phonon, unit)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     excluded = excluded_modes(modes, s.cutoff_frequency_THz, *supercell_lattice(phonon))

@@ -81,6 +81,49 @@ def mapped_force_constants(calc, unit: Atoms, supercell, force_constants_superce
     return mapped, info
 
 
+def loaded_force_constants(path, unit: Atoms, supercell, tolerance_A: float = 1e-3):
+    """Phonopy object of ``supercell`` of ``unit`` with the force constants stored in ``path`` (the
+    ``phonopy_params.yaml`` a phonons, epi or fermi-velocity run writes), mapped by phonopy's Fourier
+    interpolation when that run's supercell differs. ConfigError naming the fix when the file is missing, holds no
+    force constants, or belongs to another unit cell (lattice or positions off by more than ``tolerance_A``)."""
+    import phonopy
+
+    from hedgenet.config import ConfigError
+    from hedgenet.structures.supercell import supercell_matrix as as_matrix
+
+    path = Path(str(path))
+    if path.is_dir():
+        path = path / "phonopy_params.yaml"
+    if not path.is_file():
+        raise ConfigError(f"fermi_velocity.force_constants_from={path}: no such file. Fix: the phonopy_params.yaml of a "
+                         "hedgenet-phonons, -epi or -fermi-velocity run (or its run directory)")
+    phonon = phonopy.load(str(path), produce_fc=False, log_level=0)
+    if phonon.force_constants is None:
+        raise ConfigError(f"{path} holds no force constants. Fix: a run's phonopy_params.yaml (written with them)")
+    other = phonon.unitcell
+    frac = np.asarray(other.scaled_positions) - unit.get_scaled_positions()
+    frac -= np.round(frac)
+    same = (len(other.numbers) == len(unit) and np.array_equal(other.numbers, unit.numbers)
+            and np.abs(np.asarray(other.cell) - unit.cell.array).max() < tolerance_A
+            and np.abs(frac @ unit.cell.array).max() < tolerance_A)
+    if not same:
+        raise ConfigError(f"{path} is the phonons of another unit cell than this run's (atoms, lattice or positions "
+                         f"differ by more than {tolerance_A} Å). Fix: force constants of a run of the same material "
+                         "with the same relaxed structure (same reference and material settings)")
+    asr = enforce_acoustic_sum_rule(phonon)
+    source = np.asarray(phonon.supercell_matrix).astype(int)
+    info = {"force_constants_supercell": source.tolist(), "force_constants_from": str(path),
+            "folds_K_onto_gamma": folds_k_onto_gamma(source), **asr}
+    target = as_matrix(supercell)
+    if np.array_equal(source, target):
+        info["mapped_by"] = f"none (read from {path})"
+        return phonon, info
+    mapped = phonon.ph2ph(target)
+    enforce_acoustic_sum_rule(mapped)
+    info["mapped_by"] = f"phonopy Fourier interpolation of dynamical matrices (Phonopy.ph2ph) of {path}"
+    return mapped, info
+
+
 def sum_rule_violation(force_constants: np.ndarray) -> float:
     """max_{i,α,β} |Σ_j Φ_ij^{αβ}| (eV/Å²): zero when a rigid translation costs no force."""
     return float(np.abs(force_constants.sum(axis=1)).max())
