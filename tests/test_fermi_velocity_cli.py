@@ -69,7 +69,7 @@ def test_force_constants_from_another_run(xtb_run):
     from hedgenet.config import ConfigError
     from hedgenet.physics.phonons import loaded_force_constants
 
-    stored = phonopy.load(str(xtb_run / "phonopy_params.yaml"), log_level=0)
+    stored = phonopy.load(str(xtb_run / "phonopy_params.yaml"), is_compact_fc=False, log_level=0)
     u = stored.unitcell
     unit = Atoms(numbers=u.numbers, cell=u.cell, scaled_positions=u.scaled_positions, pbc=True)
     same, info = loaded_force_constants(xtb_run, unit, [4, 4])

@@ -97,7 +97,7 @@ def loaded_force_constants(path, unit: Atoms, supercell, tolerance_A: float = 1e
     if not path.is_file():
         raise ConfigError(f"fermi_velocity.force_constants_from={path}: no such file. Fix: the phonopy_params.yaml of a "
                          "hedgenet-phonons, -epi or -fermi-velocity run (or its run directory)")
-    phonon = phonopy.load(str(path), produce_fc=False, log_level=0)
+    phonon = phonopy.load(str(path), produce_fc=False, is_compact_fc=False, log_level=0)  # full (N, N, 3, 3)
     if phonon.force_constants is None:
         raise ConfigError(f"{path} holds no force constants. Fix: a run's phonopy_params.yaml (written with them)")
     other = phonon.unitcell
