@@ -416,6 +416,8 @@ class ActiveSection:
     max_labels: int = MISSING
     target_force_spread_meV_A: Optional[float] = None
     committee_size: int = MISSING
+    seed: int = 0
+    labels_from: Optional[str] = None
 
 
 @dataclass

@@ -104,6 +104,31 @@ def test_picks_are_the_committees_most_uncertain(killed_and_resumed):
         assert np.allclose(again[key], np.array(record[key])[index], rtol=1e-6), key
 
 
+def test_labels_of_an_earlier_labelling_are_copied_exactly(killed_and_resumed, tmp_path):
+    from ase import Atoms
+
+    from hedgenet.cli.active import copy_labels
+    from hedgenet.data.store import DatasetStore
+
+    root, _, _, _, _ = killed_and_resumed
+    source = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
+    target = DatasetStore(tmp_path / "copy.h5")
+    ref = source.read_reference()
+    base = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
+    base.arrays["layer"] = ref["layer"]
+    header = source.header()
+    target.create({k: header[k] for k in ("fingerprint", "solver_settings", "orbital_layout", "material")}, base)
+    have = source.ids()
+    assert copy_labels(source, target, [have[0], have[1], 99]) == [have[0], have[1]]  # 99: for the reference
+    assert target.ids() == [have[0], have[1]]
+    for sid in (have[0], have[1]):
+        a, b = source.read_sample(sid), target.read_sample(sid)
+        for key in ("positions", "forces", "H", "S", "energy", "virial"):
+            np.testing.assert_array_equal(a[key], b[key])
+        assert b["copied_from"] == str(source.path) and b["kind"] == a["kind"]
+    assert copy_labels(source, target, [have[0]]) == [have[0]] and target.ids() == [have[0], have[1]]  # never twice
+
+
 def test_pick_rules():
     from hedgenet.training.active import pick, uncertainty_score
 
@@ -123,6 +148,7 @@ def test_pick_rules():
     (["seed_data=[]"], ["seed_data is empty", "Fix:"]),
     (["active.committee_size=1"], ["at least 2 members", "Fix: active.committee_size=3"]),
     (["active.strategy=greedy"], ["'greedy' unknown", "uncertainty"]),
+    (["active.labels_from=${paths.data_dir}/tiny.h5"], ["not a dataset of this pool", "Fix:"]),
 ])
 def test_bad_inputs_are_refused(tmp_path, tiny_root, overrides, expected):
     root = tiny_root(tmp_path)

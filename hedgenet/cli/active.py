@@ -156,6 +156,13 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     else:
         store.create(_store_header(cfg, reference, params, fingerprint), base)
     store.consolidate()  # labels a killed run left staged
+    labels_from = None
+    if a.labels_from is not None:
+        labels_from = DatasetStore(Path(str(a.labels_from)))
+        if not labels_from.exists() or labels_from.header().get("fingerprint") != fingerprint:
+            raise ConfigError(f"active.labels_from={a.labels_from} is not a dataset of this pool (its recipe, seed, "
+                              "material or reference settings differ: another fingerprint). Fix: the pool's keys and "
+                              "`seed` as the hedgenet-label command that wrote it, or active.labels_from=null")
     n_seed = sum(len(DatasetStore(Path(str(p))).ids()) for p in cfg.seed_data)
     reference_spec = {"name": cfg.reference.name, **reference_settings(cfg)}
     print(f"hedgenet-active: pool of {len(specs)} candidates ({pool['path']}), {n_seed} seed cells; resume with the "
@@ -193,16 +200,19 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
         if picked is None:
             ids = [s.sample_id for s in candidates]
             scores = uncertainty_score(spreads, str(a.score)) if a.strategy == "uncertainty" else None
-            picked = pick(ids, scores, min(int(a.batch_size), budget_left), str(a.strategy), int(cfg.seed) * 1000 + r)
+            picked = pick(ids, scores, min(int(a.batch_size), budget_left), str(a.strategy), 1000 * int(a.seed) + r)
             tmp = picks_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"picked": picked, "strategy": str(a.strategy), "score": str(a.score),
                                        "candidates": ids, "scores": None if scores is None else scores.tolist(),
                                        **{k: v.tolist() for k, v in spreads.items()}}))
             tmp.replace(picks_file)
         t_label = time.perf_counter()
-        counts = label_dataset(store, base, [by_id[i] for i in picked], make_reference, reference_spec,
-                               n_workers=int(pool["n_workers"]), consolidate_every_s=float(pool["consolidate_every_s"]),
-                               progress=bool(cfg.progress), reference=reference)
+        copied = copy_labels(labels_from, store, picked) if labels_from is not None else []
+        counts = label_dataset(store, base, [by_id[i] for i in picked if i not in copied], make_reference,
+                               reference_spec, n_workers=int(pool["n_workers"]),
+                               consolidate_every_s=float(pool["consolidate_every_s"]), progress=bool(cfg.progress),
+                               reference=reference)
+        counts["copied"] = len(copied)
         row.update(picked=picked, picked_kinds=[by_id[i].kind for i in picked], label_s=time.perf_counter() - t_label,
                    label_counts=counts)
         append_round(run_dir, row)
@@ -217,6 +227,23 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
             "n_rounds": len(rows), "n_seed": n_seed, "n_picked": len(store.ids()), "pool_size": len(specs),
             "pool_path": str(store.path), "stop": rows[-1]["stop"], "excluded_modes": list(excluded),
             "time_s_this_run": time.perf_counter() - t0}
+
+
+def copy_labels(source, store, ids) -> list[int]:
+    """Stage the samples ``ids`` that ``source`` (a store of the same pool) holds into ``store``, as labelled
+    there; returns their ids (the others are for the reference)."""
+    have = set(source.ids())
+    copied = []
+    for i in ids:
+        if i in have and i not in store.done_ids():
+            arrays, attrs = source.read_sample_parts(i)
+            attrs = {k: v.item() if hasattr(v, "item") else v for k, v in attrs.items()}
+            store.stage(i, arrays, {**attrs, "copied_from": str(source.path)})
+            copied.append(i)
+        elif i in have:
+            copied.append(i)
+    store.consolidate()
+    return copied
 
 
 def publish_committee(train_dir: Path, run_dir: Path) -> Path:

@@ -407,6 +407,18 @@ class DatasetStore:
                 raise KeyError(f"sample {sample_id} is not in {self.path}") from None
             return self._read_group(g, _sid(sample_id))
 
+    def read_sample_parts(self, sample_id: int) -> tuple[dict, dict]:
+        """One sample as :meth:`stage` takes it: its arrays and its attributes (checked as :meth:`read_sample`)."""
+        with self._open() as f:
+            try:
+                g = f["samples"][_sid(sample_id)]
+            except KeyError:
+                raise KeyError(f"sample {sample_id} is not in {self.path}") from None
+            merged = self._read_group(g, _sid(sample_id))
+            names = set(g.attrs.keys())
+        return ({k: v for k, v in merged.items() if k not in names},
+                {k: v for k, v in merged.items() if k in names})
+
     def read_reference(self) -> dict:
         """The undisplaced supercell (positions, cell Å; numbers, layer, pbc)."""
         with self._open() as f:
