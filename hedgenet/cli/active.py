@@ -163,7 +163,11 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
             raise ConfigError(f"active.labels_from={a.labels_from} is not a dataset of this pool (its recipe, seed, "
                               "material or reference settings differ: another fingerprint). Fix: the pool's keys and "
                               "`seed` as the hedgenet-label command that wrote it, or active.labels_from=null")
-    n_seed = sum(len(DatasetStore(Path(str(p))).ids()) for p in cfg.seed_data)
+    seeds = [DatasetStore(Path(str(p))) for p in cfg.seed_data]
+    n_seed = sum(len(d.ids()) for d in seeds)
+    # seed cells that are samples of this very pool (a subset of its labelling: the same fingerprint) are labelled
+    # already: they are never offered as candidates
+    in_seed = {i for d in seeds if d.header().get("fingerprint") == fingerprint for i in d.ids()}
     reference_spec = {"name": cfg.reference.name, **reference_settings(cfg)}
     print(f"hedgenet-active: pool of {len(specs)} candidates ({pool['path']}), {n_seed} seed cells; resume with the "
           f"same command and hydra.run.dir={run_dir}", file=sys.stderr)
@@ -180,12 +184,13 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
         data_paths = [str(p) for p in cfg.seed_data] + ([str(store.path)] if labelled else [])
         print(f"round {r}: committee on {n_seed + len(labelled)} labelled cells", file=sys.stderr)
         metrics = train_round(cfg, round_dir / "train", data_paths)
-        done = store.done_ids() - set(picked or [])  # labelled or failed: a failed candidate is not offered again
+        # labelled (here or in the seed set) or failed: a failed candidate is not offered again
+        done = (store.done_ids() | in_seed) - set(picked or [])
         candidates = [s for s in specs if s.sample_id not in done]
         spreads = candidate_spreads(round_dir / "train" / "committee.json", [s.structure(base) for s in candidates])
         row = round_row(r, n_seed, len(labelled), metrics, spreads)
         target = a.target_force_spread_meV_A
-        budget_left = int(a.max_labels) - len(done)
+        budget_left = int(a.max_labels) - len(done - in_seed)
         stop = None if picked is not None else (
             "pool exhausted" if not candidates else "max_labels" if budget_left <= 0 else
             "max_rounds" if r >= int(a.max_rounds) else

@@ -1,0 +1,206 @@
+"""Active against random picks: how many reference calls does a target accuracy cost?
+
+Runs ``hedgenet-active`` once per (strategy, seed) on one candidate pool — a dataset labelled earlier by
+``hedgenet-label`` (e.g. the learning-curve benchmark's 192-cell pool), given as ``active.labels_from``, so
+every pick is copied instead of recomputed and still counts as one reference call — starting from the same
+seed set (a subset of that pool: its cells are never offered again), with committees trained alike in every
+round. Then, per round, the committee (members' mean) is measured on held-out data:
+
+- test force MAE (meV/Å) and H MAE (meV): the members' mean test errors of the round's training run;
+- phonon MAE against the reference on Γ–M–K–Γ (THz) and the Γ interlayer shear and breathing modes (THz):
+  ``hedgenet-phonons calculator=model model_path=<round committee> compare_with=<reference phonons run>``.
+
+    OMP_NUM_THREADS=1 python benchmarks/active_learning.py --pool <pool.h5> --seed-data <subset of it>.h5 \\
+        --test <held-out>.h5 --reference-phonons <hedgenet-phonons run dir> --root outputs/active_learning \\
+        --strategies uncertainty random --seeds 0 1 2 --batch 12 --max-labels 48
+
+Writes ``<root>/active_learning.json`` (settings and one row per strategy × seed × round),
+``active_learning.md`` (the rows, the curves averaged over seeds and the calls each strategy needs to reach
+``--target-phonon-mae``; also printed) and ``active_learning.png`` (phonon and force MAE against reference calls,
+mean and range over seeds). Resumable: every hedgenet-active and hedgenet-phonons run lives under
+``<root>/runs`` and a finished one is reused; rerun the same command to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table  # noqa: E402
+from interlayer_ablation import cli, gamma_modes  # noqa: E402
+from learning_curves import PHONONS  # noqa: E402
+
+TRAIN = ["++train.trainer.precision=32-true", "++train.data.batch_size=1", "++train.train.scheduler.patience=4",
+         "++train.train.force_constants.every_n_steps=2", "++train.train.force_constants.interlayer_every_n_steps=1"]
+"""The main job's train recipe (conf/pipeline.yaml ``overrides.train``) besides the model and epochs."""
+
+
+def pool_overrides(pool: Path) -> list[str]:
+    """hedgenet-active overrides that rebuild the candidates of ``pool`` (its recipe and seed, from its header),
+    so that the pool's fingerprint matches and its labels can be copied."""
+    from hedgenet.data.store import DatasetStore
+
+    header = DatasetStore(pool).header()
+    cfg = yaml.safe_load(header["config"])
+    d = cfg["dataset"]
+
+    def v(x) -> str:
+        return json.dumps(x).replace(" ", "")
+
+    out = [f"seed={cfg['seed']}", f"pool.supercell={v(d['supercell'])}",
+           f"pool.rattle.amplitudes_A={v(d['rattle']['amplitudes_A'])}",
+           f"pool.rattle.n_per_amplitude={d['rattle']['n_per_amplitude']}",
+           f"pool.thermal.temperatures_K={v(d['thermal']['temperatures_K'])}",
+           f"pool.thermal.n_per_temperature={d['thermal']['n_per_temperature']}",
+           f"pool.thermal.quantum={str(d['thermal']['quantum']).lower()}",
+           f"pool.thermal.cutoff_frequency_THz={d['thermal']['cutoff_frequency_THz']}",
+           f"pool.thermal.fc_displacement_A={d['thermal']['fc_displacement_A']}",
+           f"pool.rigid.shifts_A={v(d['rigid']['shifts_A'])}", f"pool.strain.strains={v(d['strain']['strains'])}",
+           f"pool.strain.rattle_A={d['strain']['rattle_A']}",
+           f"reference.block_cutoff={header['solver_settings']['block_cutoff_A']}"]
+    return out
+
+
+def run_active(args, strategy: str, seed: int) -> Path:
+    name = f"{strategy}_seed{seed}"
+    run_dir = args.root / "runs" / name
+    if (run_dir / "summary.json").exists():
+        return run_dir
+    overrides = [f"seed_data=[{args.seed_data}]", f"test_paths=[{args.test}]", *pool_overrides(args.pool),
+                 f"active.labels_from={args.pool}", f"pool.name=pool_{name}", f"active.strategy={strategy}",
+                 f"active.seed={seed}", f"active.batch_size={args.batch}", f"active.max_labels={args.max_labels}",
+                 f"active.max_rounds={math.ceil(args.max_labels / args.batch)}",
+                 f"active.committee_size={args.committee_size}", f"active.score={args.score}",
+                 f"train.train.max_epochs={args.epochs}", f"++train.seed={seed}", *TRAIN, "progress=false",
+                 f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "HEDGENET_ROOT": str(args.root), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "hedgenet.cli.active", *overrides]
+    t0 = time.perf_counter()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f"{name}.log", "a") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); log {run_dir.parent / f'{name}.log'}")
+    print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return run_dir
+
+
+def round_rows(args, strategy: str, seed: int, run_dir: Path) -> list[dict]:
+    rows = []
+    for r in (json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()):
+        committee = run_dir / "rounds" / str(r["round"]) / "train" / "committee.json"
+        ph_dir = args.root / "runs" / f"phonons_{strategy}_seed{seed}_r{r['round']}"
+        s = cli("phonons", args.root, ph_dir, "calculator=model", f"model_path={committee}",
+                f"phonons.supercell=[{args.phonon_supercell[0]},{args.phonon_supercell[1]}]", *PHONONS,
+                f"compare_with={args.reference_phonons}")
+        g = gamma_modes(ph_dir)
+        rows.append({"strategy": strategy, "seed": seed, "round": r["round"], "calls": r["n_picked_total"],
+                     "cells": r["n_labelled"], "test_forces_mae_meV_A": r.get("test_forces_mae_meV_A"),
+                     "test_H_mae_meV": r.get("test_H_mae_meV"), "phonon_mae_THz": s["frequency_mae_vs_compare_THz"],
+                     "shear_THz": g["interlayer shear"], "breathing_THz": g["layer breathing"],
+                     "pool_force_spread_mean_meV_A": r.get("pool_force_spread_mean_meV_A"),
+                     "train_s": r.get("train_s"), "picked_kinds": r.get("picked_kinds")})
+    return rows
+
+
+def calls_to_reach(rows: list[dict], key: str, target: float) -> float | None:
+    """The fewest reference calls at which the seed-mean of ``key`` is ≤ ``target`` (None: never)."""
+    by_calls: dict[int, list[float]] = {}
+    for r in rows:
+        by_calls.setdefault(r["calls"], []).append(r[key])
+    for calls in sorted(by_calls):
+        if float(np.mean(by_calls[calls])) <= target:
+            return calls
+    return None
+
+
+def plot(rows: list[dict], path: Path, strategies) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, label in ((axes[0], "phonon_mae_THz", "phonon MAE (THz)"),
+                           (axes[1], "test_forces_mae_meV_A", "test force MAE (meV/Å)")):
+        for strategy in strategies:
+            mine = [r for r in rows if r["strategy"] == strategy and r[key] is not None]
+            calls = sorted({r["calls"] for r in mine})
+            vals = [[r[key] for r in mine if r["calls"] == c] for c in calls]
+            ax.plot(calls, [np.mean(v) for v in vals], "o-", label=strategy)
+            ax.fill_between(calls, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+        ax.set_xlabel("reference calls (picked cells)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pool", type=Path, required=True, help="the labelled candidate pool (hedgenet-label dataset)")
+    p.add_argument("--seed-data", type=Path, required=True, help="the seed set: a subset of the pool's samples")
+    p.add_argument("--test", type=Path, required=True, help="held-out labelled cells")
+    p.add_argument("--reference-phonons", type=Path, required=True, help="a hedgenet-phonons run of the reference")
+    p.add_argument("--root", type=Path, default=Path("outputs/active_learning"))
+    p.add_argument("--strategies", nargs="+", default=["uncertainty", "random"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--max-labels", type=int, default=48)
+    p.add_argument("--committee-size", type=int, default=2)
+    p.add_argument("--score", default="both")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7])
+    p.add_argument("--target-phonon-mae", type=float, default=None,
+                   help="THz; default: the random strategy's seed-mean at its last round")
+    args = p.parse_args()
+    for name in ("pool", "seed_data", "test", "reference_phonons", "root"):
+        setattr(args, name, getattr(args, name).resolve())
+    print("reproduce: OMP_NUM_THREADS=1 python benchmarks/active_learning.py "
+          + " ".join(shlex.quote(a) for a in sys.argv[1:]), flush=True)
+    rows = []
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            print(f"{strategy}, seed {seed}", flush=True)
+            rows += round_rows(args, strategy, seed, run_active(args, strategy, seed))
+    target = args.target_phonon_mae
+    if target is None and any(r["strategy"] == "random" for r in rows):
+        last = max(r["calls"] for r in rows if r["strategy"] == "random")
+        target = float(np.mean([r["phonon_mae_THz"] for r in rows if r["strategy"] == "random" and r["calls"] == last]))
+    reach = {s: calls_to_reach([r for r in rows if r["strategy"] == s], "phonon_mae_THz", target)
+             for s in args.strategies} if target is not None else {}
+    table = [[r["strategy"], r["seed"], r["calls"], r["cells"], f"{r['test_forces_mae_meV_A']:.1f}",
+              "–" if r["test_H_mae_meV"] is None else f"{r['test_H_mae_meV']:.2f}", f"{r['phonon_mae_THz']:.3f}",
+              f"{r['shear_THz']:.3f}", f"{r['breathing_THz']:.3f}",
+              "–" if r["pool_force_spread_mean_meV_A"] is None else f"{r['pool_force_spread_mean_meV_A']:.1f}",
+              " ".join(r["picked_kinds"] or [])[:40]] for r in rows]
+    text = print_table(["strategy", "seed", "calls", "cells", "test F MAE (meV/Å)", "test H MAE (meV)",
+                        "phonon MAE (THz)", "Γ shear (THz)", "Γ breathing (THz)", "pool spread (meV/Å)",
+                        "picked kinds"], table, title="active learning: per round")
+    if reach:
+        line = (f"calls to reach a seed-mean phonon MAE ≤ {target:.3f} THz: "
+                + ", ".join(f"{s} {reach[s] if reach[s] is not None else 'not reached'}" for s in args.strategies))
+        print(line)
+        text += "\n" + line + "\n"
+    args.root.mkdir(parents=True, exist_ok=True)
+    (args.root / "active_learning.md").write_text(text)
+    (args.root / "active_learning.json").write_text(json.dumps(
+        {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+         "target_phonon_mae_THz": target, "calls_to_reach": reach, "rows": rows}, indent=1))
+    plot(rows, args.root / "active_learning.png", args.strategies)
+
+
+if __name__ == "__main__":
+    main()
