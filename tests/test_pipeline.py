@@ -129,6 +129,8 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     (["+overrides.fermi_velocity.fermi_velocity.fixed_energy_eV=1.5"], "0 < fixed_energy_eV < window_eV"),
     (["stages=[label,phonons]"], "need a model"),
     (["stages=[label,relax]"], "stages ['relax'] unknown"),
+    (["stages=[label,train,active,phonons]"], "both `train` and `active`"),
+    (["stages=[active,phonons]"], "the active stage needs the label stage"),
     (["overrides.label.dataset.supercell=[3,3]"], "too narrow for reference.block_cutoff=5"),
 ])
 def test_pipeline_input_errors_are_clear_and_nothing_runs(tmp_path, args, message):
@@ -157,3 +159,24 @@ def test_every_experiment_composes_into_a_plan(tmp_path, experiment):
     plan = json.loads((run_dir / "stages.json").read_text())
     assert [p["stage"] for p in plan][:2] == ["label", "train"]
     assert all(not p["cached"] and len(p["hash"]) == 16 for p in plan)
+
+
+def test_active_learning_stage_plan():
+    """stages=[label,active,...]: the label stage's cells are the seed set, the pool file is the stage's own,
+    every round trains with the train stage's recipe, and the physics stages use the active stage's committee."""
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.config import config_dir
+    from hedgenet.pipeline.stages import plan
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="pipeline"):
+        cfg = compose("pipeline", ["stages=[label,active,phonons]", "overrides.train.train.max_epochs=7"])
+    stages = {s.name: s for s in plan(cfg, {"material": "ab_bilayer_graphene", "reference": "xtb"})}
+    assert list(stages) == ["label", "active", "phonons_reference", "phonons_model"]
+    active = stages["active"]
+    assert active.depends == ("label",)
+    assert active.links == {"seed_data": ("label", "dataset.h5"), "pool.path": ("active", "pool.h5")}
+    assert {"++train.train.max_epochs=7", "++train.model=hedgenet_small", "++train.trainer.precision=32-true"} <= set(
+        active.overrides)  # the train stage's recipe, for every round's committee
+    assert stages["phonons_model"].links["model_path"] == ("active", "committee.json")
+    assert stages["phonons_model"].depends[0] == "active"
