@@ -91,8 +91,10 @@ def _calibrate(args) -> None:
     from hedgenet.training.data import load_samples
 
     samples = load_samples(list(args.datasets))[0]
+    if not args.trust_factor > 0:
+        raise SystemExit(f"hedgenet-dataset calibrate: --trust-factor {args.trust_factor} must be > 0 (e.g. 2)")
     result = calibrate_committee(args.committee, samples, args.out, label=", ".join(args.datasets),
-                                 store=not args.no_store)
+                                 store=not args.no_store, trust_factor=args.trust_factor)
     for q in ("forces", "H", "S"):
         if q in result:
             r = result[q]
@@ -142,6 +144,9 @@ def main(argv=None) -> None:
     k.add_argument("datasets", nargs="+", help="held-out labelled datasets (.h5) the members were not trained on")
     k.add_argument("--out", default=None, help="where reliability.png and calibration.json go (default: the committee's folder)")
     k.add_argument("--no-store", action="store_true", help="measure only: leave the committee file's scales as they are")
+    k.add_argument("--trust-factor", type=float, default=2.0,
+                   help="physics runs warn when the committee's spread on what they evaluate exceeds this factor "
+                        "times the held-out RMS error (default 2)")
     k.set_defaults(func=_calibrate)
     args = p.parse_args(argv)
     try:
