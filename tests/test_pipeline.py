@@ -180,3 +180,20 @@ def test_active_learning_stage_plan():
         active.overrides)  # the train stage's recipe, for every round's committee
     assert stages["phonons_model"].links["model_path"] == ("active", "committee.json")
     assert stages["phonons_model"].depends[0] == "active"
+
+
+def test_a_committee_in_the_train_stage_is_the_physics_stages_model():
+    """overrides.train.committee.size=K: the train stage is done when its committee.json and summary.json exist,
+    and the physics stages use the committee."""
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.config import config_dir
+    from hedgenet.pipeline.stages import plan
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="pipeline"):
+        cfg = compose("pipeline", ["+overrides.train.committee.size=3"])
+    stages = {s.name: s for s in plan(cfg, {"material": "ab_bilayer_graphene", "reference": "xtb"})}
+    assert stages["train"].outputs == ("committee.json", "summary.json")
+    assert "committee.size=3" in stages["train"].overrides
+    for name in ("phonons_model", "epi_model", "fermi_velocity_model"):
+        assert stages[name].links["model_path"] == ("train", "committee.json"), name

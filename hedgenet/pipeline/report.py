@@ -56,6 +56,11 @@ def headline(outputs: dict) -> dict:
     epi = outputs.get("epi_model", {}).get("summary", {})
     if "g_sum_ratio_to_compare" in epi:  # Σ|g| of the model's Dirac-point couplings over the reference's
         h["coupling_sum_ratio"] = epi["g_sum_ratio_to_compare"]
+    for stage, q, unit in (("phonons_model", "forces", "meV_A"), ("fermi_velocity_model", "H", "meV")):
+        t = (outputs.get(stage, {}).get("summary", {}).get("trust") or {}).get(q)
+        if t:  # a committee: its largest spread on what the stage evaluated, against its threshold
+            h[f"trust_{q}_spread_max_{unit}"] = {"spread": 1e3 * t["max"],
+                                                 "threshold": None if t["threshold"] is None else 1e3 * t["threshold"]}
     fv = outputs.get("fermi_velocity_model", {}).get("summary", {})
     if fv:
         h["v0_static_1e5_m_s"] = fv["static"]["v0_1e5_m_s"]

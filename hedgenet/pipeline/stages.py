@@ -86,10 +86,11 @@ class Stage:
     hash: str = ""
     dir: Path | None = None
     config: dict | None = None
+    outputs_override: tuple[str, ...] | None = None  # a train stage that trains a committee
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return OUTPUTS[self.kind]
+        return self.outputs_override or OUTPUTS[self.kind]
 
     def missing_outputs(self) -> list[str]:
         return [f for f in self.outputs if self.dir is None or not (self.dir / f).exists()]
@@ -121,6 +122,10 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
         if kind in stages_cfg and "label" not in stages_cfg:
             raise ConfigError(f"the {kind} stage needs the label stage (its data): add `label` to stages")
 
+    # overrides.train.committee.size=K: the train stage trains a committee, and the physics stages use it (its
+    # members' mean; its spread is their trust signal)
+    committee = any(o.startswith("committee.size=") and o.split("=", 1)[1] not in ("null", "None")
+                    for o in flatten_overrides(cfg.overrides.get("train")))
     common = [f"material={choices['material']}", *choices.get("material_overrides", []),
               f"reference={choices['reference']}", *flatten_overrides(cfg.overrides.get("common"))]
     out: list[Stage] = []
@@ -131,8 +136,8 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
         if kind == "label":
             out.append(Stage("label", kind, None, common + own, links={"dataset.path": ("label", "dataset.h5")}))
         elif kind == "train":
-            out.append(Stage("train", kind, None, common + own, ("label",),
-                             {"data.paths": ("label", "dataset.h5")}))
+            out.append(Stage("train", kind, None, common + own, ("label",), {"data.paths": ("label", "dataset.h5")},
+                             outputs_override=("committee.json", "summary.json") if committee else None))
         elif kind == "active":  # the label stage's cells are the seed set; the picked ones go to its own pool file
             # `train` of conf/active.yaml is a plain dict of hedgenet-train overrides: keys it does not list yet
             # (the train stage's recipe) are added
@@ -144,7 +149,8 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
                 out.append(Stage(f"{kind}_reference", kind, "reference", common + own + ["calculator=reference"]))
             model_links, model_deps = {}, ()
             if cfg.model_path is None:
-                model_links["model_path"] = ("active", "committee.json") if learner == "active" else ("train", "model.pt")
+                model_links["model_path"] = ((learner, "committee.json") if learner == "active" or committee
+                                             else ("train", "model.pt"))
                 model_deps = (learner,)
             if kind in ("phonons", "epi") and kind in cfg.reference_stages:
                 model_links["compare_with"] = (f"{kind}_reference", "")
@@ -308,4 +314,8 @@ def load_outputs(stage: Stage) -> dict:
     for name in ("summary.json", "metrics.json"):
         if (d / name).exists():
             out[name.split(".")[0]] = json.loads((d / name).read_text())
+    if stage.kind == "train" and "metrics" not in out and "summary" in out:  # a committee: its members' means
+        prefix = "members_mean/"
+        out["metrics"] = {k[len(prefix):]: v for k, v in out["summary"].items() if k.startswith(prefix)}
+        out["metrics"].update({k: v for k, v in out["summary"].items() if k.startswith(("committee", "calibration/"))})
     return out
