@@ -140,6 +140,8 @@ def test_pick_rules():
     assert len({tuple(pick(ids, None, 2, "random", s)) for s in range(20)}) > 3  # the seed draws
     spreads = {"force_spread_eV_A": np.array([0.1, 0.3]), "H_spread_eV": np.array([0.02, 0.0])}
     assert np.allclose(uncertainty_score(spreads, "both"), [0.5 + 2.0, 1.5 + 0.0])
+    relative = {"force_spread_eV_A": np.array([0.02, 0.2]), "force_rms_eV_A": np.array([0.01, 1.0])}
+    assert np.allclose(uncertainty_score(relative, "relative"), [2.0, 0.2])  # a small force's spread weighs more
     with pytest.raises(ValueError, match="active.score=forces for task=forces"):
         uncertainty_score({"force_spread_eV_A": np.array([1.0])}, "H")
 

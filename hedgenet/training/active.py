@@ -13,8 +13,12 @@ times the committee's calibrated scales when it has them, so they estimate the R
 - ``force_spread_max_eV_A``: the largest per-atom force spread (eV/Å);
 - ``H_spread_eV``: the mean over orbital blocks of the per-block H spread (eV).
 
-The score a round ranks by (``active.score``): ``forces`` (the mean force spread), ``H`` (the mean H spread) or
-``both`` (each divided by its mean over the pool, then added: the two count equally whatever their units).
+- ``force_rms_eV_A``: the RMS over atoms of the committee's mean force (eV/Å), for the relative score.
+
+The score a round ranks by (``active.score``): ``forces`` (the mean force spread), ``H`` (the mean H spread),
+``both`` (each divided by its mean over the pool, then added: the two count equally whatever their units) or
+``relative`` (the mean force spread over the RMS force: the absolute spreads grow with the forces and so favour
+the most displaced cells; the relative one weighs nearly undisplaced cells, e.g. rigid-layer shifts, alike).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCORES = ("forces", "H", "both")
+SCORES = ("forces", "H", "both", "relative")
 STRATEGIES = ("uncertainty", "random")
 
 
@@ -50,8 +54,9 @@ def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[st
         graph = builder.from_atoms(atoms)
         (preds,) = member_predictions(models, [graph])
         if "forces" in preds[0]:
-            _, std = force_statistics(np.stack([p["forces"] for p in preds]))
+            mean, std = force_statistics(np.stack([p["forces"] for p in preds]))
             std = scale["forces"] * std
+            out.setdefault("force_rms_eV_A", []).append(float(np.sqrt(np.mean(np.sum(mean**2, axis=-1)))))
             out.setdefault("force_spread_eV_A", []).append(float(std.mean()))
             out.setdefault("force_spread_max_eV_A", []).append(float(std.max()))
         if "H" in preds[0]:
@@ -65,12 +70,15 @@ def uncertainty_score(spreads: dict[str, np.ndarray], score: str) -> np.ndarray:
     not predict what ``score`` needs."""
     if score not in SCORES:
         raise ValueError(f"active.score={score!r} unknown; valid: {list(SCORES)}")
-    need = {"forces": ["force_spread_eV_A"], "H": ["H_spread_eV"], "both": ["force_spread_eV_A", "H_spread_eV"]}[score]
+    need = {"forces": ["force_spread_eV_A"], "H": ["H_spread_eV"], "both": ["force_spread_eV_A", "H_spread_eV"],
+            "relative": ["force_spread_eV_A", "force_rms_eV_A"]}[score]
     missing = [k for k in need if k not in spreads]
     if missing:
         raise ValueError(f"active.score={score} needs {missing}, which this committee does not predict (task?). Fix: "
                          "active.score=forces for task=forces, active.score=H for task=hamiltonian, or train "
                          "with task=joint")
+    if score == "relative":
+        return spreads["force_spread_eV_A"] / np.maximum(spreads["force_rms_eV_A"], 1e-12)
     parts = [spreads[k] / max(float(np.mean(spreads[k])), 1e-300) for k in need]
     return np.sum(parts, axis=0) if len(parts) > 1 else spreads[need[0]]
 
