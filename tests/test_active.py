@@ -159,3 +159,4 @@ def test_bad_inputs_are_refused(tmp_path, tiny_root, overrides, expected):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     for text in expected:
         assert text in proc.stderr, proc.stderr[-2000:]
+    assert not list((root / "data").glob("*active_pool*.h5"))  # refused before the pool file is made

@@ -151,11 +151,6 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     by_id = {s.sample_id: s for s in specs}
     store = DatasetStore(Path(pool["path"]))
     fingerprint = dataset_fingerprint(params, cfg.material.builder, pool, int(cfg.seed), reference)
-    if store.exists():
-        store.check_fingerprint(fingerprint)
-    else:
-        store.create(_store_header(cfg, reference, params, fingerprint), base)
-    store.consolidate()  # labels a killed run left staged
     labels_from = None
     if a.labels_from is not None:
         labels_from = DatasetStore(Path(str(a.labels_from)))
@@ -163,6 +158,11 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
             raise ConfigError(f"active.labels_from={a.labels_from} is not a dataset of this pool (its recipe, seed, "
                               "material or reference settings differ: another fingerprint). Fix: the pool's keys and "
                               "`seed` as the hedgenet-label command that wrote it, or active.labels_from=null")
+    if store.exists():
+        store.check_fingerprint(fingerprint)
+    else:
+        store.create(_store_header(cfg, reference, params, fingerprint), base)
+    store.consolidate()  # labels a killed run left staged
     seeds = [DatasetStore(Path(str(p))) for p in cfg.seed_data]
     n_seed = sum(len(d.ids()) for d in seeds)
     # seed cells that are samples of this very pool (a subset of its labelling: the same fingerprint) are labelled
