@@ -240,13 +240,13 @@ def copy_labels(source, store, ids) -> list[int]:
     have = set(source.ids())
     copied = []
     for i in ids:
-        if i in have and i not in store.done_ids():
+        if i not in have:
+            continue
+        if i not in store.done_ids():
             arrays, attrs = source.read_sample_parts(i)
             attrs = {k: v.item() if hasattr(v, "item") else v for k, v in attrs.items()}
             store.stage(i, arrays, {**attrs, "copied_from": str(source.path)})
-            copied.append(i)
-        elif i in have:
-            copied.append(i)
+        copied.append(i)
     store.consolidate()
     return copied
 

@@ -67,17 +67,26 @@ def mapped_force_constants(calc, unit: Atoms, supercell, force_constants_superce
     cell, how it was mapped and the sum-rule violation."""
     from hedgenet.structures.supercell import supercell_matrix as as_matrix
 
-    target = as_matrix(supercell)
-    source = target if force_constants_supercell is None else as_matrix(force_constants_supercell)
+    source = as_matrix(supercell if force_constants_supercell is None else force_constants_supercell)
     phonon = calc.force_constants(unit, source.tolist(), float(distance_A), method=str(method), progress=progress)
-    asr = enforce_acoustic_sum_rule(phonon)
-    info = {"force_constants_supercell": source.tolist(), "folds_K_onto_gamma": folds_k_onto_gamma(source), **asr}
-    if np.array_equal(source, target):
-        info["mapped_by"] = "none (computed on the sampling cell)"
+    return _onto_supercell(phonon, supercell, {}, "none (computed on the sampling cell)")
+
+
+def _onto_supercell(phonon, supercell, info: dict, unmapped: str, source_text: str = ""):
+    """``phonon`` (force constants of its own supercell) with the sum rule imposed, as a phonopy object of
+    ``supercell`` (phonopy's Fourier interpolation, ``Phonopy.ph2ph``, when the cells differ), and ``info``
+    completed with the source cell, whether it folds K onto Γ, the sum-rule violation and how it was mapped."""
+    from hedgenet.structures.supercell import supercell_matrix as as_matrix
+
+    source = np.asarray(phonon.supercell_matrix).astype(int)
+    info = {"force_constants_supercell": source.tolist(), **info, "folds_K_onto_gamma": folds_k_onto_gamma(source),
+            **enforce_acoustic_sum_rule(phonon)}
+    if np.array_equal(source, as_matrix(supercell)):
+        info["mapped_by"] = unmapped
         return phonon, info
-    mapped = phonon.ph2ph(target)
+    mapped = phonon.ph2ph(as_matrix(supercell))
     enforce_acoustic_sum_rule(mapped)
-    info["mapped_by"] = "phonopy Fourier interpolation of dynamical matrices (Phonopy.ph2ph)"
+    info["mapped_by"] = f"phonopy Fourier interpolation of dynamical matrices (Phonopy.ph2ph){source_text}"
     return mapped, info
 
 
@@ -89,7 +98,6 @@ def loaded_force_constants(path, unit: Atoms, supercell, tolerance_A: float = 1e
     import phonopy
 
     from hedgenet.config import ConfigError
-    from hedgenet.structures.supercell import supercell_matrix as as_matrix
 
     path = Path(str(path))
     if path.is_dir():
@@ -110,18 +118,8 @@ def loaded_force_constants(path, unit: Atoms, supercell, tolerance_A: float = 1e
         raise ConfigError(f"{path} is the phonons of another unit cell than this run's (atoms, lattice or positions "
                          f"differ by more than {tolerance_A} Å). Fix: force constants of a run of the same material "
                          "with the same relaxed structure (same reference and material settings)")
-    asr = enforce_acoustic_sum_rule(phonon)
-    source = np.asarray(phonon.supercell_matrix).astype(int)
-    info = {"force_constants_supercell": source.tolist(), "force_constants_from": str(path),
-            "folds_K_onto_gamma": folds_k_onto_gamma(source), **asr}
-    target = as_matrix(supercell)
-    if np.array_equal(source, target):
-        info["mapped_by"] = f"none (read from {path})"
-        return phonon, info
-    mapped = phonon.ph2ph(target)
-    enforce_acoustic_sum_rule(mapped)
-    info["mapped_by"] = f"phonopy Fourier interpolation of dynamical matrices (Phonopy.ph2ph) of {path}"
-    return mapped, info
+    return _onto_supercell(phonon, supercell, {"force_constants_from": str(path)}, f"none (read from {path})",
+                           f" of {path}")
 
 
 def sum_rule_violation(force_constants: np.ndarray) -> float:
