@@ -81,6 +81,26 @@ def test_model_autograd_hessian_matches_its_finite_differences(model, unit):
     assert sum_rule_violation(hess) < 1e-8 * scale  # the model's energy is translation invariant
 
 
+def test_hessian_by_lattice_translations_equals_every_row_computed(model, unit):
+    """On an undisplaced supercell the model's Hessian is computed for one atom per orbit and translated; the
+    result equals the Hessian with every row computed (float64 model: to round-off). A rattled cell has no
+    translations and all rows are computed."""
+    from hedgenet.models.base import model_hessian
+    from hedgenet.structures.supercell import lattice_translations
+
+    atoms = supercell_atoms(make_phonopy(unit, [3, 2]), unit)
+    perms = lattice_translations(atoms)[0]
+    assert len(perms) == 6
+    graph = model.energy_graph(model.graph_builder().from_atoms(atoms))
+    full = model_hessian(model, graph, rows_per_batch=10)
+    fast = model_hessian(model, graph, rows_per_batch=5, translations=perms)
+    assert np.abs(fast - full).max() < 1e-10 * np.abs(full).max()
+    assert np.allclose(ModelCalculator(model).hessian(atoms), full, rtol=0, atol=1e-10 * np.abs(full).max())
+    rattled = atoms.copy()
+    rattled.positions += np.random.default_rng(0).normal(0.0, 0.02, rattled.positions.shape)
+    assert len(lattice_translations(rattled)[0]) == 1
+
+
 def test_bad_inputs(unit):
     with pytest.raises(ValueError, match="band path"):
         path_qpoints("GXK")

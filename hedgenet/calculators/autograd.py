@@ -15,12 +15,14 @@ def autograd_force_constants(model, atoms: Atoms, rows_per_batch: int = 48) -> n
     """Exact Hessian Φ (N, N, 3, 3) in eV/Å² of a model's energy at ``atoms``, by differentiating its
     autograd forces once more, ``rows_per_batch`` Hessian rows (atom, direction) at a time (a batched
     vector–Jacobian product, :func:`hedgenet.models.base.model_hessian`), so memory stays that of a few force
-    evaluations on large cells."""
+    evaluations on large cells). On a cell with lattice translations (an undisplaced supercell) only one atom's
+    rows per orbit are computed, the rest by translation."""
     from hedgenet.models.base import model_hessian
+    from hedgenet.structures.supercell import lattice_translations
 
     param = next(model.parameters())
     graph = model.energy_graph(model.graph_builder().from_atoms(atoms)).to(device=param.device, dtype=param.dtype)
-    return model_hessian(model, graph, rows_per_batch)
+    return model_hessian(model, graph, rows_per_batch, translations=lattice_translations(atoms)[0])
 
 
 def autograd_block_derivatives(model, atoms: Atoms) -> BlockDerivatives:

@@ -183,17 +183,32 @@ def fermi_level_eV(graph, layout, elements: Sequence[int]) -> float:
     return neutral_midgap_eV(H, S, numbers)
 
 
-def model_hessian(model, graph, rows_per_batch: int = 48) -> np.ndarray:
+def model_hessian(model, graph, rows_per_batch: int = 48, translations: np.ndarray | None = None) -> np.ndarray:
     """A model's exact Hessian Φ (N, N, 3, 3) in eV/Å² at ``graph`` (one structure), ``rows_per_batch`` rows
     (atom, direction) per batched product, so memory stays that of a few force evaluations on large cells;
-    symmetrised (it is symmetric up to round-off)."""
+    symmetrised (it is symmetric up to round-off).
+
+    ``translations`` (T, N): the lattice translations of an undisplaced periodic cell as atom permutations
+    (``perms`` of :func:`hedgenet.structures.supercell.lattice_translations`, identity first). Then only the rows
+    of one atom per orbit are computed and the rest follow from Φ(a+t, b+t) = Φ(a, b), which a model of
+    relative positions obeys exactly: 3N/T times fewer products (a 7×7 supercell: 49×)."""
     n = graph.pos.shape[0]
-    eye = torch.eye(3 * n, dtype=model.dtype, device=graph.pos.device)
-    hess = np.zeros((3 * n, 3 * n))
-    for start in range(0, 3 * n, rows_per_batch):
-        rows = eye[start : start + rows_per_batch]
-        hv = hessian_vector_products(model, graph, rows.reshape(-1, n, 3))
-        hess[start : start + rows.shape[0]] = hv.detach().reshape(rows.shape[0], 3 * n).double().cpu().numpy()
+    perms = np.arange(n)[None] if translations is None else np.asarray(translations)
+    orbit = perms.min(axis=0)  # each atom's orbit named by its lowest index
+    reps = np.unique(orbit)
+    rows = torch.tensor([3 * a + k for a in reps for k in range(3)], device=graph.pos.device)
+    eye = torch.eye(3 * n, dtype=model.dtype, device=graph.pos.device)[rows]
+    computed = np.zeros((len(rows), 3 * n))
+    for start in range(0, len(rows), rows_per_batch):
+        chunk = eye[start : start + rows_per_batch]
+        hv = hessian_vector_products(model, graph, chunk.reshape(-1, n, 3))
+        computed[start : start + chunk.shape[0]] = hv.detach().reshape(chunk.shape[0], 3 * n).double().cpu().numpy()
+    hess = np.zeros((n, 3, n, 3))
+    known = dict(zip(reps.tolist(), computed.reshape(len(reps), 3, n, 3)))
+    for p in perms:  # Φ(p[r], p[b]) = Φ(r, b)
+        for r in reps:
+            hess[p[r]][:, p] = known[int(r)]
+    hess = hess.reshape(3 * n, 3 * n)
     hess = 0.5 * (hess + hess.T)
     return hess.reshape(n, 3, n, 3).transpose(0, 2, 1, 3).copy()
 

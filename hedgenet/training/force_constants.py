@@ -182,11 +182,13 @@ def force_constant_metrics(model, targets: Sequence[ForceConstantTarget]) -> dic
     and reference in the first target (x, y, z per layer against the rest)."""
     if not targets:
         return {}
+    from hedgenet.structures.supercell import lattice_translations
+
     maes, maxes = [], []
     for t in targets:
         n = len(t.atoms)
         graph = t.graph.to(dtype=model.dtype)
-        phi = model_hessian(model, graph)
+        phi = model_hessian(model, graph, translations=lattice_translations(t.atoms)[0])
         err = np.abs(phi.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) - t.matrix.double().numpy())
         maes.append(float(err.mean()))
         maxes.append(float(err.max()))
