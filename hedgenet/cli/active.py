@@ -18,8 +18,6 @@ rounds, committee members and labels are kept, a round's picks are stored before
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,7 +82,7 @@ def train_round(cfg: DictConfig, train_dir: Path, data_paths: list[str]) -> dict
     """Train (or finish, or keep) round's committee with hedgenet-train in ``train_dir``; its metrics."""
     from hydra.core.hydra_config import HydraConfig
 
-    from hedgenet.pipeline.stages import flatten_overrides, wait_forwarding_signals
+    from hedgenet.pipeline.stages import flatten_overrides, run_logged
 
     if (train_dir / "committee.json").exists() and (train_dir / "summary.json").exists():
         return json.loads((train_dir / "summary.json").read_text())
@@ -98,12 +96,7 @@ def train_round(cfg: DictConfig, train_dir: Path, data_paths: list[str]) -> dict
     cmd = [str(Path(sys.executable).parent / "hedgenet-train"), *args]
     train_dir.mkdir(parents=True, exist_ok=True)
     (train_dir / "command.txt").write_text(" ".join(cmd) + "\n")
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-    with open(train_dir.parent / "train.log", "a") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        status = wait_forwarding_signals(proc)
+    status = run_logged(cmd, train_dir.parent / "train.log")
     if status != 0:
         tail = (train_dir.parent / "train.log").read_text()[-1500:]
         if status in (2,):

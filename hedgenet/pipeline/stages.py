@@ -239,6 +239,18 @@ def wait_forwarding_signals(proc: subprocess.Popen) -> int:
             signal.signal(sig, handler)
 
 
+def run_logged(cmd: list[str], log_path: Path) -> int:
+    """Run a CLI as a child process, its output appended to ``log_path`` after a ``$ command`` line, W&B offline
+    unless WANDB_MODE says otherwise, SIGTERM/SIGHUP forwarded (:func:`wait_forwarding_signals`); its exit
+    status. OSError when it cannot start."""
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return wait_forwarding_signals(proc)
+
+
 def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
     """Run one stage's CLI into its directory; returns its wall time (s). Raises PipelineError on failure."""
     check_disk(stage.dir, min_free_GB, stage.name)
@@ -251,35 +263,30 @@ def run_stage_process(stage: Stage, by_name: dict, min_free_GB: float) -> float:
         raise PipelineError(f"stage {stage.name} cannot write its directory {stage.dir}: {err.strerror or err}. "
                             "Fix: set HEDGENET_ROOT to a writable directory with free space, then rerun: finished "
                             "stages are kept") from None
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
-    with open(stage.dir / "stage.log", "a") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n")
-        log.flush()
-        try:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        except OSError as err:
-            raise PipelineError(f"stage {stage.name} could not start ({err})") from None
-        wait_forwarding_signals(proc)
+    try:
+        returncode = run_logged(cmd, stage.dir / "stage.log")
+    except OSError as err:
+        raise PipelineError(f"stage {stage.name} could not start ({err})") from None
     seconds = time.perf_counter() - t0
     cpu_seconds = _children_cpu_s() - cpu0
-    if proc.returncode == 0 and stage.missing_outputs():
+    if returncode == 0 and stage.missing_outputs():
         missing = stage.missing_outputs()
         tail = (stage.dir / "stage.log").read_text()[-1500:]
         raise PipelineError(f"stage {stage.name} ended without writing {missing} (exit status 0); it is not marked "
                             f"done. Log: {stage.dir / 'stage.log'}\n--- last lines ---\n{tail}\nFix: rerun the same "
                             "command: the stage runs again (training resumes from its last checkpoint).")
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (stage.dir / "stage.log").read_text()[-1500:]
-        if proc.returncode < 0:
-            why = f"was killed by signal {-proc.returncode}"
-        elif proc.returncode > 128:
-            why = f"was stopped by signal {proc.returncode - 128} (exit status {proc.returncode})"
+        if returncode < 0:
+            why = f"was killed by signal {-returncode}"
+        elif returncode > 128:
+            why = f"was stopped by signal {returncode - 128} (exit status {returncode})"
         elif "No space left" in tail:
             why = "ran out of disk space"
         else:
-            why = f"failed (exit status {proc.returncode})"
+            why = f"failed (exit status {returncode})"
         raise PipelineError(f"stage {stage.name} {why}. Log: {stage.dir / 'stage.log'}\n--- last lines ---\n{tail}\n"
                             "Finished stages are kept: fix the cause and rerun the same command to resume here.")
     _write_json_atomic(stage.dir / DONE, {"stage": stage.name, "hash": stage.hash, "seconds": seconds,
