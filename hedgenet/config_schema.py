@@ -134,6 +134,8 @@ class DatasetConfig:
     strain: StrainConfig = field(default_factory=StrainConfig)
     force_constants: bool = False   # store the reference's force constants of the labelling cell (force-constant loss)
     force_constants_supercell: Optional[List[int]] = None   # of this supercell instead (None: the labelling cell)
+    couplings: bool = False   # store the reference's dH/du, dS/du of the force-constant cell (coupling loss)
+    couplings_displacement_A: float = 0.005   # their central-difference step (Å)
     n_workers: int = MISSING
     consolidate_every_s: float = MISSING
     num_shards: int = MISSING
@@ -206,6 +208,7 @@ class LossWeights:
     force_constants: float = 0.0   # on the MSE of Hessian–vector products (eV/Å²) against the stored reference ones
     force_constants_relative: float = 0.0   # the same relative to the reference's own Φ: soft modes weigh like stiff ones
     interlayer_modes: float = 0.0   # on the squared relative error of Φv for rigid interlayer translations (shear, breathing)
+    couplings: float = 0.0   # on the MSE of dH/du (eV/Å) and dS/du (1/Å) against the stored reference couplings
 
 
 @dataclass
@@ -224,6 +227,7 @@ class ForceConstantProbes:
     every_n_steps: int = 1   # training steps between two force-constant probes
     n_vectors: int = 1       # random displacement patterns per probe
     interlayer_every_n_steps: int = 1   # training steps between two interlayer-mode probes
+    couplings_every_n_steps: int = 1   # training steps between two coupling probes (one displaced atom and direction)
 
 
 @dataclass

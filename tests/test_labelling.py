@@ -167,6 +167,74 @@ def test_force_constants_of_a_larger_cell_replace_the_stored_ones_and_keep_the_s
     assert DatasetStore(path).force_constants_atoms() == 64 and len(DatasetStore(path)) == 6
 
 
+def test_couplings_are_stored_mapped_onto_the_models_blocks_and_learnable(root, base_dataset):
+    """dataset.couplings=true on a labelled file: the reference's dH/du, dS/du of its cell are added (one atom per
+    lattice orbit, 4 of 64), no sample is relabelled; a stored row is the reference's own central difference; the
+    training target puts it on a model's block edges; the coupling loss's gradient lowers it; a training run
+    asking for the loss on a file without couplings is refused with the fix."""
+    import shutil
+
+    import torch
+    from ase import Atoms
+
+    from hedgenet.calculators import ReferenceCalculator
+    from hedgenet.models import HedgeNet
+    from hedgenet.orbitals.blocks import blocks_on_edges
+    from hedgenet.orbitals.layout import OrbitalLayout
+    from hedgenet.reference import make_reference
+    from hedgenet.reference.xtb import GFN1_SHELLS
+    from hedgenet.training.couplings import coupling_loss, load_coupling_targets
+
+    path = root / "data" / "cpl.h5"
+    shutil.copy(base_dataset, path)
+    proc = label(root, "dataset.name=cpl", "dataset.couplings=true")
+    assert "skipped_done=6" in proc.stdout.replace(" ", "")
+    store = DatasetStore(path)
+    c = store.read_couplings()
+    assert store.couplings_atoms() == 64 and len(c["atoms"]) == 4 and c["delta_A"] == 0.005  # one atom per orbit
+    assert c["dH"].shape == c["dS"].shape == (4, 3, c["cell_shift"].shape[0], 4, 4)
+    ref_cell = store.read_force_constants_cell()
+    atoms = Atoms(numbers=ref_cell["numbers"], positions=ref_cell["positions"], cell=ref_cell["cell"], pbc=True)
+    calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
+    i, x = 2, 2  # the third displaced atom (of the second layer), out of plane
+    a = int(c["atoms"][i])
+    blocks = []
+    for sign in (1.0, -1.0):
+        moved = atoms.copy()
+        moved.positions[a, x] += sign * 0.005
+        blocks.append(blocks_on_edges(calc.predict_hamiltonian(moved), c["edge_index"], c["cell_shift"]))
+    assert np.allclose(c["dH"][i, x], (blocks[0][0] - blocks[1][0]) / 0.01, atol=1e-4)
+    assert np.abs(c["dH"][i, x]).max() > 0.1  # eV/Å: a real coupling
+    torch.manual_seed(0)
+    layout = OrbitalLayout(shells=dict(GFN1_SHELLS), basis_name="GFN1-xTB")
+    model = HedgeNet([6], r_intra=3.0, r_inter=3.5, size={"channels": 4, "lmax": 1, "num_layers": 1}, task="joint",
+                     layout=layout, block_cutoff=3.5, num_basis=4, radial_hidden=8, dtype="float64")
+    (target,) = load_coupling_targets([path], model)
+    k = 3 * i + x
+    index, shift = target.graph.block_index.numpy(), target.graph.block_shift.numpy().round().astype(np.int64)
+    from hedgenet.orbitals.blocks import BlockSet
+
+    stored = BlockSet(c["edge_index"], c["cell_shift"], c["dH"][i, x].astype(float), c["dS"][i, x].astype(float),
+                      c["n_orb"])
+    on_model = blocks_on_edges(stored, index, shift)[0]
+    assert len(index[0]) < c["edge_index"].shape[1]  # the model's 3.5 Å blocks: a subset of the 4 Å ones
+    assert np.allclose(target.dH[k].numpy(), on_model, atol=1e-6) and bool(target.mask.all())
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = coupling_loss(model, target, k)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    refused = subprocess.run([str(BIN / "hedgenet-train"), f"data.paths=[{base_dataset}]", "reference.block_cutoff=4.0",
+                              "train.loss_weights.couplings=1.0", "train.max_epochs=1", f"hydra.run.dir={root}/runs/cpl"],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "dataset.couplings=true" in refused.stderr, refused.stderr[-2000:]
+
+
 def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
     """SIGKILL mid-run (after some samples are consolidated), rerun: every id exactly once."""
     path = root / "data" / "killed.h5"

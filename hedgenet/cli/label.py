@@ -119,6 +119,7 @@ def labelling_context(cfg: DictConfig, d: DictConfig):
 
 
 def _label(cfg: DictConfig) -> dict:
+    from hedgenet.calculators import ReferenceCalculator
     from hedgenet.data.build import label_material
     from hedgenet.physics.phonons import reference_force_constants
 
@@ -129,7 +130,9 @@ def _label(cfg: DictConfig) -> dict:
                              OmegaConf.to_yaml(cfg, resolve=True), progress=bool(cfg.progress),
                              force_constants_of=lambda supercell: reference_force_constants(
                                  unit, supercell, reference, d.thermal.fc_displacement_A, Path(cfg.paths.cache_dir),
-                                 progress=cfg.progress))
+                                 progress=cfg.progress),
+                             couplings_of=lambda cell, delta_A: ReferenceCalculator(reference).block_derivatives(
+                                 cell, delta_A, progress=bool(cfg.progress)))
     summary["excluded_modes"] = list(excluded)  # empty when the dataset has no thermal samples
     return summary
 

@@ -8,12 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from hedgenet.structures.layers import layer_index
 
 
 def label_material(unit, params: dict, reference, reference_spec: dict, dataset: dict, seed: int, material: dict,
                    thermal_force_constants=None, config_yaml: str = "", progress: bool = False,
-                   force_constants_of=None) -> dict:
+                   force_constants_of=None, couplings_of=None) -> dict:
     """Build the displaced supercells of ``dataset`` (the ``dataset`` config section, resolved) for the relaxed
     ``unit`` cell and label them with ``reference`` into the HDF5 store; returns the store's summary.
 
@@ -23,6 +25,8 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     supercell, called only when thermal samples or the force constants themselves (``dataset.force_constants``,
     stored in the file for the force-constant loss) are asked for. ``force_constants_of(supercell)``: the same
     for another supercell of ``unit``, when ``dataset.force_constants_supercell`` asks to store those instead.
+    ``couplings_of(cell, delta_A)``: the reference's dH/du, dS/du of the force-constant cell, stored when
+    ``dataset.couplings`` asks for them (:func:`store_couplings`).
     Resumable: a store that exists must have the same fingerprint; finished samples are kept; stored force
     constants of another cell than the one asked for are replaced (the samples stay)."""
     from hedgenet.data.labelling import label_dataset
@@ -58,7 +62,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
         if store.exists():
             store.check_fingerprint(fingerprint)
             if stored_fc is not None and store.force_constants_atoms() != len(stored_fc[0]):  # none, or another cell
-                store.add_force_constants(*stored_fc)
+                store.add_force_constants(*stored_fc)  # (drops couplings of another cell)
         else:
             store.create(
                 {
@@ -78,6 +82,9 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
             n_workers=d["n_workers"], consolidate_every_s=d["consolidate_every_s"], progress=progress,
             reference=reference,
         )
+        if d.get("couplings"):
+            store_couplings(store, couplings_of, base if own_cell or stored_fc is None else stored_fc[2],
+                            float(d["couplings_displacement_A"]))
     summary = store.summary()
     summary.update(
         material=material["name"], reference=reference.name, structure_params=params,
@@ -86,6 +93,24 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     if summary["n_failed"]:
         summary["failures"] = {str(k): v for k, v in store.failures().items()}
     return summary
+
+
+def store_couplings(store, couplings_of, cell, delta_A: float) -> None:
+    """Store the reference's couplings dH/du, dS/du of the undisplaced ``cell`` (the force-constant cell) in
+    ``store`` unless it holds those of a cell of that size already. ``couplings_of(cell, delta_A)``: the
+    reference's :class:`~hedgenet.orbitals.blocks.BlockDerivatives` by central differences at ± ``delta_A`` Å,
+    one atom per lattice orbit displaced (6 reference runs per atom of the primitive cell); the rows of those
+    atoms are stored: the target of the coupling loss (``train.loss_weights.couplings``)."""
+    from hedgenet.structures.supercell import lattice_translations
+
+    if store.couplings_atoms() == len(cell):
+        return
+    if couplings_of is None:
+        raise ValueError("dataset.couplings=true needs the reference's block derivatives (couplings_of)")
+    bd = couplings_of(cell, delta_A)
+    reps = np.unique(lattice_translations(cell)[0].min(axis=0))
+    b0 = bd.blocks0
+    store.add_couplings(reps, bd.dH[reps], bd.dS[reps], b0.edge_index, b0.cell_shift, b0.n_orb, delta_A)
 
 
 def wants_thermal(dataset: dict) -> bool:

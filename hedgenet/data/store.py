@@ -477,6 +477,59 @@ class DatasetStore:
                 _put_force_constants(f["reference"], values, displacement_A, cell)
             self._replace_with(buf.getvalue(), f"storing force constants in {self.path}", "The file is unchanged.")
 
+    def add_couplings(self, atoms: np.ndarray, dH: np.ndarray, dS: np.ndarray, edge_index: np.ndarray,
+                      cell_shift: np.ndarray, n_orb: np.ndarray, delta_A: float) -> None:
+        """Store the reference's couplings of the force-constant cell (:meth:`read_force_constants_cell`):
+        dH/du (eV/Å) and dS/du (1/Å) for the displacements of the atoms ``atoms`` (one per lattice orbit; the
+        others follow by translation), arrays (len(atoms), 3, E, n_max, n_max) on the cell's block edges
+        ``edge_index`` (2, E), ``cell_shift`` (E, 3), by central differences at ± ``delta_A`` Å; float32,
+        replacing any stored ones (atomic; the samples are kept)."""
+        atoms = np.asarray(atoms, dtype=np.int64)
+        dH, dS = np.asarray(dH, dtype=np.float32), np.asarray(dS, dtype=np.float32)
+        if dH.shape != dS.shape or dH.shape[:3] != (len(atoms), 3, np.asarray(cell_shift).shape[0]):
+            raise DatasetError(f"couplings of shape {dH.shape} / {dS.shape} do not fit {len(atoms)} displaced atoms and "
+                               f"{np.asarray(cell_shift).shape[0]} block edges")
+        with self.locked():
+            buf = io.BytesIO(self.path.read_bytes())
+            with h5py.File(buf, "a") as f:
+                if "couplings" in f["reference"]:
+                    del f["reference"]["couplings"]
+                g = f["reference"].create_group("couplings")
+                g["atoms"], g["edge_index"], g["cell_shift"] = atoms, np.asarray(edge_index), np.asarray(cell_shift)
+                g["n_orb"] = np.asarray(n_orb)
+                g.create_dataset("dH", data=dH, fletcher32=True)
+                g.create_dataset("dS", data=dS, fletcher32=True)
+                g.attrs["delta_A"] = float(delta_A)
+                n_cell = (f["reference"]["force_constants_cell"] if "force_constants_cell" in f["reference"]
+                          else f["reference"])["numbers"].shape[0]
+                g.attrs["n_atoms"] = int(n_cell)
+            self._replace_with(buf.getvalue(), f"storing couplings in {self.path}", "The file is unchanged.")
+
+    def read_couplings(self) -> dict | None:
+        """The stored couplings (:meth:`add_couplings`: ``atoms``, ``dH``, ``dS``, ``edge_index``, ``cell_shift``,
+        ``n_orb``, ``delta_A``, ``n_atoms`` of their cell), or None."""
+        with self._open() as f:
+            g = f["reference"].get("couplings")
+            if g is None:
+                return None
+            try:
+                out = {k: v[()] for k, v in g.items()}
+            except (OSError, ValueError, RuntimeError) as err:
+                raise DatasetError(f"the couplings stored in {self.path} are damaged ({err}). The samples are intact. "
+                                   "Fix: train without them (train.loss_weights.couplings=0), or relabel with "
+                                   "dataset.couplings=true") from None
+            out.update(delta_A=float(g.attrs["delta_A"]), n_atoms=int(g.attrs["n_atoms"]))
+        if not (np.isfinite(out["dH"]).all() and np.isfinite(out["dS"]).all()):
+            raise DatasetError(f"the couplings stored in {self.path} are not finite. Fix: relabel with "
+                               "dataset.couplings=true")
+        return out
+
+    def couplings_atoms(self) -> int | None:
+        """The number of atoms of the stored couplings' cell (without reading them), or None."""
+        with self._open() as f:
+            g = f["reference"].get("couplings")
+            return None if g is None else int(g.attrs["n_atoms"])
+
     def iter_samples(self):
         with self._open() as f:
             for key in sorted(f["samples"].keys()):
@@ -650,11 +703,13 @@ class DatasetStore:
             "label_time_s_total": float(np.sum(times)) if n else 0.0,
             "force_constants": self.exists() and self.has_force_constants(),
             "force_constants_atoms": self.force_constants_atoms() if self.exists() else None,  # the target cell's
+            "couplings": self.exists() and self.couplings_atoms() is not None,
         }
 
 
-FORCE_CONSTANT_KEYS = ("force_constants", "force_constants_cell")
-"""What /reference holds besides the undisplaced supercell: the stored force constants and their own cell."""
+FORCE_CONSTANT_KEYS = ("force_constants", "force_constants_cell", "couplings")
+"""What /reference holds besides the undisplaced supercell: the stored force constants, their own cell and the
+couplings dH/du, dS/du of that cell."""
 
 
 def _put_force_constants(group, values, displacement_A: float, cell=None) -> None:

@@ -54,6 +54,7 @@ class TrainingModule(L.LightningModule):
         force_constant_targets: list | None = None,
         force_constant_probes: dict | None = None,
         seed: int = 0,
+        coupling_targets: list | None = None,
     ):
         super().__init__()
         self.model = model
@@ -72,6 +73,10 @@ class TrainingModule(L.LightningModule):
         self.fc_vectors = int(probes.get("n_vectors", 1))
         self.seed = int(seed)
         self._fc_on_device = {}
+        # the coupling loss: reference dH/du, dS/du of undisplaced cells (hedgenet.training.couplings), one stored
+        # displacement per probe, in turn, every couplings_every_n_steps steps
+        self.coupling_targets = list(coupling_targets or []) if self.loss_weights.get("couplings", 0) > 0 else []
+        self.coupling_every = int(probes.get("couplings_every_n_steps", 1))
         quantities = tuple(k for k in ("energy", "forces", "H", "S") if k in model.outputs)
         self.val_metrics = ErrorMetrics(quantities)
         self.test_metrics = ErrorMetrics(quantities)
@@ -94,6 +99,9 @@ class TrainingModule(L.LightningModule):
         for key, kind, probe in self.probes_due(self.global_step):
             parts[key] = self._force_constant_loss(probe, kind)
             loss = loss + self.loss_weights[key] * parts[key]
+        if self.coupling_targets and self.global_step % self.coupling_every == 0:
+            parts["couplings"] = self._coupling_loss(self.global_step // self.coupling_every)
+            loss = loss + self.loss_weights["couplings"] * parts["couplings"]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
@@ -134,6 +142,18 @@ class TrainingModule(L.LightningModule):
         err = force_constant_errors(self.model, t, v, create_graph=True, relative=kind == "relative",
                                     finite_differences=True)
         return (err**2).mean()
+
+    def _coupling_loss(self, probe: int) -> torch.Tensor:
+        """The coupling loss (:func:`hedgenet.training.couplings.coupling_loss`) of probe ``probe``: the targets
+        and their stored displacements in turn, so a resumed run continues the same sequence."""
+        from hedgenet.training.couplings import coupling_loss
+
+        t = self.coupling_targets[probe % len(self.coupling_targets)]
+        key = ("couplings", probe % len(self.coupling_targets), str(self.device))
+        if key not in self._fc_on_device:
+            self._fc_on_device[key] = t.to(self.device, self.model.dtype)
+        t = self._fc_on_device[key]
+        return coupling_loss(self.model, t, (probe // len(self.coupling_targets)) % len(t.displaced))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

@@ -192,6 +192,27 @@ def force_constant_targets(cfg: DictConfig, model) -> list:
     return targets
 
 
+def coupling_targets(cfg: DictConfig, model) -> list:
+    """The reference couplings stored in the training datasets (for the final metrics whatever the weight; the
+    loss uses them when its weight is > 0). A weight > 0 with none stored is refused with the fix (a silent run
+    without the term would be the run it was not)."""
+    from hedgenet.training.couplings import load_coupling_targets
+
+    if float(cfg.train.loss_weights.get("couplings", 0.0)) <= 0:
+        return load_coupling_targets(list(cfg.data.paths), model) if "H" in model.outputs else []
+    if "H" not in model.outputs:
+        raise ConfigError(f"train.loss_weights.couplings > 0 with task={cfg.task}: the model predicts no H. Fix: "
+                          "task=joint or hamiltonian, or train.loss_weights.couplings=0")
+    if int(cfg.train.force_constants.couplings_every_n_steps) < 1:
+        raise ConfigError("train.force_constants.couplings_every_n_steps must be ≥ 1. Fix: e.g. 2")
+    targets = load_coupling_targets(list(cfg.data.paths), model)
+    if not targets:
+        raise ConfigError(f"train.loss_weights.couplings > 0 but none of the datasets {list(cfg.data.paths)} stores "
+                          "the reference's couplings. Fix: rerun hedgenet-label on them with dataset.couplings=true "
+                          "(it adds them, the samples are kept), or train.loss_weights.couplings=0")
+    return targets
+
+
 def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_seed: int | None = None) -> dict:
     """One model's training in ``run_dir``; ``bootstrap_seed``: train on a resample (with replacement) of the
     training split drawn with that seed (a committee member's data subset)."""
@@ -212,6 +233,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         predict_batches,
     )
     from hedgenet.training.factory import build_model
+    from hedgenet.training.couplings import coupling_metrics
     from hedgenet.training.force_constants import force_constant_metrics
     from hedgenet.training.module import TrainingModule
     from hedgenet.training.tracking import log_run_outputs, single_log_stream, wandb_logger
@@ -250,11 +272,12 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     stats = model.init_statistics(dm.graphs["train"])
     stats["hamiltonian_shift_eV"] = float(model.hamiltonian_shift_eV)
     fc_targets = force_constant_targets(cfg, model)
+    c_targets = coupling_targets(cfg, model)
     module = TrainingModule(
         model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
         resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
         force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
-        seed=int(cfg.seed),
+        seed=int(cfg.seed), coupling_targets=c_targets,
     )
 
     history = run_dir / "history.jsonl"
@@ -318,6 +341,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         metrics["val/loss"] = validation_loss(final, dm.graphs["val"], module.loss_weights, cfg.data.batch_size)
     metrics.update(inference_time(final, dm.graphs["val"]))
     metrics.update(force_constant_metrics(final, fc_targets))
+    metrics.update(coupling_metrics(final, c_targets))
     # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
     builder = final.graph_builder()
     test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]
@@ -332,6 +356,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets),
+        n_coupling_targets=len(c_targets),
         epochs=cfg.train.max_epochs, epochs_trained=epochs_trained(trainer, history), init_statistics=stats,
     )
     for cb in extra_callbacks:
