@@ -40,7 +40,7 @@ class CouplingTarget:
     mask: torch.Tensor
     delta_A: float
 
-    def to(self, device, dtype) -> "CouplingTarget":
+    def to(self, device, dtype) -> CouplingTarget:
         return dataclasses.replace(self, graph=self.graph.to(device, dtype), dH=self.dH.to(device, dtype),
                                    dS=self.dS.to(device, dtype), mask=self.mask.to(device, dtype))
 
