@@ -97,7 +97,15 @@ def test_committee_calculator_is_the_members_mean_and_std(committee):
     b = atoms.copy()
     b.calc = cal
     b.get_forces()
-    np.testing.assert_allclose(cal.results["forces_std"], info["forces_scale"] * calc.results["forces_std"], rtol=1e-12)
+    # ... the per-atom variance pooled over the atom and its neighbours within the calibration's radius
+    from ase.neighborlist import neighbor_list
+
+    assert info["forces_spread_radius_A"] == 2.6
+    i, j = neighbor_list("ij", atoms, info["forces_spread_radius_A"])
+    var = calc.results["forces_std"] ** 2
+    pooled = np.sqrt([(var[a] + var[j[i == a]].sum()) / (1 + (i == a).sum()) for a in range(len(atoms))])
+    assert ((i == 0).sum()) == 9  # graphene: 3 first and 6 second neighbours
+    np.testing.assert_allclose(cal.results["forces_std"], info["forces_scale"] * pooled, rtol=1e-10)
     np.testing.assert_allclose(cal.predict_hamiltonian_with_spread(atoms)[1]["H_std"], info["H_scale"] * spread["H_std"],
                                rtol=1e-12)
 

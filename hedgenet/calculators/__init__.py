@@ -267,6 +267,8 @@ class CommitteeCalculator(ModelCalculator):
         cal = self.committee.get("calibration") or {}
         self.calibrated = bool(calibrated and cal)
         self.scales = {q: float(cal.get(f"{q}_scale") or 1.0) if self.calibrated else 1.0 for q in ("forces", "H", "S")}
+        # the force spread as it was calibrated: pooled over neighbours within this radius (Å; 0: the atom alone)
+        self.force_spread_radius_A = float(cal.get("forces_spread_radius_A") or 0.0) if self.calibrated else 0.0
         self.spread_record: dict[str, list[float]] = {"forces": [], "H": []}
         """Per evaluation (a force call, a structure's blocks): the RMS over atoms of the per-atom force spread
         (eV/Å) and over blocks of the per-block H spread (eV), as returned (calibrated when :attr:`calibrated`):
@@ -296,7 +298,8 @@ class CommitteeCalculator(ModelCalculator):
             if want_stress:
                 sigma = -out["virial"][0].detach().cpu().numpy().astype(float) / self.atoms.get_volume()
                 stresses.append(sigma.flat[[0, 4, 8, 5, 2, 1]])
-        mean_f, std_f = force_statistics(np.stack(forces))
+        mean_f, std_f = force_statistics(np.stack(forces), self.atoms.positions, self.atoms.cell.array,
+                                         self.force_spread_radius_A)
         self.spread_record["forces"].append(float(self.scales["forces"] * np.sqrt(np.mean(std_f**2))))
         e = float(np.mean(energies))
         self.results = {"energy": e, "free_energy": e, "forces": mean_f, "forces_std": self.scales["forces"] * std_f,

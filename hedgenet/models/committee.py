@@ -13,7 +13,11 @@ calculator returns is the one that was calibrated.
 
 Spreads (``ddof=1``: the sample standard deviation over members):
 - forces per atom (eV/Å): ``sqrt(Σ_c std_c²)``, the norm of the per-component std, comparable with the norm of the
-  force error ``|F_mean − F_ref|``;
+  force error ``|F_mean − F_ref|``; with positions, its square is pooled over the atom and its neighbours within
+  ``FORCE_SPREAD_RADIUS_A`` (a few members' std of one atom is a noisy estimate, and force errors are local:
+  graphene's first two neighbour shells raise the held-out Spearman correlation with the error from 0.58 to
+  0.67 for three members). Calibrations record the radius they used (``forces_spread_radius_A``; absent: 0,
+  the atom alone) and the calculator applies it;
 - H (eV) and S per block: ``sqrt(Σ_ab std_ab²)`` over the block's orbital entries (Frobenius norm of the
   per-entry std), comparable with the Frobenius norm of the block's error.
 """
@@ -97,11 +101,23 @@ def update_calibration(path: str | Path, calibration: dict) -> None:
     tmp.replace(path)
 
 
-def force_statistics(forces) -> tuple[np.ndarray, np.ndarray]:
-    """Members' forces (M, N, 3) eV/Å → mean (N, 3) and spread per atom (N,) eV/Å (norm of the per-component
-    sample std)."""
+FORCE_SPREAD_RADIUS_A = 2.6
+"""Neighbours within this distance (Å) pool their force variance into an atom's spread (module docstring)."""
+
+
+def force_statistics(forces, positions=None, cell=None, radius_A: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Members' forces (M, N, 3) eV/Å → mean (N, 3) and spread per atom (N,) eV/Å: the norm of the per-component
+    sample std, its square averaged over the atom and its neighbours within ``radius_A`` (Å; needs ``positions``
+    (N, 3) Å and the periodic ``cell`` (3, 3) Å) when ``radius_A`` > 0."""
     f = np.asarray(forces, dtype=np.float64)
-    return f.mean(axis=0), np.sqrt((f.std(axis=0, ddof=1) ** 2).sum(axis=-1))
+    var = (f.std(axis=0, ddof=1) ** 2).sum(axis=-1)
+    if radius_A > 0:
+        from ase.neighborlist import primitive_neighbor_list
+
+        i, j = primitive_neighbor_list("ij", (True, True, True), np.asarray(cell, dtype=float),
+                                       np.asarray(positions, dtype=float), float(radius_A))
+        var = (var + np.bincount(i, weights=var[j], minlength=len(var))) / (1 + np.bincount(i, minlength=len(var)))
+    return f.mean(axis=0), np.sqrt(var)
 
 
 def block_statistics(blocks, mask=None) -> tuple[np.ndarray, np.ndarray]:

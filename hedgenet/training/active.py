@@ -47,6 +47,7 @@ def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[st
     info = read_committee(committee)
     cal = (info.get("calibration") or {}) if calibrated else {}
     scale = {q: float(cal.get(f"{q}_scale") or 1.0) for q in ("forces", "H")}
+    radius = float(cal.get("forces_spread_radius_A") or 0.0)  # the force spread as it was calibrated
     models = [load_model(p) for p in info["member_paths"]]
     builder = models[0].graph_builder()
     out: dict[str, list] = {}
@@ -54,7 +55,8 @@ def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[st
         graph = builder.from_atoms(atoms)
         (preds,) = member_predictions(models, [graph])
         if "forces" in preds[0]:
-            mean, std = force_statistics(np.stack([p["forces"] for p in preds]))
+            mean, std = force_statistics(np.stack([p["forces"] for p in preds]), atoms.positions, atoms.cell.array,
+                                         radius)
             std = scale["forces"] * std
             out.setdefault("force_rms_eV_A", []).append(float(np.sqrt(np.mean(np.sum(mean**2, axis=-1)))))
             out.setdefault("force_spread_eV_A", []).append(float(std.mean()))

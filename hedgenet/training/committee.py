@@ -165,12 +165,13 @@ def member_predictions(models, graphs) -> list[list[dict]]:
 def spread_and_error(models, graphs) -> dict:
     """Per quantity (``forces`` per atom in eV/Å, ``H`` per block in eV, ``S`` per block): the committee's spread
     and the error of its mean against the graphs' labels, concatenated over the graphs: ``{q: (spread, error)}``."""
-    from hedgenet.models.committee import block_statistics, force_statistics
+    from hedgenet.models.committee import FORCE_SPREAD_RADIUS_A, block_statistics, force_statistics
 
     out: dict[str, list] = {}
     for g, preds in zip(graphs, member_predictions(models, graphs)):
         if "forces" in preds[0] and g.forces is not None:
-            mean, std = force_statistics(np.stack([p["forces"] for p in preds]))
+            mean, std = force_statistics(np.stack([p["forces"] for p in preds]), g.pos.double().numpy(),
+                                         g.cell.double().numpy().reshape(3, 3), FORCE_SPREAD_RADIUS_A)
             err = np.linalg.norm(mean - g.forces.double().numpy(), axis=-1)
             out.setdefault("forces", []).append((std, err))
         mask = g.block_mask.numpy().astype(bool) if g.block_mask is not None else None
@@ -244,7 +245,7 @@ def calibrate_committee(committee, samples, out_dir: Path | None = None, label: 
     (:func:`calibration_statistics`); the plot ``reliability.png`` in ``out_dir`` (default: the committee's folder)
     and, with ``store``, the scales in the committee file (``calibration``: ``forces_scale``, ``H_scale``,
     ``S_scale``, which :class:`~hedgenet.calculators.CommitteeCalculator` applies)."""
-    from hedgenet.models.committee import read_committee, update_calibration
+    from hedgenet.models.committee import FORCE_SPREAD_RADIUS_A, read_committee, update_calibration
     from hedgenet.models.io import load_model
 
     info = read_committee(committee)
@@ -268,5 +269,7 @@ def calibrate_committee(committee, samples, out_dir: Path | None = None, label: 
         calibration.update({f"{q}_rms_error": result[q]["rms_error"] for q in ("forces", "H", "S") if q in result})
         calibration["trust_factor"] = trust_factor
         calibration.update(measured_on=label, n_cells=len(graphs))
+        if "forces" in result:
+            calibration["forces_spread_radius_A"] = FORCE_SPREAD_RADIUS_A
         update_calibration(info["path"], calibration)
     return result
