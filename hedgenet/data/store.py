@@ -433,6 +433,16 @@ class DatasetStore:
                 return {k: v[()] for k, v in g.items()}
         return self.read_reference()
 
+    def force_constants_cell_atoms(self):
+        """:meth:`read_force_constants_cell` as ASE ``Atoms`` (with its ``layer`` array): the undisplaced cell of the
+        stored force constants and couplings."""
+        from ase import Atoms
+
+        ref = self.read_force_constants_cell()
+        atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
+        atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
+        return atoms
+
     def read_force_constants(self) -> np.ndarray | None:
         """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None; the
         finite displacement (Å) they were made with is ``force_constants_displacement_A()``."""

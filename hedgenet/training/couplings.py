@@ -57,9 +57,7 @@ def load_coupling_targets(paths: Sequence[str], model) -> list[CouplingTarget]:
         c = store.read_couplings()
         if c is None:
             continue
-        ref = store.read_force_constants_cell()
-        atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
-        atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
+        atoms = store.force_constants_cell_atoms()
         if c["n_atoms"] != len(atoms):
             raise ValueError(f"the couplings stored in {p} belong to a {c['n_atoms']}-atom cell, its force constants "
                              f"to a {len(atoms)}-atom one. Fix: rerun hedgenet-label with dataset.couplings=true on "

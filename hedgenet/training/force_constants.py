@@ -126,9 +126,7 @@ def load_force_constant_targets(paths: Sequence[str], model) -> list[ForceConsta
         fc = store.read_force_constants()
         if fc is None:
             continue
-        ref = store.read_force_constants_cell()
-        atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
-        atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
+        atoms = store.force_constants_cell_atoms()
         n = len(atoms)
         matrix = torch.as_tensor(fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n).copy())
         builder = model.graph_builder()
