@@ -114,8 +114,9 @@ def force_statistics(forces, positions=None, cell=None, radius_A: float = 0.0) -
     if radius_A > 0:
         from ase.neighborlist import primitive_neighbor_list
 
-        i, j = primitive_neighbor_list("ij", (True, True, True), np.asarray(cell, dtype=float),
-                                       np.asarray(positions, dtype=float), float(radius_A))
+        cell = np.asarray(cell, dtype=float)
+        pbc = tuple(bool(x) for x in np.linalg.norm(cell, axis=1) > 0)  # a zero cell vector: not periodic there
+        i, j = primitive_neighbor_list("ij", pbc, cell, np.asarray(positions, dtype=float), float(radius_A))
         var = (var + np.bincount(i, weights=var[j], minlength=len(var))) / (1 + np.bincount(i, minlength=len(var)))
     return f.mean(axis=0), np.sqrt(var)
 
