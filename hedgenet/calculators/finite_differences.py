@@ -17,7 +17,12 @@ import numpy as np
 from ase import Atoms
 
 from hedgenet.orbitals.blocks import BlockDerivatives, blocks_on_edges, edge_positions
-from hedgenet.structures.supercell import lattice_translations, make_phonopy, supercell_atoms
+from hedgenet.structures.supercell import (
+    lattice_translations,
+    make_phonopy,
+    orbit_representatives,
+    supercell_atoms,
+)
 
 
 def finite_difference_force_constants(calc, unit: Atoms, supercell_matrix, distance_A: float = 0.01,
@@ -77,8 +82,7 @@ def finite_difference_block_derivatives(calc, atoms: Atoms, delta_A: float = 0.0
     perms = wraps = None
     if use_translations:
         perms, wraps = lattice_translations(atoms)
-        rep = sorted({int(min(p[a] for p in perms)) for a in range(n)})
-        todo = rep
+        todo = orbit_representatives(perms).tolist()
     dH = np.zeros((n, 3) + b0.H.shape)
     dS = np.zeros_like(dH)
     iterator = [(a, x) for a in todo for x in range(3)]

@@ -8,8 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from hedgenet.structures.layers import layer_index
 
 
@@ -101,14 +99,14 @@ def store_couplings(store, couplings_of, cell, delta_A: float) -> None:
     reference's :class:`~hedgenet.orbitals.blocks.BlockDerivatives` by central differences at ± ``delta_A`` Å,
     one atom per lattice orbit displaced (6 reference runs per atom of the primitive cell); the rows of those
     atoms are stored: the target of the coupling loss (``train.loss_weights.couplings``)."""
-    from hedgenet.structures.supercell import lattice_translations
+    from hedgenet.structures.supercell import lattice_translations, orbit_representatives
 
     if store.couplings_atoms() == len(cell):
         return
     if couplings_of is None:
         raise ValueError("dataset.couplings=true needs the reference's block derivatives (couplings_of)")
     bd = couplings_of(cell, delta_A)
-    reps = np.unique(lattice_translations(cell)[0].min(axis=0))
+    reps = orbit_representatives(lattice_translations(cell)[0])  # the atoms couplings_of displaced
     b0 = bd.blocks0
     store.add_couplings(reps, bd.dH[reps], bd.dS[reps], b0.edge_index, b0.cell_shift, b0.n_orb, delta_A)
 

@@ -499,6 +499,7 @@ class DatasetStore:
         if dH.shape != dS.shape or dH.shape[:3] != (len(atoms), 3, np.asarray(cell_shift).shape[0]):
             raise DatasetError(f"couplings of shape {dH.shape} / {dS.shape} do not fit {len(atoms)} displaced atoms and "
                                f"{np.asarray(cell_shift).shape[0]} block edges")
+        n_cell = len(self.read_force_constants_cell()["numbers"])  # the cell they belong to
         with self.locked():
             buf = io.BytesIO(self.path.read_bytes())
             with h5py.File(buf, "a") as f:
@@ -510,9 +511,7 @@ class DatasetStore:
                 g.create_dataset("dH", data=dH, fletcher32=True)
                 g.create_dataset("dS", data=dS, fletcher32=True)
                 g.attrs["delta_A"] = float(delta_A)
-                n_cell = (f["reference"]["force_constants_cell"] if "force_constants_cell" in f["reference"]
-                          else f["reference"])["numbers"].shape[0]
-                g.attrs["n_atoms"] = int(n_cell)
+                g.attrs["n_atoms"] = n_cell
             self._replace_with(buf.getvalue(), f"storing couplings in {self.path}", "The file is unchanged.")
 
     def read_couplings(self) -> dict | None:

@@ -168,6 +168,12 @@ def lattice_translations(atoms: Atoms, decimals: int = 4):
     return np.array(perms)[order], np.array(wraps)[order]
 
 
+def orbit_representatives(perms: np.ndarray) -> np.ndarray:
+    """The lowest atom index of each orbit under the translations ``perms`` (T, N) of :func:`lattice_translations`,
+    ascending: the atoms whose rows of Φ or dH/du are computed (the rest follow by translation)."""
+    return np.unique(np.asarray(perms).min(axis=0))
+
+
 def primitive_cell(atoms: Atoms, decimals: int = 4) -> tuple[Atoms, np.ndarray]:
     """(primitive cell, ``orbit``) of an undisplaced periodic slab: the cell spanned by the two shortest
     non-parallel lattice translations of :func:`lattice_translations` (a3 kept), whose atoms are each orbit's
@@ -178,7 +184,7 @@ def primitive_cell(atoms: Atoms, decimals: int = 4) -> tuple[Atoms, np.ndarray]:
     perms, wraps = lattice_translations(atoms, decimals)
     cell = atoms.cell.array
     orbit = perms.min(axis=0)  # each atom's orbit named by its lowest index
-    reps = np.unique(orbit)
+    reps = orbit_representatives(perms)
     if len(perms) == 1:
         return atoms.copy(), orbit
     t = atoms.positions[perms[:, 0]] - atoms.positions[0] + wraps[:, 0] @ cell  # Cartesian translations (Å)
