@@ -248,3 +248,47 @@ def test_an_interrupted_member_resumes_from_its_checkpoint(committee):
     assert "member 0/2: finished before" in proc.stderr and "member 1/2: resuming from" in proc.stderr
     assert (run_dir / "members" / "1" / "model.pt").exists()
     assert json.loads((run_dir / "members" / "1" / "metrics.json").read_text())["epochs_trained"] == 2
+
+
+def test_last_layer_estimate_ranks_new_environments_above_training_ones(committee):
+    """The single-model estimate: fitted on the training cells, an atom of a cell far from them (rattled 0.3 Å,
+    layers pushed 0.8 Å together) has a larger variance than the training atoms; its spreads come per atom and
+    per block with the model's own errors; a model without a linear energy readout is refused."""
+    import torch
+
+    from hedgenet.models.io import load_model
+    from hedgenet.models.last_layer import LastLayerEstimate, last_layer_features
+    from hedgenet.training.data import load_samples
+
+    model = load_model(committee["models"][0])
+    samples = load_samples([str(committee["root"] / "data" / "tiny.h5")])[0]
+    build = model.graph_builder()
+    graphs = [build(s) for s in samples]
+    est = LastLayerEstimate.fit(model, graphs)
+    train_var = np.concatenate([est.atom_variance(phi, sp) for phi, sp, _ in last_layer_features(model, graphs)])
+    far = {k: v for k, v in samples[0].items() if k not in ("edge_index", "cell_shift", "H", "S")}  # new blocks
+    rng = np.random.default_rng(0)
+    pos = np.array(far["positions"], dtype=float) + rng.normal(0, 0.3, np.shape(far["positions"]))
+    pos[np.asarray(far["layer"]) == 1, 2] -= 0.8
+    far["positions"] = pos
+    (phi, sp, _), = last_layer_features(model, [build(far)])
+    far_var = est.atom_variance(phi, sp)
+    assert np.median(far_var) > 3 * np.median(train_var)
+
+    result = est.spread_and_error(model, graphs[:2])
+    n_atoms = sum(len(s["numbers"]) for s in samples[:2])
+    assert result["forces"][0].shape == result["forces"][1].shape == (n_atoms,)
+    n_blocks = sum(int(g.block_index.shape[1]) for g in graphs[:2])
+    assert result["H"][0].shape == result["H"][1].shape == (n_blocks,)
+    pred = last_layer_features(model, graphs[:1])[0][2]
+    err0 = np.linalg.norm(pred["forces"] - np.asarray(samples[0]["forces"], dtype=float), axis=-1)
+    assert np.allclose(result["forces"][1][: len(err0)], err0, atol=1e-5)
+    assert np.all(result["forces"][0] > 0) and np.all(np.isfinite(result["H"][0]))
+
+    class NoReadout(torch.nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="committee"):
+        LastLayerEstimate.fit(NoReadout(), graphs)
+    with pytest.raises(ValueError, match="regularization"):
+        LastLayerEstimate.fit(model, graphs, regularization=0)

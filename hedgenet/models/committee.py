@@ -112,13 +112,21 @@ def force_statistics(forces, positions=None, cell=None, radius_A: float = 0.0) -
     f = np.asarray(forces, dtype=np.float64)
     var = (f.std(axis=0, ddof=1) ** 2).sum(axis=-1)
     if radius_A > 0:
-        from ase.neighborlist import primitive_neighbor_list
-
-        cell = np.asarray(cell, dtype=float)
-        pbc = tuple(bool(x) for x in np.linalg.norm(cell, axis=1) > 0)  # a zero cell vector: not periodic there
-        i, j = primitive_neighbor_list("ij", pbc, cell, np.asarray(positions, dtype=float), float(radius_A))
-        var = (var + np.bincount(i, weights=var[j], minlength=len(var))) / (1 + np.bincount(i, minlength=len(var)))
+        var = pooled_over_neighbours(var, positions, cell, radius_A)
     return f.mean(axis=0), np.sqrt(var)
+
+
+def pooled_over_neighbours(values, positions, cell, radius_A: float) -> np.ndarray:
+    """Per-atom ``values`` (N,) averaged over each atom and its neighbours within ``radius_A`` (Å), in the
+    periodic ``cell`` (3, 3) Å (a zero cell vector: not periodic along it)."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    values = np.asarray(values, dtype=np.float64)
+    cell = np.asarray(cell, dtype=float)
+    pbc = tuple(bool(x) for x in np.linalg.norm(cell, axis=1) > 0)
+    i, j = primitive_neighbor_list("ij", pbc, cell, np.asarray(positions, dtype=float), float(radius_A))
+    n = len(values)
+    return (values + np.bincount(i, weights=values[j], minlength=n)) / (1 + np.bincount(i, minlength=n))
 
 
 def block_statistics(blocks, mask=None) -> tuple[np.ndarray, np.ndarray]:

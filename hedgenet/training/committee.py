@@ -162,6 +162,20 @@ def member_predictions(models, graphs) -> list[list[dict]]:
     return [list(p) for p in zip(*per_member)]
 
 
+def prediction_errors(graph, pred: dict) -> dict:
+    """Error of one prediction (numpy, float64) against ``graph``'s labels: ``forces`` per atom (norm, eV/Å),
+    ``H`` (eV) and ``S`` per block (Frobenius norm over the block's valid orbital entries)."""
+    out = {}
+    if "forces" in pred and graph.forces is not None:
+        out["forces"] = np.linalg.norm(pred["forces"] - graph.forces.double().numpy(), axis=-1)
+    mask = graph.block_mask.numpy().astype(bool) if graph.block_mask is not None else None
+    for q in ("H", "S"):
+        ref = getattr(graph, q, None)
+        if q in pred and ref is not None:
+            out[q] = np.sqrt((((pred[q] - ref.double().numpy()) * mask) ** 2).sum(axis=(-2, -1)))
+    return out
+
+
 def spread_and_error(models, graphs) -> dict:
     """Per quantity (``forces`` per atom in eV/Å, ``H`` per block in eV, ``S`` per block): the committee's spread
     and the error of its mean against the graphs' labels, concatenated over the graphs: ``{q: (spread, error)}``."""
@@ -169,18 +183,17 @@ def spread_and_error(models, graphs) -> dict:
 
     out: dict[str, list] = {}
     for g, preds in zip(graphs, member_predictions(models, graphs)):
-        if "forces" in preds[0] and g.forces is not None:
-            mean, std = force_statistics(np.stack([p["forces"] for p in preds]), g.pos.double().numpy(),
-                                         g.cell.double().numpy().reshape(3, 3), FORCE_SPREAD_RADIUS_A)
-            err = np.linalg.norm(mean - g.forces.double().numpy(), axis=-1)
-            out.setdefault("forces", []).append((std, err))
+        mean, spread = {}, {}
+        if "forces" in preds[0]:
+            mean["forces"], spread["forces"] = force_statistics(
+                np.stack([p["forces"] for p in preds]), g.pos.double().numpy(), g.cell.double().numpy().reshape(3, 3),
+                FORCE_SPREAD_RADIUS_A)
         mask = g.block_mask.numpy().astype(bool) if g.block_mask is not None else None
         for q in ("H", "S"):
-            ref = getattr(g, q, None)
-            if q in preds[0] and ref is not None:
-                mean, std = block_statistics(np.stack([p[q] for p in preds]), mask)
-                err = np.sqrt((((mean - ref.double().numpy()) * mask) ** 2).sum(axis=(-2, -1)))
-                out.setdefault(q, []).append((std, err))
+            if q in preds[0]:
+                mean[q], spread[q] = block_statistics(np.stack([p[q] for p in preds]), mask)
+        for q, err in prediction_errors(g, mean).items():
+            out.setdefault(q, []).append((spread[q], err))
     return {q: tuple(np.concatenate(parts) for parts in zip(*v)) for q, v in out.items()}
 
 
