@@ -36,6 +36,17 @@ def print_table(header: list[str], rows: list[list], title: str | None = None) -
     return text
 
 
+def report(header: list[str], rows: list[list], title: str, results: dict, path) -> None:
+    """Print the table and write ``results`` as JSON to ``path`` (its folder made if missing)."""
+    import json
+    from pathlib import Path
+
+    print_table(header, rows, title=title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+
+
 def fit_exponent(n, t) -> float:
     """Exponent p of t ∝ n^p by least squares in log–log."""
     import numpy as np

@@ -23,7 +23,6 @@ d(H − E_F S)/du and dS/du, with the cell's Fermi level and Γ gap. Each cell's
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import print_table  # noqa: E402
+from _common import report  # noqa: E402
 
 from hedgenet.calculators import ReferenceCalculator  # noqa: E402
 from hedgenet.orbitals.blocks import blocks_on_edges  # noqa: E402
@@ -115,9 +114,9 @@ def compare(d: dict, ref_d: dict, radius: float) -> dict:
                 if q == "dH":  # the Fermi-level gauge of each cell
                     a = a - float(d["fermi_level_eV"]) * d[f"dS_{name}"][e]
                     b = b - float(ref_d["fermi_level_eV"]) * ref_d[f"dS_{name}"][e_ref]
-                nb = np.linalg.norm(b)
-                out[f"{cls}_{q}_{name}_rel_diff"] = float(np.linalg.norm(a - b) / nb)
-                out[f"{cls}_{q}_{name}_norm_ratio"] = float(np.linalg.norm(a) / nb)
+                nb = np.linalg.norm(b)  # 0 for dS/du of blocks without the displaced atom (S is two-centre)
+                out[f"{cls}_{q}_{name}_rel_diff"] = float(np.linalg.norm(a - b) / nb) if nb > 0 else float("nan")
+                out[f"{cls}_{q}_{name}_norm_ratio"] = float(np.linalg.norm(a) / nb) if nb > 0 else float("nan")
     return out
 
 
@@ -147,9 +146,8 @@ def main() -> None:
     header = ["cell", "K on Γ", "Γ gap meV", "blocks"]
     header += [f"{'d(H−E_F S)' if q == 'dH' else 'dS'}/du_{x} {'rel diff' if m == 'rel_diff' else 'ratio'}"
                for q in ("dH", "dS") for x in DIRECTIONS for m in ("rel_diff", "norm_ratio")]
-    print_table(header, rows, title=f"GFN1-xTB couplings of atom 0 against the {n_ref}×{n_ref} cell "
-                f"(blocks within {args.radius} Å, ± {args.delta} Å)")
-    (args.root / "coupling_cell_folding.json").write_text(json.dumps(results, indent=1))
+    report(header, rows, f"GFN1-xTB couplings of atom 0 against the {n_ref}×{n_ref} cell (blocks within "
+           f"{args.radius} Å, ± {args.delta} Å)", results, args.root / "coupling_cell_folding.json")
 
 
 if __name__ == "__main__":

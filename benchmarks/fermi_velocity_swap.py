@@ -16,7 +16,6 @@ v₀/v₀(static) with its error bar, and the static v₀, per combination; writ
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import print_table  # noqa: E402
+from _common import report  # noqa: E402
 
 
 class SwappedCouplings:
@@ -102,11 +101,10 @@ def main() -> None:
         rows.append([h0, cpl, fit["ratio_to_static"], fit["ratio_err"],
                      fit.get("v_fixed_energy_ratio_to_static", float("nan")), res.static["v0_1e5_m_s"]])
         print(key, out[key], flush=True)
-    print_table(["H₀, S₀ from", "dH/du, dS/du from", "v₀ ratio (first)", "± (sampling)", "v(E*) ratio",
-                 "static v₀ (1e5 m/s)"], rows,
-                title=f"{n}×{n} AB bilayer, {args.samples} samples at {args.T:g} K, the same displacements in every row")
-    args.root.mkdir(parents=True, exist_ok=True)
-    (args.root / "fermi_velocity_swap.json").write_text(json.dumps(out, indent=1))
+    report(["H₀, S₀ from", "dH/du, dS/du from", "v₀ ratio (first)", "± (sampling)", "v(E*) ratio",
+            "static v₀ (1e5 m/s)"], rows,
+           f"{n}×{n} AB bilayer, {args.samples} samples at {args.T:g} K, the same displacements in every row", out,
+           args.root / "fermi_velocity_swap.json")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ estimate needs (one model's forward pass and its features, or K members'). Write
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import print_table  # noqa: E402
+from _common import report  # noqa: E402
 
 
 def main() -> None:
@@ -71,11 +70,9 @@ def main() -> None:
     t0 = time.perf_counter()
     last_layer_features(models[0], test)
     print(f"one model's forward pass alone: {(time.perf_counter() - t0) / len(test):.3f} s per cell")
-    print_table(["estimator", "Spearman forces", "Spearman H", "Spearman S", "scale forces", "scale H",
-                 "s per cell"], rows,
-                title=f"{len(test)} held-out cells ({len(train)} training cells), {out[rows[0][0]]['forces']['n']} atoms")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "uncertainty_single_model.json").write_text(json.dumps(out, indent=1))
+    report(["estimator", "Spearman forces", "Spearman H", "Spearman S", "scale forces", "scale H", "s per cell"], rows,
+           f"{len(test)} held-out cells ({len(train)} training cells), {out[rows[0][0]]['forces']['n']} atoms", out,
+           args.out / "uncertainty_single_model.json")
 
 
 if __name__ == "__main__":
