@@ -4,9 +4,10 @@
         --committee <hedgenet-train committee.size=K run> --train <the members' training dataset.h5> \\
         --test <held-out dataset.h5> [--regularization 1e-4 1e-3 1e-2]
 
-For each member alone, :class:`hedgenet.models.last_layer.LastLayerEstimate` is fitted on the training cells'
-atoms (every cell of ``--train``) and ranks its own errors on the held-out cells; the committee ranks the error
-of its mean by its spread. Printed per estimator: the Spearman correlation of spread and error for forces per
+For each member alone, :class:`hedgenet.models.last_layer.LastLayerEstimate` is fitted on the training cells
+(every cell of ``--train``) and ranks its own errors on the held-out cells (and, for the blocks, the training
+error of each block's kind and length without the atoms' variance, to show what the variance adds); the
+committee ranks the error of its mean by its spread. Printed per estimator: the Spearman correlation of spread and error for forces per
 atom and H and S per block, the calibrated scale, and the seconds per held-out cell of the predictions the
 estimate needs (one model's forward pass and its features, or K members'). Writes
 ``<out>/uncertainty_single_model.json``.
@@ -67,6 +68,9 @@ def main() -> None:
             result = est.spread_and_error(model, test)
             row(f"member {k}, last layer (λ = {lam:g})", {q: calibration_statistics(*v) for q, v in result.items()},
                 (time.perf_counter() - t0) / len(test))
+        result = est.spread_and_error(model, test, novelty=False)
+        row(f"member {k}, blocks' training error by kind and length alone",
+            {q: calibration_statistics(*v) for q, v in result.items()}, float("nan"))
     t0 = time.perf_counter()
     last_layer_features(models[0], test)
     print(f"one model's forward pass alone: {(time.perf_counter() - t0) / len(test):.3f} s per cell")

@@ -12,7 +12,10 @@ model's own feature space). From it:
 
 * forces: √σ², averaged like a committee's spread over the atom and its neighbours within
   :data:`~hedgenet.models.committee.FORCE_SPREAD_RADIUS_A` (a force is made by the environment around it);
-* H and S blocks: √(σ_i² + σ_j²) for block (i, j).
+* H and S blocks: the model's RMS error on the training cells' blocks of the same kind (on-site, intralayer,
+  interlayer) and length (bins of :data:`BLOCK_BIN_A`), times √((σ_i² + σ_j²) / (2 σ̄²)) with σ̄² the training
+  atoms' mean variance: block errors differ by orders of magnitude with the block's kind and length, which the
+  atoms' variance alone cannot know.
 
 These are relative numbers: a scale fitted on held-out cells (:func:`hedgenet.training.committee.calibration_statistics`)
 turns them into eV/Å or eV. One forward pass per structure, so it costs a committee's 1/K; whether it ranks
@@ -26,7 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["LastLayerEstimate", "last_layer_features"]
+__all__ = ["BLOCK_BIN_A", "LastLayerEstimate", "last_layer_features"]
+
+BLOCK_BIN_A = 0.25  # Å: width of the block-length bins of the training error table
 
 
 def _readout_output_layer(model) -> torch.nn.Linear:
@@ -64,6 +69,8 @@ class LastLayerEstimate:
 
     inverse: dict  # species index -> (d, d)
     regularization: float
+    mean_variance: float  # σ̄²: mean σ_i² of the training atoms
+    block_rms: dict  # "H", "S" -> (3 kinds, n bins) RMS training error per block (eV, dimensionless)
 
     @classmethod
     def fit(cls, model, graphs, regularization: float = 1e-3) -> "LastLayerEstimate":
@@ -82,7 +89,29 @@ class LastLayerEstimate:
             gram = x.T @ x
             lam = regularization * np.trace(gram) / gram.shape[0]
             inverse[int(s)] = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
-        return cls(inverse, regularization)
+        est = cls(inverse, regularization, 1.0, {})
+        est.mean_variance = float(np.mean(est.atom_variance(phi, species)))
+        from hedgenet.training.committee import prediction_errors
+
+        sums: dict[str, np.ndarray] = {}
+        counts = None
+        for g, (_, _, pred) in zip(graphs, feats):
+            errors = prediction_errors(g, pred)
+            if g.block_index is None or not any(q in errors for q in ("H", "S")):
+                continue
+            kind, b = _block_bins(g)
+            n_bins = max(b.max() + 1, 1 if counts is None else counts.shape[1])
+            if counts is None:
+                counts = np.zeros((3, n_bins))
+            counts = _grown(counts, n_bins)
+            np.add.at(counts, (kind, b), 1)
+            for q in ("H", "S"):
+                if q in errors:
+                    sums[q] = _grown(sums.get(q, np.zeros((3, n_bins))), n_bins)
+                    np.add.at(sums[q], (kind, b), errors[q] ** 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est.block_rms = {q: _filled(np.sqrt(v / counts)) for q, v in sums.items()}
+        return est
 
     def atom_variance(self, phi: np.ndarray, species: np.ndarray) -> np.ndarray:
         """σ_i² (N,) of atoms with features ``phi`` (N, d) and ``species`` (N,)."""
@@ -95,9 +124,10 @@ class LastLayerEstimate:
             var[sel] = np.einsum("nd,de,ne->n", phi[sel], self.inverse[int(s)], phi[sel])
         return var
 
-    def spreads(self, graph, phi: np.ndarray, species: np.ndarray) -> dict:
-        """Relative spreads of one structure: ``forces`` per atom (N,), ``H`` and ``S`` per block (E,) when the
-        graph has blocks."""
+    def spreads(self, graph, phi: np.ndarray, species: np.ndarray, novelty: bool = True) -> dict:
+        """Spreads of one structure, to be scaled by a calibration: ``forces`` per atom (N,), ``H`` and ``S`` per
+        block (E,) when the graph has blocks (``novelty=False``: the training error of the block's kind and length
+        alone, without the atoms' variance)."""
         from hedgenet.models.committee import FORCE_SPREAD_RADIUS_A, pooled_over_neighbours
 
         var = self.atom_variance(phi, species)
@@ -106,16 +136,44 @@ class LastLayerEstimate:
                                                          FORCE_SPREAD_RADIUS_A))}
         if graph.block_index is not None:
             i, j = graph.block_index.numpy()
-            out["H"] = out["S"] = np.sqrt(var[i] + var[j])
+            factor = np.sqrt((var[i] + var[j]) / (2 * self.mean_variance)) if novelty else 1.0
+            kind, b = _block_bins(graph)
+            for q, table in self.block_rms.items():  # a length beyond the training blocks': the last bin's
+                out[q] = table[kind, np.minimum(b, table.shape[1] - 1)] * factor
         return out
 
-    def spread_and_error(self, model, graphs) -> dict:
+    def spread_and_error(self, model, graphs, novelty: bool = True) -> dict:
         """As :func:`hedgenet.training.committee.spread_and_error`, for the single model: ``{q: (spread, error)}``."""
         from hedgenet.training.committee import prediction_errors
 
         out: dict[str, list] = {}
         for g, (phi, species, pred) in zip(graphs, last_layer_features(model, graphs)):
-            spread = self.spreads(g, phi, species)
+            spread = self.spreads(g, phi, species, novelty)
             for q, err in prediction_errors(g, pred).items():
                 out.setdefault(q, []).append((spread[q], err))
         return {q: tuple(np.concatenate(parts) for parts in zip(*v)) for q, v in out.items()}
+
+
+def _block_bins(graph) -> tuple[np.ndarray, np.ndarray]:
+    """Kind (0 on-site, 1 intralayer, 2 interlayer) and length bin (width BLOCK_BIN_A) of every block of ``graph``."""
+    i, j = graph.block_index.numpy()
+    pos = graph.pos.double().numpy()
+    cell = graph.cell.double().numpy().reshape(3, 3)
+    length = np.linalg.norm(pos[j] + graph.block_shift.double().numpy() @ cell - pos[i], axis=1)
+    return graph.block_kind.numpy().astype(int), (length / BLOCK_BIN_A).astype(int)
+
+
+def _grown(table: np.ndarray, n_bins: int) -> np.ndarray:
+    if table.shape[1] >= n_bins:
+        return table
+    return np.concatenate([table, np.zeros((table.shape[0], n_bins - table.shape[1]))], axis=1)
+
+
+def _filled(table: np.ndarray) -> np.ndarray:
+    """A bin without training blocks takes the largest error of its kind; a kind without any, the largest of all."""
+    table = table.copy()
+    top = np.nanmax(table) if np.isfinite(table).any() else 0.0
+    for k in range(table.shape[0]):
+        row = table[k]
+        row[~np.isfinite(row)] = np.nanmax(row) if np.isfinite(row).any() else top
+    return table
