@@ -4,7 +4,7 @@
         --committee <hedgenet-train committee.size=K run> --train <the members' training dataset.h5> \\
         --test <held-out dataset.h5> [--regularization 1e-4 1e-3 1e-2]
 
-For each member alone, :class:`hedgenet.models.last_layer.LastLayerEstimate` is fitted on the training cells
+For each member alone, :class:`hedgenet.training.last_layer.LastLayerEstimate` is fitted on the training cells
 (every cell of ``--train``) and ranks its own errors on the held-out cells (and, for the blocks, the training
 error of each block's kind and length without the atoms' variance, to show what the variance adds); the
 committee ranks the error of its mean by its spread. Printed per estimator: the Spearman correlation of spread and error for forces per
@@ -38,7 +38,7 @@ def main() -> None:
 
     from hedgenet.models.committee import read_committee
     from hedgenet.models.io import load_model
-    from hedgenet.models.last_layer import LastLayerEstimate, last_layer_features
+    from hedgenet.training.last_layer import LastLayerEstimate, last_layer_features
     from hedgenet.training.committee import calibration_statistics, spread_and_error
     from hedgenet.training.data import load_samples
 

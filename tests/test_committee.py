@@ -257,7 +257,7 @@ def test_last_layer_estimate_ranks_new_environments_above_training_ones(committe
     import torch
 
     from hedgenet.models.io import load_model
-    from hedgenet.models.last_layer import LastLayerEstimate, last_layer_features
+    from hedgenet.training.last_layer import LastLayerEstimate, last_layer_features
     from hedgenet.training.data import load_samples
 
     model = load_model(committee["models"][0])
