@@ -80,6 +80,8 @@ class LastLayerEstimate:
             raise ValueError(f"regularization={regularization}: must be > 0 (it keeps ΦᵀΦ invertible)")
         if not graphs:
             raise ValueError("no training cells: the last-layer estimate is fitted on the cells the model was trained on")
+        from hedgenet.training.committee import prediction_errors
+
         feats = last_layer_features(model, graphs)
         phi = np.concatenate([f[0] for f in feats])
         species = np.concatenate([f[1] for f in feats])
@@ -89,40 +91,26 @@ class LastLayerEstimate:
             gram = x.T @ x
             lam = regularization * np.trace(gram) / gram.shape[0]
             inverse[int(s)] = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
-        est = cls(inverse, regularization, 1.0, {})
-        est.mean_variance = float(np.mean(est.atom_variance(phi, species)))
-        from hedgenet.training.committee import prediction_errors
-
+        # no block is longer than the model's block cutoff: one bin per BLOCK_BIN_A up to it
+        n_bins = int(float(getattr(model, "block_cutoff", 0.0)) / BLOCK_BIN_A) + 1
+        counts = np.zeros((3, n_bins))
         sums: dict[str, np.ndarray] = {}
-        counts = None
         for g, (_, _, pred) in zip(graphs, feats):
-            errors = prediction_errors(g, pred)
-            if g.block_index is None or not any(q in errors for q in ("H", "S")):
+            errors = {q: e for q, e in prediction_errors(g, pred).items() if q in ("H", "S")}
+            if g.block_index is None or not errors:
                 continue
             kind, b = _block_bins(g)
-            n_bins = max(b.max() + 1, 1 if counts is None else counts.shape[1])
-            if counts is None:
-                counts = np.zeros((3, n_bins))
-            counts = _grown(counts, n_bins)
+            b = np.minimum(b, n_bins - 1)
             np.add.at(counts, (kind, b), 1)
-            for q in ("H", "S"):
-                if q in errors:
-                    sums[q] = _grown(sums.get(q, np.zeros((3, n_bins))), n_bins)
-                    np.add.at(sums[q], (kind, b), errors[q] ** 2)
+            for q, e in errors.items():
+                np.add.at(sums.setdefault(q, np.zeros((3, n_bins))), (kind, b), e**2)
         with np.errstate(invalid="ignore", divide="ignore"):
-            est.block_rms = {q: _filled(np.sqrt(v / counts)) for q, v in sums.items()}
-        return est
+            block_rms = {q: _filled(np.sqrt(v / counts)) for q, v in sums.items()}
+        return cls(inverse, regularization, float(np.mean(_variance(inverse, phi, species))), block_rms)
 
     def atom_variance(self, phi: np.ndarray, species: np.ndarray) -> np.ndarray:
         """σ_i² (N,) of atoms with features ``phi`` (N, d) and ``species`` (N,)."""
-        var = np.zeros(len(phi))
-        for s in np.unique(species):
-            if int(s) not in self.inverse:
-                raise ValueError(f"species index {int(s)} has no training atoms: the estimate cannot rank it. Fix: "
-                                 "fit on cells that contain every element the model is used on")
-            sel = species == s
-            var[sel] = np.einsum("nd,de,ne->n", phi[sel], self.inverse[int(s)], phi[sel])
-        return var
+        return _variance(self.inverse, phi, species)
 
     def spreads(self, graph, phi: np.ndarray, species: np.ndarray, novelty: bool = True) -> dict:
         """Spreads of one structure, to be scaled by a calibration: ``forces`` per atom (N,), ``H`` and ``S`` per
@@ -138,7 +126,7 @@ class LastLayerEstimate:
             i, j = graph.block_index.numpy()
             factor = np.sqrt((var[i] + var[j]) / (2 * self.mean_variance)) if novelty else 1.0
             kind, b = _block_bins(graph)
-            for q, table in self.block_rms.items():  # a length beyond the training blocks': the last bin's
+            for q, table in self.block_rms.items():  # a length beyond the block cutoff: the last bin's
                 out[q] = table[kind, np.minimum(b, table.shape[1] - 1)] * factor
         return out
 
@@ -163,12 +151,6 @@ def _block_bins(graph) -> tuple[np.ndarray, np.ndarray]:
     return graph.block_kind.numpy().astype(int), (length / BLOCK_BIN_A).astype(int)
 
 
-def _grown(table: np.ndarray, n_bins: int) -> np.ndarray:
-    if table.shape[1] >= n_bins:
-        return table
-    return np.concatenate([table, np.zeros((table.shape[0], n_bins - table.shape[1]))], axis=1)
-
-
 def _filled(table: np.ndarray) -> np.ndarray:
     """A bin without training blocks takes the largest error of its kind; a kind without any, the largest of all."""
     table = table.copy()
@@ -177,3 +159,15 @@ def _filled(table: np.ndarray) -> np.ndarray:
         row = table[k]
         row[~np.isfinite(row)] = np.nanmax(row) if np.isfinite(row).any() else top
     return table
+
+
+def _variance(inverse: dict, phi: np.ndarray, species: np.ndarray) -> np.ndarray:
+    """φ_iᵀ A_s⁻¹ φ_i per atom, with A_s⁻¹ = ``inverse[species_i]``."""
+    var = np.zeros(len(phi))
+    for s in np.unique(species):
+        if int(s) not in inverse:
+            raise ValueError(f"species index {int(s)} has no training atoms: the estimate cannot rank it. Fix: "
+                             "fit on cells that contain every element the model is used on")
+        sel = species == s
+        var[sel] = np.einsum("nd,de,ne->n", phi[sel], inverse[int(s)], phi[sel])
+    return var
