@@ -4,7 +4,7 @@
         --committee <hedgenet-train committee.size=K run> --train <the members' training dataset.h5> \\
         --test <held-out dataset.h5> [--regularization 1e-4 1e-3 1e-2]
 
-For each member alone, :class:`hedgenet.training.last_layer.LastLayerEstimate` is fitted on the training cells
+For each member alone, the last-layer estimate (:func:`hedgenet.training.last_layer.fit_last_layer`) is fitted on the training cells
 (every cell of ``--train``) and ranks its own errors on the held-out cells (and, for the blocks, the training
 error of each block's kind and length without the atoms' variance, to show what the variance adds); the
 committee ranks the error of its mean by its spread. Printed per estimator: the Spearman correlation of spread and error for forces per
@@ -38,8 +38,9 @@ def main() -> None:
 
     from hedgenet.models.committee import read_committee
     from hedgenet.models.io import load_model
-    from hedgenet.training.last_layer import LastLayerEstimate, last_layer_features
     from hedgenet.training.committee import calibration_statistics, spread_and_error
+    from hedgenet.training.last_layer import fit_last_layer, last_layer_features
+    from hedgenet.training.last_layer import spread_and_error as last_layer_spread_and_error
     from hedgenet.training.data import load_samples
 
     info = read_committee(args.committee)
@@ -63,12 +64,12 @@ def main() -> None:
         (time.perf_counter() - t0) / len(test))
     for k, model in enumerate(models):
         for lam in args.regularization:
-            est = LastLayerEstimate.fit(model, train, regularization=lam)
+            est = fit_last_layer(model, train, regularization=lam)
             t0 = time.perf_counter()
-            result = est.spread_and_error(model, test)
+            result = last_layer_spread_and_error(est, model, test)
             row(f"member {k}, last layer (λ = {lam:g})", {q: calibration_statistics(*v) for q, v in result.items()},
                 (time.perf_counter() - t0) / len(test))
-        result = est.spread_and_error(model, test, novelty=False)
+        result = last_layer_spread_and_error(est, model, test, novelty=False)
         row(f"member {k}, blocks' training error by kind and length alone",
             {q: calibration_statistics(*v) for q, v in result.items()}, float("nan"))
     t0 = time.perf_counter()

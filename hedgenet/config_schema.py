@@ -231,6 +231,12 @@ class ForceConstantProbes:
 
 
 @dataclass
+class UncertaintyConfig:
+    method: Optional[str] = "last_layer"   # last_layer: the single model's own estimate, stored in model.pt; null: none
+    trust_factor: float = 2.0   # physics runs warn when the spread exceeds this × the held-out RMS error
+
+
+@dataclass
 class TrainSection:
     max_epochs: int = MISSING
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -242,6 +248,7 @@ class TrainSection:
     hamiltonian_gauge: str = "fermi"
     resume: Optional[str] = None
     log_every_n_steps: int = MISSING
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
 
 
 @dataclass

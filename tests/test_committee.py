@@ -253,18 +253,20 @@ def test_an_interrupted_member_resumes_from_its_checkpoint(committee):
 def test_last_layer_estimate_ranks_new_environments_above_training_ones(committee):
     """The single-model estimate: fitted on the training cells, an atom of a cell far from them (rattled 0.3 Å,
     layers pushed 0.8 Å together) has a larger variance than the training atoms; its spreads come per atom and
-    per block with the model's own errors; a model without a linear energy readout is refused."""
+    per block with the model's own errors; it survives the model file's plain data; a model without a linear
+    energy readout is refused."""
     import torch
 
     from hedgenet.models.io import load_model
-    from hedgenet.training.last_layer import LastLayerEstimate, last_layer_features
+    from hedgenet.models.last_layer import LastLayerEstimate
     from hedgenet.training.data import load_samples
+    from hedgenet.training.last_layer import fit_last_layer, last_layer_features, spread_and_error
 
     model = load_model(committee["models"][0])
     samples = load_samples([str(committee["root"] / "data" / "tiny.h5")])[0]
     build = model.graph_builder()
     graphs = [build(s) for s in samples]
-    est = LastLayerEstimate.fit(model, graphs)
+    est = fit_last_layer(model, graphs)
     train_var = np.concatenate([est.atom_variance(phi, sp) for phi, sp, _ in last_layer_features(model, graphs)])
     far = {k: v for k, v in samples[0].items() if k not in ("edge_index", "cell_shift", "H", "S")}  # new blocks
     rng = np.random.default_rng(0)
@@ -274,8 +276,10 @@ def test_last_layer_estimate_ranks_new_environments_above_training_ones(committe
     (phi, sp, _), = last_layer_features(model, [build(far)])
     far_var = est.atom_variance(phi, sp)
     assert np.median(far_var) > 3 * np.median(train_var)
+    back = LastLayerEstimate.from_state(json.loads(json.dumps(est.to_state())))  # what a model file holds
+    np.testing.assert_allclose(back.atom_variance(phi, sp), far_var, rtol=1e-10)
 
-    result = est.spread_and_error(model, graphs[:2])
+    result = spread_and_error(est, model, graphs[:2])
     n_atoms = sum(len(s["numbers"]) for s in samples[:2])
     assert result["forces"][0].shape == result["forces"][1].shape == (n_atoms,)
     n_blocks = sum(int(g.block_index.shape[1]) for g in graphs[:2])
@@ -289,6 +293,49 @@ def test_last_layer_estimate_ranks_new_environments_above_training_ones(committe
         pass
 
     with pytest.raises(ValueError, match="committee"):
-        LastLayerEstimate.fit(NoReadout(), graphs)
+        fit_last_layer(NoReadout(), graphs)
     with pytest.raises(ValueError, match="regularization"):
-        LastLayerEstimate.fit(model, graphs, regularization=0)
+        fit_last_layer(model, graphs, regularization=0)
+
+
+def test_a_trained_model_carries_its_own_calibrated_estimate_and_trust_signal(committee):
+    """hedgenet-train stores the last-layer estimate, calibrated on the validation cells, in model.pt; the
+    ModelCalculator of that file returns calibrated per-atom force spreads (larger far from the training data),
+    records every force call and Hamiltonian (single and batched) and summarises them as the trust signal that
+    the physics commands put into summary.json; without the estimate there is no signal."""
+    from hedgenet.calculators import ModelCalculator
+    from hedgenet.models.io import load_model
+
+    model = load_model(committee["models"][0])
+    state = model.extra["uncertainty"]
+    cal = state["calibration"]
+    assert state["method"] == "last_layer" and cal["measured_on"] == "validation" and cal["n_cells"] >= 1
+    assert cal["forces_scale"] > 0 and cal["forces_rms_error"] > 0 and cal["H_rms_error"] > 0
+    assert cal["trust_factor"] == 2.0
+    metrics = json.loads((committee["models"][0].parent / "metrics.json").read_text())
+    assert metrics["uncertainty"] == "last_layer" and "val/uncertainty_forces_spearman" in metrics
+
+    calc = ModelCalculator(committee["models"][0], device="cpu")
+    atoms = _atoms(committee["root"])
+    far = atoms.copy()
+    far.positions += np.random.default_rng(0).normal(0, 0.25, far.positions.shape)
+    rms = []
+    for a in (atoms, far):
+        b = a.copy()
+        b.calc = calc
+        b.get_forces()
+        assert calc.results["forces_std"].shape == (len(a),)
+        rms.append(np.sqrt(np.mean(calc.results["forces_std"] ** 2)))
+    assert rms[1] > rms[0]
+    np.testing.assert_allclose(calc.spread_record["forces"], rms, rtol=1e-12)
+    calc.predict_hamiltonian(atoms)
+    calc.predict_hamiltonians([atoms, far], batch_size=2)
+    h = calc.spread_record["H"]
+    assert len(h) == 3 and h[2] > h[1]
+    np.testing.assert_allclose(h[1], h[0], rtol=1e-5)  # batched as one structure alone
+    trust = calc.trust()
+    assert trust["calibrated"] and trust["forces"]["n_evaluations"] == 2 and trust["H"]["n_evaluations"] == 3
+    assert trust["forces"]["threshold"] == pytest.approx(2.0 * cal["forces_rms_error"])
+    assert trust["forces"]["exceeds"] == (max(rms) > trust["forces"]["threshold"])
+    assert any("last-layer" in w and "forces spread" in w for w in trust["warnings"]) == trust["forces"]["exceeds"]
+    assert ModelCalculator(committee["models"][0], device="cpu", uncertainty=False).trust() is None

@@ -112,6 +112,12 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     assert ph["max_frequency_THz"] == pytest.approx(ref["max_frequency_THz"], rel=0.05)
     fv = json.loads((Path(summary["stages"]["fermi_velocity_model"]) / "summary.json").read_text())
     assert set(fv["by_temperature"]) == {"first", "second", "all"}  # the default orders
+    # the trained model's own uncertainty (stored by the train stage) is the physics stages' trust signal
+    trust = fv["trust"]
+    assert "last-layer" in trust["source"] and trust["calibrated"] and trust["H"]["n_evaluations"] >= 2
+    assert trust["H"]["threshold"] > 0 and (trust["H"]["max"] > trust["H"]["threshold"]) == trust["H"]["exceeds"]
+    assert ph["trust"]["forces"]["n_evaluations"] >= 1
+    assert headline["trust_H_spread_max_meV"]["spread"] == pytest.approx(1e3 * trust["H"]["max"])
 
     # 3. another sampler: only the Monte Carlo stage runs again
     proc, _ = pipeline(tmp_path, "third", TINY + ["overrides.fermi_velocity.sampler=sdm"])

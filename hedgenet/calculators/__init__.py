@@ -146,7 +146,7 @@ class ModelCalculator(BlockCalculator):
     padding and units (eV), so physics code cannot tell it from :class:`ReferenceCalculator`.
     """
 
-    def __init__(self, model, device: str = "auto", **kwargs):
+    def __init__(self, model, device: str = "auto", uncertainty: bool = True, **kwargs):
         super().__init__(**kwargs)
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             from hedgenet.models.io import load_model
@@ -157,6 +157,14 @@ class ModelCalculator(BlockCalculator):
         self.builder = model.graph_builder()
         self.layout = model.layout
         self.block_cutoff = model.block_cutoff
+        from hedgenet.models.last_layer import LastLayerEstimate
+
+        self.estimate = LastLayerEstimate.from_model(model) if uncertainty else None
+        """The model's own uncertainty (:mod:`hedgenet.models.last_layer`, stored by ``hedgenet-train``), or None."""
+        self.spread_record: dict[str, list[float]] = {"forces": [], "H": []}
+        """Per evaluation (a force call, a structure's blocks): the RMS over atoms of the per-atom force spread
+        (eV/Å) and over blocks of the per-block H spread (eV), calibrated where the estimate is: what
+        :meth:`trust` summarises for a physics run. Empty without an estimate."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
@@ -167,6 +175,30 @@ class ModelCalculator(BlockCalculator):
     def _predict(self, atoms: Atoms, compute_virial: bool = False) -> dict:
         return self.model(self._graph(atoms), compute_virial=compute_virial)
 
+    def _features(self):
+        """A context that captures the readout's last hidden features of each forward pass (nothing without an
+        estimate)."""
+        import contextlib
+
+        from hedgenet.models.last_layer import readout_features
+
+        return readout_features(self.model) if self.estimate is not None else contextlib.nullcontext([])
+
+    def _record(self, raw: dict, quantity: str) -> np.ndarray:
+        """The calibrated spread of ``quantity`` from the estimate's ``raw`` spreads, its RMS added to
+        :attr:`spread_record`."""
+        spread = self.estimate.scale(quantity) * raw[quantity]
+        self.spread_record[quantity].append(float(np.sqrt(np.mean(spread**2))))
+        return spread
+
+    def trust(self) -> dict | None:
+        """The trust signal of what this calculator has evaluated so far (:func:`trust_summary` of the model's
+        own estimate), or None for a model file without one."""
+        if self.estimate is None:
+            return None
+        return trust_summary(self.spread_record, self.estimate.calibration, "the model's last-layer estimate",
+                             "hedgenet-train (train.uncertainty.method=last_layer) with validation cells")
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Energy (eV), forces (eV/Å) and, when asked, the stress (eV/Å³, ASE's Voigt order, σ = −W/V from the
         model's virial W = −∂E/∂ε; V includes any vacuum, as for every periodic slab in ASE)."""
@@ -174,9 +206,14 @@ class ModelCalculator(BlockCalculator):
         if "forces" not in self.model.outputs:
             raise ValueError("this model was trained with task=hamiltonian: it predicts no energy or forces")
         want_stress = "stress" in properties
-        out = self._predict(self.atoms, compute_virial=want_stress)
+        g = self._graph(self.atoms)
+        with self._features() as captured:
+            out = self.model(g, compute_virial=want_stress)
         e = float(out["energy"][0])
         self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
+        if self.estimate is not None:
+            raw = self.estimate.spreads(g, captured[-1].double().cpu().numpy(), g.species.cpu().numpy())
+            self.results["forces_std"] = self._record(raw, "forces")
         if want_stress:
             sigma = -out["virial"][0].detach().cpu().numpy().astype(float) / self.atoms.get_volume()
             self.results["stress"] = sigma.flat[[0, 4, 8, 5, 2, 1]]
@@ -186,7 +223,10 @@ class ModelCalculator(BlockCalculator):
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
         g = self._graph(atoms)
-        out = self.model(g, compute_forces=False)
+        with self._features() as captured:
+            out = self.model(g, compute_forces=False)
+        if self.estimate is not None:
+            self._record(self.estimate.spreads(g, captured[-1].double().cpu().numpy(), g.species.cpu().numpy()), "H")
         return blocks_from_prediction(g, out, self.layout, atoms.numbers)
 
     def predict_hamiltonians(self, structures, batch_size: int = 8) -> list[BlockSet]:
@@ -195,7 +235,19 @@ class ModelCalculator(BlockCalculator):
         what a GPU needs to be busy."""
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
-        return _batched_blocks(self.model, self.builder, self.layout, self.device, list(structures), batch_size)
+        with self._features() as captured:
+            return _batched_blocks(self.model, self.builder, self.layout, self.device, list(structures), batch_size,
+                                   on_batch=self._record_batch if self.estimate is not None else None,
+                                   features=captured)
+
+    def _record_batch(self, graphs, phi) -> None:
+        """The H spread of each structure of one batched call (``phi``: the collated graph's features)."""
+        first = 0
+        for g in graphs:
+            n = int(g.species.shape[0])
+            self._record(self.estimate.spreads(g, phi[first : first + n].double().cpu().numpy(), g.species.cpu().numpy()),
+                         "H")
+            first += n
 
     DERIVATIVE_METHODS = ("finite_differences", "autograd")
 
@@ -261,7 +313,7 @@ class CommitteeCalculator(ModelCalculator):
                 raise ValueError(f"committee member {p} predicts other quantities, elements, orbitals or block cutoff "
                                  f"than {self.committee['member_paths'][0]}. Fix: a committee's members come from one "
                                  "hedgenet-train committee.size=K command")
-        super().__init__(first, device=device, **kwargs)
+        super().__init__(first, device=device, uncertainty=False, **kwargs)
         self.models = [m.to(self.device).eval() for m in members]
         self.builders = [m.graph_builder() for m in self.models]
         cal = self.committee.get("calibration") or {}
@@ -269,10 +321,7 @@ class CommitteeCalculator(ModelCalculator):
         self.scales = {q: float(cal.get(f"{q}_scale") or 1.0) if self.calibrated else 1.0 for q in ("forces", "H", "S")}
         # the force spread as it was calibrated: pooled over neighbours within this radius (Å; 0: the atom alone)
         self.force_spread_radius_A = float(cal.get("forces_spread_radius_A") or 0.0) if self.calibrated else 0.0
-        self.spread_record: dict[str, list[float]] = {"forces": [], "H": []}
-        """Per evaluation (a force call, a structure's blocks): the RMS over atoms of the per-atom force spread
-        (eV/Å) and over blocks of the per-block H spread (eV), as returned (calibrated when :attr:`calibrated`):
-        what :meth:`trust` summarises for a physics run."""
+        self.spread_record = {"forces": [], "H": []}  # as ModelCalculator's, from the members' spread
 
     @property
     def size(self) -> int:
@@ -321,36 +370,10 @@ class CommitteeCalculator(ModelCalculator):
         return BlockSet(b0.edge_index, b0.cell_shift, H, S, b0.n_orb), spread
 
     def trust(self) -> dict:
-        """The trust signal of what this calculator has evaluated so far (:attr:`spread_record`): per quantity
-        the number of evaluations, the largest and the mean RMS spread (eV/Å for forces, eV for H), the
-        threshold (the committee's held-out RMS error times its ``trust_factor``, both stored by its
-        calibration) and whether the largest spread exceeds it; ``warnings`` says so in words (also when the
-        committee is uncalibrated, so its spreads are raw)."""
-        cal = self.committee.get("calibration") or {}
-        factor = float(cal.get("trust_factor") or 2.0)
-        out: dict = {"committee": str(self.committee["path"]), "calibrated": self.calibrated, "trust_factor": factor,
-                     "warnings": []}
-        units = {"forces": ("eV/Å", 1e3, "meV/Å"), "H": ("eV", 1e3, "meV")}
-        for q, values in self.spread_record.items():
-            if not values:
-                continue
-            rms_error = cal.get(f"{q}_rms_error") if self.calibrated else None
-            threshold = None if rms_error is None else factor * float(rms_error)
-            entry = {"n_evaluations": len(values), "max": float(np.max(values)), "mean": float(np.mean(values)),
-                     "unit": units[q][0], "held_out_rms_error": rms_error, "threshold": threshold,
-                     "exceeds": threshold is not None and float(np.max(values)) > threshold}
-            out[q] = entry
-            if entry["exceeds"]:
-                _, k, u = units[q]
-                out["warnings"].append(
-                    f"the committee's {q} spread reaches {k * entry['max']:.3g} {u} (RMS over the structure) on what this "
-                    f"run evaluated, above {factor:g} × its held-out RMS error ({k * float(rms_error):.3g} {u}): these "
-                    "configurations lie outside what it was trained and calibrated on. Fix: label such configurations "
-                    "(hedgenet-active with this run's temperatures) and retrain")
-        if not self.calibrated and any(self.spread_record.values()):
-            out["warnings"].append("the committee is not calibrated: its spreads are raw and have no threshold. Fix: "
-                                   "hedgenet-dataset calibrate <committee> <held-out dataset>")
-        return out
+        """The trust signal of what this committee has evaluated so far (:func:`trust_summary`)."""
+        out = trust_summary(self.spread_record, self.committee.get("calibration") if self.calibrated else None,
+                            "the committee", f"hedgenet-dataset calibrate {self.committee['path']} <held-out dataset>")
+        return {"committee": str(self.committee["path"]), **out}
 
     def predict_hamiltonian_with_spread(self, atoms: Atoms) -> tuple[BlockSet, dict]:
         """The members' mean blocks H_ij(R) (eV), S_ij(R) and their spread per block: ``H_std`` (E,) eV,
@@ -401,8 +424,10 @@ class CommitteeCalculator(ModelCalculator):
         return BlockDerivatives(b0, np.mean([d.dH for d in ds], axis=0), np.mean([d.dS for d in ds], axis=0))
 
 
-def _batched_blocks(model, builder, layout, device, structures, batch_size: int) -> list[BlockSet]:
-    """Blocks of ``structures`` predicted by ``model``, ``batch_size`` structures per call (one collated graph)."""
+def _batched_blocks(model, builder, layout, device, structures, batch_size: int, on_batch=None,
+                    features=None) -> list[BlockSet]:
+    """Blocks of ``structures`` predicted by ``model``, ``batch_size`` structures per call (one collated graph);
+    ``on_batch(graphs, phi)`` after each call with the readout features that call appended to ``features``."""
     from hedgenet.graphs.neighbors import collate
 
     out = []
@@ -410,6 +435,8 @@ def _batched_blocks(model, builder, layout, device, structures, batch_size: int)
         chunk = structures[start : start + max(1, int(batch_size))]
         graphs = [builder.from_atoms(a) for a in chunk]
         pred = model(collate(graphs).to(device=device, dtype=next(model.parameters()).dtype), compute_forces=False)
+        if on_batch is not None:
+            on_batch(graphs, features[-1])
         first = 0
         for g, atoms in zip(graphs, chunk):
             n = g.block_index.shape[1]
@@ -558,3 +585,35 @@ def setup_calculation(cfg, need_blocks: bool = False, supercell=None):
         except ValueError as err:
             raise ConfigError(str(err)) from err
     return reference, calc, unit, params
+
+
+def trust_summary(spread_record: dict, calibration: dict | None, source: str, calibrate_fix: str) -> dict:
+    """The trust signal of a physics run from the spreads its calculator recorded (``spread_record``: per quantity
+    the RMS spread of each evaluation, eV/Å for forces, eV for H): per quantity the number of evaluations, the
+    largest and the mean spread, the threshold (the held-out RMS error of the ``calibration`` times its
+    ``trust_factor``) and whether the largest spread exceeds it; ``warnings`` says so in words, naming
+    ``source`` (also when there is no calibration, so the spreads are raw: ``calibrate_fix`` says how to get one)."""
+    cal = calibration or {}
+    factor = float(cal.get("trust_factor") or 2.0)
+    out: dict = {"source": source, "calibrated": bool(calibration), "trust_factor": factor, "warnings": []}
+    units = {"forces": ("eV/Å", 1e3, "meV/Å"), "H": ("eV", 1e3, "meV")}
+    for q, values in spread_record.items():
+        if not values:
+            continue
+        rms_error = cal.get(f"{q}_rms_error")
+        threshold = None if rms_error is None else factor * float(rms_error)
+        entry = {"n_evaluations": len(values), "max": float(np.max(values)), "mean": float(np.mean(values)),
+                 "unit": units[q][0], "held_out_rms_error": rms_error, "threshold": threshold,
+                 "exceeds": threshold is not None and float(np.max(values)) > threshold}
+        out[q] = entry
+        if entry["exceeds"]:
+            _, k, u = units[q]
+            out["warnings"].append(
+                f"{source}: the {q} spread reaches {k * entry['max']:.3g} {u} (RMS over the structure) on what this "
+                f"run evaluated, above {factor:g} × its held-out RMS error ({k * float(rms_error):.3g} {u}): these "
+                "configurations lie outside what the model was trained and calibrated on. Fix: label such "
+                "configurations (hedgenet-active with this run's temperatures) and retrain")
+    if not calibration and any(spread_record.values()):
+        out["warnings"].append(f"{source} is not calibrated: its spreads are raw and have no threshold. Fix: "
+                               f"{calibrate_fix}")
+    return out

@@ -57,8 +57,9 @@ def run_epi(cfg: DictConfig, run_dir: Path) -> dict:
             raise ConfigError("compare_with has another number of modes: use the same material and epi.supercell")
         summary["compare_with"] = str(cfg.compare_with)
         summary.update(compare_couplings(g, other, float(e.report_threshold_meV)))
-    if hasattr(calc, "trust"):  # a committee: its spread on what this run evaluated
-        summary["trust"] = calc.trust()
+    trust = calc.trust() if hasattr(calc, "trust") else None  # a model's (or committee's) spread on what it evaluated
+    if trust is not None:
+        summary["trust"] = trust
         summary["warnings"] = list(summary["trust"]["warnings"])
     plot_couplings(run_dir / "couplings.png", g, other)
     return summary

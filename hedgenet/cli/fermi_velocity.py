@@ -81,8 +81,9 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         "by_temperature": {o: {str(T): v for T, v in d.items()} for o, d in result.by_temperature.items()},
         "timings_s": result.timings_s,
     }
-    if hasattr(calc, "trust"):  # a committee: its spread on the Monte Carlo samples and the force-constant cells
-        summary["trust"] = calc.trust()
+    trust = calc.trust() if hasattr(calc, "trust") else None  # a model's (or committee's) spread on the Monte
+    if trust is not None:                                      # Carlo samples and the force-constant cells
+        summary["trust"] = trust
     return summary
 
 

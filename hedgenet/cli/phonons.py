@@ -86,8 +86,9 @@ def run_phonons(cfg: DictConfig, run_dir: Path) -> dict:
                         f"{[round(w, 1) for w in virial]} meV/atom: a tension (W < 0) stiffens the flexural ZA branch "
                         "(linear near Γ), a compression makes it imaginary (a model: train with virial labels, "
                         "train.loss_weights.virial > 0, on data labelled by a reference that gives them)")
-    if hasattr(calc, "trust"):  # a committee: its spread on what this run evaluated
-        summary["trust"] = calc.trust()
+    trust = calc.trust() if hasattr(calc, "trust") else None  # a model's (or committee's) spread on what it evaluated
+    if trust is not None:
+        summary["trust"] = trust
         warnings += summary["trust"]["warnings"]
     summary["warnings"] = warnings
     if compare is not None:

@@ -58,7 +58,7 @@ def headline(outputs: dict) -> dict:
         h["coupling_sum_ratio"] = epi["g_sum_ratio_to_compare"]
     for stage, q, unit in (("phonons_model", "forces", "meV_A"), ("fermi_velocity_model", "H", "meV")):
         t = (outputs.get(stage, {}).get("summary", {}).get("trust") or {}).get(q)
-        if t:  # a committee: its largest spread on what the stage evaluated, against its threshold
+        if t:  # the model's (or committee's) largest spread on what the stage evaluated, against its threshold
             h[f"trust_{q}_spread_max_{unit}"] = {"spread": 1e3 * t["max"],
                                                  "threshold": None if t["threshold"] is None else 1e3 * t["threshold"]}
     fv = outputs.get("fermi_velocity_model", {}).get("summary", {})
@@ -98,7 +98,7 @@ def excluded_mode_warnings(outputs: dict) -> list[str]:
 
 
 def trust_warnings(outputs: dict) -> list[str]:
-    """The committee's trust warnings of every physics stage run with a committee (``trust`` in its summary)."""
+    """The trust warnings of every physics stage whose model had an uncertainty estimate (``trust`` in its summary)."""
     return [f"{name}: {w}" for name, o in outputs.items()
             for w in (o.get("summary", {}).get("trust") or {}).get("warnings", [])]
 

@@ -235,6 +235,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     from hedgenet.training.factory import build_model
     from hedgenet.training.couplings import coupling_metrics
     from hedgenet.training.force_constants import force_constant_metrics
+    from hedgenet.training.last_layer import fit_uncertainty
     from hedgenet.training.module import TrainingModule
     from hedgenet.training.tracking import log_run_outputs, single_log_stream, wandb_logger
 
@@ -353,6 +354,9 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         metrics.update(element_block_errors(final, test_predictions, "test"))
         metrics.update(band_errors(final, test_predictions, prefix="test"))
         metrics["test_eval_time_s"] = time.perf_counter() - t_eval
+    uncertainty, uncertainty_metrics = fit_uncertainty(cfg.train.uncertainty, final, dm.graphs["train"],
+                                                       dm.graphs["val"], test_graphs)
+    metrics.update(uncertainty_metrics)
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets),
@@ -366,7 +370,8 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     parity_plots(arrays, run_dir)
     learning_curves(history, run_dir)
     save_model(run_dir / "model.pt", cfg.model.name, init_kwargs, final,
-               extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics})
+               extra={"datasets": [str(p) for p in cfg.data.paths], "metrics": metrics,
+                      **({"uncertainty": uncertainty} if uncertainty else {})})
     if cfg.logger.name == "wandb":
         log_run_outputs(logger, run_dir, str(cfg.model.name), metrics, bool(cfg.logger.get("log_model", True)))
     return metrics
