@@ -23,8 +23,9 @@ Writes ``<root>/learning_curves.json`` (settings, reference, one row per family 
 ``learning_curves.md`` (the table, also printed) and ``learning_curves.png`` (log–log, error against cells).
 Resumable: a finished (family, cells, seed, epochs) row is kept in ``<root>/rows/`` and not rerun, and every
 hedgenet-* run directory under ``<root>/runs`` whose summary.json exists is reused; a stopped benchmark
-continues where it stopped. ``hedgenet-compare --learning-curves <root>/learning_curves.json`` puts the table
-and the figure into a comparison report.
+continues where it stopped; ``--reuse <an earlier learning_curves.json>`` takes the rows of a run with the same
+settings on another machine (docs/figures/ keeps the measured one). ``hedgenet-compare --learning-curves
+<root>/learning_curves.json`` puts the table and the figure into a comparison report.
 """
 
 from __future__ import annotations
@@ -94,6 +95,30 @@ def write_subset(pool: Path, path: Path, keep: list[int]) -> Path:
     store = DatasetStore(path)
     store.drop(sorted(set(store.ids()) - set(keep)))
     return path
+
+
+def reuse_rows(earlier: Path, settings: dict, rows_dir: Path, suffix: str) -> int:
+    """Copy the rows of an earlier run's ``learning_curves.json`` into ``rows_dir`` as finished rows (the pool is
+    labelled deterministically, so the same settings give the same cells); refused when its settings differ.
+    Returns the number of rows taken (a row already in ``rows_dir`` is kept)."""
+    data = json.loads(Path(earlier).read_text())
+    theirs = data.get("settings", {})
+    for key, value in settings.items():
+        mine, other = value, theirs.get(key)
+        if key == "train_overrides":  # their families may be more or fewer than this run's
+            mine = {f: v for f, v in value.items() if f in (other or {})}
+            other = {f: v for f, v in (other or {}).items() if f in value}
+        if mine != other:
+            raise SystemExit(f"--reuse {earlier}: its {key} is {other!r}, this run's {mine!r}; its rows are not rows "
+                             "of this benchmark. Fix: rerun with that file's settings or drop --reuse")
+    n = 0
+    for row in data.get("rows", []):
+        name = f"{row['family']}_n{row['n_cells']}_seed{row['seed']}{suffix}"
+        target = rows_dir / f"{name}.json"
+        if row.get("epochs") == settings["epochs"] and not target.exists():
+            target.write_text(json.dumps({**row, "reused_from": str(earlier)}, indent=1))
+            n += 1
+    return n
 
 
 def timed(fn, *args):
@@ -167,6 +192,11 @@ def main(argv=None) -> int:
                         "(use another --root: the pool is cached by its size only)")
     p.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE", help="further hedgenet-train overrides")
     p.add_argument("--tag", default="", help="suffix of the run names (runs with other --extra)")
+    p.add_argument("--reuse", type=Path, nargs="*", default=[], metavar="JSON",
+                   help="learning_curves.json of an earlier run with the same settings (e.g. the one in docs/figures/, "
+                        "on another machine): its rows count as finished")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: the table and figure of the finished rows (the missing ones are listed)")
     args = p.parse_args(argv)
     args.sizes = sorted(set(args.sizes))
     root = args.root.resolve()
@@ -203,8 +233,13 @@ def main(argv=None) -> int:
     reference = {"gamma_shear_THz": ref_modes["interlayer shear"], "gamma_breathing_THz": ref_modes["layer breathing"]}
     print(f"  labelling {cpu_label:.0f} CPU s, reference phonons {cpu_ref:.0f} CPU s (0 when cached)", flush=True)
 
-    rows, failed = [], []
+    rows, failed, missing = [], [], []
     suffix = f"_e{args.epochs}{'_' + args.tag if args.tag else ''}"
+    settings = {"epochs": args.epochs, "val_fraction": args.val_fraction, "phonon_supercell": args.phonon_supercell,
+                "pool_cells": len(pool_ids), "train_overrides": {f: FAMILIES[f] + TRAIN + args.extra for f in args.families}}
+    for earlier in args.reuse:
+        n_reused = reuse_rows(earlier, settings, rows_dir, suffix)
+        print(f"  {n_reused} finished rows taken from {earlier}", flush=True)
     for seed in args.seeds:
         subsets = nested_subsets(pool_ids, args.sizes, seed)
         for n in args.sizes:
@@ -214,6 +249,9 @@ def main(argv=None) -> int:
                 row_file = rows_dir / f"{name}.json"
                 if row_file.exists():
                     rows.append(json.loads(row_file.read_text()))
+                    continue
+                if args.report_only:
+                    missing.append(name)
                     continue
                 print(f"{family}, {n} cells, seed {seed}", flush=True)
                 args.n, args.seed = n, seed
@@ -232,10 +270,7 @@ def main(argv=None) -> int:
                 rows.append(row)
 
     results = {"settings": {"command": command, "sizes": args.sizes, "families": args.families, "seeds": args.seeds,
-                            "epochs": args.epochs, "val_fraction": args.val_fraction,
-                            "phonon_supercell": args.phonon_supercell, "pool": str(pool), "pool_cells": len(pool_ids),
-                            "test": str(test), "train_overrides": {f: FAMILIES[f] + TRAIN + args.extra
-                                                                   for f in args.families}},
+                            "pool": str(pool), "test": str(test), **settings},
                "reference": reference, "rows": rows}
     out = root / f"learning_curves{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(results, indent=1))
@@ -245,6 +280,8 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(text.strip() + "\n")
     figure = lc.plot(results, out.with_suffix(".png"))
     print(f"wrote {out}, {out.with_suffix('.md')}" + (f", {figure}" if figure else ""), flush=True)
+    if missing:
+        print(f"{len(missing)} rows not run yet (--report-only): {', '.join(missing)}", flush=True)
     if failed:
         print(f"{len(failed)} runs failed (rerun to retry them): {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -94,3 +94,25 @@ def test_compare_shows_learning_curves(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--learning-curves", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r2")])
     assert "not a learning-curves JSON" in capsys.readouterr().err
+
+
+def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(bench, tmp_path):
+    """--reuse: the finished rows of a learning_curves.json from another machine count as done (and an existing
+    row is kept), but not when the settings differ (another epoch count, pool, phonon cell or recipe)."""
+    settings = {"epochs": 30, "val_fraction": 0.05, "phonon_supercell": [7, 7], "pool_cells": 192,
+                "train_overrides": {"hedgenet": ["variant=hedgenet"], "mace": ["variant=mace"]}}
+    rows = [{"family": f, "n_cells": n, "seed": 0, "epochs": 30, "forces_mae_meV_A": 1.0 * n}
+            for f in ("hedgenet", "mace") for n in (12, 24)]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"settings": {**settings, "train_overrides": {"hedgenet": ["variant=hedgenet"]},
+                                                "command": "x"}, "rows": rows}))
+    rows_dir = tmp_path / "rows"
+    rows_dir.mkdir()
+    (rows_dir / "hedgenet_n12_seed0_e30.json").write_text(json.dumps({"kept": True}))
+    assert bench.reuse_rows(earlier, settings, rows_dir, "_e30") == 3
+    assert json.loads((rows_dir / "hedgenet_n12_seed0_e30.json").read_text()) == {"kept": True}
+    assert json.loads((rows_dir / "mace_n24_seed0_e30.json").read_text())["forces_mae_meV_A"] == 24.0
+    for key, other in (("epochs", 60), ("pool_cells", 96), ("phonon_supercell", [5, 5]),
+                       ("train_overrides", {"hedgenet": ["variant=hedgenet", "train.optimizer.lr=0.01"]})):
+        with pytest.raises(SystemExit, match=key):
+            bench.reuse_rows(earlier, {**settings, key: other}, rows_dir, "_e30")
