@@ -314,6 +314,7 @@ def test_a_trained_model_carries_its_own_calibrated_estimate_and_trust_signal(co
     assert cal["trust_factor"] == 2.0
     metrics = json.loads((committee["models"][0].parent / "metrics.json").read_text())
     assert metrics["uncertainty"] == "last_layer" and "val/uncertainty_forces_spearman" in metrics
+    assert (committee["models"][0].parent / "reliability.png").stat().st_size > 0  # spread against error, val cells
 
     calc = ModelCalculator(committee["models"][0], device="cpu")
     atoms = _atoms(committee["root"])

@@ -105,11 +105,12 @@ def calibrate_last_layer(estimate: LastLayerEstimate, model, graphs, label: str 
     return result
 
 
-def fit_uncertainty(settings, model, train_graphs, val_graphs, test_graphs) -> tuple[dict | None, dict]:
+def fit_uncertainty(settings, model, train_graphs, val_graphs, test_graphs, run_dir=None) -> tuple[dict | None, dict]:
     """``hedgenet-train``'s estimate (``train.uncertainty``): fitted on the training cells, calibrated on the
-    validation cells, its Spearman correlations measured on the test cells. Returns the state to store in
-    ``model.pt`` (None: no estimate) and the metrics (``val/uncertainty_<q>_spearman``,
-    ``test/uncertainty_<q>_spearman``, ``uncertainty``: the method or why there is none)."""
+    validation cells (their reliability plot in ``run_dir/reliability.png``), its Spearman correlations measured
+    on the test cells. Returns the state to store in ``model.pt`` (None: no estimate) and the metrics
+    (``val/uncertainty_<q>_spearman``, ``test/uncertainty_<q>_spearman``, ``uncertainty``: the method or why
+    there is none)."""
     from hedgenet.config import ConfigError
     from hedgenet.models.last_layer import METHOD, readout_output_layer
     from hedgenet.training.committee import calibration_statistics
@@ -130,6 +131,13 @@ def fit_uncertainty(settings, model, train_graphs, val_graphs, test_graphs) -> t
     if val_graphs:
         result = calibrate_last_layer(estimate, model, val_graphs, "validation", float(settings.trust_factor))
         metrics.update({f"val/uncertainty_{q}_spearman": r["spearman"] for q, r in result.items()})
+        if run_dir is not None:
+            from pathlib import Path
+
+            from hedgenet.training.committee import reliability_plot
+
+            reliability_plot(result, Path(run_dir) / "reliability.png",
+                             f"last-layer estimate on {len(val_graphs)} validation cells")
     if test_graphs:
         for q, (spread, error) in spread_and_error(estimate, model, test_graphs).items():
             metrics[f"test/uncertainty_{q}_spearman"] = calibration_statistics(spread, error)["spearman"]

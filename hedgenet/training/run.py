@@ -355,7 +355,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         metrics.update(band_errors(final, test_predictions, prefix="test"))
         metrics["test_eval_time_s"] = time.perf_counter() - t_eval
     uncertainty, uncertainty_metrics = fit_uncertainty(cfg.train.uncertainty, final, dm.graphs["train"],
-                                                       dm.graphs["val"], test_graphs)
+                                                       dm.graphs["val"], test_graphs, run_dir)
     metrics.update(uncertainty_metrics)
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
