@@ -329,7 +329,9 @@ def test_a_trained_model_carries_its_own_calibrated_estimate_and_trust_signal(co
         rms.append(np.sqrt(np.mean(calc.results["forces_std"] ** 2)))
     assert rms[1] > rms[0]
     np.testing.assert_allclose(calc.spread_record["forces"], rms, rtol=1e-12)
-    calc.predict_hamiltonian(atoms)
+    blocks, spread = calc.predict_hamiltonian_with_spread(atoms)
+    assert spread["H_std"].shape == spread["S_std"].shape == (blocks.H.shape[0],) and np.all(spread["H_std"] > 0)
+    np.testing.assert_allclose(spread["H_std"], cal["H_scale"] * spread["H_std_raw"])
     calc.predict_hamiltonians([atoms, far], batch_size=2)
     h = calc.spread_record["H"]
     assert len(h) == 3 and h[2] > h[1]
@@ -339,4 +341,8 @@ def test_a_trained_model_carries_its_own_calibrated_estimate_and_trust_signal(co
     assert trust["forces"]["threshold"] == pytest.approx(2.0 * cal["forces_rms_error"])
     assert trust["forces"]["exceeds"] == (max(rms) > trust["forces"]["threshold"])
     assert any("last-layer" in w and "forces spread" in w for w in trust["warnings"]) == trust["forces"]["exceeds"]
-    assert ModelCalculator(committee["models"][0], device="cpu", uncertainty=False).trust() is None
+    plain = ModelCalculator(committee["models"][0], device="cpu", uncertainty=False)
+    assert plain.trust() is None
+    np.testing.assert_array_equal(plain.predict_hamiltonian(atoms).H, blocks.H)  # the estimate changes no number
+    with pytest.raises(ValueError, match="no uncertainty estimate"):
+        plain.predict_hamiltonian_with_spread(atoms)

@@ -222,12 +222,28 @@ class ModelCalculator(BlockCalculator):
         """H_ij(R) (eV) and S_ij(R) for every block edge, padded to the layout's n_max for ``atoms``."""
         if "H" not in self.model.outputs:
             raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
+        if self.estimate is not None:
+            return self.predict_hamiltonian_with_spread(atoms)[0]
+        g = self._graph(atoms)
+        return blocks_from_prediction(g, self.model(g, compute_forces=False), self.layout, atoms.numbers)
+
+    def predict_hamiltonian_with_spread(self, atoms: Atoms) -> tuple[BlockSet, dict]:
+        """The blocks and the model's own spread per block (its stored estimate, calibrated): ``H_std`` (E,) eV,
+        ``S_std`` (E,), ``*_raw`` before the calibration's scale, in the BlockSet's edge order — as
+        :meth:`CommitteeCalculator.predict_hamiltonian_with_spread` for one model."""
+        if "H" not in self.model.outputs:
+            raise ValueError("this model was trained with task=forces: it predicts no Hamiltonian blocks")
+        if self.estimate is None:
+            raise ValueError("this model file holds no uncertainty estimate (trained with train.uncertainty.method=null, "
+                             "before the estimate existed, or a family without a linear energy readout). Fix: retrain "
+                             "it with hedgenet-train, or use a committee (hedgenet-train committee.size=K)")
         g = self._graph(atoms)
         with self._features() as captured:
             out = self.model(g, compute_forces=False)
-        if self.estimate is not None:
-            self._record(self.estimate.spreads(g, captured[-1].double().cpu().numpy(), g.species.cpu().numpy()), "H")
-        return blocks_from_prediction(g, out, self.layout, atoms.numbers)
+        raw = self.estimate.spreads(g, captured[-1].double().cpu().numpy(), g.species.cpu().numpy())
+        spread = {"H_std": self._record(raw, "H"), "S_std": self.estimate.scale("S") * raw["S"],
+                  "H_std_raw": raw["H"], "S_std_raw": raw["S"]}
+        return blocks_from_prediction(g, out, self.layout, atoms.numbers), spread
 
     def predict_hamiltonians(self, structures, batch_size: int = 8) -> list[BlockSet]:
         """:meth:`predict_hamiltonian` of many structures (e.g. the Monte Carlo samples of a temperature),
