@@ -149,6 +149,11 @@ def flatten(result: dict) -> dict:
     return out
 
 
+def numpy_prediction(pred: dict) -> dict:
+    """A model's prediction dict as numpy float64 arrays of the quantities the errors are measured on (forces, H, S)."""
+    return {k: v.double().cpu().numpy() for k, v in pred.items() if k in ("forces", "H", "S")}
+
+
 def member_predictions(models, graphs) -> list[list[dict]]:
     """Per graph, per member: the prediction dict (numpy, float64) of forces, H, S where the members predict them."""
     from hedgenet.training.evaluate import predict_batches
@@ -157,7 +162,7 @@ def member_predictions(models, graphs) -> list[list[dict]]:
     for model in models:
         preds = []
         for pred, _ in predict_batches(model, graphs, batch_size=1):
-            preds.append({k: v.double().cpu().numpy() for k, v in pred.items() if k in ("forces", "H", "S")})
+            preds.append(numpy_prediction(pred))
         per_member.append(preds)
     return [list(p) for p in zip(*per_member)]
 

@@ -20,6 +20,7 @@ __all__ = ["calibrate_last_layer", "fit_last_layer", "fit_uncertainty", "last_la
 def last_layer_features(model, graphs) -> list[tuple[np.ndarray, np.ndarray, dict]]:
     """Per graph: the readout's last hidden features φ (N, d) float64, the species index (N,) and the model's
     prediction dict (numpy, float64: forces, H, S as the model predicts them)."""
+    from hedgenet.training.committee import numpy_prediction
     from hedgenet.training.evaluate import predict_batches
 
     out = []
@@ -27,8 +28,7 @@ def last_layer_features(model, graphs) -> list[tuple[np.ndarray, np.ndarray, dic
         for pred, batch in predict_batches(model, graphs, batch_size=1):
             phi = captured.pop().double().cpu().numpy()
             captured.clear()
-            out.append((phi, batch.species.cpu().numpy(), {k: v.double().cpu().numpy() for k, v in pred.items()
-                                                          if k in ("forces", "H", "S")}))
+            out.append((phi, batch.species.cpu().numpy(), numpy_prediction(pred)))
     return out
 
 
