@@ -50,8 +50,9 @@ def fit_last_layer(model, graphs, regularization: float = 1e-3) -> LastLayerEsti
         gram = x.T @ x
         lam = regularization * np.trace(gram) / gram.shape[0]
         inverse[int(s)] = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
-    # no block is longer than the model's block cutoff: one bin per BLOCK_BIN_A up to it
-    n_bins = int(float(getattr(model, "block_cutoff", 0.0)) / BLOCK_BIN_A) + 1
+    # no block is longer than the model's block cutoff: one bin per BLOCK_BIN_A up to it (a forces-only model
+    # has no blocks and no cutoff)
+    n_bins = int(float(getattr(model, "block_cutoff", None) or 0.0) / BLOCK_BIN_A) + 1
     counts = np.zeros((3, n_bins))
     sums: dict[str, np.ndarray] = {}
     for g, (_, _, pred) in zip(graphs, feats):
