@@ -7,8 +7,9 @@ The structure is read as written (any format ASE reads; a slab with vacuum along
 column or from covalent bonds: docs/labelling.md). Writes into the run directory:
 
 - ``predicted.extxyz``: the structure with the model's energy (eV) and forces (eV/Å) and the layer column
-  (a committee, ``model_path=<its run directory>``: the members' mean, and ``forces_std`` per atom in eV/Å;
-  the summary adds the largest and mean force and H-block spreads);
+  (a committee, ``model_path=<its run directory>``: the members' mean; with a committee or a model's own stored
+  uncertainty estimate, ``forces_std`` per atom in eV/Å, and the summary adds the largest and mean force and
+  H-block spreads);
 - ``blocks.h5`` (models with a Hamiltonian head): ``edge_index`` (2, E), ``cell_shift`` (E, 3), ``H`` (E, n, n)
   eV, ``S`` (E, n, n), ``n_orb`` per atom, the orbital layout and units as attributes (the block convention of
   docs/data_format.md);
@@ -77,7 +78,8 @@ def run_predict(cfg: DictConfig, run_dir: Path) -> dict:
     energy, forces = float(work.get_potential_energy()), work.get_forces()
     out = atoms.copy()
     out.calc = SinglePointCalculator(out, energy=energy, forces=forces)
-    forces_std = calc.results.get("forces_std")  # a committee (model_path = its run directory): spread per atom
+    # spread per atom: a committee (model_path = its run directory) or a model's own stored estimate
+    forces_std = calc.results.get("forces_std")
     if forces_std is not None:
         out.arrays["forces_std"] = np.asarray(forces_std, dtype=float)
     ase.io.write(run_dir / "predicted.extxyz", out, format="extxyz")
@@ -89,13 +91,16 @@ def run_predict(cfg: DictConfig, run_dir: Path) -> dict:
                "force_max_eV_A": float(np.linalg.norm(forces, axis=1).max()),
                "force_rms_eV_A": float(np.sqrt((forces**2).sum(axis=1).mean())),
                "layer_force_max_meV_A": 1e3 * float(max(layer_force)), "files": ["predicted.extxyz"], "notes": []}
+    has_spread = forces_std is not None or getattr(calc, "estimate", None) is not None or hasattr(calc, "size")
     if forces_std is not None:
-        summary.update(committee_size=int(calc.size), spread_calibrated=bool(calc.calibrated),
-                       forces_std_max_eV_A=float(np.max(forces_std)), forces_std_mean_eV_A=float(np.mean(forces_std)))
+        source = ({"committee_size": int(calc.size), "spread_calibrated": bool(calc.calibrated)} if hasattr(calc, "size")
+                  else {"uncertainty": "last_layer", "spread_calibrated": calc.estimate.calibration is not None})
+        summary.update(**source, forces_std_max_eV_A=float(np.max(forces_std)),
+                       forces_std_mean_eV_A=float(np.mean(forces_std)))
     if calc.layout is None:
         summary["notes"].append("the model was trained with task=forces: no Hamiltonian blocks or bands")
     else:
-        if hasattr(calc, "predict_hamiltonian_with_spread"):
+        if has_spread:
             blocks, spread = calc.predict_hamiltonian_with_spread(atoms)
             summary.update(H_std_max_eV=float(np.max(spread["H_std"])), H_std_mean_eV=float(np.mean(spread["H_std"])))
         else:
