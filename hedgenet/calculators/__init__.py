@@ -172,9 +172,6 @@ class ModelCalculator(BlockCalculator):
         """The model's graph of ``atoms`` on the calculator's device and in the model's dtype."""
         return self.builder.from_atoms(atoms).to(device=self.device, dtype=next(self.model.parameters()).dtype)
 
-    def _predict(self, atoms: Atoms, compute_virial: bool = False) -> dict:
-        return self.model(self._graph(atoms), compute_virial=compute_virial)
-
     def _features(self):
         """A context that captures the readout's last hidden features of each forward pass (nothing without an
         estimate)."""
@@ -183,6 +180,10 @@ class ModelCalculator(BlockCalculator):
         from hedgenet.models.last_layer import readout_features
 
         return readout_features(self.model) if self.estimate is not None else contextlib.nullcontext([])
+
+    def _raw_spreads(self, graph, phi) -> dict:
+        """The estimate's raw spreads of one structure's ``graph`` from its readout features ``phi`` (a tensor)."""
+        return self.estimate.spreads(graph, phi.double().cpu().numpy(), graph.species.cpu().numpy())
 
     def _record(self, raw: dict, quantity: str) -> np.ndarray:
         """The calibrated spread of ``quantity`` from the estimate's ``raw`` spreads, its RMS added to
@@ -212,8 +213,7 @@ class ModelCalculator(BlockCalculator):
         e = float(out["energy"][0])
         self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
         if self.estimate is not None:
-            raw = self.estimate.spreads(g, captured[-1].double().cpu().numpy(), g.species.cpu().numpy())
-            self.results["forces_std"] = self._record(raw, "forces")
+            self.results["forces_std"] = self._record(self._raw_spreads(g, captured[-1]), "forces")
         if want_stress:
             sigma = -out["virial"][0].detach().cpu().numpy().astype(float) / self.atoms.get_volume()
             self.results["stress"] = sigma.flat[[0, 4, 8, 5, 2, 1]]
@@ -240,7 +240,7 @@ class ModelCalculator(BlockCalculator):
         g = self._graph(atoms)
         with self._features() as captured:
             out = self.model(g, compute_forces=False)
-        raw = self.estimate.spreads(g, captured[-1].double().cpu().numpy(), g.species.cpu().numpy())
+        raw = self._raw_spreads(g, captured[-1])
         spread = {"H_std": self._record(raw, "H"), "S_std": self.estimate.scale("S") * raw["S"],
                   "H_std_raw": raw["H"], "S_std_raw": raw["S"]}
         return blocks_from_prediction(g, out, self.layout, atoms.numbers), spread
@@ -261,8 +261,7 @@ class ModelCalculator(BlockCalculator):
         first = 0
         for g in graphs:
             n = int(g.species.shape[0])
-            self._record(self.estimate.spreads(g, phi[first : first + n].double().cpu().numpy(), g.species.cpu().numpy()),
-                         "H")
+            self._record(self._raw_spreads(g, phi[first : first + n]), "H")
             first += n
 
     DERIVATIVE_METHODS = ("finite_differences", "autograd")

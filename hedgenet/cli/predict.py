@@ -91,7 +91,7 @@ def run_predict(cfg: DictConfig, run_dir: Path) -> dict:
                "force_max_eV_A": float(np.linalg.norm(forces, axis=1).max()),
                "force_rms_eV_A": float(np.sqrt((forces**2).sum(axis=1).mean())),
                "layer_force_max_meV_A": 1e3 * float(max(layer_force)), "files": ["predicted.extxyz"], "notes": []}
-    has_spread = forces_std is not None or getattr(calc, "estimate", None) is not None or hasattr(calc, "size")
+    has_spread = hasattr(calc, "size") or calc.estimate is not None  # a committee, or the model's own estimate
     if forces_std is not None:
         source = ({"committee_size": int(calc.size), "spread_calibrated": bool(calc.calibrated)} if hasattr(calc, "size")
                   else {"uncertainty": "last_layer", "spread_calibrated": calc.estimate.calibration is not None})

@@ -99,7 +99,7 @@ class LastLayerEstimate:
     def spreads(self, graph, phi: np.ndarray, species: np.ndarray, novelty: bool = True) -> dict:
         """Raw (relative) spreads of one structure: ``forces`` per atom (N,), ``H`` and ``S`` per block (E,) when
         the graph has blocks (``novelty=False``: the training error of the block's kind and length alone,
-        without the atoms' variance). :meth:`calibrated` turns them into eV/Å and eV."""
+        without the atoms' variance). Times :meth:`scale` they are eV/Å and eV."""
         from hedgenet.models.committee import FORCE_SPREAD_RADIUS_A, pooled_over_neighbours
 
         var = self.atom_variance(np.asarray(phi, dtype=float), np.asarray(species))
@@ -115,12 +115,8 @@ class LastLayerEstimate:
         return out
 
     def scale(self, quantity: str) -> float:
-        """The calibration's scale of ``quantity`` (1 when uncalibrated)."""
+        """The calibration's scale of ``quantity`` (1 when uncalibrated): raw spread × scale is eV/Å or eV."""
         return float((self.calibration or {}).get(f"{quantity}_scale") or 1.0)
-
-    def calibrated(self, raw: dict) -> dict:
-        """``raw`` spreads (:meth:`spreads`) times the calibration's scales: eV/Å (forces), eV (H)."""
-        return {q: self.scale(q) * v for q, v in raw.items()}
 
     def to_state(self) -> dict:
         """Plain data for a model file's ``extra`` (:data:`STATE_KEY`)."""
