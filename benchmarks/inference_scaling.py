@@ -44,8 +44,8 @@ def cells(max_atoms: int):
     return out
 
 
-def build_model(args, dtype: str, registry: bool = True):
-    from hedgenet.models import HedgeNet
+def build_model(args, dtype: str, registry: bool = True, correlation: int | None = None):
+    from hedgenet.models import HedgeNet, model_size
     from hedgenet.models.io import load_model
     from hedgenet.orbitals.layout import OrbitalLayout
     from hedgenet.reference.xtb import GFN1_SHELLS
@@ -54,7 +54,8 @@ def build_model(args, dtype: str, registry: bool = True):
         model = load_model(args.model)
         return model.to(getattr(__import__("torch"), dtype)) if model.config["dtype"] != dtype else model
     layout = OrbitalLayout(shells=dict(GFN1_SHELLS), basis_name="GFN1-xTB")
-    return HedgeNet([6], relations="intra_inter", r_intra=args.r_intra, r_inter=args.r_inter, size=args.size,
+    size = model_size(args.size) if correlation is None else {**model_size(args.size), "correlation": correlation}
+    return HedgeNet([6], relations="intra_inter", r_intra=args.r_intra, r_inter=args.r_inter, size=size,
                     task="joint", layout=layout, block_cutoff=args.block_cutoff,
                     registry_widths=args.registry_widths if registry else (), dtype=dtype).eval()
 
@@ -70,6 +71,8 @@ def main() -> None:
                    help="Å: the interlayer registry Gaussians (conf/relations/intra_inter.yaml; fresh model only)")
     p.add_argument("--without-registry-too", action="store_true",
                    help="also time the first dtype without the registry features, side by side")
+    p.add_argument("--two-body-too", action="store_true",
+                   help="also time the first dtype with correlation 1 (messages only, no per-atom square), side by side")
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
@@ -92,6 +95,8 @@ def main() -> None:
     models = {dt: build_model(args, dt).to(device) for dt in args.dtypes}
     if args.without_registry_too and not args.model:
         models[f"{args.dtypes[0]} no registry"] = build_model(args, args.dtypes[0], registry=False).to(device)
+    if args.two_body_too and not args.model:
+        models[f"{args.dtypes[0]} two-body"] = build_model(args, args.dtypes[0], correlation=1).to(device)
     builder = next(iter(models.values())).graph_builder()
     xtb = None
     if args.xtb_max_atoms > 0:

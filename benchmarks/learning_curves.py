@@ -48,6 +48,7 @@ from interlayer_ablation import cli, gamma_modes  # noqa: E402
 
 FAMILIES = {
     "hedgenet": ["variant=hedgenet", "task=joint"],
+    "hedgenet_2body": ["variant=hedgenet", "task=joint", "model.size.correlation=1"],  # messages only, no square
     "mace": ["variant=mace"],  # the variant sets task=forces (no Hamiltonian head)
     "deeph_e3": ["variant=deeph_e3", "task=joint"],
 }

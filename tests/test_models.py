@@ -44,12 +44,12 @@ def mos2():
     return rattled("bilayer_mos2", 1, seed=2)
 
 
-@pytest.fixture(scope="module")
-def model():
-    """Joint model for C, S and Mo (blocks padded to 9 orbitals)."""
+@pytest.fixture(scope="module", params=[1, 2], ids=["two-body", "correlation2"])
+def model(request):
+    """Joint model for C, S and Mo (blocks padded to 9 orbitals); two-body messages, and with their square."""
     torch.manual_seed(0)
     return HedgeNet(
-        [6, 16, 42], size=TINY, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
+        [6, 16, 42], size={**TINY, "correlation": request.param}, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
         registry_widths=(0.5, 1.0), dtype="float64",
     )
 
@@ -345,3 +345,27 @@ def test_saved_model_of_another_architecture_is_refused_clearly(model, tmp_path)
     torch.save(data, path)
     with pytest.raises(ValueError, match="does not fit this hedgenet's architecture.*Fix: retrain"):
         load_model(path)
+
+
+@pytest.mark.parametrize("correlation", [1, 2])
+def test_correlation_two_sees_bond_angles_in_one_layer(correlation):
+    """One interaction layer of two-body messages gives an atom an energy that depends on its neighbours'
+    distances only; their square per atom (correlation 2) makes it depend on the bond angle."""
+    from ase import Atoms
+
+    torch.manual_seed(0)
+    model = HedgeNet([6], relations="single", r_single=2.5, task="forces", dtype="float64",
+                     size={"channels": 8, "lmax": 1, "num_layers": 1, "correlation": correlation})
+    build = model.graph_builder()
+
+    def centre_energy(angle_deg):
+        a = np.radians(angle_deg)
+        pos = [[10, 10, 10], [11.4, 10, 10], [10 + 1.4 * np.cos(a), 10 + 1.4 * np.sin(a), 10]]
+        atoms = Atoms("C3", positions=pos, cell=[20, 20, 20], pbc=True)  # the outer pair 2.0–2.4 Å apart
+        return float(model(build(atoms))["node_energy"][0])
+
+    change = abs(centre_energy(120.0) - centre_energy(100.0))
+    if correlation == 1:
+        assert change < 1e-12
+    else:
+        assert change > 1e-6

@@ -52,16 +52,18 @@ from hedgenet.models.registry import normal_projectors, registry_features
 from hedgenet.orbitals.layout import OrbitalLayout
 
 SIZES: dict[str, dict] = {
-    "hedgenet_small": {"channels": 16, "lmax": 1, "num_layers": 2, "head_channels": 16},
-    "hedgenet_medium": {"channels": 32, "lmax": 2, "num_layers": 3, "head_channels": 16},
-    "hedgenet_large": {"channels": 64, "lmax": 2, "num_layers": 4, "head_channels": 32},
+    "hedgenet_small": {"channels": 16, "lmax": 1, "num_layers": 2, "head_channels": 16, "correlation": 2},
+    "hedgenet_medium": {"channels": 32, "lmax": 2, "num_layers": 3, "head_channels": 16, "correlation": 2},
+    "hedgenet_large": {"channels": 64, "lmax": 2, "num_layers": 4, "head_channels": 32, "correlation": 2},
 }
 """Named model sizes: channels per irrep, max angular momentum of node features, interaction layers,
-and channels of the per-edge pair features in the H/S heads (``head_channels``, default = channels)."""
+channels of the per-edge pair features in the H/S heads (``head_channels``, default = channels) and the body
+order per layer (``correlation``: 2 = messages and their square per atom, :class:`NodeProduct`)."""
 
 def model_size(size: str | dict) -> dict:
     """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
-    (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels``)."""
+    (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels`` and ``correlation``: 1 = two-body
+    messages only, 2 = plus their channel-wise square per node, :class:`NodeProduct`)."""
     if isinstance(size, dict):
         missing = {"channels", "lmax", "num_layers"} - set(size)
         if missing:
@@ -120,8 +122,38 @@ class RelationMessage(tnn.Module):
         return self.linear_down(agg / self.avg_num_neighbors.to(agg.dtype).sqrt())
 
 
+class NodeProduct(tnn.Module):
+    """Body order beyond two per layer (MACE's correlation order 2): the aggregated messages A_i, brought to
+    ``channels x`` each irrep of ``hidden_irreps(channels, lmax)``, multiplied with themselves channel by channel
+    (every symmetric path A ⊗ A -> l ≤ lmax, one learned weight per channel and path) and mapped back to the
+    layer's target irreps. A_i is a sum over neighbours, so its square holds three-body (j, k around i) terms
+    that a message linear in h_j cannot; per node, so its cost is small beside the per-edge messages."""
+
+    def __init__(self, irreps_in: o3.Irreps, channels: int, lmax: int, irreps_target: o3.Irreps):
+        super().__init__()
+        irreps_x = hidden_irreps(channels, lmax)
+        self.linear_in = o3.Linear(irreps_in, irreps_x)
+        allowed = {ir for _, ir in irreps_x}
+        irreps_mid, instructions = [], []
+        for i1, (_, ir1) in enumerate(irreps_x):
+            for i2, (_, ir2) in enumerate(irreps_x):
+                if i2 < i1:  # A ⊗ A is symmetric: each unordered pair once
+                    continue
+                for ir_out in ir1 * ir2:
+                    if ir_out in allowed:
+                        instructions.append((i1, i2, len(irreps_mid), "uuu", True))
+                        irreps_mid.append((channels, ir_out))
+        self.tp = o3.TensorProduct(irreps_x, irreps_x, o3.Irreps(irreps_mid), instructions)
+        self.linear_out = o3.Linear(self.tp.irreps_out, irreps_target)
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        x = self.linear_in(m)
+        return self.linear_out(self.tp(x, x))
+
+
 class InteractionLayer(tnn.Module):
-    """One message-passing layer: per-relation messages + self-connection -> gate -> residual."""
+    """One message-passing layer: per-relation messages + self-connection (+ their channel-wise square when
+    ``correlation`` = 2, :class:`NodeProduct`) -> gate -> residual."""
 
     def __init__(
         self,
@@ -133,8 +165,11 @@ class InteractionLayer(tnn.Module):
         num_basis: int,
         radial_hidden: int,
         num_edge_features: Sequence[int] | None = None,
+        correlation: int = 1,
     ):
         super().__init__()
+        if correlation not in (1, 2):
+            raise ValueError(f"correlation={correlation} must be 1 (two-body messages) or 2 (plus their square)")
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l == 0])
         gated = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l > 0])
         self.gate = nn.Gate(
@@ -148,6 +183,12 @@ class InteractionLayer(tnn.Module):
             for c, k in zip(cutoffs, num_edge_features or [0] * len(cutoffs))
         )
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{n_species}x0e"), target)
+        if correlation == 2:
+            channels = irreps_hidden[0].mul
+            lmax = max(ir.l for _, ir in irreps_hidden)
+            self.product = NodeProduct(target, channels, lmax, target)
+        else:
+            self.product = None
         self.residual = o3.Irreps(irreps_in) == self.gate.irreps_out
         self.irreps_out = self.gate.irreps_out
 
@@ -157,6 +198,8 @@ class InteractionLayer(tnn.Module):
         for module, (index, vec, sh, feats) in zip(self.messages, edges):
             if index.shape[1]:
                 m = m + module(h, index, vec, sh, feats)
+        if self.product is not None:
+            m = m + self.product(m)
         out = self.gate(m)
         return h + out if self.residual else out
 
@@ -277,7 +320,7 @@ class HedgeNet(GraphModel):
         for _ in range(int(hp["num_layers"])):
             layer = InteractionLayer(
                 irreps, self.irreps_hidden, self.irreps_sh, n_sp, relations.cutoffs, num_basis, radial_hidden,
-                n_edge_features,
+                n_edge_features, int(hp.get("correlation", 1)),
             )
             layers.append(layer)
             irreps = layer.irreps_out
