@@ -66,7 +66,7 @@ def test_killed_run_resumes_without_losing_or_duplicating(killed_and_resumed):
     assert "active_pool.h5" not in (run / "rounds" / "0" / "train" / "command.txt").read_text()
     assert "active_pool.h5" in (run / "rounds" / "1" / "train" / "command.txt").read_text()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["committee"] == str(run / "committee.json")  # the last round's members, calibrated
+    assert summary["model_path"] == str(run / "committee.json")  # the last round's members, calibrated
     last, final = (json.loads(p.read_text()) for p in (run / "rounds" / "2" / "train" / "committee.json",
                                                        run / "committee.json"))
     assert final["calibration"] == last["calibration"] and final["calibration"]["forces_scale"] > 0
@@ -129,6 +129,45 @@ def test_labels_of_an_earlier_labelling_are_copied_exactly(killed_and_resumed, t
     assert copy_labels(source, target, [have[0]]) == [have[0]] and target.ids() == [have[0], have[1]]  # never twice
 
 
+def test_one_model_ranks_by_its_own_estimate(tmp_path, tiny_root):
+    """active.committee_size=1: each round trains one model, the picks are the candidates its calibrated last-layer
+    estimate is least sure of, and the run's result is that model (with its estimate)."""
+    from ase import Atoms
+
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.models.io import load_model
+    from hedgenet.models.last_layer import LastLayerEstimate
+    from hedgenet.training.active import model_spreads, uncertainty_score
+
+    root = tiny_root(tmp_path)
+    run = root / "runs" / "single"
+    args = [a for a in ARGS if not a.startswith(("active.committee_size", "active.max_labels", "active.max_rounds"))]
+    proc, _ = run_cli("hedgenet-active", root, "single", [f"seed_data=[{root}/data/tiny.h5]", *args,
+                      "active.committee_size=1", "active.max_labels=3", "active.max_rounds=1",
+                      f"hydra.run.dir={run}"])
+    rows = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1] and rows[-1]["stop"] == "max_labels"
+    assert "committee.size" not in (run / "rounds" / "0" / "train" / "command.txt").read_text()
+    assert rows[0]["spearman_forces"] is not None and rows[1]["n_labelled"] == 6
+    record = json.loads((run / "rounds" / "0" / "picked.json").read_text())
+    scores = uncertainty_score({k: np.array(record[k]) for k in ("force_spread_eV_A", "H_spread_eV")}, "both")
+    assert record["picked"] == sorted(np.array(record["candidates"])[np.argsort(-scores)[:3]].tolist())
+    store = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
+    structures = []
+    for sid in record["picked"]:
+        s = store.read_sample(sid)
+        structures.append(Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=True))
+    again = model_spreads(run / "rounds" / "0" / "train" / "model.pt", structures)
+    index = [record["candidates"].index(sid) for sid in record["picked"]]
+    for key in ("force_spread_eV_A", "H_spread_eV"):
+        assert np.all(again[key] > 0)
+        assert np.allclose(again[key], np.array(record[key])[index], rtol=1e-6), key
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model_path"] == str(run / "model.pt") and summary["committee_size"] == 1
+    final = load_model(run / "model.pt")
+    assert LastLayerEstimate.from_model(final).calibration is not None
+
+
 def test_pick_rules():
     from hedgenet.training.active import pick, uncertainty_score
 
@@ -148,7 +187,9 @@ def test_pick_rules():
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["seed_data=[]"], ["seed_data is empty", "Fix:"]),
-    (["active.committee_size=1"], ["at least 2 members", "Fix: active.committee_size=3"]),
+    (["active.committee_size=0"], ["must be ≥ 1", "Fix: active.committee_size=3"]),
+    (["active.committee_size=1", "+train.train.uncertainty.method=null"],
+     ["the model's own estimate", "train.uncertainty.method=null", "Fix:"]),
     (["active.strategy=greedy"], ["'greedy' unknown", "uncertainty"]),
     (["active.labels_from=${paths.data_dir}/tiny.h5"], ["not a dataset of this pool", "Fix:"]),
 ])

@@ -44,9 +44,9 @@ def mos2():
     return rattled("bilayer_mos2", 1, seed=2)
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["two-body", "correlation2"])
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=["two-body", "correlation2", "correlation3"])
 def model(request):
-    """Joint model for C, S and Mo (blocks padded to 9 orbitals); two-body messages, and with their square."""
+    """Joint model for C, S and Mo (blocks padded to 9 orbitals); two-body messages, with their square and cube."""
     torch.manual_seed(0)
     return HedgeNet(
         [6, 16, 42], size={**TINY, "correlation": request.param}, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
@@ -347,7 +347,7 @@ def test_saved_model_of_another_architecture_is_refused_clearly(model, tmp_path)
         load_model(path)
 
 
-@pytest.mark.parametrize("correlation", [1, 2])
+@pytest.mark.parametrize("correlation", [1, 2, 3])
 def test_correlation_two_sees_bond_angles_in_one_layer(correlation):
     """One interaction layer of two-body messages gives an atom an energy that depends on its neighbours'
     distances only; their square per atom (correlation 2) makes it depend on the bond angle."""

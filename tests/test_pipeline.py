@@ -186,6 +186,11 @@ def test_active_learning_stage_plan():
         active.overrides)  # the train stage's recipe, for every round's committee
     assert stages["phonons_model"].links["model_path"] == ("active", "committee.json")
     assert stages["phonons_model"].depends[0] == "active"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="pipeline"):
+        cfg = compose("pipeline", ["stages=[label,active,phonons]", "+overrides.active.active.committee_size=1"])
+    stages = {s.name: s for s in plan(cfg, {"material": "ab_bilayer_graphene", "reference": "xtb"})}
+    assert stages["active"].outputs == ("model.pt", "summary.json")  # one model per round: the result is model.pt
+    assert stages["phonons_model"].links["model_path"] == ("active", "model.pt")
 
 
 def test_a_committee_in_the_train_stage_is_the_physics_stages_model():

@@ -5,12 +5,13 @@
     hedgenet-active ... active.batch_size=8 active.max_labels=40 'train.train.max_epochs=60'
 
 Round r: ``hedgenet-train committee.size=K`` on the seed data plus the candidates labelled so far
-(``<run dir>/rounds/<r>/train``); the committee scores every unlabelled candidate of the pool
+(``<run dir>/rounds/<r>/train``; with ``active.committee_size=1`` one model, which ranks by its own last-layer
+estimate at a third of a committee's training and scoring cost); the committee scores every unlabelled candidate of the pool
 (:mod:`hedgenet.training.active`); the ``active.batch_size`` most uncertain are labelled by the reference into
 ``pool.path`` (resumable and parallel as ``hedgenet-label``). The run stops when the budget
 (``active.max_labels``) is spent, after ``active.max_rounds`` picking rounds, when no candidate's spread exceeds
 ``active.target_force_spread_meV_A`` or when the pool is exhausted; the last round's committee is the result
-(``<run dir>/committee.json``: a model_path for every physics command). Each round is a line of rounds.jsonl,
+(``<run dir>/committee.json``, or ``model.pt`` for one model: a model_path for every physics command). Each round is a line of rounds.jsonl,
 rounds.csv and rounds.md, and a point of rounds.png. A rerun with the same ``hydra.run.dir`` resumes: finished
 rounds, committee members and labels are kept, a round's picks are stored before its labelling starts.
 """
@@ -38,7 +39,7 @@ from hedgenet.run_io import run_stage
 
 def check_active_config(cfg: DictConfig) -> DictConfig:
     """The typed config, or a ConfigError naming the fix (unknown strategy or score, sizes, missing seed data,
-    a committee of fewer than 2 members)."""
+    fewer than 1 member, one model without its estimate)."""
     from hedgenet.training.active import SCORES, STRATEGIES
 
     checked = check_config(cfg, "active")
@@ -62,10 +63,20 @@ def check_active_config(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"{p} does not exist. Fix: give labelled datasets written by hedgenet-label")
     if "committee" in (cfg.train or {}):
         raise ConfigError("train.committee is set by the loop. Fix: active.committee_size=K instead")
-    if int(a.committee_size) < 2:
-        raise ConfigError(f"active.committee_size={a.committee_size}: active learning ranks candidates by a "
-                          "committee's spread, which needs at least 2 members. Fix: active.committee_size=3")
+    if int(a.committee_size) < 1:
+        raise ConfigError(f"active.committee_size={a.committee_size} must be ≥ 1 (1: one model ranked by its own "
+                          "last-layer estimate; K ≥ 2: a committee's spread). Fix: active.committee_size=3")
+    if int(a.committee_size) == 1 and OmegaConf.select(cfg.train, "train.uncertainty.method",
+                                                       default="last_layer") is None:
+        raise ConfigError("active.committee_size=1 ranks candidates by the model's own estimate, but the train "
+                          "overrides set train.uncertainty.method=null. Fix: drop that override, or "
+                          "active.committee_size=3")
     return checked
+
+
+def single_model(cfg: DictConfig) -> bool:
+    """One model per round, ranked by its own last-layer estimate (``active.committee_size=1``)."""
+    return int(cfg.active.committee_size) == 1
 
 
 def _store_header(cfg: DictConfig, reference, params: dict, fingerprint: str) -> dict:
@@ -79,18 +90,19 @@ def _store_header(cfg: DictConfig, reference, params: dict, fingerprint: str) ->
 
 
 def train_round(cfg: DictConfig, train_dir: Path, data_paths: list[str]) -> dict:
-    """Train (or finish, or keep) round's committee with hedgenet-train in ``train_dir``; its metrics."""
+    """Train (or finish, or keep) the round's committee (or single model) with hedgenet-train in ``train_dir``;
+    its metrics."""
     from hydra.core.hydra_config import HydraConfig
 
     from hedgenet.pipeline.stages import flatten_overrides, run_logged
 
-    if (train_dir / "committee.json").exists() and (train_dir / "summary.json").exists():
+    if (train_dir / result_file(cfg)).exists() and (train_dir / "summary.json").exists():
         return json.loads((train_dir / "summary.json").read_text())
     choices = HydraConfig.get().runtime.choices
     material_overrides = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("material.")]
     args = [f"material={choices['material']}", *material_overrides, f"reference={choices['reference']}",
             f"reference.block_cutoff={cfg.reference.block_cutoff}", *flatten_overrides(cfg.train),
-            f"committee.size={int(cfg.active.committee_size)}",
+            *([] if single_model(cfg) else [f"committee.size={int(cfg.active.committee_size)}"]),
             f"data.paths=[{','.join(data_paths)}]", f"data.test_paths=[{','.join(map(str, cfg.test_paths))}]",
             f"hydra.run.dir={train_dir}"]
     cmd = [str(Path(sys.executable).parent / "hedgenet-train"), *args]
@@ -125,6 +137,7 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.training.active import (
         append_round,
         candidate_spreads,
+        model_spreads,
         pick,
         plot_rounds,
         read_rounds,
@@ -180,7 +193,9 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
         # labelled (here or in the seed set) or failed: a failed candidate is not offered again
         done = (store.done_ids() | in_seed) - set(picked or [])
         candidates = [s for s in specs if s.sample_id not in done]
-        spreads = candidate_spreads(round_dir / "train" / "committee.json", [s.structure(base) for s in candidates])
+        structures = [s.structure(base) for s in candidates]
+        spreads = (model_spreads(round_dir / "train" / "model.pt", structures) if single_model(cfg)
+                   else candidate_spreads(round_dir / "train" / "committee.json", structures))
         row = round_row(r, n_seed, len(labelled), metrics, spreads)
         target = a.target_force_spread_meV_A
         budget_left = int(a.max_labels) - len(done - in_seed)
@@ -220,8 +235,9 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
 
     write_rounds_table(rows, run_dir)
     plot_rounds(rows, run_dir / "rounds.png", f"{cfg.material.name}: {a.strategy} picks of {a.batch_size} per round")
-    last = publish_committee(run_dir / "rounds" / str(rows[-1]["round"]) / "train", run_dir)
-    return {"committee": str(last), "strategy": str(a.strategy), "score": str(a.score), "rounds": rows,
+    last_train = run_dir / "rounds" / str(rows[-1]["round"]) / "train"
+    last = publish_model(last_train, run_dir) if single_model(cfg) else publish_committee(last_train, run_dir)
+    return {"model_path": str(last), "committee_size": int(a.committee_size), "strategy": str(a.strategy), "score": str(a.score), "rounds": rows,
             "n_rounds": len(rows), "n_seed": n_seed, "n_picked": len(store.ids()), "pool_size": len(specs),
             "pool_path": str(store.path), "stop": rows[-1]["stop"], "excluded_modes": list(excluded),
             "time_s_this_run": time.perf_counter() - t0}
@@ -244,6 +260,22 @@ def copy_labels(source, store, ids) -> list[int]:
     return copied
 
 
+def result_file(cfg: DictConfig) -> str:
+    """What a round's training leaves and the run publishes: ``committee.json``, or ``model.pt`` for one model."""
+    return "model.pt" if single_model(cfg) else "committee.json"
+
+
+def publish_model(train_dir: Path, run_dir: Path) -> Path:
+    """``<run_dir>/model.pt``: the last round's model (with its calibrated estimate), the run's result."""
+    import os
+    import shutil
+
+    tmp = run_dir / "model.pt.tmp"
+    shutil.copyfile(train_dir / "model.pt", tmp)
+    os.replace(tmp, run_dir / "model.pt")
+    return run_dir / "model.pt"
+
+
 def publish_committee(train_dir: Path, run_dir: Path) -> Path:
     """``<run_dir>/committee.json``: the last round's committee (its members and calibration), the run's result."""
     from hedgenet.models.committee import (
@@ -259,7 +291,7 @@ def publish_committee(train_dir: Path, run_dir: Path) -> Path:
 
 def print_summary(summary: dict) -> None:
     print(f"hedgenet-active: {summary['n_rounds']} rounds, {summary['n_picked']} of {summary['pool_size']} candidates "
-          f"labelled ({summary['strategy']}), stop: {summary['stop']}; committee {summary['committee']}")
+          f"labelled ({summary['strategy']}), stop: {summary['stop']}; model_path {summary['model_path']}")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -63,7 +63,7 @@ order per layer (``correlation``: 2 = messages and their square per atom, :class
 def model_size(size: str | dict) -> dict:
     """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
     (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels`` and ``correlation``: 1 = two-body
-    messages only, 2 = plus their channel-wise square per node, :class:`NodeProduct`)."""
+    messages only, 2 = plus their channel-wise square per node, 3 = and their cube, :class:`NodeProduct`)."""
     if isinstance(size, dict):
         missing = {"channels", "lmax", "num_layers"} - set(size)
         if missing:
@@ -122,38 +122,56 @@ class RelationMessage(tnn.Module):
         return self.linear_down(agg / self.avg_num_neighbors.to(agg.dtype).sqrt())
 
 
-class NodeProduct(tnn.Module):
-    """Body order beyond two per layer (MACE's correlation order 2): the aggregated messages A_i, brought to
-    ``channels x`` each irrep of ``hidden_irreps(channels, lmax)``, multiplied with themselves channel by channel
-    (every symmetric path A ⊗ A -> l ≤ lmax, one learned weight per channel and path) and mapped back to the
-    layer's target irreps. A_i is a sum over neighbours, so its square holds three-body (j, k around i) terms
-    that a message linear in h_j cannot; per node, so its cost is small beside the per-edge messages."""
+def channelwise_product(irreps1: o3.Irreps, irreps2: o3.Irreps, allowed: set, symmetric: bool) -> o3.TensorProduct:
+    """Channel-by-channel ('uuu') tensor product of two equal-multiplicity irreps, every path into an irrep of
+    ``allowed`` with one learned weight per channel; ``symmetric``: the two inputs are the same tensor, so each
+    unordered pair of irreps once."""
+    irreps_mid, instructions = [], []
+    for i1, (mul, ir1) in enumerate(irreps1):
+        for i2, (_, ir2) in enumerate(irreps2):
+            if symmetric and i2 < i1:
+                continue
+            for ir_out in ir1 * ir2:
+                if ir_out in allowed:
+                    instructions.append((i1, i2, len(irreps_mid), "uuu", True))
+                    irreps_mid.append((mul, ir_out))
+    return o3.TensorProduct(irreps1, irreps2, o3.Irreps(irreps_mid), instructions)
 
-    def __init__(self, irreps_in: o3.Irreps, channels: int, lmax: int, irreps_target: o3.Irreps):
+
+class NodeProduct(tnn.Module):
+    """Body order beyond two per layer (MACE's correlation order ν): the aggregated messages A_i, brought to
+    ``channels x`` each irrep of ``hidden_irreps(channels, lmax)``, multiplied with themselves channel by channel
+    (every symmetric path A ⊗ A -> l ≤ lmax, one learned weight per channel and path; with ``correlation`` 3 also
+    A ⊗ (A ⊗ A)) and mapped back to the layer's target irreps. A_i is a sum over neighbours, so its square holds
+    three-body (j, k around i) and its cube four-body terms that a message linear in h_j cannot; per node, so
+    its cost is small beside the per-edge messages."""
+
+    def __init__(self, irreps_in: o3.Irreps, channels: int, lmax: int, irreps_target: o3.Irreps,
+                 correlation: int = 2):
         super().__init__()
         irreps_x = hidden_irreps(channels, lmax)
-        self.linear_in = o3.Linear(irreps_in, irreps_x)
         allowed = {ir for _, ir in irreps_x}
-        irreps_mid, instructions = [], []
-        for i1, (_, ir1) in enumerate(irreps_x):
-            for i2, (_, ir2) in enumerate(irreps_x):
-                if i2 < i1:  # A ⊗ A is symmetric: each unordered pair once
-                    continue
-                for ir_out in ir1 * ir2:
-                    if ir_out in allowed:
-                        instructions.append((i1, i2, len(irreps_mid), "uuu", True))
-                        irreps_mid.append((channels, ir_out))
-        self.tp = o3.TensorProduct(irreps_x, irreps_x, o3.Irreps(irreps_mid), instructions)
+        self.linear_in = o3.Linear(irreps_in, irreps_x)
+        self.tp = channelwise_product(irreps_x, irreps_x, allowed, symmetric=True)
         self.linear_out = o3.Linear(self.tp.irreps_out, irreps_target)
+        self.cube = None
+        if correlation == 3:
+            self.square_to_x = o3.Linear(self.tp.irreps_out, irreps_x)
+            self.cube = channelwise_product(irreps_x, irreps_x, allowed, symmetric=False)
+            self.cube_out = o3.Linear(self.cube.irreps_out, irreps_target)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
         x = self.linear_in(m)
-        return self.linear_out(self.tp(x, x))
+        square = self.tp(x, x)
+        out = self.linear_out(square)
+        if self.cube is not None:
+            out = out + self.cube_out(self.cube(x, self.square_to_x(square)))
+        return out
 
 
 class InteractionLayer(tnn.Module):
-    """One message-passing layer: per-relation messages + self-connection (+ their channel-wise square when
-    ``correlation`` = 2, :class:`NodeProduct`) -> gate -> residual."""
+    """One message-passing layer: per-relation messages + self-connection (+ their channel-wise square and, with
+    ``correlation`` = 3, cube: :class:`NodeProduct`) -> gate -> residual."""
 
     def __init__(
         self,
@@ -168,8 +186,9 @@ class InteractionLayer(tnn.Module):
         correlation: int = 1,
     ):
         super().__init__()
-        if correlation not in (1, 2):
-            raise ValueError(f"correlation={correlation} must be 1 (two-body messages) or 2 (plus their square)")
+        if correlation not in (1, 2, 3):
+            raise ValueError(f"correlation={correlation} must be 1 (two-body messages), 2 (plus their square) or 3 "
+                             "(and their cube)")
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l == 0])
         gated = o3.Irreps([(m, ir) for m, ir in irreps_hidden if ir.l > 0])
         self.gate = nn.Gate(
@@ -183,10 +202,10 @@ class InteractionLayer(tnn.Module):
             for c, k in zip(cutoffs, num_edge_features or [0] * len(cutoffs))
         )
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{n_species}x0e"), target)
-        if correlation == 2:
+        if correlation >= 2:
             channels = irreps_hidden[0].mul
             lmax = max(ir.l for _, ir in irreps_hidden)
-            self.product = NodeProduct(target, channels, lmax, target)
+            self.product = NodeProduct(target, channels, lmax, target, correlation)
         else:
             self.product = None
         self.residual = o3.Irreps(irreps_in) == self.gate.irreps_out

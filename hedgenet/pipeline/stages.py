@@ -126,6 +126,8 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
     # members' mean; its spread is their trust signal)
     committee = any(o.startswith("committee.size=") and o.split("=", 1)[1] not in ("null", "None")
                     for o in flatten_overrides(cfg.overrides.get("train")))
+    # overrides.active.active.committee_size=1: the active stage's result is one model (model.pt), not a committee
+    single_active = "active.committee_size=1" in flatten_overrides(cfg.overrides.get("active"))
     common = [f"material={choices['material']}", *choices.get("material_overrides", []),
               f"reference={choices['reference']}", *flatten_overrides(cfg.overrides.get("common"))]
     out: list[Stage] = []
@@ -143,13 +145,15 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
             # (the train stage's recipe) are added
             own = [f"++{o}" if o.startswith("train.") else o for o in own]
             out.append(Stage("active", kind, None, common + own, ("label",),
-                             {"seed_data": ("label", "dataset.h5"), "pool.path": ("active", "pool.h5")}))
+                             {"seed_data": ("label", "dataset.h5"), "pool.path": ("active", "pool.h5")},
+                             outputs_override=("model.pt", "summary.json") if single_active else None))
         else:
             if kind in cfg.reference_stages:
                 out.append(Stage(f"{kind}_reference", kind, "reference", common + own + ["calculator=reference"]))
             model_links, model_deps = {}, ()
             if cfg.model_path is None:
-                model_links["model_path"] = ((learner, "committee.json") if learner == "active" or committee
+                model_links["model_path"] = (("active", "model.pt") if learner == "active" and single_active
+                                             else (learner, "committee.json") if learner == "active" or committee
                                              else ("train", "model.pt"))
                 model_deps = (learner,)
             if kind in ("phonons", "epi") and kind in cfg.reference_stages:

@@ -1,5 +1,5 @@
-"""Active learning: how unsure a committee is of each candidate configuration, which candidates a round labels,
-and the record of the rounds.
+"""Active learning: how unsure a committee (or one model with its own estimate) is of each candidate
+configuration, which candidates a round labels, and the record of the rounds.
 
 ``hedgenet-active`` (:mod:`hedgenet.cli.active`) runs the loop: a committee (``hedgenet-train committee.size=K``)
 trained on the labelled cells so far scores every unlabelled candidate of a pool (the configurations the physics
@@ -7,7 +7,9 @@ will visit: thermal samples at the target temperatures, rigid-layer moves, rattl
 uncertain ones (or random ones, the baseline) are labelled by the reference, and the next round retrains.
 
 Uncertainty of a candidate (:func:`candidate_spreads`; the members' spreads of :mod:`hedgenet.models.committee`,
-times the committee's calibrated scales when it has them, so they estimate the RMS error):
+times the committee's calibrated scales when it has them, so they estimate the RMS error; or, for a single
+model, :func:`model_spreads`: its last-layer estimate of :mod:`hedgenet.models.last_layer`, calibrated on the
+validation cells by ``hedgenet-train`` — one forward pass per candidate instead of one per member):
 
 - ``force_spread_eV_A``: the mean over atoms of the per-atom force spread (eV/Å);
 - ``force_spread_max_eV_A``: the largest per-atom force spread (eV/Å);
@@ -64,6 +66,39 @@ def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[st
         if "H" in preds[0]:
             _, std = block_statistics(np.stack([p["H"] for p in preds]), graph.block_mask.numpy().astype(bool))
             out.setdefault("H_spread_eV", []).append(float(scale["H"] * std.mean()))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def model_spreads(model_path, structures, calibrated: bool = True) -> dict[str, np.ndarray]:
+    """:func:`candidate_spreads` of one model (a ``model.pt`` of ``hedgenet-train``) from its own last-layer
+    estimate: the same keys, the estimate's calibrated scales applied when ``calibrated``; a ValueError naming the
+    fix for a model file without an estimate."""
+    from hedgenet.models.io import load_model
+    from hedgenet.models.last_layer import LastLayerEstimate, readout_features
+
+    model = load_model(model_path)
+    estimate = LastLayerEstimate.from_model(model)
+    if estimate is None:
+        raise ValueError(f"{model_path} holds no uncertainty estimate (trained with train.uncertainty.method=null, or "
+                         "a family without a linear energy readout such as the MACE baseline), so one model cannot "
+                         "rank candidates. Fix: train.uncertainty.method=last_layer with a HedgeNet or DeepH-E3 "
+                         "model, or active.committee_size=3")
+    builder = model.graph_builder()
+    scale = estimate.scale if calibrated else (lambda quantity: 1.0)
+    out: dict[str, list] = {}
+    for atoms in structures:
+        graph = builder.from_atoms(atoms)
+        with readout_features(model) as captured:
+            pred = model(graph)
+        raw = estimate.spreads(graph, captured[-1].double().cpu().numpy(), graph.species.cpu().numpy())
+        if "forces" in pred:
+            forces = pred["forces"].detach().double().cpu().numpy()
+            std = scale("forces") * raw["forces"]
+            out.setdefault("force_rms_eV_A", []).append(float(np.sqrt(np.mean(np.sum(forces**2, axis=-1)))))
+            out.setdefault("force_spread_eV_A", []).append(float(std.mean()))
+            out.setdefault("force_spread_max_eV_A", []).append(float(std.max()))
+        if "H" in raw:
+            out.setdefault("H_spread_eV", []).append(float(scale("H") * raw["H"].mean()))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -139,8 +174,8 @@ def append_round(run_dir: Path, row: dict) -> None:
 
 
 def round_row(r: int, n_seed: int, picked_before: int, metrics: dict, spreads: dict) -> dict:
-    """A round's numbers: its committee's errors (means over members, meV) and calibration, and the pool's
-    spreads (meV) before the round picks."""
+    """A round's numbers: its committee's errors (means over members, meV; a single model's own) and calibration,
+    and the pool's spreads (meV) before the round picks."""
     def get(*keys):
         for k in keys:
             v = metrics.get(k)
@@ -149,11 +184,13 @@ def round_row(r: int, n_seed: int, picked_before: int, metrics: dict, spreads: d
         return None
 
     row = {"round": r, "n_labelled": n_seed + picked_before, "n_picked_total": picked_before,
-           "val_forces_mae_meV_A": get("members_mean/val/forces_mae"),
-           "test_forces_mae_meV_A": get("members_mean/test/forces_mae"),
-           "test_H_mae_meV": get("members_mean/test/H_all_mae"),
-           "spearman_forces": get("calibration/forces_spearman"), "spearman_H": get("calibration/H_spearman"),
-           "train_s": get("committee_train_time_s")}
+           "val_forces_mae_meV_A": get("members_mean/val/forces_mae", "val/forces_mae"),
+           "test_forces_mae_meV_A": get("members_mean/test/forces_mae", "test/forces_mae"),
+           "test_H_mae_meV": get("members_mean/test/H_all_mae", "test/H_all_mae"),
+           "spearman_forces": get("calibration/forces_spearman", "test/uncertainty_forces_spearman",
+                                  "val/uncertainty_forces_spearman"),
+           "spearman_H": get("calibration/H_spearman", "test/uncertainty_H_spearman", "val/uncertainty_H_spearman"),
+           "train_s": get("committee_train_time_s", "train_time_s")}
     if "force_spread_eV_A" in spreads and len(spreads["force_spread_eV_A"]):
         row["pool_force_spread_mean_meV_A"] = 1e3 * float(np.mean(spreads["force_spread_eV_A"]))
         row["pool_force_spread_max_meV_A"] = 1e3 * float(np.max(spreads["force_spread_eV_A"]))
