@@ -79,28 +79,37 @@ def test_killed_run_resumes_without_losing_or_duplicating(killed_and_resumed):
 
 
 def test_picks_are_the_committees_most_uncertain(killed_and_resumed):
-    from ase import Atoms
-
-    from hedgenet.data.store import DatasetStore
     from hedgenet.training.active import candidate_spreads, uncertainty_score
 
     root, run, _, _, _ = killed_and_resumed
     record = json.loads((run / "rounds" / "0" / "picked.json").read_text())
     assert record["strategy"] == "uncertainty" and record["score"] == "both" and len(record["candidates"]) == 8
-    scores = np.array(record["scores"])
-    top = sorted(np.array(record["candidates"])[np.argsort(-scores)[:3]].tolist())
-    assert record["picked"] == top
-    assert np.allclose(scores, uncertainty_score({k: np.array(record[k]) for k in
-                                                  ("force_spread_eV_A", "H_spread_eV")}, "both"))
-    # the recorded spreads are the committee's on the structures the reference then labelled
+    assert np.allclose(record["scores"], uncertainty_score({k: np.array(record[k]) for k in
+                                                            ("force_spread_eV_A", "H_spread_eV")}, "both"))
+    assert_picks_are_the_most_uncertain(root, record, lambda structures: candidate_spreads(
+        run / "rounds" / "0" / "train" / "committee.json", structures))
+
+
+def assert_picks_are_the_most_uncertain(root, record: dict, spreads_of) -> None:
+    """A round's record (picked.json): its picks are the 3 highest `both` scores, and ``spreads_of`` (the
+    committee's or the model's spreads) recomputed on the structures the reference then labelled gives the
+    recorded spreads."""
+    from ase import Atoms
+
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.training.active import uncertainty_score
+
+    scores = uncertainty_score({k: np.array(record[k]) for k in ("force_spread_eV_A", "H_spread_eV")}, "both")
+    assert record["picked"] == sorted(np.array(record["candidates"])[np.argsort(-scores)[:3]].tolist())
     store = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
     structures = []
     for sid in record["picked"]:
         s = store.read_sample(sid)
         structures.append(Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=True))
-    again = candidate_spreads(run / "rounds" / "0" / "train" / "committee.json", structures)
+    again = spreads_of(structures)
     index = [record["candidates"].index(sid) for sid in record["picked"]]
     for key in ("force_spread_eV_A", "H_spread_eV"):
+        assert np.all(again[key] > 0)
         assert np.allclose(again[key], np.array(record[key])[index], rtol=1e-6), key
 
 
@@ -132,12 +141,9 @@ def test_labels_of_an_earlier_labelling_are_copied_exactly(killed_and_resumed, t
 def test_one_model_ranks_by_its_own_estimate(tmp_path, tiny_root):
     """active.committee_size=1: each round trains one model, the picks are the candidates its calibrated last-layer
     estimate is least sure of, and the run's result is that model (with its estimate)."""
-    from ase import Atoms
-
-    from hedgenet.data.store import DatasetStore
     from hedgenet.models.io import load_model
     from hedgenet.models.last_layer import LastLayerEstimate
-    from hedgenet.training.active import model_spreads, uncertainty_score
+    from hedgenet.training.active import model_spreads
 
     root = tiny_root(tmp_path)
     run = root / "runs" / "single"
@@ -150,18 +156,8 @@ def test_one_model_ranks_by_its_own_estimate(tmp_path, tiny_root):
     assert "committee.size" not in (run / "rounds" / "0" / "train" / "command.txt").read_text()
     assert rows[0]["spearman_forces"] is not None and rows[1]["n_labelled"] == 6
     record = json.loads((run / "rounds" / "0" / "picked.json").read_text())
-    scores = uncertainty_score({k: np.array(record[k]) for k in ("force_spread_eV_A", "H_spread_eV")}, "both")
-    assert record["picked"] == sorted(np.array(record["candidates"])[np.argsort(-scores)[:3]].tolist())
-    store = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
-    structures = []
-    for sid in record["picked"]:
-        s = store.read_sample(sid)
-        structures.append(Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=True))
-    again = model_spreads(run / "rounds" / "0" / "train" / "model.pt", structures)
-    index = [record["candidates"].index(sid) for sid in record["picked"]]
-    for key in ("force_spread_eV_A", "H_spread_eV"):
-        assert np.all(again[key] > 0)
-        assert np.allclose(again[key], np.array(record[key])[index], rtol=1e-6), key
+    assert_picks_are_the_most_uncertain(root, record, lambda structures: model_spreads(
+        run / "rounds" / "0" / "train" / "model.pt", structures))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model_path"] == str(run / "model.pt") and summary["committee_size"] == 1
     final = load_model(run / "model.pt")
