@@ -99,7 +99,10 @@ def run_active(args, strategy: str, seed: int) -> Path:
 def round_rows(args, strategy: str, seed: int, run_dir: Path) -> list[dict]:
     rows = []
     for r in (json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()):
-        committee = run_dir / "rounds" / str(r["round"]) / "train" / "committee.json"
+        train_dir = run_dir / "rounds" / str(r["round"]) / "train"
+        committee = train_dir / "committee.json"
+        if not committee.exists():  # active.committee_size=1: one model per round
+            committee = train_dir / "model.pt"
         ph_dir = args.root / "runs" / f"phonons_{strategy}_seed{seed}_r{r['round']}"
         s = cli("phonons", args.root, ph_dir, "calculator=model", f"model_path={committee}",
                 f"phonons.supercell=[{args.phonon_supercell[0]},{args.phonon_supercell[1]}]", *PHONONS,

@@ -1,0 +1,157 @@
+"""The first- and second-order parts of a model's Hamiltonian under thermal displacements, against the reference's.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/second_order_blocks.py \\
+        --model main=<train run>/model.pt [--model other=<model.pt> ...] \\
+        --force-constants <reference phonons run>/phonopy_params.yaml [--supercell 6] [--pairs 3] [--T 0]
+
+v_F(T) at order `second` uses ½[H(u) + H(−u)] − H₀, the even part of the Hamiltonian's response to a ±
+pair of thermal displacements; order `first` uses the odd part ½[H(u) − H(−u)] ≈ Σ dH/du·u. This script draws
+``--pairs`` ± pairs of displacements at ``--T`` from the force constants of ``--force-constants`` (mapped onto
+the n×n cell, the same sampler and seed as ``hedgenet-fermi-velocity``), computes H₀, H(u), H(−u) with the
+reference (GFN1-xTB) once and with every model, and compares the odd and the even parts block by block (on
+the blocks both have), in the gauge the bands see: H − E₀ S with E₀ each side's charge-neutrality level.
+Blocks are grouped by what they couple: on-site, intralayer nearest neighbours (< 1.6 Å), other intralayer,
+interlayer pairs closer than 3.4 Å (the AB dimer, which carries γ₁) and other interlayer pairs. Per group:
+the relative error (Frobenius norm of model − reference over the group's blocks and samples, divided by the
+reference's) of H₀, of the odd part and of the even part, the ratio of the model's even part to the
+reference's, and the p_z–p_z element of the even part (rms and mean, meV). Writes
+``<root>/second_order_blocks.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import report  # noqa: E402
+
+GROUPS = ("on-site", "intralayer NN", "intralayer other", "interlayer dimer", "interlayer other")
+PZ = 2  # p_z in hedgenet's (e3nn) orbital order s, p_y, p_z, p_x
+
+
+def keyed_blocks(blocks, e0_eV: float) -> dict:
+    """{(i, j, R): H − E₀ S} of a block set (eV)."""
+    return {(int(i), int(j), *map(int, r)): h - e0_eV * s
+            for i, j, r, h, s in zip(*blocks.edge_index, blocks.cell_shift, blocks.H, blocks.S)}
+
+
+def responses(calc, sc, cmap, pairs) -> tuple[dict, list[dict], list[dict]]:
+    """H₀ and, per ± pair, the odd part ½[H(u) − H(−u)] and the even part ½[H(u) + H(−u)] − H₀ (keyed blocks
+    in the gauge H − E₀ S, E₀ the calculator's own charge-neutrality level of the undisplaced cell)."""
+    from hedgenet.physics.unfold import charge_neutrality_level
+
+    b0 = calc.predict_hamiltonian(sc)
+    e0 = charge_neutrality_level(b0, cmap, sc.numbers)
+    h0 = keyed_blocks(b0, e0)
+    odd, even = [], []
+    for u in pairs:
+        moved = []
+        for sign in (1, -1):
+            atoms = sc.copy()
+            atoms.positions += sign * u
+            moved.append(keyed_blocks(calc.predict_hamiltonian(atoms), e0))
+        keys = [k for k in h0 if k in moved[0] and k in moved[1]]
+        odd.append({k: 0.5 * (moved[0][k] - moved[1][k]) for k in keys})
+        even.append({k: 0.5 * (moved[0][k] + moved[1][k]) - h0[k] for k in keys})
+    return h0, odd, even
+
+
+def group_of(sc, layer) -> callable:
+    """The block group (one of GROUPS) of an edge key (i, j, R)."""
+    pos, cell = sc.positions, sc.cell.array
+
+    def group(key):
+        i, j, *r = key
+        d = np.linalg.norm(pos[j] + np.asarray(r) @ cell - pos[i])
+        if d < 1e-6:
+            return "on-site"
+        if layer[i] == layer[j]:
+            return "intralayer NN" if d < 1.6 else "intralayer other"
+        return "interlayer dimer" if d < 3.4 else "interlayer other"
+
+    return group
+
+
+def compare(ref, model, group) -> dict:
+    """Per group: relative errors of H₀, odd and even parts, norm ratio of the even parts, p_z–p_z statistics."""
+    (h0r, oddr, evenr), (h0m, oddm, evenm) = ref, model
+    keys = [k for k in h0r if k in h0m and all(k in e for e in evenr + evenm)]
+    out = {}
+    for g in GROUPS:
+        ks = [k for k in keys if group(k) == g]
+        if not ks:
+            continue
+        stack = lambda parts: np.stack([p[k] for p in parts for k in ks])  # noqa: E731
+        n = min(h0r[ks[0]].shape[-1], h0m[ks[0]].shape[-1])
+        A0, B0 = (np.stack([h[k][:n, :n] for k in ks]) for h in (h0r, h0m))
+        Or, Om, Er, Em = (stack(p)[:, :n, :n] for p in (oddr, oddm, evenr, evenm))
+        rel = lambda a, b: float(np.linalg.norm(b - a) / np.linalg.norm(a))  # noqa: E731
+        out[g] = {"blocks": len(ks), "H0_rel_err": rel(A0, B0), "odd_rel_err": rel(Or, Om),
+                  "even_rel_err": rel(Er, Em), "even_norm_ratio": float(np.linalg.norm(Em) / np.linalg.norm(Er)),
+                  "odd_norm_ratio": float(np.linalg.norm(Om) / np.linalg.norm(Or))}
+        if n > PZ:
+            out[g].update({"pzpz_even_rms_meV": [1e3 * float(np.sqrt(np.mean(x[:, PZ, PZ] ** 2))) for x in (Er, Em)],
+                           "pzpz_even_mean_meV": [1e3 * float(np.mean(x[:, PZ, PZ])) for x in (Er, Em)],
+                           "pzpz_odd_rms_meV": [1e3 * float(np.sqrt(np.mean(x[:, PZ, PZ] ** 2))) for x in (Or, Om)]})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="name=model.pt (repeatable)")
+    p.add_argument("--force-constants", required=True, help="a reference phonons run's phonopy_params.yaml")
+    p.add_argument("--supercell", type=int, default=6)
+    p.add_argument("--pairs", type=int, default=3, help="± pairs of displacements")
+    p.add_argument("--T", type=float, default=0.0, help="temperature (K)")
+    p.add_argument("--root", type=Path, default=Path("outputs/second_order_blocks"))
+    args = p.parse_args()
+    models = dict(m.split("=", 1) for m in args.model)
+
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.calculators import ModelCalculator, setup_calculation
+    from hedgenet.physics.fermi_velocity import RenormalizationSettings, _displacements
+    from hedgenet.physics.phonons import loaded_force_constants
+    from hedgenet.physics.sampling import NormalModes
+    from hedgenet.physics.unfold import SupercellMap
+    from hedgenet.structures.supercell import supercell_atoms
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    n = args.supercell
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = compose("fermi_velocity", overrides=["calculator=reference", f"fermi_velocity.supercell=[{n},{n}]"])
+    _, ref_calc, unit, _ = setup_calculation(cfg, need_blocks=True, supercell=[n, n])
+    phonon, _ = loaded_force_constants(args.force_constants, unit, [n, n])
+    sc = supercell_atoms(phonon, unit)
+    modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
+    settings = RenormalizationSettings(supercell=(n, n), n_samples=2 * args.pairs, seed=int(cfg.seed))
+    seed = int(np.random.SeedSequence([settings.seed, 0]).generate_state(1)[0])  # the v_F run's first temperature
+    pairs = _displacements(modes, args.T, settings, seed)[0::2]
+    cmap = SupercellMap.build(sc, unit)
+    group = group_of(sc, sc.arrays["layer"])
+    t0 = time.perf_counter()
+    ref = responses(ref_calc, sc, cmap, pairs)
+    print(f"reference: {time.perf_counter() - t0:.0f} s", flush=True)
+    rows, out = [], {"supercell": n, "pairs": args.pairs, "T_K": args.T, "models": {}}
+    for name, path in models.items():
+        res = compare(ref, responses(ModelCalculator(path), sc, cmap, pairs), group)
+        out["models"][name] = {"path": str(path), "groups": res}
+        for g, r in res.items():
+            pz = (f"{r['pzpz_even_rms_meV'][0]:.2f} / {r['pzpz_even_rms_meV'][1]:.2f} "
+                  f"({r['pzpz_even_mean_meV'][0]:+.2f} / {r['pzpz_even_mean_meV'][1]:+.2f})" if "pzpz_even_rms_meV" in r else "")
+            rows.append([name, g, r["blocks"], r["H0_rel_err"], r["odd_rel_err"], r["odd_norm_ratio"],
+                         r["even_rel_err"], r["even_norm_ratio"], pz])
+    report(["model", "blocks", "n", "H₀ rel. err", "odd rel. err", "odd model/ref", "even rel. err",
+            "even model/ref", "p_z–p_z even rms ref / model (mean), meV"], rows,
+           f"{n}×{n} AB bilayer, {args.pairs} ± pairs at {args.T:g} K; model against the reference on the same "
+           "displacements", out, args.root / "second_order_blocks.json")
+
+
+if __name__ == "__main__":
+    main()
