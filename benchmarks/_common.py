@@ -52,3 +52,23 @@ def fit_exponent(n, t) -> float:
     import numpy as np
 
     return float(np.polyfit(np.log(n), np.log(t), 1)[0])
+
+
+def reference_cell(n: int, force_constants):
+    """The fermi_velocity config, the reference calculator, the unit cell, the phonopy object of
+    ``force_constants`` mapped onto the n×n cell and that supercell (ase.Atoms): what the benchmarks that
+    compare a model with xTB on thermal displacements of one cell start from."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.calculators import setup_calculation
+    from hedgenet.physics.phonons import loaded_force_constants
+    from hedgenet.structures.supercell import supercell_atoms
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = compose("fermi_velocity", overrides=["calculator=reference", f"fermi_velocity.supercell=[{n},{n}]"])
+    _, ref_calc, unit, _ = setup_calculation(cfg, need_blocks=True, supercell=[n, n])
+    phonon, _ = loaded_force_constants(force_constants, unit, [n, n])
+    return cfg, ref_calc, unit, phonon, supercell_atoms(phonon, unit)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import report  # noqa: E402
+from _common import reference_cell, report  # noqa: E402
 
 
 class SwappedCouplings:
@@ -62,20 +62,11 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("outputs/fermi_velocity_swap"))
     args = p.parse_args()
 
-    from hydra import compose, initialize_config_dir
-
-    from hedgenet.calculators import ModelCalculator, setup_calculation
+    from hedgenet.calculators import ModelCalculator
     from hedgenet.physics.fermi_velocity import RenormalizationSettings, fermi_velocity_vs_temperature
-    from hedgenet.physics.phonons import loaded_force_constants
-    from hedgenet.structures.supercell import supercell_atoms
 
-    conf = Path(__file__).resolve().parent.parent / "conf"
     n = args.supercell
-    with initialize_config_dir(str(conf), version_base=None):
-        cfg = compose("fermi_velocity", overrides=["calculator=reference", f"fermi_velocity.supercell=[{n},{n}]"])
-    _, ref_calc, unit, _ = setup_calculation(cfg, need_blocks=True, supercell=[n, n])
-    phonon, _ = loaded_force_constants(args.force_constants, unit, [n, n])
-    sc = supercell_atoms(phonon, unit)
+    cfg, ref_calc, unit, phonon, sc = reference_cell(n, args.force_constants)
     f = cfg.fermi_velocity
     settings = RenormalizationSettings(
         supercell=(n, n), force_constants_from=args.force_constants, temperatures_K=(args.T,),

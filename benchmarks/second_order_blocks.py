@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import report  # noqa: E402
+from _common import reference_cell, report  # noqa: E402
 
 GROUPS = ("on-site", "intralayer NN", "intralayer other", "interlayer dimer", "interlayer other")
 PZ = 2  # p_z in hedgenet's (e3nn) orbital order s, p_y, p_z, p_x
@@ -113,22 +113,13 @@ def main() -> None:
     args = p.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
 
-    from hydra import compose, initialize_config_dir
-
-    from hedgenet.calculators import ModelCalculator, setup_calculation
+    from hedgenet.calculators import ModelCalculator
     from hedgenet.physics.fermi_velocity import RenormalizationSettings, _displacements
-    from hedgenet.physics.phonons import loaded_force_constants
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap
-    from hedgenet.structures.supercell import supercell_atoms
 
-    conf = Path(__file__).resolve().parent.parent / "conf"
     n = args.supercell
-    with initialize_config_dir(str(conf), version_base=None):
-        cfg = compose("fermi_velocity", overrides=["calculator=reference", f"fermi_velocity.supercell=[{n},{n}]"])
-    _, ref_calc, unit, _ = setup_calculation(cfg, need_blocks=True, supercell=[n, n])
-    phonon, _ = loaded_force_constants(args.force_constants, unit, [n, n])
-    sc = supercell_atoms(phonon, unit)
+    cfg, ref_calc, unit, phonon, sc = reference_cell(n, args.force_constants)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     settings = RenormalizationSettings(supercell=(n, n), n_samples=2 * args.pairs, seed=int(cfg.seed))
     seed = int(np.random.SeedSequence([settings.seed, 0]).generate_state(1)[0])  # the v_F run's first temperature
