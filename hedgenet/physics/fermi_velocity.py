@@ -155,6 +155,11 @@ class RenormalizationResult:
     phonons: dict = field(default_factory=dict)  # where the force constants come from; named Γ modes (THz)
 
 
+def temperature_seed(seed: int, k: int) -> int:
+    """The sampling seed of the k-th temperature of a run seeded with ``seed`` (each temperature its own stream)."""
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+
+
 def _displacements(modes, T, s: RenormalizationSettings, seed: int, zg_modes=None) -> np.ndarray:
     if s.sampler == "sdm":  # the ZG configuration, then ones that complete its MSD tensors; each ± u
         us = special_displacements(zg_modes, T, s.n_samples // 2, s.quantum, s.cutoff_frequency_THz, seed)
@@ -334,7 +339,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
 
         bar = tqdm(total=len(s.temperatures_K) * len(s.orders), desc="v_F(T)", unit="T×order")
     for k, T in enumerate(s.temperatures_K):
-        us = _displacements(modes, float(T), s, seed=int(np.random.SeedSequence([s.seed, k]).generate_state(1)[0]),
+        us = _displacements(modes, float(T), s, seed=temperature_seed(s.seed, k),
                             zg_modes=zg_modes)
         if "second" in s.orders:
             check_pairs(us)
