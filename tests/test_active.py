@@ -181,6 +181,24 @@ def test_pick_rules():
         uncertainty_score({"force_spread_eV_A": np.array([1.0])}, "H")
 
 
+def test_stratified_picks_share_the_batch_among_kinds():
+    from hedgenet.training.active import kind_quotas, pick
+
+    # 6 rattles, 3 thermal, 1 rigid: a batch of 4 gets 2.4 / 1.2 / 0.4 -> 2 / 1 / 1 (largest remainder)
+    kinds = ["rattle"] * 6 + ["thermal"] * 3 + ["rigid"]
+    assert kind_quotas(kinds, 4) == {"rattle": 2, "thermal": 1, "rigid": 1}
+    assert sum(kind_quotas(kinds, 10).values()) == 10 and kind_quotas(kinds, 99) == {"rattle": 6, "thermal": 3,
+                                                                                      "rigid": 1}
+    ids = list(range(20, 30))
+    # the rattles are the most uncertain of all: plain uncertainty takes only rattles
+    scores = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 0.1, 0.3, 0.2, 0.05]
+    assert pick(ids, scores, 4, "uncertainty", 0) == [20, 21, 22, 23]
+    # stratified: each kind's most uncertain, in the kinds' proportions
+    assert pick(ids, scores, 4, "stratified", 0, kinds=kinds) == [20, 21, 27, 29]
+    with pytest.raises(ValueError, match="needs the kind"):
+        pick(ids, scores, 4, "stratified", 0)
+
+
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["seed_data=[]"], ["seed_data is empty", "Fix:"]),
     (["active.committee_size=0"], ["must be ≥ 1", "Fix: active.committee_size=3"]),

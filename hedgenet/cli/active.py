@@ -2,6 +2,7 @@
 
     hedgenet-active 'seed_data=[<root>/data/seed.h5]' 'test_paths=[<held-out>.h5]'
     hedgenet-active ... active.strategy=random       # the baseline: the same pool and budget, picked at random
+    hedgenet-active ... active.strategy=stratified   # each kind's most uncertain, the batch shared as the pool is
     hedgenet-active ... active.batch_size=8 active.max_labels=40 'train.train.max_epochs=60'
 
 Round r: ``hedgenet-train committee.size=K`` on the seed data plus the candidates labelled so far
@@ -212,8 +213,9 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
             break
         if picked is None:
             ids = [s.sample_id for s in candidates]
-            scores = uncertainty_score(spreads, str(a.score)) if a.strategy == "uncertainty" else None
-            picked = pick(ids, scores, min(int(a.batch_size), budget_left), str(a.strategy), 1000 * int(a.seed) + r)
+            scores = uncertainty_score(spreads, str(a.score)) if a.strategy != "random" else None
+            picked = pick(ids, scores, min(int(a.batch_size), budget_left), str(a.strategy), 1000 * int(a.seed) + r,
+                          kinds=[s.kind for s in candidates])
             tmp = picks_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"picked": picked, "strategy": str(a.strategy), "score": str(a.score),
                                        "candidates": ids, "scores": None if scores is None else scores.tolist(),

@@ -4,7 +4,8 @@ configuration, which candidates a round labels, and the record of the rounds.
 ``hedgenet-active`` (:mod:`hedgenet.cli.active`) runs the loop: a committee (``hedgenet-train committee.size=K``)
 trained on the labelled cells so far scores every unlabelled candidate of a pool (the configurations the physics
 will visit: thermal samples at the target temperatures, rigid-layer moves, rattles), the ``batch_size`` most
-uncertain ones (or random ones, the baseline) are labelled by the reference, and the next round retrains.
+uncertain ones (``stratified``: the most uncertain of each kind of candidate, the batch shared among the kinds as
+the pool is; or random ones, the baseline) are labelled by the reference, and the next round retrains.
 
 Uncertainty of a candidate (:func:`candidate_spreads`; the members' spreads of :mod:`hedgenet.models.committee`,
 times the committee's calibrated scales when it has them, so they estimate the RMS error; or, for a single
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 SCORES = ("forces", "H", "both", "relative")
-STRATEGIES = ("uncertainty", "random")
+STRATEGIES = ("uncertainty", "stratified", "random")
 
 
 def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[str, np.ndarray]:
@@ -120,14 +121,39 @@ def uncertainty_score(spreads: dict[str, np.ndarray], score: str) -> np.ndarray:
     return np.sum(parts, axis=0) if len(parts) > 1 else spreads[need[0]]
 
 
-def pick(ids, scores, n: int, strategy: str, seed: int) -> list[int]:
-    """The ``n`` candidate ids to label: the highest ``scores`` (``uncertainty``; ties by id) or ``n`` drawn
-    uniformly without replacement with a generator seeded by ``seed`` (``random``)."""
+def kind_quotas(kinds, n: int) -> dict[str, int]:
+    """How many of ``n`` picks each candidate kind gets under ``stratified``: in proportion to its share of the
+    candidates (largest remainder; ties by kind name), never more than it has."""
+    names, counts = np.unique(np.asarray(kinds, dtype=str), return_counts=True)
+    n = min(int(n), int(counts.sum()))
+    exact = n * counts / counts.sum()
+    quota = np.floor(exact).astype(int)
+    for i in sorted(range(len(names)), key=lambda i: (-(exact[i] - quota[i]), names[i]))[: n - int(quota.sum())]:
+        quota[i] += 1
+    return {str(k): int(q) for k, q in zip(names, quota) if q}
+
+
+def pick(ids, scores, n: int, strategy: str, seed: int, kinds=None) -> list[int]:
+    """The ``n`` candidate ids to label: the highest ``scores`` (``uncertainty``; ties by id), the highest within
+    each candidate kind (``stratified``: rattle, thermal, rigid, strain, ...; ``kinds[i]`` is the kind of
+    ``ids[i]``) with the batch shared among the kinds as the candidates are (:func:`kind_quotas`) — the random
+    baseline's mix of configurations, each kind's most uncertain first; or ``n`` drawn uniformly without
+    replacement with a generator seeded by ``seed`` (``random``)."""
     ids = np.asarray(ids, dtype=int)
     n = min(int(n), len(ids))
     if strategy == "uncertainty":
         order = np.lexsort((ids, -np.asarray(scores, dtype=float)))
         return sorted(int(i) for i in ids[order[:n]])
+    if strategy == "stratified":
+        if kinds is None or len(kinds) != len(ids):
+            raise ValueError("active.strategy=stratified needs the kind of every candidate")
+        kinds = np.asarray(kinds, dtype=str)
+        scores = np.asarray(scores, dtype=float)
+        out: list[int] = []
+        for kind, quota in kind_quotas(kinds, n).items():
+            mine = kinds == kind
+            out += pick(ids[mine], scores[mine], quota, "uncertainty", seed)
+        return sorted(out)
     if strategy == "random":
         return sorted(int(i) for i in np.random.default_rng(seed).choice(ids, size=n, replace=False))
     raise ValueError(f"active.strategy={strategy!r} unknown; valid: {list(STRATEGIES)}")
