@@ -114,7 +114,7 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model)
 
     from hedgenet.calculators import ModelCalculator
-    from hedgenet.physics.fermi_velocity import RenormalizationSettings, _displacements, temperature_seed
+    from hedgenet.physics.fermi_velocity import RenormalizationSettings, sample_displacements, temperature_seed
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap
 
@@ -122,7 +122,7 @@ def main() -> None:
     cfg, ref_calc, unit, phonon, sc = reference_cell(n, args.force_constants)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
     settings = RenormalizationSettings(supercell=(n, n), n_samples=2 * args.pairs, seed=int(cfg.seed))
-    pairs = _displacements(modes, args.T, settings, temperature_seed(settings.seed, 0))[0::2]  # v_F's first T
+    pairs = sample_displacements(modes, args.T, settings, temperature_seed(settings.seed, 0))[0::2]  # v_F's first T
     cmap = SupercellMap.build(sc, unit)
     group = group_of(sc, sc.arrays["layer"])
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hedgenet.calculators import ReferenceCalculator
-from hedgenet.physics.fermi_velocity import RenormalizationSettings, _displacements
+from hedgenet.physics.fermi_velocity import RenormalizationSettings, sample_displacements
 from hedgenet.physics.phonons import enforce_acoustic_sum_rule
 from hedgenet.physics.sampling import (
     IMAGINARY,
@@ -127,7 +127,7 @@ def test_zg_is_deterministic_and_the_sampler_gives_plus_minus_pairs(bilayer):
     rebuilt = CommensurateModes.from_phonopy(bilayer[0])
     assert np.array_equal(special_displacement(rebuilt, 300.0), a[0])
     s = RenormalizationSettings(sampler="sdm", n_samples=4, temperatures_K=(300.0,))
-    us = _displacements(modes, 300.0, s, seed=3, zg_modes=cm)
+    us = sample_displacements(modes, 300.0, s, seed=3, zg_modes=cm)
     assert us.shape == (4, len(cm.masses), 3)
     assert np.allclose(us[0::2], -us[1::2]) and np.allclose(us[0::2], special_displacements(cm, 300.0, 2, seed=3))
     assert np.allclose(us.mean(axis=1), 0.0, atol=1e-12)  # no net translation

@@ -160,7 +160,10 @@ def temperature_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
 
 
-def _displacements(modes, T, s: RenormalizationSettings, seed: int, zg_modes=None) -> np.ndarray:
+def sample_displacements(modes, T, s: RenormalizationSettings, seed: int, zg_modes=None) -> np.ndarray:
+    """The run's displacements (Å, shape (n_samples, N, 3)) at temperature ``T`` (K), as ± pairs: thermal Monte
+    Carlo draws of ``modes`` or, with ``s.sampler == "sdm"``, special displacements of the commensurate modes
+    ``zg_modes``; ``seed`` is the temperature's sampling seed (:func:`temperature_seed`)."""
     if s.sampler == "sdm":  # the ZG configuration, then ones that complete its MSD tensors; each ± u
         us = special_displacements(zg_modes, T, s.n_samples // 2, s.quantum, s.cutoff_frequency_THz, seed)
         return np.stack([x for u in us for x in (u, -u)])
@@ -339,7 +342,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
 
         bar = tqdm(total=len(s.temperatures_K) * len(s.orders), desc="v_F(T)", unit="T×order")
     for k, T in enumerate(s.temperatures_K):
-        us = _displacements(modes, float(T), s, seed=temperature_seed(s.seed, k),
+        us = sample_displacements(modes, float(T), s, seed=temperature_seed(s.seed, k),
                             zg_modes=zg_modes)
         if "second" in s.orders:
             check_pairs(us)
