@@ -16,6 +16,7 @@ v₀/v₀(static) with its error bar, and the static v₀, per combination; writ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -63,16 +64,13 @@ def main() -> None:
     args = p.parse_args()
 
     from hedgenet.calculators import ModelCalculator
-    from hedgenet.physics.fermi_velocity import RenormalizationSettings, fermi_velocity_vs_temperature
+    from hedgenet.cli.fermi_velocity import renormalization_settings
+    from hedgenet.physics.fermi_velocity import fermi_velocity_vs_temperature
 
     n = args.supercell
     cfg, ref_calc, unit, phonon, sc = reference_cell(n, args.force_constants)
-    f = cfg.fermi_velocity
-    settings = RenormalizationSettings(
-        supercell=(n, n), force_constants_from=args.force_constants, temperatures_K=(args.T,),
-        n_samples=args.samples, orders=("first",), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
-        window_eV=float(f.window_eV), fixed_energy_eV=float(f.fixed_energy_eV), seed=int(cfg.seed),
-        epi_displacement_A=float(f.epi_displacement_A))
+    settings = dataclasses.replace(renormalization_settings(cfg), force_constants_from=args.force_constants,
+                                   temperatures_K=(args.T,), n_samples=args.samples, orders=("first",))
     t0 = time.perf_counter()
     d_ref = ref_calc.block_derivatives(sc, settings.epi_displacement_A)
     t_ref = time.perf_counter() - t0

@@ -21,6 +21,7 @@ reference's, and the p_z–p_z element of the even part (rms and mean, meV). Wri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -114,14 +115,15 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model)
 
     from hedgenet.calculators import ModelCalculator
-    from hedgenet.physics.fermi_velocity import RenormalizationSettings, sample_displacements, temperature_seed
+    from hedgenet.cli.fermi_velocity import renormalization_settings
+    from hedgenet.physics.fermi_velocity import sample_displacements, temperature_seed
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap
 
     n = args.supercell
     cfg, ref_calc, unit, phonon, sc = reference_cell(n, args.force_constants)
     modes = NormalModes.from_force_constants(phonon.force_constants, sc.get_masses())
-    settings = RenormalizationSettings(supercell=(n, n), n_samples=2 * args.pairs, seed=int(cfg.seed))
+    settings = dataclasses.replace(renormalization_settings(cfg), n_samples=2 * args.pairs)
     pairs = sample_displacements(modes, args.T, settings, temperature_seed(settings.seed, 0))[0::2]  # v_F's first T
     cmap = SupercellMap.build(sc, unit)
     group = group_of(sc, sc.arrays["layer"])

@@ -34,18 +34,13 @@ from hedgenet.run_io import run_stage
 from hedgenet.structures.layers import layer_index
 
 
-def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
-    from hedgenet.physics.fermi_velocity import (
-        RenormalizationSettings,
-        fermi_velocity_vs_temperature,
-        spectral_maps,
-    )
-    from hedgenet.report.plots import plot_ratios, plot_spectral_maps
-    check_config(cfg, "fermi_velocity")
-    check_material(cfg.material)
+def renormalization_settings(cfg: DictConfig):
+    """The :class:`~hedgenet.physics.fermi_velocity.RenormalizationSettings` of a composed fermi_velocity config
+    (``fermi_velocity``, ``sampler`` and ``seed``): one reading of the config for the command and the benchmarks."""
+    from hedgenet.physics.fermi_velocity import RenormalizationSettings
+
     f = cfg.fermi_velocity
-    check_temperatures(f.temperatures_K, "fermi_velocity.temperatures_K")
-    settings = RenormalizationSettings(
+    return RenormalizationSettings(
         supercell=tuple(f.supercell), temperatures_K=tuple(float(t) for t in f.temperatures_K),
         sampler=cfg.sampler.name, n_samples=int(cfg.sampler.n_samples), quantum=bool(cfg.sampler.quantum),
         cutoff_frequency_THz=float(cfg.sampler.cutoff_frequency_THz),
@@ -60,6 +55,16 @@ def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
         orders=tuple(f.orders), fixed_energy_eV=float(f.fixed_energy_eV), error_method=str(f.error_method),
         workers=int(f.get("workers", 1)), eigensolver_precision=str(f.eigensolver_precision),
     )
+
+
+def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
+    from hedgenet.physics.fermi_velocity import fermi_velocity_vs_temperature, spectral_maps
+    from hedgenet.report.plots import plot_ratios, plot_spectral_maps
+    check_config(cfg, "fermi_velocity")
+    check_material(cfg.material)
+    f = cfg.fermi_velocity
+    check_temperatures(f.temperatures_K, "fermi_velocity.temperatures_K")
+    settings = renormalization_settings(cfg)
     try:
         settings.check()
     except ValueError as err:

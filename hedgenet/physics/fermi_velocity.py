@@ -342,8 +342,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
 
         bar = tqdm(total=len(s.temperatures_K) * len(s.orders), desc="v_F(T)", unit="T×order")
     for k, T in enumerate(s.temperatures_K):
-        us = sample_displacements(modes, float(T), s, seed=temperature_seed(s.seed, k),
-                            zg_modes=zg_modes)
+        us = sample_displacements(modes, float(T), s, seed=temperature_seed(s.seed, k), zg_modes=zg_modes)
         if "second" in s.orders:
             check_pairs(us)
         lines = {o: [] for o in s.orders}
