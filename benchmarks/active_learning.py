@@ -72,8 +72,17 @@ def pool_overrides(pool: Path) -> list[str]:
     return out
 
 
-def run_active(args, strategy: str, seed: int) -> Path:
-    name = f"{strategy}_seed{seed}"
+def arm(args, entry: str) -> tuple[str, str, str]:
+    """An entry of ``--strategies`` (``strategy`` or ``strategy:score``) as (strategy, score, run-name stem); the
+    score defaults to ``--score``, and runs with the score ``both`` keep the plain strategy name."""
+    strategy, _, score = entry.partition(":")
+    score = score or args.score
+    return strategy, score, strategy if score == "both" else f"{strategy}_{score}"
+
+
+def run_active(args, entry: str, seed: int) -> Path:
+    strategy, score, stem = arm(args, entry)
+    name = f"{stem}_seed{seed}"
     run_dir = args.root / "runs" / name
     if (run_dir / "summary.json").exists():
         return run_dir
@@ -81,7 +90,7 @@ def run_active(args, strategy: str, seed: int) -> Path:
                  f"active.labels_from={args.pool}", f"pool.name=pool_{name}", f"active.strategy={strategy}",
                  f"active.seed={seed}", f"active.batch_size={args.batch}", f"active.max_labels={args.max_labels}",
                  f"active.max_rounds={math.ceil(args.max_labels / args.batch)}",
-                 f"active.committee_size={args.committee_size}", f"active.score={args.score}",
+                 f"active.committee_size={args.committee_size}", f"active.score={score}",
                  f"train.train.max_epochs={args.epochs}", f"++train.seed={seed}", *TRAIN, "progress=false",
                  f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "HEDGENET_ROOT": str(args.root), "WANDB_MODE": "offline"}
@@ -96,19 +105,20 @@ def run_active(args, strategy: str, seed: int) -> Path:
     return run_dir
 
 
-def round_rows(args, strategy: str, seed: int, run_dir: Path) -> list[dict]:
+def round_rows(args, entry: str, seed: int, run_dir: Path) -> list[dict]:
+    stem = arm(args, entry)[2]
     rows = []
     for r in (json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()):
         train_dir = run_dir / "rounds" / str(r["round"]) / "train"
         committee = train_dir / "committee.json"
         if not committee.exists():  # active.committee_size=1: one model per round
             committee = train_dir / "model.pt"
-        ph_dir = args.root / "runs" / f"phonons_{strategy}_seed{seed}_r{r['round']}"
+        ph_dir = args.root / "runs" / f"phonons_{stem}_seed{seed}_r{r['round']}"
         s = cli("phonons", args.root, ph_dir, "calculator=model", f"model_path={committee}",
                 f"phonons.supercell=[{args.phonon_supercell[0]},{args.phonon_supercell[1]}]", *PHONONS,
                 f"compare_with={args.reference_phonons}")
         g = gamma_modes(ph_dir)
-        rows.append({"strategy": strategy, "seed": seed, "round": r["round"], "calls": r["n_picked_total"],
+        rows.append({"strategy": entry, "seed": seed, "round": r["round"], "calls": r["n_picked_total"],
                      "cells": r["n_labelled"], "test_forces_mae_meV_A": r.get("test_forces_mae_meV_A"),
                      "test_H_mae_meV": r.get("test_H_mae_meV"), "phonon_mae_THz": s["frequency_mae_vs_compare_THz"],
                      "shear_THz": g["interlayer shear"], "breathing_THz": g["layer breathing"],
@@ -158,12 +168,13 @@ def main() -> None:
     p.add_argument("--test", type=Path, required=True, help="held-out labelled cells")
     p.add_argument("--reference-phonons", type=Path, required=True, help="a hedgenet-phonons run of the reference")
     p.add_argument("--root", type=Path, default=Path("outputs/active_learning"))
-    p.add_argument("--strategies", nargs="+", default=["uncertainty", "random"])
+    p.add_argument("--strategies", nargs="+", default=["uncertainty", "random"],
+                   help="active.strategy values, each optionally with its own score: e.g. uncertainty:phonons")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--max-labels", type=int, default=48)
     p.add_argument("--committee-size", type=int, default=2)
-    p.add_argument("--score", default="both")
+    p.add_argument("--score", default="both", help="active.score of the strategies that name none")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7])
     p.add_argument("--target-phonon-mae", type=float, default=None,

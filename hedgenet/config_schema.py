@@ -427,6 +427,7 @@ class ActiveSection:
     max_labels: int = MISSING
     target_force_spread_meV_A: Optional[float] = None
     committee_size: int = MISSING
+    phonon_probes: int = 32
     seed: int = 0
     labels_from: Optional[str] = None
 

@@ -164,6 +164,40 @@ def test_one_model_ranks_by_its_own_estimate(tmp_path, tiny_root):
     assert LastLayerEstimate.from_model(final).calibration is not None
 
 
+def test_phonon_aware_picks_recomputed_from_the_labelled_cells(tmp_path, tiny_root):
+    """active.score=phonons: the round's gains, recomputed from the structures the reference then labelled, the
+    seed cells the model was trained on and the relaxed cell, are the recorded ones; the first pick is the largest
+    gain, and the recorded target variance falls with every pick."""
+    from ase import Atoms
+
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.training.phonon_aware import phonon_aware_round
+
+    root = tiny_root(tmp_path)
+    run = root / "runs" / "phonons"
+    args = [a for a in ARGS if not a.startswith(("active.committee_size", "active.max_labels", "active.max_rounds"))]
+    run_cli("hedgenet-active", root, "phonons", [f"seed_data=[{root}/data/tiny.h5]", *args, "active.score=phonons",
+            "active.committee_size=1", "active.phonon_probes=4", "active.max_labels=3", "active.max_rounds=1",
+            f"hydra.run.dir={run}"])
+    record = json.loads((run / "rounds" / "0" / "picked.json").read_text())
+    assert record["score"] == "phonons" and len(record["picked"]) == 3 and len(record["scores"]) == 8
+    variance = record["phonon_target_variance"]
+    assert len(variance) == 4 and all(b < a for a, b in zip(variance, variance[1:]))
+    assert record["candidates"][int(np.argmax(record["scores"]))] in record["picked"]
+    store = DatasetStore(root / "data" / "ab_bilayer_graphene_active_pool.h5")
+    ref = store.read_reference()
+    relaxed = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
+    structures = []
+    for sid in record["picked"]:
+        sample = store.read_sample(sid)
+        structures.append(Atoms(numbers=sample["numbers"], positions=sample["positions"], cell=sample["cell"], pbc=True))
+    again = phonon_aware_round(run / "rounds" / "0" / "train" / "model.pt", structures, [root / "data" / "tiny.h5"],
+                               relaxed, 3, n_probes=4, seed=0)
+    index = [record["candidates"].index(sid) for sid in record["picked"]]
+    assert np.allclose(again["gains"], np.array(record["scores"])[index], rtol=1e-6)
+    assert json.loads((run / "summary.json").read_text())["score"] == "phonons"
+
+
 def test_pick_rules():
     from hedgenet.training.active import pick, uncertainty_score
 
@@ -205,6 +239,9 @@ def test_stratified_picks_share_the_batch_among_kinds():
     (["active.committee_size=1", "+train.train.uncertainty.method=null"],
      ["the model's own estimate", "train.uncertainty.method=null", "Fix:"]),
     (["active.strategy=greedy"], ["'greedy' unknown", "uncertainty"]),
+    (["active.score=phonons"], ["not a committee of 2", "Fix: active.committee_size=1"]),
+    (["active.score=phonons", "active.committee_size=1", "active.strategy=stratified"],
+     ["greedily", "Fix: active.strategy=uncertainty"]),
     (["active.labels_from=${paths.data_dir}/tiny.h5"], ["not a dataset of this pool", "Fix:"]),
 ])
 def test_bad_inputs_are_refused(tmp_path, tiny_root, overrides, expected):

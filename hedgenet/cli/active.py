@@ -72,6 +72,15 @@ def check_active_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError("active.committee_size=1 ranks candidates by the model's own estimate, but the train "
                           "overrides set train.uncertainty.method=null. Fix: drop that override, or "
                           "active.committee_size=3")
+    if a.score == "phonons" and a.strategy != "random":
+        if int(a.committee_size) != 1:
+            raise ConfigError(f"active.score=phonons works on one model's last layer, not a committee of "
+                              f"{a.committee_size}. Fix: active.committee_size=1")
+        if a.strategy != "uncertainty":
+            raise ConfigError(f"active.score=phonons picks its batch greedily over all kinds of candidates; "
+                              f"active.strategy={a.strategy} does not apply. Fix: active.strategy=uncertainty")
+        if int(a.phonon_probes) < 1:
+            raise ConfigError(f"active.phonon_probes={a.phonon_probes} must be ≥ 1. Fix: e.g. active.phonon_probes=32")
     return checked
 
 
@@ -146,6 +155,7 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
         uncertainty_score,
         write_rounds_table,
     )
+    from hedgenet.training.phonon_aware import phonon_aware_round
 
     a = cfg.active
     pool = resolved_dict(cfg.pool)
@@ -213,13 +223,19 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
             break
         if picked is None:
             ids = [s.sample_id for s in candidates]
-            scores = uncertainty_score(spreads, str(a.score)) if a.strategy != "random" else None
-            picked = pick(ids, scores, min(int(a.batch_size), budget_left), str(a.strategy), 1000 * int(a.seed) + r,
-                          kinds=[s.kind for s in candidates])
+            n_pick, round_seed, extra = min(int(a.batch_size), budget_left), 1000 * int(a.seed) + r, {}
+            if a.strategy != "random" and a.score == "phonons":
+                result = phonon_aware_round(round_dir / "train" / "model.pt", structures, data_paths, base, n_pick,
+                                            int(a.phonon_probes), round_seed)
+                picked, scores = sorted(ids[i] for i in result["picked"]), result["gains"]
+                extra = {"phonon_target_variance": result["variance"]}
+            else:
+                scores = uncertainty_score(spreads, str(a.score)) if a.strategy != "random" else None
+                picked = pick(ids, scores, n_pick, str(a.strategy), round_seed, kinds=[s.kind for s in candidates])
             tmp = picks_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"picked": picked, "strategy": str(a.strategy), "score": str(a.score),
                                        "candidates": ids, "scores": None if scores is None else scores.tolist(),
-                                       **{k: v.tolist() for k, v in spreads.items()}}))
+                                       **extra, **{k: v.tolist() for k, v in spreads.items()}}))
             tmp.replace(picks_file)
         t_label = time.perf_counter()
         copied = copy_labels(labels_from, store, picked) if labels_from is not None else []

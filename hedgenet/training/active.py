@@ -21,7 +21,9 @@ validation cells by ``hedgenet-train`` — one forward pass per candidate instea
 The score a round ranks by (``active.score``): ``forces`` (the mean force spread), ``H`` (the mean H spread),
 ``both`` (each divided by its mean over the pool, then added: the two count equally whatever their units) or
 ``relative`` (the mean force spread over the RMS force: the absolute spreads grow with the forces and so favour
-the most displaced cells; the relative one weighs nearly undisplaced cells, e.g. rigid-layer shifts, alike).
+the most displaced cells; the relative one weighs nearly undisplaced cells, e.g. rigid-layer shifts, alike) or
+``phonons`` (one model only: not a score per candidate but a greedy batch, the candidates whose forces would most
+shrink the uncertainty of the model's force constants on the relaxed cell; :mod:`hedgenet.training.phonon_aware`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCORES = ("forces", "H", "both", "relative")
+SCORES = ("forces", "H", "both", "relative", "phonons")
 STRATEGIES = ("uncertainty", "stratified", "random")
 
 
@@ -108,6 +110,9 @@ def uncertainty_score(spreads: dict[str, np.ndarray], score: str) -> np.ndarray:
     not predict what ``score`` needs."""
     if score not in SCORES:
         raise ValueError(f"active.score={score!r} unknown; valid: {list(SCORES)}")
+    if score == "phonons":
+        raise ValueError("active.score=phonons picks a batch greedily (hedgenet.training.phonon_aware), not by a "
+                         "score per candidate")
     need = {"forces": ["force_spread_eV_A"], "H": ["H_spread_eV"], "both": ["force_spread_eV_A", "H_spread_eV"],
             "relative": ["force_spread_eV_A", "force_rms_eV_A"]}[score]
     missing = [k for k in need if k not in spreads]
