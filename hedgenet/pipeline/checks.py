@@ -4,7 +4,7 @@ supercell against its block cutoff, and a given model's fit to the material. Eac
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hedgenet.config import ConfigError, check_config, check_temperatures
 
@@ -17,19 +17,12 @@ def check_pipeline_config(cfg: DictConfig, stages) -> None:
                          allow_missing=True)
     fv = next((s for s in stages if s.kind == "fermi_velocity"), None)
     if fv is not None:
-        from hedgenet.physics.fermi_velocity import RenormalizationSettings
+        from hedgenet.cli.fermi_velocity import renormalization_settings
 
         c = fv.config
         try:
             check_temperatures(c["fermi_velocity"]["temperatures_K"], "fermi_velocity.temperatures_K")
-            RenormalizationSettings(temperatures_K=tuple(c["fermi_velocity"]["temperatures_K"]),
-                                    sampler=c["sampler"]["name"], n_samples=int(c["sampler"]["n_samples"]),
-                                    quantum=bool(c["sampler"].get("quantum", True)),
-                                    n_bootstrap=int(c["fermi_velocity"].get("n_bootstrap", 100)),
-                                    orders=tuple(c["fermi_velocity"]["orders"]),
-                                    window_eV=float(c["fermi_velocity"].get("window_eV", 1.0)),
-                                    fixed_energy_eV=float(c["fermi_velocity"].get("fixed_energy_eV", 0.2)),
-                                    error_method=str(c["fermi_velocity"].get("error_method", "auto"))).check()
+            renormalization_settings(OmegaConf.create(c)).check()  # the stage's config is a plain dict
         except ValueError as err:  # ConfigError included
             raise ConfigError(f"stage fermi_velocity: {err} (overrides.fermi_velocity)") from None
     check_stage_cells(cfg, stages)
