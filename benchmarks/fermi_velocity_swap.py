@@ -64,7 +64,7 @@ def main() -> None:
     args = p.parse_args()
 
     from hedgenet.calculators import ModelCalculator
-    from hedgenet.cli.fermi_velocity import renormalization_settings
+    from hedgenet.physics.fermi_velocity import renormalization_settings
     from hedgenet.physics.fermi_velocity import fermi_velocity_vs_temperature
 
     n = args.supercell

@@ -34,31 +34,12 @@ from hedgenet.run_io import run_stage
 from hedgenet.structures.layers import layer_index
 
 
-def renormalization_settings(cfg: DictConfig):
-    """The :class:`~hedgenet.physics.fermi_velocity.RenormalizationSettings` of a composed fermi_velocity config
-    (``fermi_velocity``, ``sampler`` and ``seed``): one reading of the config for the command and the benchmarks."""
-    from hedgenet.physics.fermi_velocity import RenormalizationSettings
-
-    f = cfg.fermi_velocity
-    return RenormalizationSettings(
-        supercell=tuple(f.supercell), temperatures_K=tuple(float(t) for t in f.temperatures_K),
-        sampler=cfg.sampler.name, n_samples=int(cfg.sampler.n_samples), quantum=bool(cfg.sampler.quantum),
-        cutoff_frequency_THz=float(cfg.sampler.cutoff_frequency_THz),
-        imaginary_threshold_THz=(None if cfg.sampler.imaginary_threshold_THz is None
-                                 else float(cfg.sampler.imaginary_threshold_THz)),
-        force_constants_supercell=None if f.force_constants_supercell is None else tuple(f.force_constants_supercell),
-        force_constants_from=None if f.get("force_constants_from") is None else str(f.force_constants_from),
-        fc_displacement_A=float(f.fc_displacement_A),
-        epi_displacement_A=float(f.epi_displacement_A), q_max_inv_A=float(f.q_max_inv_A), n_q=int(f.n_q),
-        window_eV=float(f.window_eV), layers=None if f.layers is None else int(f.layers),
-        unfold_layer=f.unfold_layer if f.unfold_layer in ("auto", None) else int(f.unfold_layer), n_bootstrap=int(f.n_bootstrap), seed=int(cfg.seed),
-        orders=tuple(f.orders), fixed_energy_eV=float(f.fixed_energy_eV), error_method=str(f.error_method),
-        workers=int(f.get("workers", 1)), eigensolver_precision=str(f.eigensolver_precision),
-    )
-
-
 def run_fermi_velocity(cfg: DictConfig, run_dir: Path) -> dict:
-    from hedgenet.physics.fermi_velocity import fermi_velocity_vs_temperature, spectral_maps
+    from hedgenet.physics.fermi_velocity import (
+        fermi_velocity_vs_temperature,
+        renormalization_settings,
+        spectral_maps,
+    )
     from hedgenet.report.plots import plot_ratios, plot_spectral_maps
     check_config(cfg, "fermi_velocity")
     check_material(cfg.material)

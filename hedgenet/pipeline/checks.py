@@ -17,7 +17,7 @@ def check_pipeline_config(cfg: DictConfig, stages) -> None:
                          allow_missing=True)
     fv = next((s for s in stages if s.kind == "fermi_velocity"), None)
     if fv is not None:
-        from hedgenet.cli.fermi_velocity import renormalization_settings
+        from hedgenet.physics.fermi_velocity import renormalization_settings
 
         c = fv.config
         try:
