@@ -1,6 +1,6 @@
-"""What one training step costs, by part: a training cell, a random force-constant probe on the stored
-force-constant cell, and a rigid interlayer probe on that cell and on its primitive cell (forward + backward,
-one thread, medians side by side in one run).
+"""What one training step costs, by part: a training cell (and the same without the H and S heads), a random
+force-constant probe on the stored force-constant cell, and a rigid interlayer probe on that cell and on its
+primitive cell (forward + backward, one thread, medians side by side in one run).
 
     OMP_NUM_THREADS=1 python benchmarks/force_constant_probe_cost.py --dataset <dataset.h5 with force constants>
 
@@ -62,6 +62,8 @@ def main() -> None:
         cases = [
             (f"training cell ({len(samples[0]['numbers'])} atoms, E, F, H, S)",
              lambda: total_loss(model(cell, training=True), cell, weights)[0]),
+            ("the same cell, energy and forces only (no H, S heads)",
+             lambda: total_loss(model(model.energy_graph(cell), training=True), cell, weights)[0]),
             (f"random probe ({n_fc}-atom force-constant cell)",
              lambda: (force_constant_errors(model, target, probe_vectors(n_fc, 1, 0, torch.float32), True,
                                             finite_differences=True) ** 2).mean()),
