@@ -64,8 +64,7 @@ def main() -> None:
     args = p.parse_args()
 
     from hedgenet.calculators import ModelCalculator
-    from hedgenet.physics.fermi_velocity import renormalization_settings
-    from hedgenet.physics.fermi_velocity import fermi_velocity_vs_temperature
+    from hedgenet.physics.fermi_velocity import fermi_velocity_vs_temperature, renormalization_settings
 
     n = args.supercell
     cfg, ref_calc, unit, phonon, sc = reference_cell(n, args.force_constants)

@@ -115,8 +115,7 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model)
 
     from hedgenet.calculators import ModelCalculator
-    from hedgenet.physics.fermi_velocity import renormalization_settings
-    from hedgenet.physics.fermi_velocity import sample_displacements, temperature_seed
+    from hedgenet.physics.fermi_velocity import renormalization_settings, sample_displacements, temperature_seed
     from hedgenet.physics.sampling import NormalModes
     from hedgenet.physics.unfold import SupercellMap
 

@@ -34,7 +34,8 @@ import torch
 
 from hedgenet.models.last_layer import readout_output_layer
 
-__all__ = ["force_jacobian", "greedy_picks", "phonon_aware_picks", "probe_curvatures", "species_feature_sums"]
+__all__ = ["force_jacobian", "greedy_picks", "phonon_aware_picks", "phonon_aware_round", "probe_curvatures",
+           "probe_vectors", "readout_weights", "species_feature_sums"]
 
 
 def species_feature_sums(model, graph) -> torch.Tensor:
