@@ -1,6 +1,7 @@
-"""What one training step costs, by part: a training cell (and the same without the H and S heads), a random
-force-constant probe on the stored force-constant cell, and a rigid interlayer probe on that cell and on its
-primitive cell (forward + backward, one thread, medians side by side in one run).
+"""What one training step costs, by part: a training cell (with the H and S losses on all its block edges, on a
+random fraction of them, and without the H and S heads), a random force-constant probe on the stored
+force-constant cell, and a rigid interlayer probe on that cell and on its primitive cell (forward + backward,
+one thread, medians side by side in one run).
 
     OMP_NUM_THREADS=1 python benchmarks/force_constant_probe_cost.py --dataset <dataset.h5 with force constants>
 
@@ -26,12 +27,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="a labelled dataset file with force constants")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--block-edge-fractions", type=float, nargs="*", default=[0.5, 0.25],
+                   help="train.block_edge_fraction values to time the training cell at (a random fraction of its "
+                        "block edges in the H and S losses, drawn anew every repeat)")
     p.add_argument("--r-intra", type=float, nargs="+", default=[4.0],
                    help="intralayer cutoffs (Å) to compare, one model each (the default training model: 4)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    from hedgenet.graphs import collate
+    from hedgenet.graphs import collate, subsample_block_edges
     from hedgenet.models import HedgeNet
     from hedgenet.training.data import load_samples
     from hedgenet.training.force_constants import (
@@ -62,6 +66,10 @@ def main() -> None:
         cases = [
             (f"training cell ({len(samples[0]['numbers'])} atoms, E, F, H, S)",
              lambda: total_loss(model(cell, training=True), cell, weights)[0]),
+            *[(f"the same cell, H and S losses on {f:g} of its block edges (train.block_edge_fraction)",
+               lambda f=f, gen=torch.Generator().manual_seed(0): total_loss(
+                   model(sub := subsample_block_edges(cell, f, gen), training=True), sub, weights)[0])
+              for f in args.block_edge_fractions],
             ("the same cell, energy and forces only (no H, S heads)",
              lambda: total_loss(model(model.energy_graph(cell), training=True), cell, weights)[0]),
             (f"random probe ({n_fc}-atom force-constant cell)",

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from hedgenet.graphs import RELATIONS, collate, make_relations, relation_edges
+from hedgenet.graphs import RELATIONS, collate, make_relations, relation_edges, subsample_block_edges
 from hedgenet.models import HedgeNet, model_size
 from hedgenet.models._e3nn import o3
 from hedgenet.orbitals.blocks import block_edges
@@ -193,6 +193,58 @@ def test_batching_matches_single_graphs(model, graphene, mos2):
         assert torch.allclose(pb[key], torch.cat([p[key] for p in singles]), atol=1e-10), key
     # reverse index stays valid after offsets
     assert torch.equal(batch.block_index[0][batch.block_reverse], batch.block_index[1])
+
+
+def edge_keys(g) -> list[tuple]:
+    i, j = g.block_index.tolist()
+    return [(a, b, *map(int, r)) for a, b, r in zip(i, j, g.block_shift.tolist())]
+
+
+def test_block_edge_subsample_keeps_pairs_and_predictions(model, graphene):
+    """A training step's random block edges (train.block_edge_fraction): each kept with its reverse, labels
+    carried along, and the kept blocks predicted exactly as in the full graph (the heads are per edge pair)."""
+    g = collate([model.graph_builder()(graphene)])
+    g.H = torch.randn(g.block_index.shape[1], 9, 9)
+    full = model(g)
+    sub = subsample_block_edges(g, 0.3, torch.Generator().manual_seed(3))
+    n, m = g.block_index.shape[1], sub.block_index.shape[1]
+    assert 0.15 * n < m < 0.45 * n
+    i, j = sub.block_index
+    assert torch.equal(i[sub.block_reverse], j) and torch.equal(sub.block_shift[sub.block_reverse], -sub.block_shift)
+    where = {k: e for e, k in enumerate(edge_keys(g))}
+    kept = torch.tensor([where[k] for k in edge_keys(sub)])
+    assert torch.equal(sub.H, g.H[kept]) and torch.equal(sub.block_kind, g.block_kind[kept])
+    p = model(sub)
+    for key in ("H", "S"):
+        torch.testing.assert_close(p[key], full[key][kept], rtol=0, atol=1e-12)
+    torch.testing.assert_close(p["forces"], full["forces"], rtol=0, atol=1e-12)
+    # the same draw from the same seed; every edge at fraction 1; a fraction outside (0, 1] refused
+    again = subsample_block_edges(g, 0.3, torch.Generator().manual_seed(3))
+    assert torch.equal(again.block_index, sub.block_index)
+    assert subsample_block_edges(g, 1.0) is g
+    with pytest.raises(ValueError, match="block_edge_fraction"):
+        subsample_block_edges(g, 0.0)
+
+
+def test_block_edge_subsample_loss_is_unbiased(model, graphene):
+    """The block losses of the subsampled steps average to the full one: every edge is kept with one probability.
+    (A stand-in prediction rides along in ``S`` so that 400 draws need no model call.)"""
+    from hedgenet.training.module import TrainingModule
+
+    g = collate([model.graph_builder()(graphene)])
+    g.H, g.S = torch.randn(2, g.block_index.shape[1], 9, 9)
+    g.S[g.block_kind == 0] *= 3.0  # on-site errors larger than off-site ones, as in training
+
+    def mse(b):
+        return ((b.S - b.H)[b.block_mask] ** 2).mean()
+
+    module = TrainingModule(model, {"H": 1.0}, {"lr": 1e-3}, block_edge_fraction=0.25)
+    draws = torch.stack([mse(module.subsampled_blocks(g, step)) for step in range(400)])
+    assert float(draws.mean()) == pytest.approx(float(mse(g)), rel=0.03)
+    assert not torch.equal(module.subsampled_blocks(g, 0).block_index, module.subsampled_blocks(g, 1).block_index)
+    assert torch.equal(module.subsampled_blocks(g, 7).block_index, module.subsampled_blocks(g, 7).block_index)
+    with pytest.raises(ValueError, match="block_edge_fraction"):
+        TrainingModule(model, {"H": 1.0}, {"lr": 1e-3}, block_edge_fraction=1.5)
 
 
 def test_block_edges_match_reference_order(model, graphene, mos2):

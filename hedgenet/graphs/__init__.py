@@ -11,6 +11,7 @@ from hedgenet.graphs.neighbors import (
     neighbor_pairs,
     relation_edges,
     reverse_edge_index,
+    subsample_block_edges,
 )
 from hedgenet.graphs.relations import RELATIONS, RelationSpec, make_relations
 
@@ -25,4 +26,5 @@ __all__ = [
     "neighbor_pairs",
     "relation_edges",
     "reverse_edge_index",
+    "subsample_block_edges",
 ]

@@ -232,6 +232,42 @@ def collate(graphs: Sequence[Graph]) -> Graph:
     )
 
 
+def subsample_block_edges(graph: Graph, fraction: float, generator: torch.Generator | None = None) -> Graph:
+    """``graph`` with a random ``fraction`` of its block edges, each kept together with its reverse (j, i, −R)
+    (the heads symmetrise over that pair), and their labels; nodes and message edges unchanged.
+
+    Every block edge is kept with the same probability, on-site ones included, so the H and S losses, means over
+    block elements, stay unbiased estimates of the full ones: a training step pays for the block heads on a
+    fraction of the edges. ``block_reverse`` is renumbered into the kept list. ``fraction`` ≥ 1 returns ``graph``.
+    """
+    if not 0.0 < fraction:
+        raise ValueError(f"block-edge fraction {fraction} must be in (0, 1]. Fix: train.block_edge_fraction=1.0 "
+                         "keeps every block edge")
+    graph = as_graph(graph)
+    if graph.block_index is None or fraction >= 1.0:
+        return graph
+    n = graph.block_index.shape[1]
+    rev = graph.block_reverse
+    device = rev.device
+    draw = (torch.rand(n, generator=generator) < fraction).to(device)  # drawn on the CPU: the same on any device
+    first = torch.arange(n, device=device) <= rev  # one draw per pair {e, reverse(e)}: the one of its lower index
+    picked = draw & first
+    keep = (picked | picked[rev]).nonzero().squeeze(1)
+    if keep.numel() == 0:  # a tiny graph and an unlucky draw: keep one pair
+        keep = torch.unique(torch.stack([torch.zeros((), dtype=torch.long, device=device), rev[0]]))
+    renumber = torch.full((n,), -1, dtype=torch.long, device=device)
+    renumber[keep] = torch.arange(keep.numel(), device=device)
+
+    def pick(x):
+        return None if x is None else x[keep]
+
+    return dataclasses.replace(
+        graph, block_index=graph.block_index[:, keep], block_shift=pick(graph.block_shift),
+        block_reverse=renumber[rev[keep]], block_kind=pick(graph.block_kind), H=pick(graph.H), S=pick(graph.S),
+        block_mask=pick(graph.block_mask),
+    )
+
+
 # ---------------------------------------------------------------------------------------------- builder
 class GraphBuilder:
     """Turns ``ase.Atoms`` or a dataset sample (dict from :class:`hedgenet.data.store.DatasetStore`)

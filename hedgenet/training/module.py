@@ -13,6 +13,7 @@ import copy
 import lightning as L
 import torch
 
+from hedgenet.graphs import subsample_block_edges
 from hedgenet.training.losses import total_loss
 from hedgenet.training.metrics import ErrorMetrics
 
@@ -55,6 +56,7 @@ class TrainingModule(L.LightningModule):
         force_constant_probes: dict | None = None,
         seed: int = 0,
         coupling_targets: list | None = None,
+        block_edge_fraction: float = 1.0,
     ):
         super().__init__()
         self.model = model
@@ -77,6 +79,12 @@ class TrainingModule(L.LightningModule):
         # displacement per probe, in turn, every couplings_every_n_steps steps
         self.coupling_targets = list(coupling_targets or []) if self.loss_weights.get("couplings", 0) > 0 else []
         self.coupling_every = int(probes.get("couplings_every_n_steps", 1))
+        # each training step's H and S losses on a random fraction of the block edges (drawn from (seed, step): a
+        # resumed run draws the same ones); validation and testing see every edge
+        if not 0.0 < float(block_edge_fraction) <= 1.0:
+            raise ValueError(f"train.block_edge_fraction={block_edge_fraction} must be in (0, 1]. Fix: 1.0 trains on "
+                             "every block edge, 0.25 on a quarter of them per step")
+        self.block_edge_fraction = float(block_edge_fraction)
         quantities = tuple(k for k in ("energy", "forces", "H", "S") if k in model.outputs)
         self.val_metrics = ErrorMetrics(quantities)
         self.test_metrics = ErrorMetrics(quantities)
@@ -94,6 +102,8 @@ class TrainingModule(L.LightningModule):
         return self.ema.shadow if (self.ema is not None and not self.training) else self.model
 
     def training_step(self, batch, batch_idx):
+        if self.block_edge_fraction < 1.0:
+            batch = self.subsampled_blocks(batch, self.global_step)
         pred = self.model(batch, training=True)
         loss, parts = total_loss(pred, batch, self.loss_weights, self.hamiltonian_shift_eV)
         for key, kind, probe in self.probes_due(self.global_step):
@@ -107,6 +117,13 @@ class TrainingModule(L.LightningModule):
         for k, v in parts.items():
             self.log(f"train/mse_{k}", v, batch_size=bs, sync_dist=True)
         return loss
+
+    def subsampled_blocks(self, batch, step: int):
+        """``batch`` with the block edges of training step ``step`` (:func:`hedgenet.graphs.subsample_block_edges`,
+        a draw fixed by (seed, step, rank))."""
+        rank = int(self.trainer.global_rank) if self._trainer is not None else 0
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + rank)
+        return subsample_block_edges(batch, self.block_edge_fraction, gen)
 
     def probes_due(self, step: int) -> list[tuple[str, str, int]]:
         """(loss weight key, kind, probe index) of the force-constant probes of training step ``step``: random

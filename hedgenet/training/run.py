@@ -278,7 +278,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
         resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
         force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
-        seed=int(cfg.seed), coupling_targets=c_targets,
+        seed=int(cfg.seed), coupling_targets=c_targets, block_edge_fraction=float(cfg.train.block_edge_fraction),
     )
 
     history = run_dir / "history.jsonl"
