@@ -465,7 +465,7 @@ def test_sigterm_to_the_pipeline_stops_its_stage_and_a_rerun_finishes(tmp_path):
     labelling into the stage directory while a rerun starts there), and the rerun completes every sample once."""
     args = ["stages=[label]", "reference_stages=[]", "overrides.label.dataset.supercell=[4,4]",
             "overrides.label.dataset.n_workers=1", "overrides.common.reference.block_cutoff=3.5",
-            "+overrides.label.dataset.rattle.n_per_amplitude=4", "+overrides.label.dataset.thermal.n_per_temperature=0",
+            "overrides.label.dataset.rattle.n_per_amplitude=4", "overrides.label.dataset.thermal.n_per_temperature=0",
             "+overrides.label.dataset.rigid.shifts_A=[]", "+overrides.label.dataset.strain.strains=[]",
             "+overrides.label.dataset.consolidate_every_s=0", "+material.params.a=2.458", "+material.params.d=3.32",
             "material.relax=[]", f"hydra.run.dir={tmp_path}/runs/p"]

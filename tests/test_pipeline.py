@@ -21,7 +21,7 @@ TINY = [
     "reference_stages=[phonons]",
     "overrides.label.dataset.supercell=[4,4]", "overrides.label.dataset.n_workers=1",
     "overrides.common.reference.block_cutoff=4.0",  # the one place the pipeline's block cutoff is stated
-    "+overrides.label.dataset.rattle.n_per_amplitude=3", "+overrides.label.dataset.thermal.n_per_temperature=0",
+    "overrides.label.dataset.rattle.n_per_amplitude=3", "overrides.label.dataset.thermal.n_per_temperature=0",
     # six rigid-layer cells (interlayer distance ± 0.1 Å, slides ± 0.05 Å) instead of the default twenty
     "+overrides.label.dataset.rigid.shifts_A=[[0.0,0.0,-0.1],[0.0,0.0,0.1],[0.05,0.0,0.0],[-0.05,0.0,0.0],"
     "[0.0,0.05,0.0],[0.0,-0.05,0.0]]",
