@@ -10,7 +10,8 @@ pair of thermal displacements; order `first` uses the odd part ½[H(u) − H(−
 the n×n cell, the same sampler and seed as ``hedgenet-fermi-velocity``), computes H₀, H(u), H(−u) with the
 reference (GFN1-xTB) once and with every model, and compares the odd and the even parts block by block (on
 the blocks both have), in the gauge the bands see: H − E₀ S with E₀ each side's charge-neutrality level.
-Blocks are grouped by what they couple: on-site, intralayer nearest neighbours (< 1.6 Å), other intralayer,
+Blocks are grouped by what they couple: on-site (dimer sites, with an atom of the other layer closer than 3.4 Å,
+and the others), intralayer nearest neighbours (< 1.6 Å), other intralayer,
 interlayer pairs closer than 3.4 Å (the AB dimer, which carries γ₁) and other interlayer pairs. Per group:
 the relative error (Frobenius norm of model − reference over the group's blocks and samples, divided by the
 reference's) of H₀, of the odd part and of the even part, the ratio of the model's even part to the
@@ -32,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import reference_cell, report  # noqa: E402
 
-GROUPS = ("on-site", "intralayer NN", "intralayer other", "interlayer dimer", "interlayer other")
+GROUPS = ("on-site dimer", "on-site other", "intralayer NN", "intralayer other", "interlayer dimer", "interlayer other")
 PZ = 2  # p_z in hedgenet's (e3nn) orbital order s, p_y, p_z, p_x
 
 
@@ -64,14 +65,20 @@ def responses(calc, sc, cmap, pairs) -> tuple[dict, list[dict], list[dict]]:
 
 
 def group_of(sc, layer) -> callable:
-    """The block group (one of GROUPS) of an edge key (i, j, R)."""
+    """The block group (one of GROUPS) of an edge key (i, j, R). On-site blocks are split into the dimer sites
+    (an atom of the other layer closer than 3.4 Å: the sites γ₁ couples, whose on-site energy Δ' shifts the
+    split-off bands) and the others."""
+    from hedgenet.graphs import neighbor_pairs
+
     pos, cell = sc.positions, sc.cell.array
+    i_, j_, _, _ = neighbor_pairs(sc, 3.4)
+    dimer = set(i_[layer[i_] != layer[j_]].tolist())
 
     def group(key):
         i, j, *r = key
         d = np.linalg.norm(pos[j] + np.asarray(r) @ cell - pos[i])
         if d < 1e-6:
-            return "on-site"
+            return "on-site dimer" if i in dimer else "on-site other"
         if layer[i] == layer[j]:
             return "intralayer NN" if d < 1.6 else "intralayer other"
         return "interlayer dimer" if d < 3.4 else "interlayer other"
