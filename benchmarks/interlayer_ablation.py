@@ -68,9 +68,12 @@ ARMS = {
 
 
 def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
-    """Run ``hedgenet-<name>`` (Hydra) into ``run_dir`` unless it finished before; returns its summary.json."""
+    """Run ``hedgenet-<name>`` (Hydra) into ``run_dir`` unless it finished before; returns its summary.json. A
+    training killed before it finished resumes from its last checkpoint (as the pipeline's train stage does)."""
     summary = run_dir / "summary.json"
     if not summary.exists():
+        if name == "train" and (run_dir / "checkpoints" / "last.ckpt").exists():
+            overrides = (*overrides, "train.resume=last")
         env = {**os.environ, "HEDGENET_ROOT": str(root)}
         cmd = [sys.executable, "-m", f"hedgenet.cli.{name}", *overrides, f"hydra.run.dir={run_dir}"]
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """The learning-curves benchmark's pure parts (no training): nested subsets, subset files, the table and the
-figure from a rows JSON, and hedgenet-compare's learning-curves section."""
+figure from a rows JSON, and hedgenet-compare's learning-curves section; and its runner resuming a killed training
+(a one-epoch tiny model)."""
 
 import importlib.util
 import json
@@ -116,3 +117,22 @@ def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(bench, tm
                        ("train_overrides", {"hedgenet": ["variant=hedgenet", "train.optimizer.lr=0.01"]})):
         with pytest.raises(SystemExit, match=key):
             bench.reuse_rows(earlier, {**settings, key: other}, rows_dir, "_e30")
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(bench, tiny_root, tmp_path):
+    """The benchmarks' runner (learning curves, active learning, v_F convergence): a training run directory with a
+    checkpoint and no summary (killed) continues from its last epoch, not from scratch."""
+    import torch
+    from cli_runner import TINY_TRAIN
+
+    root = tiny_root(tmp_path / "root")
+    run = tmp_path / "runs" / "train_tiny"
+    args = [f"data.paths=[{root}/data/tiny.h5]", *TINY_TRAIN, "logger=csv", "train.ema_decay=null"]
+    bench.cli("train", root, run, *args)  # one epoch
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    (run / "summary.json").unlink()  # as if killed after the first epoch
+    bench.cli("train", root, run, *args, "train.max_epochs=2")
+    log = (run.parent / "train_tiny.log").read_text()
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1], log[-2000:]  # epoch 0 is not trained again
+    assert first["epoch"] == 0 and torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
