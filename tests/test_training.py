@@ -111,6 +111,7 @@ def test_ddp_sim_matches_single_process(tiny):
         (["+model.chanels=4"], "model.chanels"),
         (["task=forcez"], "forces"),
         (["train.hamiltonian_gauge=fermy"], "hamiltonian_gauge"),
+        (["train.block_edge_fraction=0"], "block_edge_fraction=0.0 must be in (0, 1]"),
         (["data.paths=[/nonexistent.h5]"], "does not exist"),
     ],
 )

@@ -274,12 +274,15 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     stats["hamiltonian_shift_eV"] = float(model.hamiltonian_shift_eV)
     fc_targets = force_constant_targets(cfg, model)
     c_targets = coupling_targets(cfg, model)
-    module = TrainingModule(
-        model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
-        resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
-        force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
-        seed=int(cfg.seed), coupling_targets=c_targets, block_edge_fraction=float(cfg.train.block_edge_fraction),
-    )
+    try:
+        module = TrainingModule(
+            model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
+            resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
+            force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
+            seed=int(cfg.seed), coupling_targets=c_targets, block_edge_fraction=float(cfg.train.block_edge_fraction),
+        )
+    except ValueError as err:  # a setting out of range (e.g. train.block_edge_fraction): the message names the fix
+        raise ConfigError(str(err)) from err
 
     history = run_dir / "history.jsonl"
     resume = cfg.train.resume
