@@ -35,6 +35,8 @@ from _common import reference_cell, report  # noqa: E402
 
 GROUPS = ("on-site dimer", "on-site other", "intralayer NN", "intralayer other", "interlayer dimer", "interlayer other")
 PZ = 2  # p_z in hedgenet's (e3nn) orbital order s, p_y, p_z, p_x
+DIMER_A = 3.4  # Å: interlayer pairs closer than this are the AB dimer's (at the interlayer distance d ≈ 3.3 Å; the next
+#                pairs are at √(d² + 1.42²) ≈ 3.6 Å)
 
 
 def keyed_blocks(blocks, e0_eV: float) -> dict:
@@ -71,7 +73,7 @@ def group_of(sc, layer) -> callable:
     from hedgenet.graphs import neighbor_pairs
 
     pos, cell = sc.positions, sc.cell.array
-    i_, j_, _, _ = neighbor_pairs(sc, 3.4)
+    i_, j_, _, _ = neighbor_pairs(sc, DIMER_A)
     dimer = set(i_[layer[i_] != layer[j_]].tolist())
 
     def group(key):
@@ -81,7 +83,7 @@ def group_of(sc, layer) -> callable:
             return "on-site dimer" if i in dimer else "on-site other"
         if layer[i] == layer[j]:
             return "intralayer NN" if d < 1.6 else "intralayer other"
-        return "interlayer dimer" if d < 3.4 else "interlayer other"
+        return "interlayer dimer" if d < DIMER_A else "interlayer other"
 
     return group
 
