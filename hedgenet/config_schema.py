@@ -124,6 +124,12 @@ class StrainConfig:
 
 
 @dataclass
+class SecondOrderConfig:
+    n_pairs: int = 0   # thermal ± pairs of the labelling cell whose even response ½[H(u)+H(−u)] − H(0) is stored
+    temperature_K: float = 300.0   # their temperature (K)
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     path: str = MISSING
@@ -136,6 +142,7 @@ class DatasetConfig:
     force_constants_supercell: Optional[List[int]] = None   # of this supercell instead (None: the labelling cell)
     couplings: bool = False   # store the reference's dH/du, dS/du of the force-constant cell (coupling loss)
     couplings_displacement_A: float = 0.005   # their central-difference step (Å)
+    second_order: SecondOrderConfig = field(default_factory=SecondOrderConfig)   # the even response of ± pairs
     n_workers: int = MISSING
     consolidate_every_s: float = MISSING
     num_shards: int = MISSING
@@ -209,6 +216,7 @@ class LossWeights:
     force_constants_relative: float = 0.0   # the same relative to the reference's own Φ: soft modes weigh like stiff ones
     interlayer_modes: float = 0.0   # on the squared relative error of Φv for rigid interlayer translations (shear, breathing)
     couplings: float = 0.0   # on the MSE of dH/du (eV/Å) and dS/du (1/Å) against the stored reference couplings
+    second_order: float = 0.0   # on the MSE of the even response of ± pairs (eV; S: 1) against the stored reference's
 
 
 @dataclass
@@ -228,6 +236,7 @@ class ForceConstantProbes:
     n_vectors: int = 1       # random displacement patterns per probe
     interlayer_every_n_steps: int = 1   # training steps between two interlayer-mode probes
     couplings_every_n_steps: int = 1   # training steps between two coupling probes (one displaced atom and direction)
+    second_order_every_n_steps: int = 1   # training steps between two second-order probes (one ± pair)
 
 
 @dataclass

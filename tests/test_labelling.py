@@ -235,6 +235,90 @@ def test_couplings_are_stored_mapped_onto_the_models_blocks_and_learnable(root, 
     assert refused.returncode != 0 and "dataset.couplings=true" in refused.stderr, refused.stderr[-2000:]
 
 
+def test_second_order_response_is_stored_mapped_onto_the_models_blocks_and_learnable(root, base_dataset):
+    """dataset.second_order.n_pairs=2 on a labelled file: the reference's even response ½[H(u) + H(−u)] − H(0) of
+    two thermal ± pairs of its cell is added, no sample is relabelled; a stored pair is the reference's own even
+    part, nonzero in the interlayer blocks; the training target puts it on a model's block edges; the loss's
+    gradient lowers it; a training run asking for the loss on a file without it is refused with the fix, one on
+    the file trains with it and records the model's error of the even response."""
+    import shutil
+
+    import torch
+
+    from hedgenet.calculators import ReferenceCalculator
+    from hedgenet.models import HedgeNet
+    from hedgenet.orbitals.blocks import blocks_on_edges
+    from hedgenet.orbitals.layout import OrbitalLayout
+    from hedgenet.reference import make_reference
+    from hedgenet.reference.xtb import GFN1_SHELLS
+    from hedgenet.training.couplings import load_second_order_targets, second_order_loss
+
+    path = root / "data" / "so.h5"
+    shutil.copy(base_dataset, path)
+    proc = label(root, "dataset.name=so", "dataset.second_order.n_pairs=2")
+    assert "skipped_done=6" in proc.stdout.replace(" ", "")
+    store = DatasetStore(path)
+    assert store.second_order_settings() == (2, 300.0) and store.summary()["second_order_pairs"] == 2
+    c = store.read_second_order()
+    e = c["cell_shift"].shape[0]
+    assert c["dH2"].shape == c["dS2"].shape == (2, e, 4, 4) and c["displacements"].shape == (2, 64, 3)
+    u = c["displacements"][1]
+    assert 0.02 < np.sqrt((u**2).sum(1).mean()) < 0.4  # Å: a thermal displacement at 300 K (zero point included)
+    atoms = store.reference_atoms()
+    calc = ReferenceCalculator(make_reference("xtb", block_cutoff=4.0))
+    h = [blocks_on_edges(calc.predict_hamiltonian(a), c["edge_index"], c["cell_shift"])[0] for a in
+         (_moved(atoms, u), _moved(atoms, -u), atoms)]
+    even = 0.5 * (h[0] + h[1]) - h[2]
+    ok = c["present"][1]
+    assert np.allclose(c["dH2"][1][ok], even[ok], atol=2e-6)
+    layer = atoms.arrays["layer"]
+    inter = layer[c["edge_index"][0]] != layer[c["edge_index"][1]]
+    assert np.abs(c["dH2"][1][inter & ok]).max() > 2e-4  # eV: a real second-order response between the layers
+    torch.manual_seed(0)
+    layout = OrbitalLayout(shells=dict(GFN1_SHELLS), basis_name="GFN1-xTB")
+    model = HedgeNet([6], r_intra=3.0, r_inter=3.5, size={"channels": 4, "lmax": 1, "num_layers": 1}, task="joint",
+                     layout=layout, block_cutoff=3.5, num_basis=4, radial_hidden=8, dtype="float64")
+    (target,) = load_second_order_targets([path], model)
+    index, shift = target.graph.block_index.numpy(), target.graph.block_shift.numpy().round().astype(np.int64)
+    from hedgenet.orbitals.blocks import BlockSet
+
+    stored = BlockSet(c["edge_index"], c["cell_shift"], c["dH2"][1].astype(float), c["dS2"][1].astype(float), c["n_orb"])
+    assert np.allclose(target.dH2[1].numpy(), blocks_on_edges(stored, index, shift)[0], atol=1e-6)
+    assert bool(target.interlayer.any()) and bool(target.mask[1].any())
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = second_order_loss(model, target, 1)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+    env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    common = ["reference.block_cutoff=4.0", "model.size.channels=4", "model.size.num_layers=1",
+              "train.loss_weights.second_order=100.0", "train.max_epochs=1", "train.uncertainty.method=null"]
+    refused = subprocess.run([str(BIN / "hedgenet-train"), f"data.paths=[{base_dataset}]", *common,
+                              f"hydra.run.dir={root}/runs/so_refused"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode != 0 and "dataset.second_order.n_pairs" in refused.stderr, refused.stderr[-2000:]
+    trained = subprocess.run([str(BIN / "hedgenet-train"), f"data.paths=[{path}]", *common,
+                              f"hydra.run.dir={root}/runs/so"], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    metrics = json.loads((root / "runs" / "so" / "metrics.json").read_text())
+    assert metrics["n_second_order_targets"] == 1
+    assert metrics["second_order_H_interlayer_rms_reference_meV"] > 0.1
+    assert np.isfinite(metrics["second_order_H_interlayer_rms_error_meV"])
+    logged = (root / "runs" / "so" / "history.jsonl").read_text()
+    assert "second_order" in logged
+
+
+def _moved(atoms, u):
+    out = atoms.copy()
+    out.positions = atoms.positions + u
+    return out
+
+
 def test_kill_and_resume_loses_and_duplicates_nothing(root, base_dataset):
     """SIGKILL mid-run (after some samples are consolidated), rerun: every id exactly once."""
     path = root / "data" / "killed.h5"

@@ -132,7 +132,8 @@ def _label(cfg: DictConfig) -> dict:
                                  unit, supercell, reference, d.thermal.fc_displacement_A, Path(cfg.paths.cache_dir),
                                  progress=cfg.progress),
                              couplings_of=lambda cell, delta_A: ReferenceCalculator(reference).block_derivatives(
-                                 cell, delta_A, progress=bool(cfg.progress)))
+                                 cell, delta_A, progress=bool(cfg.progress)),
+                             blocks_of=ReferenceCalculator(reference).predict_hamiltonian)
     summary["excluded_modes"] = list(excluded)  # empty when the dataset has no thermal samples
     return summary
 

@@ -8,12 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from hedgenet.structures.layers import layer_index
 
 
 def label_material(unit, params: dict, reference, reference_spec: dict, dataset: dict, seed: int, material: dict,
                    thermal_force_constants=None, config_yaml: str = "", progress: bool = False,
-                   force_constants_of=None, couplings_of=None) -> dict:
+                   force_constants_of=None, couplings_of=None, blocks_of=None) -> dict:
     """Build the displaced supercells of ``dataset`` (the ``dataset`` config section, resolved) for the relaxed
     ``unit`` cell and label them with ``reference`` into the HDF5 store; returns the store's summary.
 
@@ -24,7 +26,9 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
     stored in the file for the force-constant loss) are asked for. ``force_constants_of(supercell)``: the same
     for another supercell of ``unit``, when ``dataset.force_constants_supercell`` asks to store those instead.
     ``couplings_of(cell, delta_A)``: the reference's dH/du, dS/du of the force-constant cell, stored when
-    ``dataset.couplings`` asks for them (:func:`store_couplings`).
+    ``dataset.couplings`` asks for them (:func:`store_couplings`). ``blocks_of(atoms)``: the reference's H and S
+    blocks of one structure, for the second-order response that ``dataset.second_order`` asks for
+    (:func:`store_second_order`).
     Resumable: a store that exists must have the same fingerprint; finished samples are kept; stored force
     constants of another cell than the one asked for are replaced (the samples stay)."""
     from hedgenet.data.labelling import label_dataset
@@ -40,7 +44,9 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
 
     fc_supercell = list(d.get("force_constants_supercell") or d["supercell"])
     own_cell = fc_supercell == list(d["supercell"])  # the stored force constants are the thermal sampler's
-    phonon = thermal_force_constants() if wants_thermal(d) or (d.get("force_constants") and own_cell) else None
+    pairs, pair_T = second_order_request(d)
+    phonon = (thermal_force_constants() if wants_thermal(d) or (d.get("force_constants") and own_cell) or pairs
+              else None)
     specs = recipe_specs(base, d, seed, phonon, reference)
     path = dataset_path(d)
     if d["num_shards"] > 1:
@@ -83,6 +89,8 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
         if d.get("couplings"):
             store_couplings(store, couplings_of, base if own_cell or stored_fc is None else stored_fc[2],
                             float(d["couplings_displacement_A"]))
+        if pairs:
+            store_second_order(store, blocks_of, base, phonon, pairs, pair_T, seed)
     summary = store.summary()
     summary.update(
         material=material["name"], reference=reference.name, structure_params=params,
@@ -109,6 +117,57 @@ def store_couplings(store, couplings_of, cell, delta_A: float) -> None:
     reps = orbit_representatives(lattice_translations(cell)[0])  # the atoms couplings_of displaced
     b0 = bd.blocks0
     store.add_couplings(reps, bd.dH[reps], bd.dS[reps], b0.edge_index, b0.cell_shift, b0.n_orb, delta_A)
+
+
+def second_order_request(dataset: dict) -> tuple[int, float]:
+    """(pairs, temperature K) of ``dataset.second_order``: (0, ·) when none is asked for; refused with the fix when
+    out of range."""
+    so = dataset.get("second_order") or {}
+    pairs, T = int(so.get("n_pairs", 0) or 0), float(so.get("temperature_K", 300.0))
+    if pairs < 0 or T <= 0:
+        raise ValueError(f"dataset.second_order={dict(so)}: n_pairs must be ≥ 0 and temperature_K > 0 K. Fix: e.g. "
+                         "dataset.second_order.n_pairs=4 dataset.second_order.temperature_K=300, or n_pairs=0 for none")
+    return pairs, T
+
+
+def store_second_order(store, blocks_of, cell, phonon, pairs: int, temperature_K: float, seed: int) -> None:
+    """Store the reference's even response ½[H(u) + H(−u)] − H(0) (and S's) of the labelling supercell ``cell``
+    to ``pairs`` thermal displacements u at ``temperature_K`` (drawn from ``phonon``, the labelling cell's force
+    constants, as the thermal samples are, from their own seeds), unless the file holds those of these settings:
+    2·pairs + 1 reference runs. It is what the second-order electron–phonon coupling of v_F(T) is made of, and the
+    target of the second-order loss (``train.loss_weights.second_order``)."""
+    from hedgenet.data.displacements import thermal_specs
+    from hedgenet.orbitals.blocks import edge_positions
+
+    if store.second_order_settings() == (pairs, float(temperature_K)):
+        return
+    if blocks_of is None:
+        raise ValueError("dataset.second_order needs the reference's blocks (blocks_of)")
+    specs = thermal_specs(phonon, [temperature_K], pairs, seed, start_id=SECOND_ORDER_SEED_OFFSET)
+    b0 = blocks_of(cell)
+    shape = (pairs,) + b0.H.shape
+    dH2, dS2 = np.zeros(shape), np.zeros(shape)
+    present = np.ones((pairs, len(b0.cell_shift)), dtype=bool)
+    for p, spec in enumerate(specs):
+        for sign in (1.0, -1.0):
+            atoms = cell.copy()
+            atoms.positions = cell.positions + sign * spec.displacement
+            b = blocks_of(atoms)
+            where = edge_positions(b0.edge_index, b0.cell_shift, b.edge_index, b.cell_shift, len(cell))
+            ok = where >= 0
+            present[p] &= ok
+            dH2[p][ok] += 0.5 * b.H[where[ok]]
+            dS2[p][ok] += 0.5 * b.S[where[ok]]
+        dH2[p] -= b0.H
+        dS2[p] -= b0.S
+    dH2[~present], dS2[~present] = 0.0, 0.0
+    store.add_second_order(np.stack([s.displacement for s in specs]), dH2, dS2, present, b0.edge_index,
+                           b0.cell_shift, b0.n_orb, temperature_K)
+
+
+SECOND_ORDER_SEED_OFFSET = 1_000_000
+"""The second-order pairs' sample ids start here: their displacements come from seeds that no sample of the
+recipe uses."""
 
 
 def wants_thermal(dataset: dict) -> bool:

@@ -422,7 +422,7 @@ class DatasetStore:
     def read_reference(self) -> dict:
         """The undisplaced supercell (positions, cell Å; numbers, layer, pbc)."""
         with self._open() as f:
-            return {k: v[()] for k, v in f["reference"].items() if k not in FORCE_CONSTANT_KEYS}
+            return {k: v[()] for k, v in f["reference"].items() if k not in FORCE_CONSTANT_KEYS + ("second_order",)}
 
     def read_force_constants_cell(self) -> dict:
         """The undisplaced supercell the stored force constants belong to (positions, cell Å; numbers, layer,
@@ -436,12 +436,11 @@ class DatasetStore:
     def force_constants_cell_atoms(self):
         """:meth:`read_force_constants_cell` as ASE ``Atoms`` (with its ``layer`` array): the undisplaced cell of the
         stored force constants and couplings."""
-        from ase import Atoms
+        return _as_atoms(self.read_force_constants_cell())
 
-        ref = self.read_force_constants_cell()
-        atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
-        atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
-        return atoms
+    def reference_atoms(self):
+        """:meth:`read_reference` as ASE ``Atoms`` (with its ``layer`` array): the undisplaced labelling supercell."""
+        return _as_atoms(self.read_reference())
 
     def read_force_constants(self) -> np.ndarray | None:
         """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None; the
@@ -538,6 +537,63 @@ class DatasetStore:
         with self._open() as f:
             g = f["reference"].get("couplings")
             return None if g is None else int(g.attrs["n_atoms"])
+
+    def add_second_order(self, displacements: np.ndarray, dH2: np.ndarray, dS2: np.ndarray, present: np.ndarray,
+                         edge_index: np.ndarray, cell_shift: np.ndarray, n_orb: np.ndarray,
+                         temperature_K: float) -> None:
+        """Store the reference's even (second-order) response of the labelling supercell
+        (:meth:`read_reference`) to P thermal displacements ``displacements`` (P, N, 3) Å:
+        ``dH2[p] = ½[H(u_p) + H(−u_p)] − H(0)`` (eV) and ``dS2`` likewise, arrays (P, E, n_max, n_max) on the cell's
+        block edges ``edge_index`` (2, E), ``cell_shift`` (E, 3); ``present`` (P, E): whether the block exists in
+        both displaced cells (a pair near the block cutoff may lose it). Float32, replacing any stored ones
+        (atomic; the samples are kept)."""
+        u = np.asarray(displacements, dtype=np.float64)
+        dH2, dS2 = np.asarray(dH2, dtype=np.float32), np.asarray(dS2, dtype=np.float32)
+        n_cell = len(self.read_reference()["numbers"])
+        e = np.asarray(cell_shift).shape[0]
+        if u.shape[1:] != (n_cell, 3) or dH2.shape != dS2.shape or dH2.shape[:2] != (len(u), e) \
+                or np.asarray(present).shape != (len(u), e):
+            raise DatasetError(f"second-order response of shape {dH2.shape} / {dS2.shape} for displacements "
+                               f"{u.shape} does not fit the {n_cell}-atom labelling cell and {e} block edges")
+        with self.locked():
+            buf = io.BytesIO(self.path.read_bytes())
+            with h5py.File(buf, "a") as f:
+                if "second_order" in f["reference"]:
+                    del f["reference"]["second_order"]
+                g = f["reference"].create_group("second_order")
+                g["displacements"], g["present"] = u, np.asarray(present, dtype=bool)
+                g["edge_index"], g["cell_shift"] = np.asarray(edge_index), np.asarray(cell_shift)
+                g["n_orb"] = np.asarray(n_orb)
+                g.create_dataset("dH2", data=dH2, fletcher32=True)
+                g.create_dataset("dS2", data=dS2, fletcher32=True)
+                g.attrs["temperature_K"] = float(temperature_K)
+            self._replace_with(buf.getvalue(), f"storing the second-order response in {self.path}",
+                               "The file is unchanged.")
+
+    def read_second_order(self) -> dict | None:
+        """The stored second-order response (:meth:`add_second_order`: ``displacements``, ``dH2``, ``dS2``,
+        ``present``, ``edge_index``, ``cell_shift``, ``n_orb``, ``temperature_K``), or None."""
+        with self._open() as f:
+            g = f["reference"].get("second_order")
+            if g is None:
+                return None
+            try:
+                out = {k: v[()] for k, v in g.items()}
+            except (OSError, ValueError, RuntimeError) as err:
+                raise DatasetError(f"the second-order response stored in {self.path} is damaged ({err}). The samples "
+                                   "are intact. Fix: train without it (train.loss_weights.second_order=0), or rerun "
+                                   "hedgenet-label on the file (it stores it again)") from None
+            out["temperature_K"] = float(g.attrs["temperature_K"])
+        if not (np.isfinite(out["dH2"]).all() and np.isfinite(out["dS2"]).all()):
+            raise DatasetError(f"the second-order response stored in {self.path} is not finite. Fix: rerun "
+                               "hedgenet-label on the file")
+        return out
+
+    def second_order_settings(self) -> tuple[int, float] | None:
+        """(pairs, temperature K) of the stored second-order response (without reading it), or None."""
+        with self._open() as f:
+            g = f["reference"].get("second_order")
+            return None if g is None else (int(g["displacements"].shape[0]), float(g.attrs["temperature_K"]))
 
     def iter_samples(self):
         with self._open() as f:
@@ -713,12 +769,21 @@ class DatasetStore:
             "force_constants": self.exists() and self.has_force_constants(),
             "force_constants_atoms": self.force_constants_atoms() if self.exists() else None,  # the target cell's
             "couplings": self.exists() and self.couplings_atoms() is not None,
+            "second_order_pairs": (self.second_order_settings() or (0,))[0] if self.exists() else 0,
         }
 
 
 FORCE_CONSTANT_KEYS = ("force_constants", "force_constants_cell", "couplings")
 """What /reference holds besides the undisplaced supercell: the stored force constants, their own cell and the
 couplings dH/du, dS/du of that cell."""
+
+
+def _as_atoms(ref: dict):
+    from ase import Atoms
+
+    atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
+    atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
+    return atoms
 
 
 def _put_force_constants(group, values, displacement_A: float, cell=None) -> None:

@@ -12,6 +12,13 @@ Every probe is one stored displacement (atom a, direction α): the model's H and
 call of the two displaced copies, blocks only), their central difference with the reference's own step δ
 compared with the stored row per block element, MSE of d(H − E_F·S)/du in (eV/Å)² (the Hamiltonian gauge of the
 H loss, ``train.hamiltonian_gauge``) plus that of dS/du in (1/Å)² (the H and S losses mix their units likewise).
+
+Second order: the same for the even response of thermal ± pairs of the labelling cell, ½[H(u) + H(−u)] − H(0)
+(``hedgenet-label dataset.second_order.n_pairs``): what the second-order coupling of v_F(T) is made of. A model
+can fit H(±u) to its overall error (meV) and still have a systematic curvature in the interlayer blocks of that
+size, which the thermal average of v_F(T) adds up (γ₁ beyond first order, docs/results_physics.md); each probe is one
+stored pair (the model's blocks at u, −u and 0, one batched call), MSE of the even part of H − E·S in eV² plus
+that of S.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from ase import Atoms
+
+from hedgenet.orbitals.blocks import edge_positions
 
 
 @dataclass
@@ -49,7 +58,6 @@ def load_coupling_targets(paths: Sequence[str], model) -> list[CouplingTarget]:
     """The coupling targets of the dataset files that store couplings of their force-constant cell (``[]`` when
     none does), on ``model``'s block edges of that cell."""
     from hedgenet.data.store import DatasetStore
-    from hedgenet.orbitals.blocks import edge_positions
 
     targets = []
     for p in paths:
@@ -62,24 +70,34 @@ def load_coupling_targets(paths: Sequence[str], model) -> list[CouplingTarget]:
             raise ValueError(f"the couplings stored in {p} belong to a {c['n_atoms']}-atom cell, its force constants "
                              f"to a {len(atoms)}-atom one. Fix: rerun hedgenet-label with dataset.couplings=true on "
                              "this file (it stores the couplings of the force-constant cell)")
-        graph = model.graph_builder().from_atoms(atoms)
-        index, shift = graph.block_index.numpy(), graph.block_shift.numpy().round().astype(np.int64)
-        where = edge_positions(index, shift, c["edge_index"], c["cell_shift"], len(atoms))
-        n = c["dH"].shape[-1]
-        n_orb = np.asarray(c["n_orb"])
-        orb = np.arange(n)
-        mask = ((orb[None, :, None] < n_orb[index[0]][:, None, None]) & (orb[None, None, :] < n_orb[index[1]][:, None, None])
-                & (where >= 0)[:, None, None])
-        k = len(c["atoms"]) * 3
-        dH = np.zeros((k, len(where), n, n), dtype=np.float32)
-        dS = np.zeros_like(dH)
-        ok = where >= 0
-        dH[:, ok] = c["dH"].reshape(k, *c["dH"].shape[2:])[:, where[ok]]
-        dS[:, ok] = c["dS"].reshape(k, *c["dS"].shape[2:])[:, where[ok]]
+        graph, (dH, dS), mask = _on_model_edges(model, atoms, c, (c["dH"].reshape(-1, *c["dH"].shape[2:]),
+                                                                 c["dS"].reshape(-1, *c["dS"].shape[2:])))
         displaced = np.array([(a, x) for a in c["atoms"] for x in range(3)], dtype=np.int64)
-        targets.append(CouplingTarget(str(p), atoms, graph, displaced, torch.as_tensor(dH), torch.as_tensor(dS),
-                                      torch.as_tensor(mask), float(c["delta_A"])))
+        targets.append(CouplingTarget(str(p), atoms, graph, displaced, dH, dS, mask.any(0), float(c["delta_A"])))
     return targets
+
+
+def _on_model_edges(model, atoms: Atoms, stored: dict, arrays, present=None):
+    """``model``'s graph of ``atoms`` and the stored ``arrays`` (each (K, E_stored, n, n), on the edges
+    ``stored["edge_index"]``, ``stored["cell_shift"]``) moved onto its block edges (K, E, n, n) float32, zero where
+    the stored list lacks an edge; the mask (K, E, n, n) of the block elements that exist (orbitals of both atoms,
+    edge stored, and ``present`` (K, E_stored) where given)."""
+    graph = model.graph_builder().from_atoms(atoms)
+    index, shift = graph.block_index.numpy(), graph.block_shift.numpy().round().astype(np.int64)
+    where = edge_positions(index, shift, stored["edge_index"], stored["cell_shift"], len(atoms))
+    ok = where >= 0
+    n = arrays[0].shape[-1]
+    n_orb, orb = np.asarray(stored["n_orb"]), np.arange(n)
+    orbitals = (orb[None, :, None] < n_orb[index[0]][:, None, None]) & (orb[None, None, :] < n_orb[index[1]][:, None, None])
+    k = len(arrays[0])
+    found = np.zeros((k, len(where)), dtype=bool)
+    found[:, ok] = True if present is None else np.asarray(present)[:, where[ok]]
+    out = []
+    for a in arrays:
+        moved = np.zeros((k, len(where), n, n), dtype=np.float32)
+        moved[:, ok] = a[:, where[ok]]
+        out.append(torch.as_tensor(moved))
+    return graph, out, torch.as_tensor(orbitals[None] & found[:, :, None, None])
 
 
 def model_couplings(model, target: CouplingTarget, k: int, create_graph: bool = False):
@@ -144,4 +162,105 @@ def coupling_metrics(model, targets: Sequence[CouplingTarget]) -> dict:
     for key, (err, ref, mod) in sums.items():
         out[f"couplings_{key}_rel_rms"] = float(np.sqrt(err / max(ref, 1e-30)))
         out[f"couplings_{key}_norm_ratio"] = float(np.sqrt(mod / max(ref, 1e-30)))
+    return out
+
+
+@dataclass
+class SecondOrderTarget:
+    """The labelling cell with the reference's even response of P thermal ± pairs: ``displacements`` (P, N, 3) Å,
+    ``dH2``, ``dS2`` (P, E, n, n) = ½[H(u) + H(−u)] − H(0) on the model's block edges of ``graph``, masked
+    (``mask`` (P, E, n, n)) where the reference has no block or orbital; ``interlayer`` (E,) the blocks between
+    layers."""
+
+    dataset: str
+    atoms: Atoms
+    graph: object
+    displacements: torch.Tensor
+    dH2: torch.Tensor
+    dS2: torch.Tensor
+    mask: torch.Tensor
+    interlayer: torch.Tensor
+    temperature_K: float
+
+    def to(self, device, dtype) -> SecondOrderTarget:
+        return dataclasses.replace(self, graph=self.graph.to(device, dtype),
+                                   displacements=self.displacements.to(device, dtype), dH2=self.dH2.to(device, dtype),
+                                   dS2=self.dS2.to(device, dtype), mask=self.mask.to(device, dtype),
+                                   interlayer=self.interlayer.to(device))
+
+
+def load_second_order_targets(paths: Sequence[str], model) -> list[SecondOrderTarget]:
+    """The second-order targets of the dataset files that store them (``[]`` when none does), on ``model``'s block
+    edges of their labelling cell."""
+    from hedgenet.data.store import DatasetStore
+
+    targets = []
+    for p in paths:
+        store = DatasetStore(p)
+        c = store.read_second_order()
+        if c is None:
+            continue
+        atoms = store.reference_atoms()
+        graph, (dH2, dS2), mask = _on_model_edges(model, atoms, c, (c["dH2"], c["dS2"]), c["present"])
+        layer = atoms.arrays["layer"]
+        index = graph.block_index.numpy()
+        targets.append(SecondOrderTarget(str(p), atoms, graph, torch.as_tensor(c["displacements"]), dH2, dS2, mask,
+                                         torch.as_tensor(layer[index[0]] != layer[index[1]]), c["temperature_K"]))
+    return targets
+
+
+def model_even_response(model, target: SecondOrderTarget, p: int, create_graph: bool = False):
+    """The model's ½[H(u) + H(−u)] − H(0) and the same of S (E, n, n) of stored pair ``p`` (one batched call of
+    the three cells, blocks only); differentiable in the model's parameters when ``create_graph``."""
+    from hedgenet.graphs import collate
+
+    graph = target.graph
+    pos = graph.pos.detach().to(model.dtype)
+    u = target.displacements[p].to(pos)
+    copies = [dataclasses.replace(graph, pos=pos + u), dataclasses.replace(graph, pos=pos - u), graph]
+    with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+        out = model(collate(copies), training=create_graph, compute_forces=False, compute_virial=False)
+    e, n = target.dH2.shape[1], target.dH2.shape[-1]
+    H, S = out["H"][:, :n, :n].reshape(3, e, n, n), out["S"][:, :n, :n].reshape(3, e, n, n)
+    return 0.5 * (H[0] + H[1]) - H[2], 0.5 * (S[0] + S[1]) - S[2]
+
+
+def second_order_errors(model, target: SecondOrderTarget, p: int, create_graph: bool = False):
+    """Model minus reference even response of H − E·S (eV) and of S, (E, n, n) each, of stored pair ``p``, zero
+    where masked (E: the model's Hamiltonian gauge, as for :func:`coupling_errors`)."""
+    H2, S2 = model_even_response(model, target, p, create_graph)
+    mask = target.mask[p]
+    eS = (S2 - target.dS2[p]) * mask
+    shift = float(getattr(model, "hamiltonian_shift_eV", 0.0))
+    return (H2 - target.dH2[p]) * mask - shift * eS, eS
+
+
+def second_order_loss(model, target: SecondOrderTarget, p: int) -> torch.Tensor:
+    """MSE of the even response of H − E·S (eV²) plus that of S over the stored block elements of pair ``p``."""
+    eH, eS = second_order_errors(model, target, p, create_graph=True)
+    count = target.mask[p].sum().clamp_min(1.0)
+    return (eH.pow(2).sum() + eS.pow(2).sum()) / count
+
+
+@torch.no_grad()
+def second_order_metrics(model, targets: Sequence[SecondOrderTarget]) -> dict:
+    """Over every stored pair: the RMS of the reference's even response of H (meV), the model's RMS error and
+    mean error (meV: a systematic curvature shows as a mean), all blocks and the interlayer ones alone (γ₁)."""
+    if not targets:
+        return {}
+    sums = {}
+    for t in targets:
+        t = t.to("cpu", model.dtype)
+        for p in range(len(t.displacements)):
+            H2, _ = model_even_response(model, t, p)
+            for part, sel in (("", t.mask[p]), ("_interlayer", t.mask[p] * t.interlayer[:, None, None])):
+                acc = sums.setdefault(part, np.zeros(4))
+                d = (H2 - t.dH2[p]) * sel
+                acc += [float(d.pow(2).sum()), float((t.dH2[p] * sel).pow(2).sum()), float(d.sum()), float(sel.sum())]
+    out = {}
+    for part, (err, ref, signed, count) in sums.items():
+        count = max(count, 1.0)
+        out[f"second_order_H{part}_rms_error_meV"] = 1e3 * float(np.sqrt(err / count))
+        out[f"second_order_H{part}_mean_error_meV"] = 1e3 * signed / count
+        out[f"second_order_H{part}_rms_reference_meV"] = 1e3 * float(np.sqrt(ref / count))
     return out

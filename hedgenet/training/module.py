@@ -57,6 +57,7 @@ class TrainingModule(L.LightningModule):
         seed: int = 0,
         coupling_targets: list | None = None,
         block_edge_fraction: float = 1.0,
+        second_order_targets: list | None = None,
     ):
         super().__init__()
         self.model = model
@@ -79,6 +80,11 @@ class TrainingModule(L.LightningModule):
         # displacement per probe, in turn, every couplings_every_n_steps steps
         self.coupling_targets = list(coupling_targets or []) if self.loss_weights.get("couplings", 0) > 0 else []
         self.coupling_every = int(probes.get("couplings_every_n_steps", 1))
+        # the second-order loss: the reference's even response of thermal ± pairs (hedgenet.training.couplings), one
+        # stored pair per probe, in turn, every second_order_every_n_steps steps
+        self.second_order_targets = (list(second_order_targets or []) if self.loss_weights.get("second_order", 0) > 0
+                                     else [])
+        self.second_order_every = int(probes.get("second_order_every_n_steps", 1))
         # each training step's H and S losses on a random fraction of the block edges (drawn from (seed, step): a
         # resumed run draws the same ones); validation and testing see every edge
         if not 0.0 < float(block_edge_fraction) <= 1.0:
@@ -112,6 +118,9 @@ class TrainingModule(L.LightningModule):
         if self.coupling_targets and self.global_step % self.coupling_every == 0:
             parts["couplings"] = self._coupling_loss(self.global_step // self.coupling_every)
             loss = loss + self.loss_weights["couplings"] * parts["couplings"]
+        if self.second_order_targets and self.global_step % self.second_order_every == 0:
+            parts["second_order"] = self._second_order_loss(self.global_step // self.second_order_every)
+            loss = loss + self.loss_weights["second_order"] * parts["second_order"]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
@@ -165,12 +174,23 @@ class TrainingModule(L.LightningModule):
         and their stored displacements in turn, so a resumed run continues the same sequence."""
         from hedgenet.training.couplings import coupling_loss
 
-        t = self.coupling_targets[probe % len(self.coupling_targets)]
-        key = ("couplings", probe % len(self.coupling_targets), str(self.device))
-        if key not in self._fc_on_device:
-            self._fc_on_device[key] = t.to(self.device, self.model.dtype)
-        t = self._fc_on_device[key]
+        t = self._probe_target("couplings", self.coupling_targets, probe)
         return coupling_loss(self.model, t, (probe // len(self.coupling_targets)) % len(t.displaced))
+
+    def _second_order_loss(self, probe: int) -> torch.Tensor:
+        """The second-order loss (:func:`hedgenet.training.couplings.second_order_loss`) of probe ``probe``: the
+        targets and their stored ± pairs in turn, so a resumed run continues the same sequence."""
+        from hedgenet.training.couplings import second_order_loss
+
+        t = self._probe_target("second_order", self.second_order_targets, probe)
+        return second_order_loss(self.model, t, (probe // len(self.second_order_targets)) % len(t.displacements))
+
+    def _probe_target(self, name: str, targets: list, probe: int):
+        """Target ``probe`` (round robin over ``targets``) on this module's device and dtype, moved once."""
+        key = (name, probe % len(targets), str(self.device))
+        if key not in self._fc_on_device:
+            self._fc_on_device[key] = targets[probe % len(targets)].to(self.device, self.model.dtype)
+        return self._fc_on_device[key]
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:

@@ -213,6 +213,27 @@ def coupling_targets(cfg: DictConfig, model) -> list:
     return targets
 
 
+def second_order_targets(cfg: DictConfig, model) -> list:
+    """The reference's even response of ± pairs stored in the training datasets (for the final metrics whatever the
+    weight; the loss uses them when its weight is > 0). A weight > 0 with none stored is refused with the fix."""
+    from hedgenet.training.couplings import load_second_order_targets
+
+    if float(cfg.train.loss_weights.get("second_order", 0.0)) <= 0:
+        return load_second_order_targets(list(cfg.data.paths), model) if "H" in model.outputs else []
+    if "H" not in model.outputs:
+        raise ConfigError(f"train.loss_weights.second_order > 0 with task={cfg.task}: the model predicts no H. Fix: "
+                          "task=joint or hamiltonian, or train.loss_weights.second_order=0")
+    if int(cfg.train.force_constants.get("second_order_every_n_steps", 1)) < 1:
+        raise ConfigError("train.force_constants.second_order_every_n_steps must be ≥ 1. Fix: e.g. 2")
+    targets = load_second_order_targets(list(cfg.data.paths), model)
+    if not targets:
+        raise ConfigError(f"train.loss_weights.second_order > 0 but none of the datasets {list(cfg.data.paths)} "
+                          "stores the reference's second-order response. Fix: rerun hedgenet-label on them with "
+                          "dataset.second_order.n_pairs=4 (it adds it, the samples are kept), or "
+                          "train.loss_weights.second_order=0")
+    return targets
+
+
 def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_seed: int | None = None) -> dict:
     """One model's training in ``run_dir``; ``bootstrap_seed``: train on a resample (with replacement) of the
     training split drawn with that seed (a committee member's data subset)."""
@@ -233,7 +254,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         predict_batches,
     )
     from hedgenet.training.factory import build_model
-    from hedgenet.training.couplings import coupling_metrics
+    from hedgenet.training.couplings import coupling_metrics, second_order_metrics
     from hedgenet.training.force_constants import force_constant_metrics
     from hedgenet.training.last_layer import fit_uncertainty
     from hedgenet.training.module import TrainingModule
@@ -274,12 +295,14 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     stats["hamiltonian_shift_eV"] = float(model.hamiltonian_shift_eV)
     fc_targets = force_constant_targets(cfg, model)
     c_targets = coupling_targets(cfg, model)
+    so_targets = second_order_targets(cfg, model)
     try:
         module = TrainingModule(
             model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
             resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
             force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
             seed=int(cfg.seed), coupling_targets=c_targets, block_edge_fraction=float(cfg.train.block_edge_fraction),
+            second_order_targets=so_targets,
         )
     except ValueError as err:  # a setting out of range (e.g. train.block_edge_fraction): the message names the fix
         raise ConfigError(str(err)) from err
@@ -346,6 +369,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     metrics.update(inference_time(final, dm.graphs["val"]))
     metrics.update(force_constant_metrics(final, fc_targets))
     metrics.update(coupling_metrics(final, c_targets))
+    metrics.update(second_order_metrics(final, so_targets))   # of the stored pairs (trained on when weighted)
     # held-out test: data.test_paths (other datasets) if given, else the test_fraction split
     builder = final.graph_builder()
     test_graphs = [builder(s) for s in test_samples] if test_samples else dm.graphs["test"]
@@ -363,7 +387,7 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     metrics.update(
         train_time_s=train_time, n_parameters=count_parameters(final), n_train=len(dm.graphs["train"]),
         n_val=len(dm.graphs["val"]), n_test=len(test_graphs), n_force_constant_targets=len(fc_targets),
-        n_coupling_targets=len(c_targets),
+        n_coupling_targets=len(c_targets), n_second_order_targets=len(so_targets),
         epochs=cfg.train.max_epochs, epochs_trained=epochs_trained(trainer, history), init_statistics=stats,
     )
     for cb in extra_callbacks:
