@@ -72,8 +72,8 @@ def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
     training killed before it finished resumes from its last checkpoint (as the pipeline's train stage does)."""
     summary = run_dir / "summary.json"
     if not summary.exists():
-        if name == "train" and (run_dir / "checkpoints" / "last.ckpt").exists():
-            overrides = (*overrides, "train.resume=last")
+        if name == "train":
+            overrides = (*overrides, "train.resume=auto")
         env = {**os.environ, "HEDGENET_ROOT": str(root)}
         cmd = [sys.executable, "-m", f"hedgenet.cli.{name}", *overrides, f"hydra.run.dir={run_dir}"]
         t0 = time.perf_counter()

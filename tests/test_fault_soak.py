@@ -103,7 +103,7 @@ def test_soak_random_kills_in_labelling_and_training(tmp_path, tiny_root):
         for key in ("positions", "energy", "forces", "H", "S"):
             np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-9, err_msg=f"sample {a['sample_id']} {key}")
 
-    # ---- training: one run directory, killed and resumed (train.resume=last, as the pipeline does)
+    # ---- training: one run directory, killed and resumed (train.resume=auto, as the pipeline does)
     troot = tiny_root(tmp_path / "train")
     run = troot / "runs" / "soak"
     train = [str(BIN / "hedgenet-train"), f"data.paths=[{troot}/data/tiny.h5]", *TINY_TRAIN, "logger=csv",
@@ -111,8 +111,7 @@ def test_soak_random_kills_in_labelling_and_training(tmp_path, tiny_root):
     for k, (delay, sig) in enumerate(_kill_plan(rng, 5.0, 14.0)):  # until TRAIN_KILLS kills landed
         if counts["train_kill_points"] >= TRAIN_KILLS or k >= TRAIN_KILLS + 8:
             break
-        resume = ["train.resume=last"] if (run / "checkpoints" / "last.ckpt").exists() else []
-        how, rc = _run_and_maybe_kill([*train, *resume, f"hydra.run.dir={run}"], troot, delay, sig)
+        how, rc = _run_and_maybe_kill([*train, "train.resume=auto", f"hydra.run.dir={run}"], troot, delay, sig)
         if how == "killed":
             counts["train_kill_points"] += 1
             counts["sigterm" if sig == signal.SIGTERM else "sigkill"] += 1
@@ -122,8 +121,7 @@ def test_soak_random_kills_in_labelling_and_training(tmp_path, tiny_root):
             counts["runs_that_ended_before_their_kill"] += 1
             counts["stuck_reruns"] += rc != 0
     if not (run / "model.pt").exists():
-        resume = ["train.resume=last"] if (run / "checkpoints" / "last.ckpt").exists() else []
-        how, rc = _run_and_maybe_kill([*train, *resume, f"hydra.run.dir={run}"], troot, None, None)
+        how, rc = _run_and_maybe_kill([*train, "train.resume=auto", f"hydra.run.dir={run}"], troot, None, None)
         counts["stuck_reruns"] += rc != 0
     how, rc = _run_and_maybe_kill([*train, f"hydra.run.dir={troot}/runs/straight"], troot, None, None)
     assert rc == 0

@@ -74,7 +74,7 @@ def test_pipeline_end_to_end_with_kill_resume_and_cache(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "label: cached" in out
     assert label_done.stat().st_mtime == stamp
-    assert "train.resume=last" in (stage_dirs(tmp_path, "train")[0] / "command.txt").read_text()
+    assert "resuming from" in (stage_dirs(tmp_path, "train")[0] / "stage.log").read_text()  # train.resume=auto
     for f in ("report.md", "report.html", "headline.json", "stages.json", "resolved_config.yaml"):
         assert (run_dir / f).exists(), f
     html = (run_dir / "report.html").read_text()

@@ -203,8 +203,8 @@ def stage_command(stage: Stage, by_name: dict) -> list[str]:
         args.append(f"{key}=[{target}]" if key in ("data.paths", "seed_data") else f"{key}={target}")
     if stage.kind in ("label", "fermi_velocity", "active"):
         args.append("progress=false")
-    if stage.kind == "train" and (stage.dir / "checkpoints" / "last.ckpt").exists():
-        args.append("train.resume=last")  # killed during training: continue from the last epoch
+    if stage.kind == "train":
+        args.append("train.resume=auto")  # killed during training: continue from the last epoch
     return [str(Path(sys.executable).parent / prog), *args, f"hydra.run.dir={stage.dir}"]
 
 

@@ -38,7 +38,7 @@ def check_committee_config(cfg: DictConfig) -> int | None:
     if int(size) < 2:
         raise ConfigError(f"committee.size={size}: a committee needs at least 2 members (the spread of one model is "
                           "undefined). Fix: committee.size=4 (or leave committee.size unset for a single model)")
-    if cfg.train.resume is not None:
+    if cfg.train.resume not in (None, "auto"):
         raise ConfigError("train.resume is set together with committee.size: a committee resumes by itself. Fix: drop "
                           "train.resume and rerun the same command with the same hydra.run.dir (finished members are "
                           "kept, an interrupted one continues from its last checkpoint)")
@@ -94,8 +94,8 @@ def train_committee(cfg: DictConfig, run_dir: Path, extra_callbacks: list, train
             member_metrics.append(json.loads((mdir / "metrics.json").read_text()))
         else:
             stamp.write_text(json.dumps(fingerprint, indent=1))
+            mcfg.train.resume = "auto"
             if (mdir / "checkpoints" / "last.ckpt").exists():
-                mcfg.train.resume = "last"
                 print(f"committee member {k}/{size}: resuming from {mdir / 'checkpoints' / 'last.ckpt'}", file=sys.stderr)
             else:
                 print(f"committee member {k}/{size}: training (seed {mcfg.seed}"

@@ -309,10 +309,15 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
 
     history = run_dir / "history.jsonl"
     resume = cfg.train.resume
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume == "auto":  # the run directory's last checkpoint when a killed run left one, else a fresh start
+        resume = "last" if last.exists() else None
     if resume == "last":
-        resume = str(run_dir / "checkpoints" / "last.ckpt")
+        resume = str(last)
     if resume is not None and not Path(resume).exists():
         raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    if resume is not None:
+        print(f"resuming from {resume}", file=sys.stderr)
     from hedgenet.training.callbacks import (
         AtomicCheckpointIO,
         HistoryWriter,
