@@ -251,7 +251,8 @@ def test_second_order_response_is_stored_mapped_onto_the_models_blocks_and_learn
     from hedgenet.orbitals.layout import OrbitalLayout
     from hedgenet.reference import make_reference
     from hedgenet.reference.xtb import GFN1_SHELLS
-    from hedgenet.training.couplings import load_second_order_targets, second_order_loss
+    from hedgenet.graphs import block_edge_sample
+    from hedgenet.training.couplings import load_second_order_targets, second_order_errors, second_order_loss
 
     path = root / "data" / "so.h5"
     shutil.copy(base_dataset, path)
@@ -294,9 +295,15 @@ def test_second_order_response_is_stored_mapped_onto_the_models_blocks_and_learn
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0], losses
+    # a training probe on a random part of the block edges (train.block_edge_fraction) gives those edges' errors
+    keep = block_edge_sample(target.graph, 0.3, torch.Generator().manual_seed(0))
+    assert 0 < len(keep) < target.dH2.shape[1]
+    with torch.no_grad():
+        assert torch.allclose(second_order_errors(model, target, 1, keep=keep)[0],
+                              second_order_errors(model, target, 1)[0][keep], atol=1e-10)
     env = {**os.environ, "HEDGENET_ROOT": str(root), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     common = ["reference.block_cutoff=4.0", "model.size.channels=4", "model.size.num_layers=1",
-              "train.loss_weights.second_order=100.0", "train.max_epochs=1", "train.uncertainty.method=null"]
+              "train.loss_weights.second_order=100.0", "train.block_edge_fraction=0.5", "train.max_epochs=1", "train.uncertainty.method=null"]
     refused = subprocess.run([str(BIN / "hedgenet-train"), f"data.paths=[{base_dataset}]", *common,
                               f"hydra.run.dir={root}/runs/so_refused"], cwd=root, env=env, capture_output=True,
                              text=True, timeout=300)

@@ -240,12 +240,18 @@ def subsample_block_edges(graph: Graph, fraction: float, generator: torch.Genera
     block elements, stay unbiased estimates of the full ones: a training step pays for the block heads on a
     fraction of the edges. ``block_reverse`` is renumbered into the kept list. ``fraction`` ≥ 1 returns ``graph``.
     """
-    if not 0.0 < fraction:
-        raise ValueError(f"block-edge fraction {fraction} must be in (0, 1]. Fix: train.block_edge_fraction=1.0 "
-                         "keeps every block edge")
     graph = as_graph(graph)
     if graph.block_index is None or fraction >= 1.0:
         return graph
+    return keep_block_edges(graph, block_edge_sample(graph, fraction, generator))
+
+
+def block_edge_sample(graph: Graph, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The indices of a random ``fraction`` of ``graph``'s block edges, each with its reverse (sorted): the draw of
+    :func:`subsample_block_edges`, for arrays that live on those edges too."""
+    if not 0.0 < fraction:
+        raise ValueError(f"block-edge fraction {fraction} must be in (0, 1]. Fix: train.block_edge_fraction=1.0 "
+                         "keeps every block edge")
     n = graph.block_index.shape[1]
     rev = graph.block_reverse
     device = rev.device
@@ -255,6 +261,13 @@ def subsample_block_edges(graph: Graph, fraction: float, generator: torch.Genera
     keep = (picked | picked[rev]).nonzero().squeeze(1)
     if keep.numel() == 0:  # a tiny graph and an unlucky draw: keep one pair
         keep = torch.unique(torch.stack([torch.zeros((), dtype=torch.long, device=device), rev[0]]))
+    return keep
+
+
+def keep_block_edges(graph: Graph, keep: torch.Tensor) -> Graph:
+    """``graph`` with the block edges ``keep`` (sorted indices, closed under reversal) and their labels;
+    ``block_reverse`` renumbered into the kept list."""
+    n, rev, device = graph.block_index.shape[1], graph.block_reverse, graph.block_reverse.device
     renumber = torch.full((n,), -1, dtype=torch.long, device=device)
     renumber[keep] = torch.arange(keep.numel(), device=device)
 

@@ -209,36 +209,41 @@ def load_second_order_targets(paths: Sequence[str], model) -> list[SecondOrderTa
     return targets
 
 
-def model_even_response(model, target: SecondOrderTarget, p: int, create_graph: bool = False):
+def model_even_response(model, target: SecondOrderTarget, p: int, create_graph: bool = False, keep=None):
     """The model's ½[H(u) + H(−u)] − H(0) and the same of S (E, n, n) of stored pair ``p`` (one batched call of
-    the three cells, blocks only); differentiable in the model's parameters when ``create_graph``."""
-    from hedgenet.graphs import collate
+    the three cells, blocks only), on the block edges ``keep`` (indices, closed under reversal:
+    :func:`hedgenet.graphs.block_edge_sample`) or all; differentiable in the model's parameters when
+    ``create_graph``."""
+    from hedgenet.graphs import collate, keep_block_edges
 
-    graph = target.graph
+    graph = target.graph if keep is None else keep_block_edges(target.graph, keep)
     pos = graph.pos.detach().to(model.dtype)
     u = target.displacements[p].to(pos)
     copies = [dataclasses.replace(graph, pos=pos + u), dataclasses.replace(graph, pos=pos - u), graph]
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         out = model(collate(copies), training=create_graph, compute_forces=False, compute_virial=False)
-    e, n = target.dH2.shape[1], target.dH2.shape[-1]
+    e, n = graph.block_index.shape[1], target.dH2.shape[-1]
     H, S = out["H"][:, :n, :n].reshape(3, e, n, n), out["S"][:, :n, :n].reshape(3, e, n, n)
     return 0.5 * (H[0] + H[1]) - H[2], 0.5 * (S[0] + S[1]) - S[2]
 
 
-def second_order_errors(model, target: SecondOrderTarget, p: int, create_graph: bool = False):
-    """Model minus reference even response of H − E·S (eV) and of S, (E, n, n) each, of stored pair ``p``, zero
-    where masked (E: the model's Hamiltonian gauge, as for :func:`coupling_errors`)."""
-    H2, S2 = model_even_response(model, target, p, create_graph)
-    mask = target.mask[p]
-    eS = (S2 - target.dS2[p]) * mask
+def second_order_errors(model, target: SecondOrderTarget, p: int, create_graph: bool = False, keep=None):
+    """Model minus reference even response of H − E·S (eV) and of S, (E, n, n) each, of stored pair ``p`` on the
+    block edges ``keep`` (or all), zero where masked (E: the model's Hamiltonian gauge, as for
+    :func:`coupling_errors`)."""
+    H2, S2 = model_even_response(model, target, p, create_graph, keep)
+    sel = slice(None) if keep is None else keep
+    mask, dH2, dS2 = target.mask[p][sel], target.dH2[p][sel], target.dS2[p][sel]
+    eS = (S2 - dS2) * mask
     shift = float(getattr(model, "hamiltonian_shift_eV", 0.0))
-    return (H2 - target.dH2[p]) * mask - shift * eS, eS
+    return (H2 - dH2) * mask - shift * eS, eS
 
 
-def second_order_loss(model, target: SecondOrderTarget, p: int) -> torch.Tensor:
-    """MSE of the even response of H − E·S (eV²) plus that of S over the stored block elements of pair ``p``."""
-    eH, eS = second_order_errors(model, target, p, create_graph=True)
-    count = target.mask[p].sum().clamp_min(1.0)
+def second_order_loss(model, target: SecondOrderTarget, p: int, keep=None) -> torch.Tensor:
+    """MSE of the even response of H − E·S (eV²) plus that of S over the stored block elements of pair ``p`` (on
+    the block edges ``keep``, an unbiased estimate of the MSE over all, or on all)."""
+    eH, eS = second_order_errors(model, target, p, create_graph=True, keep=keep)
+    count = target.mask[p][slice(None) if keep is None else keep].sum().clamp_min(1.0)
     return (eH.pow(2).sum() + eS.pow(2).sum()) / count
 
 

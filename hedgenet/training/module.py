@@ -179,11 +179,18 @@ class TrainingModule(L.LightningModule):
 
     def _second_order_loss(self, probe: int) -> torch.Tensor:
         """The second-order loss (:func:`hedgenet.training.couplings.second_order_loss`) of probe ``probe``: the
-        targets and their stored ± pairs in turn, so a resumed run continues the same sequence."""
+        targets and their stored ± pairs in turn, so a resumed run continues the same sequence; on the fraction
+        ``train.block_edge_fraction`` of the block edges (drawn from (seed, probe)) as the H loss."""
         from hedgenet.training.couplings import second_order_loss
 
+        from hedgenet.graphs import block_edge_sample
+
         t = self._probe_target("second_order", self.second_order_targets, probe)
-        return second_order_loss(self.model, t, (probe // len(self.second_order_targets)) % len(t.displacements))
+        keep = None
+        if self.block_edge_fraction < 1.0:  # the block edges of this probe: as many as a training step's, drawn anew
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + probe) * 64 + 63)
+            keep = block_edge_sample(t.graph, self.block_edge_fraction, gen)
+        return second_order_loss(self.model, t, (probe // len(self.second_order_targets)) % len(t.displacements), keep)
 
     def _probe_target(self, name: str, targets: list, probe: int):
         """Target ``probe`` (round robin over ``targets``) on this module's device and dtype, moved once."""
