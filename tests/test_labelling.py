@@ -407,6 +407,7 @@ def test_shards_via_submitit_local_and_merge(root, base_dataset):
         (["dataset.shard_index=3", "dataset.num_shards=2"], "shard_index=3"),
         (["dataset.force_constants_supercell=[6,6]"], "folds K onto Γ"),  # the training target would be wrong
         (["dataset.force_constants_supercell=[0,5]"], "a supercell is 2 (or 3) whole numbers"),
+        (["dataset.second_order.n_pairs=4", "dataset.second_order.temperature_K=0"], "dataset.second_order.n_pairs=8"),
     ],
 )
 def test_bad_inputs_fail_at_start_with_a_clear_message(root, base_dataset, overrides, expected):

@@ -60,6 +60,11 @@ def check_label_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"dataset.shard_index={d.shard_index} must lie in [0, dataset.num_shards={d.num_shards})"
         )
+    so = d.second_order
+    if so.n_pairs < 0 or not (math.isfinite(float(so.temperature_K)) and so.temperature_K > 0):
+        raise ConfigError(f"dataset.second_order: n_pairs={so.n_pairs}, temperature_K={so.temperature_K}: the pairs "
+                          "must be ≥ 0 and their temperature > 0 K. Fix: e.g. dataset.second_order.n_pairs=8 "
+                          "dataset.second_order.temperature_K=300, or n_pairs=0 for none")
     if d.rattle.n_per_amplitude < 0 or d.thermal.n_per_temperature < 0:
         raise ConfigError("dataset.rattle.n_per_amplitude and dataset.thermal.n_per_temperature must be ≥ 0")
     if d.rattle.n_per_amplitude * len(d.rattle.amplitudes_A) + d.thermal.n_per_temperature * len(

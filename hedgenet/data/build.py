@@ -120,14 +120,9 @@ def store_couplings(store, couplings_of, cell, delta_A: float) -> None:
 
 
 def second_order_request(dataset: dict) -> tuple[int, float]:
-    """(pairs, temperature K) of ``dataset.second_order``: (0, ·) when none is asked for; refused with the fix when
-    out of range."""
+    """(pairs, temperature K) of ``dataset.second_order`` (checked by hedgenet-label at start): (0, ·) for none."""
     so = dataset.get("second_order") or {}
-    pairs, T = int(so.get("n_pairs", 0) or 0), float(so.get("temperature_K", 300.0))
-    if pairs < 0 or T <= 0:
-        raise ValueError(f"dataset.second_order={dict(so)}: n_pairs must be ≥ 0 and temperature_K > 0 K. Fix: e.g. "
-                         "dataset.second_order.n_pairs=4 dataset.second_order.temperature_K=300, or n_pairs=0 for none")
-    return pairs, T
+    return int(so.get("n_pairs", 0) or 0), float(so.get("temperature_K", 300.0))
 
 
 def store_second_order(store, blocks_of, cell, phonon, pairs: int, temperature_K: float, seed: int) -> None:
