@@ -778,6 +778,16 @@ FORCE_CONSTANT_KEYS = ("force_constants", "force_constants_cell", "couplings")
 couplings dH/du, dS/du of that cell."""
 
 
+def stored_in(paths, read: str):
+    """(path, store, value) for each dataset file of ``paths`` whose ``DatasetStore.<read>()`` (e.g.
+    ``read_couplings``) returns something: the files that store a training target."""
+    for p in paths:
+        store = DatasetStore(p)
+        value = getattr(store, read)()
+        if value is not None:
+            yield p, store, value
+
+
 def _as_atoms(ref: dict):
     from ase import Atoms
 

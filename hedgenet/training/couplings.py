@@ -57,14 +57,10 @@ class CouplingTarget:
 def load_coupling_targets(paths: Sequence[str], model) -> list[CouplingTarget]:
     """The coupling targets of the dataset files that store couplings of their force-constant cell (``[]`` when
     none does), on ``model``'s block edges of that cell."""
-    from hedgenet.data.store import DatasetStore
+    from hedgenet.data.store import stored_in
 
     targets = []
-    for p in paths:
-        store = DatasetStore(p)
-        c = store.read_couplings()
-        if c is None:
-            continue
+    for p, store, c in stored_in(paths, "read_couplings"):
         atoms = store.force_constants_cell_atoms()
         if c["n_atoms"] != len(atoms):
             raise ValueError(f"the couplings stored in {p} belong to a {c['n_atoms']}-atom cell, its force constants "
@@ -192,14 +188,10 @@ class SecondOrderTarget:
 def load_second_order_targets(paths: Sequence[str], model) -> list[SecondOrderTarget]:
     """The second-order targets of the dataset files that store them (``[]`` when none does), on ``model``'s block
     edges of their labelling cell."""
-    from hedgenet.data.store import DatasetStore
+    from hedgenet.data.store import stored_in
 
     targets = []
-    for p in paths:
-        store = DatasetStore(p)
-        c = store.read_second_order()
-        if c is None:
-            continue
+    for p, store, c in stored_in(paths, "read_second_order"):
         atoms = store.reference_atoms()
         graph, (dH2, dS2), mask = _on_model_edges(model, atoms, c, (c["dH2"], c["dS2"]), c["present"])
         layer = atoms.arrays["layer"]

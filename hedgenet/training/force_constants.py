@@ -117,15 +117,11 @@ def rigid_layer_frequencies_THz(phi: np.ndarray, atoms: Atoms) -> list[float]:
 def load_force_constant_targets(paths: Sequence[str], model) -> list[ForceConstantTarget]:
     """The force-constant targets of the dataset files that store them (``[]`` when none does), as graphs of
     ``model`` (energy and forces only)."""
-    from hedgenet.data.store import DatasetStore
+    from hedgenet.data.store import stored_in
     from hedgenet.structures.supercell import primitive_cell
 
     targets = []
-    for p in paths:
-        store = DatasetStore(p)
-        fc = store.read_force_constants()
-        if fc is None:
-            continue
+    for p, store, fc in stored_in(paths, "read_force_constants"):
         atoms = store.force_constants_cell_atoms()
         n = len(atoms)
         matrix = torch.as_tensor(fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n).copy())
