@@ -120,9 +120,15 @@ def coupling_errors(model, target: CouplingTarget, k: int, create_graph: bool = 
     zero where masked; E is the model's Hamiltonian gauge (``hamiltonian_shift_eV``, the reference's Fermi level,
     or 0): the H loss's own matrix, whose errors move the states at E by nothing from the overlap's."""
     dH, dS = model_couplings(model, target, k, create_graph)
-    eS = (dS - target.dS[k]) * target.mask
+    return _gauged_errors(model, dH, dS, target.dH[k], target.dS[k], target.mask)
+
+
+def _gauged_errors(model, H, S, ref_H, ref_S, mask):
+    """Model minus reference of H − E·S and of S, zero where ``mask`` is 0; E: the model's Hamiltonian gauge
+    (``hamiltonian_shift_eV``, 0 without one)."""
+    eS = (S - ref_S) * mask
     shift = float(getattr(model, "hamiltonian_shift_eV", 0.0))
-    return (dH - target.dH[k]) * target.mask - shift * eS, eS
+    return (H - ref_H) * mask - shift * eS, eS
 
 
 def coupling_loss(model, target: CouplingTarget, k: int) -> torch.Tensor:
@@ -225,10 +231,7 @@ def second_order_errors(model, target: SecondOrderTarget, p: int, create_graph: 
     :func:`coupling_errors`)."""
     H2, S2 = model_even_response(model, target, p, create_graph, keep)
     sel = slice(None) if keep is None else keep
-    mask, dH2, dS2 = target.mask[p][sel], target.dH2[p][sel], target.dS2[p][sel]
-    eS = (S2 - dS2) * mask
-    shift = float(getattr(model, "hamiltonian_shift_eV", 0.0))
-    return (H2 - dH2) * mask - shift * eS, eS
+    return _gauged_errors(model, H2, S2, target.dH2[p][sel], target.dS2[p][sel], target.mask[p][sel])
 
 
 def second_order_loss(model, target: SecondOrderTarget, p: int, keep=None) -> torch.Tensor:

@@ -181,9 +181,8 @@ class TrainingModule(L.LightningModule):
         """The second-order loss (:func:`hedgenet.training.couplings.second_order_loss`) of probe ``probe``: the
         targets and their stored ± pairs in turn, so a resumed run continues the same sequence; on the fraction
         ``train.block_edge_fraction`` of the block edges (drawn from (seed, probe)) as the H loss."""
-        from hedgenet.training.couplings import second_order_loss
-
         from hedgenet.graphs import block_edge_sample
+        from hedgenet.training.couplings import second_order_loss
 
         t = self._probe_target("second_order", self.second_order_targets, probe)
         keep = None

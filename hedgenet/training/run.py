@@ -198,19 +198,8 @@ def coupling_targets(cfg: DictConfig, model) -> list:
     without the term would be the run it was not)."""
     from hedgenet.training.couplings import load_coupling_targets
 
-    if float(cfg.train.loss_weights.get("couplings", 0.0)) <= 0:
-        return load_coupling_targets(list(cfg.data.paths), model) if "H" in model.outputs else []
-    if "H" not in model.outputs:
-        raise ConfigError(f"train.loss_weights.couplings > 0 with task={cfg.task}: the model predicts no H. Fix: "
-                          "task=joint or hamiltonian, or train.loss_weights.couplings=0")
-    if int(cfg.train.force_constants.couplings_every_n_steps) < 1:
-        raise ConfigError("train.force_constants.couplings_every_n_steps must be ≥ 1. Fix: e.g. 2")
-    targets = load_coupling_targets(list(cfg.data.paths), model)
-    if not targets:
-        raise ConfigError(f"train.loss_weights.couplings > 0 but none of the datasets {list(cfg.data.paths)} stores "
-                          "the reference's couplings. Fix: rerun hedgenet-label on them with dataset.couplings=true "
-                          "(it adds them, the samples are kept), or train.loss_weights.couplings=0")
-    return targets
+    return _block_targets(cfg, model, "couplings", load_coupling_targets, "the reference's couplings",
+                          "dataset.couplings=true (it adds them, the samples are kept)")
 
 
 def second_order_targets(cfg: DictConfig, model) -> list:
@@ -218,19 +207,28 @@ def second_order_targets(cfg: DictConfig, model) -> list:
     weight; the loss uses them when its weight is > 0). A weight > 0 with none stored is refused with the fix."""
     from hedgenet.training.couplings import load_second_order_targets
 
-    if float(cfg.train.loss_weights.get("second_order", 0.0)) <= 0:
-        return load_second_order_targets(list(cfg.data.paths), model) if "H" in model.outputs else []
+    return _block_targets(cfg, model, "second_order", load_second_order_targets,
+                          "the reference's second-order response",
+                          "dataset.second_order.n_pairs=4 (it adds it, the samples are kept)")
+
+
+def _block_targets(cfg: DictConfig, model, key: str, load, what: str, label_fix: str) -> list:
+    """The targets of the H-block loss ``train.loss_weights.<key>`` that ``load(paths, model)`` finds in the training
+    datasets; with a weight > 0: refused when the model predicts no H, the probe interval
+    ``train.force_constants.<key>_every_n_steps`` is < 1, or no dataset stores ``what`` (``label_fix``: the
+    hedgenet-label setting that adds it)."""
+    paths = list(cfg.data.paths)
+    if float(cfg.train.loss_weights.get(key, 0.0)) <= 0:
+        return load(paths, model) if "H" in model.outputs else []
     if "H" not in model.outputs:
-        raise ConfigError(f"train.loss_weights.second_order > 0 with task={cfg.task}: the model predicts no H. Fix: "
-                          "task=joint or hamiltonian, or train.loss_weights.second_order=0")
-    if int(cfg.train.force_constants.get("second_order_every_n_steps", 1)) < 1:
-        raise ConfigError("train.force_constants.second_order_every_n_steps must be ≥ 1. Fix: e.g. 2")
-    targets = load_second_order_targets(list(cfg.data.paths), model)
+        raise ConfigError(f"train.loss_weights.{key} > 0 with task={cfg.task}: the model predicts no H. Fix: "
+                          f"task=joint or hamiltonian, or train.loss_weights.{key}=0")
+    if int(cfg.train.force_constants.get(f"{key}_every_n_steps", 1)) < 1:
+        raise ConfigError(f"train.force_constants.{key}_every_n_steps must be ≥ 1. Fix: e.g. 2")
+    targets = load(paths, model)
     if not targets:
-        raise ConfigError(f"train.loss_weights.second_order > 0 but none of the datasets {list(cfg.data.paths)} "
-                          "stores the reference's second-order response. Fix: rerun hedgenet-label on them with "
-                          "dataset.second_order.n_pairs=4 (it adds it, the samples are kept), or "
-                          "train.loss_weights.second_order=0")
+        raise ConfigError(f"train.loss_weights.{key} > 0 but none of the datasets {paths} stores {what}. Fix: rerun "
+                          f"hedgenet-label on them with {label_fix}, or train.loss_weights.{key}=0")
     return targets
 
 
