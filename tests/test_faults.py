@@ -167,6 +167,32 @@ def test_damaged_chunk_names_the_sample(tiny_dataset, tmp_path, damage):
     assert store.drop([1]) == [1] and store.ids() == [0, 2]  # a rerun of hedgenet-label relabels it
 
 
+def test_stored_second_order_is_replaced_in_place_and_refused_when_not_finite(tiny_dataset, tmp_path):
+    store = DatasetStore(tmp_path / "so.h5")
+    shutil.copyfile(tiny_dataset, store.path)
+    ids, n = store.ids(), len(store.read_reference()["numbers"])
+    e, m = 5, 4
+    rng = np.random.default_rng(0)
+    edges, shifts, n_orb = rng.integers(0, n, (2, e)), np.zeros((e, 3), int), np.full(n, m)
+
+    def put(pairs, value):
+        dH2 = np.full((pairs, e, m, m), value, dtype=np.float32)
+        store.add_second_order(rng.normal(size=(pairs, n, 3)), dH2, dH2 / 10, np.ones((pairs, e), bool),
+                               edges, shifts, n_orb, 300.0)
+
+    put(2, 0.5)
+    put(3, 0.25)  # replaces the first: one group, the samples untouched
+    got = store.read_second_order()
+    assert store.second_order_settings() == (3, 300.0) and store.ids() == ids
+    assert got["dH2"].shape == (3, e, m, m) and np.allclose(got["dS2"], 0.025) and got["temperature_K"] == 300.0
+    np.testing.assert_array_equal(got["edge_index"], edges)
+    put(1, np.nan)
+    with pytest.raises(DatasetError, match=r"second-order response stored in .*: non-finite values\. Fix: rerun "
+                                           r"hedgenet-label"):
+        store.read_second_order()
+    assert store.ids() == ids
+
+
 def test_nan_label_is_refused_at_write_and_at_load(tiny_dataset, tmp_path, tiny_root):
     # at write: a worker's staged sample with a NaN force is recorded as failed, with the reason
     store = DatasetStore(tmp_path / "w.h5")

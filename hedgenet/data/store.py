@@ -477,14 +477,21 @@ class DatasetStore:
     def add_force_constants(self, values: np.ndarray, displacement_A: float, cell=None) -> None:
         """Store the reference's force constants (as in ``create``), replacing any stored ones (atomic; the
         samples are kept)."""
+        self._rewrite_reference(FORCE_CONSTANT_KEYS, lambda g: _put_force_constants(g, values, displacement_A, cell),
+                                "storing force constants")
+
+    def _rewrite_reference(self, keys, write, what: str) -> None:
+        """Replace the entries ``keys`` of the file's /reference group with what ``write(group)`` puts there:
+        the whole file is rewritten atomically under the lock (the samples are kept; on failure the file is
+        unchanged). ``what``: the action, for error messages."""
         with self.locked():
             buf = io.BytesIO(self.path.read_bytes())
             with h5py.File(buf, "a") as f:
-                for key in FORCE_CONSTANT_KEYS:
+                for key in keys:
                     if key in f["reference"]:
                         del f["reference"][key]
-                _put_force_constants(f["reference"], values, displacement_A, cell)
-            self._replace_with(buf.getvalue(), f"storing force constants in {self.path}", "The file is unchanged.")
+                write(f["reference"])
+            self._replace_with(buf.getvalue(), f"{what} in {self.path}", "The file is unchanged.")
 
     def add_couplings(self, atoms: np.ndarray, dH: np.ndarray, dS: np.ndarray, edge_index: np.ndarray,
                       cell_shift: np.ndarray, n_orb: np.ndarray, delta_A: float) -> None:
@@ -499,37 +506,41 @@ class DatasetStore:
             raise DatasetError(f"couplings of shape {dH.shape} / {dS.shape} do not fit {len(atoms)} displaced atoms and "
                                f"{np.asarray(cell_shift).shape[0]} block edges")
         n_cell = len(self.read_force_constants_cell()["numbers"])  # the cell they belong to
-        with self.locked():
-            buf = io.BytesIO(self.path.read_bytes())
-            with h5py.File(buf, "a") as f:
-                if "couplings" in f["reference"]:
-                    del f["reference"]["couplings"]
-                g = f["reference"].create_group("couplings")
-                g["atoms"], g["edge_index"], g["cell_shift"] = atoms, np.asarray(edge_index), np.asarray(cell_shift)
-                g["n_orb"] = np.asarray(n_orb)
-                g.create_dataset("dH", data=dH, fletcher32=True)
-                g.create_dataset("dS", data=dS, fletcher32=True)
-                g.attrs["delta_A"] = float(delta_A)
-                g.attrs["n_atoms"] = n_cell
-            self._replace_with(buf.getvalue(), f"storing couplings in {self.path}", "The file is unchanged.")
+
+        def write(reference):
+            g = _put_blocks(reference.create_group("couplings"), edge_index, cell_shift, n_orb, dH=dH, dS=dS)
+            g["atoms"] = atoms
+            g.attrs["delta_A"] = float(delta_A)
+            g.attrs["n_atoms"] = n_cell
+
+        self._rewrite_reference(("couplings",), write, "storing couplings")
 
     def read_couplings(self) -> dict | None:
         """The stored couplings (:meth:`add_couplings`: ``atoms``, ``dH``, ``dS``, ``edge_index``, ``cell_shift``,
         ``n_orb``, ``delta_A``, ``n_atoms`` of their cell), or None."""
+        out = self._read_reference_group(
+            "couplings", "the couplings", ("dH", "dS"),
+            damaged_fix="train without them (train.loss_weights.couplings=0), or relabel with dataset.couplings=true",
+            nonfinite_fix="relabel with dataset.couplings=true")
+        if out is not None:
+            out.update(delta_A=float(out["delta_A"]), n_atoms=int(out["n_atoms"]))
+        return out
+
+    def _read_reference_group(self, name: str, what: str, blocks, damaged_fix: str, nonfinite_fix: str) -> dict | None:
+        """Every array and attribute of the /reference group ``name`` (None without it), refused with the fix when
+        it is damaged or its ``blocks`` arrays are not finite (``what``: the group in words, for the errors)."""
         with self._open() as f:
-            g = f["reference"].get("couplings")
+            g = f["reference"].get(name)
             if g is None:
                 return None
             try:
                 out = {k: v[()] for k, v in g.items()}
             except (OSError, ValueError, RuntimeError) as err:
-                raise DatasetError(f"the couplings stored in {self.path} are damaged ({err}). The samples are intact. "
-                                   "Fix: train without them (train.loss_weights.couplings=0), or relabel with "
-                                   "dataset.couplings=true") from None
-            out.update(delta_A=float(g.attrs["delta_A"]), n_atoms=int(g.attrs["n_atoms"]))
-        if not (np.isfinite(out["dH"]).all() and np.isfinite(out["dS"]).all()):
-            raise DatasetError(f"the couplings stored in {self.path} are not finite. Fix: relabel with "
-                               "dataset.couplings=true")
+                raise DatasetError(f"{what} stored in {self.path}: damaged, cannot be read ({err}). The samples are intact. "
+                                   f"Fix: {damaged_fix}") from None
+            out.update(g.attrs)
+        if not all(np.isfinite(out[k]).all() for k in blocks):
+            raise DatasetError(f"{what} stored in {self.path}: non-finite values. Fix: {nonfinite_fix}")
         return out
 
     def couplings_atoms(self) -> int | None:
@@ -555,38 +566,24 @@ class DatasetStore:
                 or np.asarray(present).shape != (len(u), e):
             raise DatasetError(f"second-order response of shape {dH2.shape} / {dS2.shape} for displacements "
                                f"{u.shape} does not fit the {n_cell}-atom labelling cell and {e} block edges")
-        with self.locked():
-            buf = io.BytesIO(self.path.read_bytes())
-            with h5py.File(buf, "a") as f:
-                if "second_order" in f["reference"]:
-                    del f["reference"]["second_order"]
-                g = f["reference"].create_group("second_order")
-                g["displacements"], g["present"] = u, np.asarray(present, dtype=bool)
-                g["edge_index"], g["cell_shift"] = np.asarray(edge_index), np.asarray(cell_shift)
-                g["n_orb"] = np.asarray(n_orb)
-                g.create_dataset("dH2", data=dH2, fletcher32=True)
-                g.create_dataset("dS2", data=dS2, fletcher32=True)
-                g.attrs["temperature_K"] = float(temperature_K)
-            self._replace_with(buf.getvalue(), f"storing the second-order response in {self.path}",
-                               "The file is unchanged.")
+
+        def write(reference):
+            g = _put_blocks(reference.create_group("second_order"), edge_index, cell_shift, n_orb, dH2=dH2, dS2=dS2)
+            g["displacements"], g["present"] = u, np.asarray(present, dtype=bool)
+            g.attrs["temperature_K"] = float(temperature_K)
+
+        self._rewrite_reference(("second_order",), write, "storing the second-order response")
 
     def read_second_order(self) -> dict | None:
         """The stored second-order response (:meth:`add_second_order`: ``displacements``, ``dH2``, ``dS2``,
         ``present``, ``edge_index``, ``cell_shift``, ``n_orb``, ``temperature_K``), or None."""
-        with self._open() as f:
-            g = f["reference"].get("second_order")
-            if g is None:
-                return None
-            try:
-                out = {k: v[()] for k, v in g.items()}
-            except (OSError, ValueError, RuntimeError) as err:
-                raise DatasetError(f"the second-order response stored in {self.path} is damaged ({err}). The samples "
-                                   "are intact. Fix: train without it (train.loss_weights.second_order=0), or rerun "
-                                   "hedgenet-label on the file (it stores it again)") from None
-            out["temperature_K"] = float(g.attrs["temperature_K"])
-        if not (np.isfinite(out["dH2"]).all() and np.isfinite(out["dS2"]).all()):
-            raise DatasetError(f"the second-order response stored in {self.path} is not finite. Fix: rerun "
-                               "hedgenet-label on the file")
+        out = self._read_reference_group(
+            "second_order", "the second-order response", ("dH2", "dS2"),
+            damaged_fix="train without it (train.loss_weights.second_order=0), or rerun hedgenet-label on the file "
+                        "(it stores it again)",
+            nonfinite_fix="rerun hedgenet-label on the file")
+        if out is not None:
+            out["temperature_K"] = float(out["temperature_K"])
         return out
 
     def second_order_settings(self) -> tuple[int, float] | None:
@@ -812,6 +809,15 @@ def _put_force_constants(group, values, displacement_A: float, cell=None) -> Non
         g["pbc"] = np.asarray(cell.pbc)
     d = group.create_dataset("force_constants", data=values, fletcher32=True)
     d.attrs["displacement_A"] = float(displacement_A)
+
+
+def _put_blocks(group, edge_index, cell_shift, n_orb, **blocks):
+    """Write block arrays (``name=array``, checksummed) with the block edges they live on into ``group``."""
+    group["edge_index"], group["cell_shift"] = np.asarray(edge_index), np.asarray(cell_shift)
+    group["n_orb"] = np.asarray(n_orb)
+    for name, values in blocks.items():
+        group.create_dataset(name, data=values, fletcher32=True)
+    return group
 
 
 def _write_all(fd: int, data: bytes) -> None:
