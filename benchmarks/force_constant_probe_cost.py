@@ -1,7 +1,9 @@
 """What one training step costs, by part: a training cell (with the H and S losses on all its block edges, on a
 random fraction of them, and without the H and S heads), a random force-constant probe on the stored
 force-constant cell, and a rigid interlayer probe on that cell and on its primitive cell (forward + backward,
-one thread, medians side by side in one run).
+one thread, medians of round-robin repeats), and the main job's two kinds of step (a training cell with a
+quarter of its block edges plus a random probe and a primitive-cell interlayer probe, or plus the interlayer probe
+alone) with the probes evaluated in passes of their own or in one pass with the cell (what training does).
 
     OMP_NUM_THREADS=1 python benchmarks/force_constant_probe_cost.py --dataset <dataset.h5 with force constants>
 
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import median_time, print_table  # noqa: E402
+from _common import print_table  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +43,8 @@ def main() -> None:
     from hedgenet.models import HedgeNet
     from hedgenet.training.data import load_samples
     from hedgenet.training.force_constants import (
-        force_constant_errors, interlayer_mode_errors, load_force_constant_targets, probe_vectors,
+        force_constant_errors, force_constant_probe, interlayer_mode_errors, interlayer_mode_probe,
+        load_force_constant_targets, predict_with_probes, probe_vectors,
     )
     from hedgenet.training.losses import total_loss
 
@@ -80,8 +85,32 @@ def main() -> None:
             (f"interlayer probe on the primitive cell ({n_prim} atoms)",
              lambda: (interlayer_mode_errors(model, target, [0], True) ** 2).mean()),
         ]
-        for name, fn in cases:
-            t, _ = median_time(step(fn), repeats=args.repeats, warmup=1)
+        def main_job_step(with_random: bool, one_pass: bool, gen=torch.Generator().manual_seed(0)):
+            sub = subsample_block_edges(cell, 0.25, gen)
+            probes = ([force_constant_probe(target, probe_vectors(n_fc, 1, 0, torch.float32))] if with_random
+                      else []) + [interlayer_mode_probe(target, [0])]
+            if one_pass:
+                pred, forces = predict_with_probes(model, sub, probes)
+            else:
+                pred = model(sub, training=True)
+                forces = [model(collate(p.copies()), training=True, compute_virial=False)["forces"] for p in probes]
+            return total_loss(pred, sub, weights)[0] + sum(p.loss(f) for p, f in zip(probes, forces))
+
+        for with_random in (True, False):
+            what = "random + interlayer probe" if with_random else "interlayer probe"
+            cases += [(f"main-job step: cell (0.25 of its blocks) + {what}, {'one pass' if one else 'separate passes'}",
+                       lambda w=with_random, one=one: main_job_step(w, one)) for one in (False, True)]
+        runs = [(name, step(fn)) for name, fn in cases]
+        times = {name: [] for name, _ in runs}
+        for name, run in runs:  # warm-up
+            run()
+        for _ in range(args.repeats):  # round robin: the machine's drift hits every case alike
+            for name, run in runs:
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+        for name, _ in runs:
+            t = statistics.median(times[name])
             base = t if base is None else base
             rows.append([f"{r_intra:g}", name, t, t / base])
     print_table(["r_intra (Å)", "part of a training step (forward + backward)", "s (median)",

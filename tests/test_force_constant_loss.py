@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from hedgenet.calculators.autograd import autograd_force_constants
 from hedgenet.data.store import DatasetError, DatasetStore
 from hedgenet.models import HedgeNet
+from hedgenet.graphs import collate, subsample_block_edges
 from hedgenet.models.base import hessian_vector_products
 from hedgenet.structures import build_structure, make_supercell
 from hedgenet.structures.supercell import primitive_cell
@@ -27,6 +28,7 @@ from hedgenet.training.force_constants import (
     interlayer_mode_errors,
     layer_translation_vectors,
     load_force_constant_targets,
+    predict_with_probes,
     probe_vectors,
     rigid_layer_frequencies_THz,
 )
@@ -45,6 +47,11 @@ def bilayer():
     atoms = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35), np.diag([2, 2, 1]))
     atoms.rattle(0.02, seed=3)  # off the symmetric positions: every Hessian element is generic
     return atoms
+
+
+def probe_loss(model, probe) -> torch.Tensor:
+    """A probe's loss from the model's forces on its displaced copies, evaluated on their own."""
+    return probe.loss(model(collate(probe.copies()), training=True, compute_virial=False)["forces"])
 
 
 def target_of(model, atoms) -> ForceConstantTarget:
@@ -110,7 +117,7 @@ def test_the_loss_trains_the_models_force_constants_toward_the_targets(bilayer):
     opt = torch.optim.Adam(student.parameters(), lr=0.01)
     for step in range(40):
         opt.zero_grad()
-        loss = module._force_constant_loss(step, "absolute")
+        loss = probe_loss(student, module._force_constant_probe(step, "absolute"))
         loss.backward()
         opt.step()
     after = force_constant_metrics(student, [t])["force_constants_mae_eV_A2"]
@@ -238,7 +245,7 @@ def test_the_interlayer_loss_trains_the_rigid_layer_frequencies_toward_the_targe
     opt = torch.optim.Adam(student.parameters(), lr=0.01)
     for step in range(60):
         opt.zero_grad()
-        module._force_constant_loss(step, "interlayer").backward()
+        probe_loss(student, module._force_constant_probe(step, "interlayer")).backward()
         opt.step()
     assert error() < 0.3 * before, (before, error())
 
@@ -275,3 +282,49 @@ def test_cosine_schedule_over_the_plateau_defaults():
     assert optimizers({"name": "cosine", "eta_min": 1e-4})["lr_scheduler"].eta_min == 1e-4
     with pytest.raises(ValueError, match=r"\['warmup'\] do not apply to the cosine schedule"):
         optimizers({"name": "cosine", "warmup": 3})
+
+
+def test_a_training_step_evaluates_its_probes_with_the_cell_in_one_pass_and_gets_the_separate_numbers(tiny_dataset):
+    """The training step runs its training cell (H and S blocks, a quarter of them; virial labels) and the
+    displaced copies of its force-constant probes (a random 2×2 pattern, a rigid interlayer translation on the
+    primitive cell) through the model in one batch: predictions, probe losses and the parameter gradient equal
+    those of separate passes."""
+    from hedgenet.training.data import load_samples
+
+    samples, layout, _ = load_samples([tiny_dataset])
+    torch.manual_seed(0)
+    model = HedgeNet([6], layout=layout, size=TINY, task="joint", block_cutoff=3.5, r_intra=3.0, r_inter=3.5,
+                     dtype="float64")
+    graph = model.graph_builder()(samples[0])
+    model.init_statistics([graph])
+    batch = subsample_block_edges(collate([graph]), 0.25, torch.Generator().manual_seed(0))
+    assert batch.virial is not None and batch.block_index.shape[1] > 0
+    atoms = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35), np.diag([2, 2, 1]))
+    prim, orbit = primitive_cell(atoms)
+    phi = torch.as_tensor(np.random.default_rng(0).normal(size=(3 * len(atoms),) * 2))
+    t = ForceConstantTarget("in memory", atoms, model.energy_graph(model.graph_builder().from_atoms(atoms)),
+                            phi + phi.T, 0.01, model.energy_graph(model.graph_builder().from_atoms(prim)), orbit)
+    module = TrainingModule(model, {"force_constants": 1.0, "interlayer_modes": 1.0}, {"name": "adam", "lr": 0.01},
+                            force_constant_targets=[t])
+    probes = [module._force_constant_probe(0, "absolute"), module._force_constant_probe(1, "interlayer")]
+
+    def step(fused: bool):
+        model.zero_grad()
+        if fused:
+            pred, forces = predict_with_probes(model, batch, probes)
+            losses = [p.loss(f) for p, f in zip(probes, forces)]
+        else:
+            pred = model(batch, training=True)
+            losses = [probe_loss(model, p) for p in probes]
+        total = sum(losses) + pred["energy"].sum() + pred["forces"].square().sum() + pred["virial"].sum() \
+            + pred["H"].square().sum() + pred["S"].sum()
+        total.backward()
+        return pred, torch.stack(losses), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    (fused, fused_losses, fused_grad), (apart, apart_losses, apart_grad) = step(True), step(False)
+    assert set(fused) == set(apart)
+    for key in apart:
+        assert fused[key].shape == apart[key].shape, key
+        assert torch.allclose(fused[key], apart[key], rtol=1e-10, atol=1e-12), key
+    assert torch.allclose(fused_losses, apart_losses, rtol=1e-10) and bool((apart_losses > 0).all())
+    assert torch.allclose(fused_grad, apart_grad, rtol=1e-8, atol=1e-12)

@@ -145,6 +145,20 @@ class GraphModel(tnn.Module):
                 "energy": e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)}
 
 
+def displaced_copies(graph, vectors: torch.Tensor, step_A: float) -> list:
+    """The 2K copies of ``graph`` (one structure) at ±``step_A``·v (Å) for every pattern v of ``vectors``
+    (K, N, 3), in the order v₁+, v₁−, v₂+, …, each with the undisplaced cell's edges: the inputs of
+    :func:`central_differences`. Positions in the patterns' dtype."""
+    pos = graph.pos.detach().to(vectors.dtype)
+    return [dataclasses.replace(graph, pos=pos + sign * step_A * v) for v in vectors for sign in (1.0, -1.0)]
+
+
+def central_differences(forces: torch.Tensor, n_patterns: int, step_A: float) -> torch.Tensor:
+    """Φv (K, N, 3) in eV/Å² · Å from the forces (2K·N, 3) eV/Å of :func:`displaced_copies` (K patterns)."""
+    f = forces.reshape(n_patterns, 2, -1, 3)
+    return -(f[:, 0] - f[:, 1]) / (2.0 * step_A)
+
+
 def hessian_vector_products(model, graph, vectors: torch.Tensor, create_graph: bool = False,
                             step_A: float | None = None) -> torch.Tensor:
     """A model's Φv (eV/Å² · Å) for every pattern in ``vectors`` (K, N, 3) at ``graph``'s positions (one structure);
@@ -153,15 +167,13 @@ def hessian_vector_products(model, graph, vectors: torch.Tensor, create_graph: b
     differences of the forces at ±``step_A``·v, all 2K displaced copies in one batch: a finite-difference
     reference's own operator, and in training 1.6× cheaper than the exact product, whose parameter gradient
     needs third derivatives of the energy."""
-    k, n = len(vectors), graph.pos.shape[0]
     vectors = vectors.to(model.dtype)
     if step_A is not None:
         from hedgenet.graphs import collate
 
-        pos = graph.pos.detach().to(model.dtype)
-        copies = [dataclasses.replace(graph, pos=pos + sign * step_A * v) for v in vectors for sign in (1.0, -1.0)]
-        forces = model(collate(copies), training=create_graph, compute_virial=False)["forces"].reshape(k, 2, n, 3)
-        return -(forces[:, 0] - forces[:, 1]) / (2.0 * step_A)
+        copies = displaced_copies(graph, vectors, step_A)
+        forces = model(collate(copies), training=create_graph, compute_virial=False)["forces"]
+        return central_differences(forces, len(vectors), step_A)
     pos = graph.pos.detach().clone().to(model.dtype).requires_grad_(True)
     forces = model(dataclasses.replace(graph, pos=pos), training=create_graph, compute_virial=False)["forces"]
     (grad,) = torch.autograd.grad(forces, pos, vectors, create_graph=create_graph, retain_graph=create_graph,

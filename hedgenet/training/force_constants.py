@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from ase import Atoms
 
-from hedgenet.models.base import hessian_vector_products, model_hessian
+from hedgenet.models.base import central_differences, displaced_copies, hessian_vector_products, model_hessian
 
 
 @dataclass
@@ -140,34 +140,110 @@ def probe_vectors(n_atoms: int, n_vectors: int, seed: int, dtype=torch.float64, 
     return torch.randn(n_vectors, n_atoms, 3, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def force_constant_errors(model, target: ForceConstantTarget, vectors: torch.Tensor, create_graph: bool = False,
-                          relative: bool = False, finite_differences: bool = False):
-    """Model minus reference Φv (K, N, 3) in eV/Å² for the given probe patterns; with ``relative``, the
-    dimensionless Φ^(−1/2)(Φ_model − Φ)Φ^(−1/2)·v instead, whose mean square over random patterns is the squared
-    relative error of the force constants in the reference's own metric: its eigenvalues bound every mode's
-    relative error of ω² (whatever the masses), so soft modes (flexural ZA, interlayer shear and breathing) weigh
-    as much as the stiff in-plane optical ones. ``finite_differences``: the model's Φv by central differences with
-    the reference's own step (the training loss), else exact."""
+@dataclass
+class FiniteDifferenceProbe:
+    """One term of the force-constant loss: the model's Φv of one structure (``graph``, energy and forces only)
+    for the patterns ``vectors`` (K, n, 3) Å, by central differences of its forces at ±``step_A``·v, and
+    ``errors``, which maps that Φv (K, n, 3) to the errors the loss squares. The training step evaluates the
+    displaced copies (``copies``) in one pass with its training cells (:func:`predict_with_probes`)."""
+
+    graph: object
+    vectors: torch.Tensor
+    step_A: float
+    errors: Callable[[torch.Tensor], torch.Tensor]
+
+    def copies(self) -> list:
+        return displaced_copies(self.graph, self.vectors, self.step_A)
+
+    def loss(self, forces: torch.Tensor) -> torch.Tensor:
+        """Mean squared error from the model's forces (2K·n, 3) eV/Å on :meth:`copies`."""
+        return (self.errors(central_differences(forces, len(self.vectors), self.step_A)) ** 2).mean()
+
+
+def force_constant_probe(target: ForceConstantTarget, vectors: torch.Tensor,
+                         relative: bool = False) -> FiniteDifferenceProbe:
+    """The probe of Φ with the patterns ``vectors`` (K, N, 3): errors model minus reference Φv in eV/Å²; with
+    ``relative``, the dimensionless Φ^(−1/2)(Φ_model − Φ)Φ^(−1/2)·v instead (the patterns mapped by Φ^(−1/2)
+    first), whose mean square over random patterns is the squared relative error of the force constants in the
+    reference's own metric: its eigenvalues bound every mode's relative error of ω² (whatever the masses), so
+    soft modes (flexural ZA, interlayer shear and breathing) weigh as much as the stiff in-plane optical ones."""
     k = len(vectors)
     flat = vectors.reshape(k, -1)
     if relative:
         flat = flat @ target.inverse_sqrt.T
-    step = target.displacement_A if finite_differences else None
-    hv = hessian_vector_products(model, target.graph, flat.reshape(vectors.shape), create_graph, step).reshape(k, -1)
-    err = hv - flat @ target.matrix.T
-    if relative:
-        err = err @ target.inverse_sqrt.T
-    return err.reshape(vectors.shape)
+    reference = flat @ target.matrix.T
+
+    def errors(hv: torch.Tensor) -> torch.Tensor:
+        err = hv.reshape(k, -1) - reference
+        if relative:
+            err = err @ target.inverse_sqrt.T
+        return err.reshape(vectors.shape)
+
+    return FiniteDifferenceProbe(target.graph, flat.reshape(vectors.shape), target.displacement_A, errors)
+
+
+def interlayer_mode_probe(target: ForceConstantTarget, index: Sequence[int]) -> FiniteDifferenceProbe:
+    """The probe of the rigid interlayer patterns ``index`` of ``target.layer_translations`` (on the primitive
+    cell when the target has one): errors |Φ_model v − Φv| / |Φv| (K,), whose mean square is the
+    interlayer-mode loss."""
+    graph, patterns, reference = target.interlayer_probes
+    v, ref = patterns[list(index)], reference[list(index)]
+
+    def errors(hv: torch.Tensor) -> torch.Tensor:
+        return (hv - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
+
+    return FiniteDifferenceProbe(graph, v, target.displacement_A, errors)
+
+
+def force_constant_errors(model, target: ForceConstantTarget, vectors: torch.Tensor, create_graph: bool = False,
+                          relative: bool = False, finite_differences: bool = False):
+    """Model minus reference Φv (K, N, 3) in eV/Å² for the given probe patterns (dimensionless with ``relative``:
+    :func:`force_constant_probe`). ``finite_differences``: the model's Φv by central differences with the
+    reference's own step (the training loss), else exact."""
+    probe = force_constant_probe(target, vectors, relative)
+    step = probe.step_A if finite_differences else None
+    return probe.errors(hessian_vector_products(model, probe.graph, probe.vectors, create_graph, step))
 
 
 def interlayer_mode_errors(model, target: ForceConstantTarget, index: Sequence[int], create_graph: bool = False):
     """Relative errors |Φ_model v − Φv| / |Φv| (K,) of the rigid interlayer patterns ``index`` of
     ``target.layer_translations`` (the model's Φv by central differences with the reference's step, on the primitive
     cell when the target has one): the interlayer-mode loss is their mean square."""
-    graph, patterns, reference = target.interlayer_probes
-    v, ref = patterns[list(index)], reference[list(index)]
-    hv = hessian_vector_products(model, graph, v, create_graph, target.displacement_A)
-    return (hv - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
+    probe = interlayer_mode_probe(target, index)
+    return probe.errors(hessian_vector_products(model, probe.graph, probe.vectors, create_graph, probe.step_A))
+
+
+def predict_with_probes(model, batch, probes: Sequence[FiniteDifferenceProbe]) -> tuple[dict, list[torch.Tensor]]:
+    """A training step's predictions for ``batch`` (``model(batch, training=True)``) and the model's forces on
+    every probe's displaced copies (one (2K·n, 3) tensor per probe), from one forward and backward pass over all of
+    them: the graphs of a batch do not interact, so this equals separate passes and saves a pass's fixed cost
+    (the probes of a main-job step: 10 % of its time). Models whose messages run over the block edges
+    (DeepH-E3-like) evaluate the probes apart."""
+    from hedgenet.graphs import collate
+
+    if not probes:
+        return model(batch, training=True), []
+    if getattr(model, "messages_on_block_edges", False):
+        return model(batch, training=True), [
+            model(collate(p.copies()), training=True, compute_virial=False)["forces"] for p in probes]
+    unlabelled = dataclasses.replace(batch, energy=None, forces=None, virial=None, H=None, S=None, block_mask=None)
+    copies = [_without_blocks_like(c, batch) for p in probes for c in p.copies()]
+    out = model(collate([unlabelled] + copies), training=True, compute_virial=batch.virial is not None)
+    n_atoms, n_graphs = batch.pos.shape[0], batch.num_graphs
+    per_graph, per_atom = ("energy", "virial"), ("node_energy", "forces")
+    pred = {k: v[:n_graphs] if k in per_graph else v[:n_atoms] if k in per_atom else v for k, v in out.items()}
+    sizes = [2 * p.vectors.shape[0] * p.vectors.shape[1] for p in probes]
+    return pred, list(out["forces"][n_atoms:].split(sizes))
+
+
+def _without_blocks_like(graph, batch):
+    """``graph`` (no block edges) with empty block-edge tensors shaped like ``batch``'s, so the two collate."""
+    if batch.block_index is None:
+        return graph
+    empty = {k: getattr(batch, k)[..., :0] if k == "block_index" else getattr(batch, k)[:0]
+             for k in ("block_index", "block_shift", "block_reverse", "block_kind")
+             if getattr(batch, k) is not None}
+    return dataclasses.replace(graph, **empty)
 
 
 def force_constant_metrics(model, targets: Sequence[ForceConstantTarget]) -> dict:

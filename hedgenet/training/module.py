@@ -110,10 +110,15 @@ class TrainingModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.block_edge_fraction < 1.0:
             batch = self.subsampled_blocks(batch, self.global_step)
-        pred = self.model(batch, training=True)
+        from hedgenet.training.force_constants import predict_with_probes
+
+        probes = [(key, self._force_constant_probe(probe, kind)) for key, kind, probe in self.probes_due(self.global_step)]
+        pred, probe_forces = predict_with_probes(self.model, batch, [p for _, p in probes if p is not None])
         loss, parts = total_loss(pred, batch, self.loss_weights, self.hamiltonian_shift_eV)
-        for key, kind, probe in self.probes_due(self.global_step):
-            parts[key] = self._force_constant_loss(probe, kind)
+        forces = iter(probe_forces)
+        for key, probe in probes:
+            parts[key] = (torch.zeros((), dtype=self.model.dtype, device=self.device) if probe is None
+                          else probe.loss(next(forces)))
             loss = loss + self.loss_weights[key] * parts[key]
         if self.coupling_targets and self.global_step % self.coupling_every == 0:
             parts["couplings"] = self._coupling_loss(self.global_step // self.coupling_every)
@@ -153,21 +158,21 @@ class TrainingModule(L.LightningModule):
             self._fc_on_device[key] = self.fc_targets[k].to(self.device, self.model.dtype)
         return self._fc_on_device[key]
 
-    def _force_constant_loss(self, probe: int, kind: str) -> torch.Tensor:
-        """MSE (eV/Å²)² of the model's Hessian–vector products against the reference's (dimensionless for
-        ``relative``), on fresh random patterns fixed by (seed, probe): a resumed run draws the same ones; for
-        ``interlayer``, the mean squared relative error of one rigid interlayer translation, in turn."""
-        from hedgenet.training.force_constants import force_constant_errors, interlayer_mode_errors, probe_vectors
+    def _force_constant_probe(self, probe: int, kind: str):
+        """The force-constant probe (:class:`hedgenet.training.force_constants.FiniteDifferenceProbe`) number
+        ``probe`` of ``kind``: MSE (eV/Å²)² of the model's Hessian–vector products against the reference's
+        (dimensionless for ``relative``) on fresh random patterns fixed by (seed, probe), so a resumed run draws
+        the same ones; for ``interlayer``, the squared relative error of one rigid interlayer translation, in
+        turn (None for a one-layer target: no interlayer modes)."""
+        from hedgenet.training.force_constants import force_constant_probe, interlayer_mode_probe, probe_vectors
 
         t = self._fc_target(probe)
         if kind == "interlayer":
-            if not len(t.layer_translations):  # one layer: no interlayer modes
-                return torch.zeros((), dtype=self.model.dtype, device=self.device)
-            return (interlayer_mode_errors(self.model, t, [probe % len(t.layer_translations)], True) ** 2).mean()
+            if not len(t.layer_translations):
+                return None
+            return interlayer_mode_probe(t, [probe % len(t.layer_translations)])
         v = probe_vectors(len(t.atoms), self.fc_vectors, self.seed * 1_000_003 + probe, self.model.dtype, self.device)
-        err = force_constant_errors(self.model, t, v, create_graph=True, relative=kind == "relative",
-                                    finite_differences=True)
-        return (err**2).mean()
+        return force_constant_probe(t, v, relative=kind == "relative")
 
     def _coupling_loss(self, probe: int) -> torch.Tensor:
         """The coupling loss (:func:`hedgenet.training.couplings.coupling_loss`) of probe ``probe``: the targets
