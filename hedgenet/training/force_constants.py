@@ -217,7 +217,7 @@ def predict_with_probes(model, batch, probes: Sequence[FiniteDifferenceProbe]) -
     """A training step's predictions for ``batch`` (``model(batch, training=True)``) and the model's forces on
     every probe's displaced copies (one (2K·n, 3) tensor per probe), from one forward and backward pass over all of
     them: the graphs of a batch do not interact, so this equals separate passes and saves a pass's fixed cost
-    (the probes of a main-job step: 10 % of its time). Models whose messages run over the block edges
+    (measured on the main job: docs/results_training.md). Models whose messages run over the block edges
     (DeepH-E3-like) evaluate the probes apart."""
     from hedgenet.graphs import collate
 

@@ -112,7 +112,8 @@ class TrainingModule(L.LightningModule):
             batch = self.subsampled_blocks(batch, self.global_step)
         from hedgenet.training.force_constants import predict_with_probes
 
-        probes = [(key, self._force_constant_probe(probe, kind)) for key, kind, probe in self.probes_due(self.global_step)]
+        probes = [(key, self._force_constant_probe(probe, kind))
+                  for key, kind, probe in self.probes_due(self.global_step)]
         pred, probe_forces = predict_with_probes(self.model, batch, [p for _, p in probes if p is not None])
         loss, parts = total_loss(pred, batch, self.loss_weights, self.hamiltonian_shift_eV)
         forces = iter(probe_forces)
