@@ -93,7 +93,7 @@ def main() -> None:
                 pred, forces = predict_with_probes(model, sub, probes)
             else:
                 pred = model(sub, training=True)
-                forces = [model(collate(p.copies()), training=True, compute_virial=False)["forces"] for p in probes]
+                forces = [p.forces(model) for p in probes]
             return total_loss(pred, sub, weights)[0] + sum(p.loss(f) for p, f in zip(probes, forces))
 
         for with_random in (True, False):

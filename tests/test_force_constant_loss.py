@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from hedgenet.calculators.autograd import autograd_force_constants
 from hedgenet.data.store import DatasetError, DatasetStore
-from hedgenet.models import HedgeNet
 from hedgenet.graphs import collate, subsample_block_edges
+from hedgenet.models import HedgeNet
 from hedgenet.models.base import hessian_vector_products
 from hedgenet.structures import build_structure, make_supercell
 from hedgenet.structures.supercell import primitive_cell
@@ -51,7 +51,7 @@ def bilayer():
 
 def probe_loss(model, probe) -> torch.Tensor:
     """A probe's loss from the model's forces on its displaced copies, evaluated on their own."""
-    return probe.loss(model(collate(probe.copies()), training=True, compute_virial=False)["forces"])
+    return probe.loss(probe.forces(model))
 
 
 def target_of(model, atoms) -> ForceConstantTarget:

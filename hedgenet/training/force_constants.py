@@ -30,7 +30,12 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from hedgenet.models.base import central_differences, displaced_copies, hessian_vector_products, model_hessian
+from hedgenet.models.base import (
+    central_differences,
+    displaced_copies,
+    hessian_vector_products,
+    model_hessian,
+)
 
 
 @dataclass
@@ -155,6 +160,12 @@ class FiniteDifferenceProbe:
     def copies(self) -> list:
         return displaced_copies(self.graph, self.vectors, self.step_A)
 
+    def forces(self, model) -> torch.Tensor:
+        """The model's forces (2K·n, 3) eV/Å on :meth:`copies` in a pass of their own (differentiable)."""
+        from hedgenet.graphs import collate
+
+        return model(collate(self.copies()), training=True, compute_virial=False)["forces"]
+
     def loss(self, forces: torch.Tensor) -> torch.Tensor:
         """Mean squared error from the model's forces (2K·n, 3) eV/Å on :meth:`copies`."""
         return (self.errors(central_differences(forces, len(self.vectors), self.step_A)) ** 2).mean()
@@ -224,8 +235,7 @@ def predict_with_probes(model, batch, probes: Sequence[FiniteDifferenceProbe]) -
     if not probes:
         return model(batch, training=True), []
     if getattr(model, "messages_on_block_edges", False):
-        return model(batch, training=True), [
-            model(collate(p.copies()), training=True, compute_virial=False)["forces"] for p in probes]
+        return model(batch, training=True), [p.forces(model) for p in probes]
     unlabelled = dataclasses.replace(batch, energy=None, forces=None, virial=None, H=None, S=None, block_mask=None)
     copies = [_without_blocks_like(c, batch) for p in probes for c in p.copies()]
     out = model(collate([unlabelled] + copies), training=True, compute_virial=batch.virial is not None)
