@@ -3,7 +3,9 @@ random fraction of them, and without the H and S heads), a random force-constant
 force-constant cell, and a rigid interlayer probe on that cell and on its primitive cell (forward + backward,
 one thread, medians of round-robin repeats), and the main job's two kinds of step (a training cell with a
 quarter of its block edges plus a random probe and a primitive-cell interlayer probe, or plus the interlayer probe
-alone) with the probes evaluated in passes of their own or in one pass with the cell (what training does).
+alone) with the probes evaluated in passes of their own or in one pass with the cell (what training does), and,
+for a force-constant cell with an inversion centre, the random probe with one displaced copy instead of two
+(``train.force_constants.inversion_pairs``, the default).
 
     OMP_NUM_THREADS=1 python benchmarks/force_constant_probe_cost.py --dataset <dataset.h5 with force constants>
 
@@ -85,10 +87,11 @@ def main() -> None:
             (f"interlayer probe on the primitive cell ({n_prim} atoms)",
              lambda: (interlayer_mode_errors(model, target, [0], True) ** 2).mean()),
         ]
-        def main_job_step(with_random: bool, one_pass: bool, gen=torch.Generator().manual_seed(0)):
+        def main_job_step(with_random: bool, one_pass: bool, inversion: bool = False,
+                          gen=torch.Generator().manual_seed(0)):
             sub = subsample_block_edges(cell, 0.25, gen)
-            probes = ([force_constant_probe(target, probe_vectors(n_fc, 1, 0, torch.float32))] if with_random
-                      else []) + [interlayer_mode_probe(target, [0])]
+            random = force_constant_probe(target, probe_vectors(n_fc, 1, 0, torch.float32), inversion_pairs=inversion)
+            probes = ([random] if with_random else []) + [interlayer_mode_probe(target, [0])]
             if one_pass:
                 pred, forces = predict_with_probes(model, sub, probes)
             else:
@@ -100,6 +103,9 @@ def main() -> None:
             what = "random + interlayer probe" if with_random else "interlayer probe"
             cases += [(f"main-job step: cell (0.25 of its blocks) + {what}, {'one pass' if one else 'separate passes'}",
                        lambda w=with_random, one=one: main_job_step(w, one)) for one in (False, True)]
+        if target.inversion_partners is not None:  # the random probe's −δv copy as the +δv copy inverted
+            cases.append(("main-job step: cell (0.25 of its blocks) + random probe with one copy (inversion pairs) "
+                          "+ interlayer probe, one pass", lambda: main_job_step(True, True, inversion=True)))
         runs = [(name, step(fn)) for name, fn in cases]
         times = {name: [] for name, _ in runs}
         for name, run in runs:  # warm-up

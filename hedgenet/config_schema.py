@@ -234,6 +234,7 @@ class SchedulerConfig:  # open: the scheduler's own settings
 class ForceConstantProbes:
     every_n_steps: int = 1   # training steps between two force-constant probes
     n_vectors: int = 1       # random displacement patterns per probe
+    inversion_pairs: bool = True   # patterns equal on inversion partners, one displaced copy each (cells with inversion)
     interlayer_every_n_steps: int = 1   # training steps between two interlayer-mode probes
     couplings_every_n_steps: int = 1   # training steps between two coupling probes (one displaced atom and direction)
     second_order_every_n_steps: int = 1   # training steps between two second-order probes (one ± pair)

@@ -266,6 +266,54 @@ def test_probe_schedule_alternates_random_and_interlayer_probes(bilayer):
     assert [len(p) for p in schedule(1, 3)] == [1, 1, 2, 1, 1, 2]
 
 
+def test_with_an_inversion_centre_one_displaced_copy_per_probe_gives_the_two_copy_loss_and_gradients():
+    """AB bilayer 2×2 (centrosymmetric): the inversion partners map every atom onto its image 2c − r; the training
+    probe's patterns are equal on partners and evaluate one displaced copy each (the −δv copy is the +δv one
+    inverted); its Φv, loss and parameter gradient equal the two-copy probe's of the same patterns (an equivariant
+    model with the interlayer registry, float64). A rattled cell has no inversion and keeps two copies."""
+    from hedgenet.training.force_constants import force_constant_probe, inversion_even, inversion_partners
+
+    atoms = make_supercell(build_structure("bilayer_graphene", a=2.46, d=3.35), np.diag([2, 2, 1]))
+    n = len(atoms)
+    sigma = inversion_partners(atoms)
+    assert sigma is not None and (sigma[sigma] == np.arange(n)).all() and (sigma != np.arange(n)).all()
+    centre = (atoms.positions[0] + atoms.positions[sigma[0]]) / 2  # atom σ(a) at 2c − r_a up to lattice vectors
+    frac = np.linalg.solve(atoms.cell.array.T, (atoms.positions[sigma] - (2 * centre - atoms.positions)).T).T
+    assert np.allclose(frac - np.round(frac), 0, atol=1e-8)
+    rattled = atoms.copy()
+    rattled.rattle(0.01, seed=1)
+    assert inversion_partners(rattled) is None
+
+    torch.manual_seed(0)
+    model = HedgeNet([6], size=TINY, task="forces", r_intra=3.0, r_inter=4.0, dtype="float64",
+                     registry_widths=[0.4, 1.1])
+    phi = torch.as_tensor(np.random.default_rng(0).normal(size=(3 * n,) * 2))
+    t = ForceConstantTarget("in memory", atoms, model.graph_builder().from_atoms(atoms), phi + phi.T, 0.01)
+    v = probe_vectors(n, 2, 7)
+    one = force_constant_probe(t, v, inversion_pairs=True)
+    two = force_constant_probe(t, inversion_even(v, t.inversion_partners), inversion_pairs=False)
+    assert len(one.copies()) == 2 and len(two.copies()) == 4
+    assert torch.equal(one.vectors, one.vectors[:, t.inversion_partners]) and torch.allclose(one.vectors, two.vectors)
+
+    def run(probe):
+        model.zero_grad()
+        forces = probe.forces(model)
+        loss = probe.loss(forces)
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return probe.hessian_vector_products(forces).detach(), loss.detach(), grad
+
+    (hv1, loss1, grad1), (hv2, loss2, grad2) = run(one), run(two)
+    assert torch.allclose(hv1, hv2, rtol=1e-9, atol=1e-10) and float(hv2.abs().max()) > 1.0
+    assert torch.allclose(loss1, loss2, rtol=1e-10) and torch.allclose(grad1, grad2, rtol=1e-8, atol=1e-12)
+    # the training module uses it by default and can be told not to
+    module = lambda **kw: TrainingModule(model, {"force_constants": 1.0}, {"name": "adam", "lr": 0.01},
+                                         force_constant_targets=[t], force_constant_probes=kw)
+    assert len(module()._force_constant_probe(0, "absolute").copies()) == 1
+    assert len(module(inversion_pairs=False)._force_constant_probe(0, "absolute").copies()) == 2
+    assert len(force_constant_probe(dataclasses.replace(t, atoms=rattled), v, inversion_pairs=True).copies()) == 4
+
+
 def test_cosine_schedule_over_the_plateau_defaults():
     """train.scheduler.name=cosine on top of conf/train.yaml's plateau keys (factor, patience, monitor): those do
     not apply and are left out; a key that fits neither schedule is named."""

@@ -13,6 +13,14 @@ finite-difference operator; one batched force evaluation of two displaced copies
 reference's Φv per component, MSE in (eV/Å²)². A probe touches every atom, so each one tests all of Φ's elements
 at once. The metrics use the exact Hessian (autograd, −∂(F·v)/∂r).
 
+When the target cell has an inversion centre (AB bilayer graphene does), a pattern v that is equal on each pair of
+inversion partners (v_σ(a) = v_a) has its −δ·v copy equal to the +δ·v copy inverted, so an equivariant model's forces
+there are the +δ·v copy's, negated and swapped between partners: one displaced copy per probe instead of two, the
+same loss (``inversion_pairs``, default on in training). Such patterns span half of the displacements: every
+phonon at q ≠ Γ (each mode's q/−q pair has one combination among them) and the inversion-odd modes at Γ; not the
+inversion-even Γ modes (in-plane optical E_g, the interlayer shear and breathing), which the rigid interlayer
+probes and the forces cover.
+
 The rigid interlayer translations (the Γ shear and breathing patterns) are the same on every image of a primitive
 cell, so the model's Φv for them is evaluated on the primitive cell of the target's supercell (4 atoms for AB
 bilayer graphene instead of 196 in 7×7) and compared with the reference's Φv there (the same on every image; its
@@ -55,6 +63,13 @@ class ForceConstantTarget:
         prim = None if self.primitive_graph is None else self.primitive_graph.to(device, dtype)
         return dataclasses.replace(self, graph=self.graph.to(device, dtype), matrix=self.matrix.to(device, dtype),
                                    primitive_graph=prim)
+
+    @functools.cached_property
+    def inversion_partners(self) -> torch.Tensor | None:
+        """σ (N,) on this target's device: atom σ(a) is atom a's image under an inversion centre of the cell
+        (``inversion_partners``), None when it has none."""
+        sigma = inversion_partners(self.atoms)
+        return None if sigma is None else torch.as_tensor(sigma, device=self.matrix.device)
 
     @functools.cached_property
     def layer_translations(self) -> torch.Tensor:
@@ -100,6 +115,34 @@ def layer_translation_vectors(atoms: Atoms) -> torch.Tensor:
             v[:, d] = weight
             patterns.append(v)
     return torch.as_tensor(np.array(patterns).reshape(-1, len(atoms), 3))
+
+
+def inversion_partners(atoms: Atoms, symprec: float = 1e-5) -> np.ndarray | None:
+    """σ (N,) with σ(a) the atom at atom a's image under an inversion centre c of the periodic cell (position
+    2c − r_a up to lattice vectors, the same element; σ∘σ = identity), or None when the cell has no inversion
+    (spglib, tolerance ``symprec`` Å; partners within 10⁻⁴ Å; displaced or twisted cells have none)."""
+    import spglib
+
+    frac = atoms.get_scaled_positions()
+    numbers = atoms.get_atomic_numbers()
+    sym = spglib.get_symmetry((atoms.cell.array, frac, numbers), symprec=symprec) or {}
+    for rot, trans in zip(sym.get("rotations", []), sym.get("translations", [])):
+        if not (rot == -np.eye(3, dtype=int)).all():
+            continue
+        d = (trans - frac)[:, None, :] - frac[None, :, :]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ atoms.cell.array, axis=2)
+        sigma = dist.argmin(axis=1)
+        ok = (dist[np.arange(len(atoms)), sigma] < 1e-4).all() and (numbers[sigma] == numbers).all()
+        if ok and (sigma[sigma] == np.arange(len(atoms))).all():
+            return sigma
+    return None
+
+
+def inversion_even(vectors: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+    """Patterns (K, N, 3) made equal on inversion partners (``partners`` σ): (v + v_σ)/√2, N(0, 1) components
+    again when v's are (no atom is its own partner). Their −v copies are the +v copies inverted."""
+    return (vectors + vectors[:, partners]) / np.sqrt(2.0)
 
 
 def rigid_layer_frequencies_THz(phi: np.ndarray, atoms: Atoms) -> list[float]:
@@ -156,29 +199,50 @@ class FiniteDifferenceProbe:
     vectors: torch.Tensor
     step_A: float
     errors: Callable[[torch.Tensor], torch.Tensor]
+    inversion_partners: torch.Tensor | None = None  # σ when every pattern is equal on inversion partners
 
     def copies(self) -> list:
-        return displaced_copies(self.graph, self.vectors, self.step_A)
+        """The displaced copies: ±δ·v per pattern, or only +δ·v with ``inversion_partners`` (the −δ·v copy is
+        its inversion image)."""
+        if self.inversion_partners is None:
+            return displaced_copies(self.graph, self.vectors, self.step_A)
+        pos = self.graph.pos.detach().to(self.vectors.dtype)
+        return [dataclasses.replace(self.graph, pos=pos + self.step_A * v) for v in self.vectors]
 
     def forces(self, model) -> torch.Tensor:
-        """The model's forces (2K·n, 3) eV/Å on :meth:`copies` in a pass of their own (differentiable)."""
+        """The model's forces (copies·n, 3) eV/Å on :meth:`copies` in a pass of their own (differentiable)."""
         from hedgenet.graphs import collate
 
         return model(collate(self.copies()), training=True, compute_virial=False)["forces"]
 
+    def hessian_vector_products(self, forces: torch.Tensor) -> torch.Tensor:
+        """The model's Φv (K, n, 3) eV/Å² · Å by central differences of its forces (copies·n, 3) on :meth:`copies`;
+        with ``inversion_partners`` the forces at −δ·v are those at +δ·v inverted: F₋(σ(a)) = −F₊(a)."""
+        k = len(self.vectors)
+        if self.inversion_partners is None:
+            return central_differences(forces, k, self.step_A)
+        plus = forces.reshape(k, -1, 3)
+        minus = torch.empty_like(plus).index_copy_(1, self.inversion_partners, -plus)
+        return -(plus - minus) / (2.0 * self.step_A)
+
     def loss(self, forces: torch.Tensor) -> torch.Tensor:
-        """Mean squared error from the model's forces (2K·n, 3) eV/Å on :meth:`copies`."""
-        return (self.errors(central_differences(forces, len(self.vectors), self.step_A)) ** 2).mean()
+        """Mean squared error from the model's forces (copies·n, 3) eV/Å on :meth:`copies`."""
+        return (self.errors(self.hessian_vector_products(forces)) ** 2).mean()
 
 
-def force_constant_probe(target: ForceConstantTarget, vectors: torch.Tensor,
-                         relative: bool = False) -> FiniteDifferenceProbe:
+def force_constant_probe(target: ForceConstantTarget, vectors: torch.Tensor, relative: bool = False,
+                         inversion_pairs: bool = False) -> FiniteDifferenceProbe:
     """The probe of Φ with the patterns ``vectors`` (K, N, 3): errors model minus reference Φv in eV/Å²; with
+    ``inversion_pairs`` and a target cell with an inversion centre, the patterns are first made equal on inversion
+    partners (:func:`inversion_even`) and the probe evaluates one displaced copy each (module docstring); with
     ``relative``, the dimensionless Φ^(−1/2)(Φ_model − Φ)Φ^(−1/2)·v instead (the patterns mapped by Φ^(−1/2)
     first), whose mean square over random patterns is the squared relative error of the force constants in the
     reference's own metric: its eigenvalues bound every mode's relative error of ω² (whatever the masses), so
     soft modes (flexural ZA, interlayer shear and breathing) weigh as much as the stiff in-plane optical ones."""
     k = len(vectors)
+    partners = target.inversion_partners if inversion_pairs else None
+    if partners is not None:
+        vectors = inversion_even(vectors, partners)
     flat = vectors.reshape(k, -1)
     if relative:
         flat = flat @ target.inverse_sqrt.T
@@ -190,7 +254,7 @@ def force_constant_probe(target: ForceConstantTarget, vectors: torch.Tensor,
             err = err @ target.inverse_sqrt.T
         return err.reshape(vectors.shape)
 
-    return FiniteDifferenceProbe(target.graph, flat.reshape(vectors.shape), target.displacement_A, errors)
+    return FiniteDifferenceProbe(target.graph, flat.reshape(vectors.shape), target.displacement_A, errors, partners)
 
 
 def interlayer_mode_probe(target: ForceConstantTarget, index: Sequence[int]) -> FiniteDifferenceProbe:
@@ -226,7 +290,7 @@ def interlayer_mode_errors(model, target: ForceConstantTarget, index: Sequence[i
 
 def predict_with_probes(model, batch, probes: Sequence[FiniteDifferenceProbe]) -> tuple[dict, list[torch.Tensor]]:
     """A training step's predictions for ``batch`` (``model(batch, training=True)``) and the model's forces on
-    every probe's displaced copies (one (2K·n, 3) tensor per probe), from one forward and backward pass over all of
+    every probe's displaced copies (one (copies·n, 3) tensor per probe), from one forward and backward pass over all of
     them: the graphs of a batch do not interact, so this equals separate passes and saves a pass's fixed cost
     (measured on the main job: docs/results_training.md). Models whose messages run over the block edges
     (DeepH-E3-like) evaluate the probes apart."""
@@ -237,12 +301,13 @@ def predict_with_probes(model, batch, probes: Sequence[FiniteDifferenceProbe]) -
     if getattr(model, "messages_on_block_edges", False):
         return model(batch, training=True), [p.forces(model) for p in probes]
     unlabelled = dataclasses.replace(batch, energy=None, forces=None, virial=None, H=None, S=None, block_mask=None)
-    copies = [_without_blocks_like(c, batch) for p in probes for c in p.copies()]
-    out = model(collate([unlabelled] + copies), training=True, compute_virial=batch.virial is not None)
+    copies = [[_without_blocks_like(c, batch) for c in p.copies()] for p in probes]
+    out = model(collate([unlabelled] + [c for cs in copies for c in cs]), training=True,
+                compute_virial=batch.virial is not None)
     n_atoms, n_graphs = batch.pos.shape[0], batch.num_graphs
     per_graph, per_atom = ("energy", "virial"), ("node_energy", "forces")
     pred = {k: v[:n_graphs] if k in per_graph else v[:n_atoms] if k in per_atom else v for k, v in out.items()}
-    sizes = [2 * p.vectors.shape[0] * p.vectors.shape[1] for p in probes]
+    sizes = [sum(c.pos.shape[0] for c in cs) for cs in copies]
     return pred, list(out["forces"][n_atoms:].split(sizes))
 
 

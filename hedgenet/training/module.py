@@ -74,6 +74,7 @@ class TrainingModule(L.LightningModule):
         self.fc_every = int(probes.get("every_n_steps", 1))
         self.interlayer_every = int(probes.get("interlayer_every_n_steps", 1))
         self.fc_vectors = int(probes.get("n_vectors", 1))
+        self.fc_inversion_pairs = bool(probes.get("inversion_pairs", True))
         self.seed = int(seed)
         self._fc_on_device = {}
         # the coupling loss: reference dH/du, dS/du of undisplaced cells (hedgenet.training.couplings), one stored
@@ -173,7 +174,7 @@ class TrainingModule(L.LightningModule):
                 return None
             return interlayer_mode_probe(t, [probe % len(t.layer_translations)])
         v = probe_vectors(len(t.atoms), self.fc_vectors, self.seed * 1_000_003 + probe, self.model.dtype, self.device)
-        return force_constant_probe(t, v, relative=kind == "relative")
+        return force_constant_probe(t, v, relative=kind == "relative", inversion_pairs=self.fc_inversion_pairs)
 
     def _coupling_loss(self, probe: int) -> torch.Tensor:
         """The coupling loss (:func:`hedgenet.training.couplings.coupling_loss`) of probe ``probe``: the targets
