@@ -246,6 +246,8 @@ def force_constant_probe(target: ForceConstantTarget, vectors: torch.Tensor, rel
     flat = vectors.reshape(k, -1)
     if relative:
         flat = flat @ target.inverse_sqrt.T
+        if partners is not None:  # Φ^(−1/2) keeps them equal on partners up to the reference Φ's own symmetry
+            flat = inversion_even(flat.reshape(vectors.shape), partners).reshape(k, -1) / np.sqrt(2.0)
     reference = flat @ target.matrix.T
 
     def errors(hv: torch.Tensor) -> torch.Tensor:
