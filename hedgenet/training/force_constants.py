@@ -120,13 +120,16 @@ def layer_translation_vectors(atoms: Atoms) -> torch.Tensor:
 def inversion_partners(atoms: Atoms, symprec: float = 1e-5) -> np.ndarray | None:
     """σ (N,) with σ(a) the atom at atom a's image under an inversion centre c of the periodic cell (position
     2c − r_a up to lattice vectors, the same element; σ∘σ = identity), or None when the cell has no inversion
-    (spglib, tolerance ``symprec`` Å; partners within 10⁻⁴ Å; displaced or twisted cells have none)."""
-    import spglib
+    (phonopy's symmetry search, tolerance ``symprec`` Å; partners within 10⁻⁴ Å; displaced or twisted cells have
+    none)."""
+    from phonopy.structure.symmetry import Symmetry
+
+    from hedgenet.structures.supercell import to_phonopy_atoms
 
     frac = atoms.get_scaled_positions()
     numbers = atoms.get_atomic_numbers()
-    sym = spglib.get_symmetry((atoms.cell.array, frac, numbers), symprec=symprec) or {}
-    for rot, trans in zip(sym.get("rotations", []), sym.get("translations", [])):
+    ops = Symmetry(to_phonopy_atoms(atoms), symprec=symprec).symmetry_operations
+    for rot, trans in zip(ops["rotations"], ops["translations"]):
         if not (rot == -np.eye(3, dtype=int)).all():
             continue
         d = (trans - frac)[:, None, :] - frac[None, :, :]
