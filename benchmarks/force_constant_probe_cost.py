@@ -90,8 +90,8 @@ def main() -> None:
         def main_job_step(with_random: bool, one_pass: bool, inversion: bool = False,
                           gen=torch.Generator().manual_seed(0)):
             sub = subsample_block_edges(cell, 0.25, gen)
-            random = force_constant_probe(target, probe_vectors(n_fc, 1, 0, torch.float32), inversion_pairs=inversion)
-            probes = ([random] if with_random else []) + [interlayer_mode_probe(target, [0])]
+            probes = ([force_constant_probe(target, probe_vectors(n_fc, 1, 0, torch.float32), inversion_pairs=inversion)]
+                      if with_random else []) + [interlayer_mode_probe(target, [0])]
             if one_pass:
                 pred, forces = predict_with_probes(model, sub, probes)
             else:

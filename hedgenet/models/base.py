@@ -145,12 +145,13 @@ class GraphModel(tnn.Module):
                 "energy": e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)}
 
 
-def displaced_copies(graph, vectors: torch.Tensor, step_A: float) -> list:
+def displaced_copies(graph, vectors: torch.Tensor, step_A: float, signs: tuple[float, ...] = (1.0, -1.0)) -> list:
     """The 2K copies of ``graph`` (one structure) at ±``step_A``·v (Å) for every pattern v of ``vectors``
     (K, N, 3), in the order v₁+, v₁−, v₂+, …, each with the undisplaced cell's edges: the inputs of
-    :func:`central_differences`. Positions in the patterns' dtype."""
+    :func:`central_differences` (``signs=(1.0,)``: the K copies at +``step_A``·v alone). Positions in the
+    patterns' dtype."""
     pos = graph.pos.detach().to(vectors.dtype)
-    return [dataclasses.replace(graph, pos=pos + sign * step_A * v) for v in vectors for sign in (1.0, -1.0)]
+    return [dataclasses.replace(graph, pos=pos + sign * step_A * v) for v in vectors for sign in signs]
 
 
 def central_differences(forces: torch.Tensor, n_patterns: int, step_A: float) -> torch.Tensor:

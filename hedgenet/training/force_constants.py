@@ -207,10 +207,8 @@ class FiniteDifferenceProbe:
     def copies(self) -> list:
         """The displaced copies: ±δ·v per pattern, or only +δ·v with ``inversion_partners`` (the −δ·v copy is
         its inversion image)."""
-        if self.inversion_partners is None:
-            return displaced_copies(self.graph, self.vectors, self.step_A)
-        pos = self.graph.pos.detach().to(self.vectors.dtype)
-        return [dataclasses.replace(self.graph, pos=pos + self.step_A * v) for v in self.vectors]
+        signs = (1.0, -1.0) if self.inversion_partners is None else (1.0,)
+        return displaced_copies(self.graph, self.vectors, self.step_A, signs)
 
     def forces(self, model) -> torch.Tensor:
         """The model's forces (copies·n, 3) eV/Å on :meth:`copies` in a pass of their own (differentiable)."""
@@ -222,11 +220,11 @@ class FiniteDifferenceProbe:
         """The model's Φv (K, n, 3) eV/Å² · Å by central differences of its forces (copies·n, 3) on :meth:`copies`;
         with ``inversion_partners`` the forces at −δ·v are those at +δ·v inverted: F₋(σ(a)) = −F₊(a)."""
         k = len(self.vectors)
-        if self.inversion_partners is None:
-            return central_differences(forces, k, self.step_A)
-        plus = forces.reshape(k, -1, 3)
-        minus = torch.empty_like(plus).index_copy_(1, self.inversion_partners, -plus)
-        return -(plus - minus) / (2.0 * self.step_A)
+        if self.inversion_partners is not None:  # the forces at −δ·v next to those at +δ·v, as displaced_copies orders them
+            plus = forces.reshape(k, -1, 3)
+            minus = torch.empty_like(plus).index_copy_(1, self.inversion_partners, -plus)
+            forces = torch.stack((plus, minus), dim=1).reshape(-1, 3)
+        return central_differences(forces, k, self.step_A)
 
     def loss(self, forces: torch.Tensor) -> torch.Tensor:
         """Mean squared error from the model's forces (copies·n, 3) eV/Å on :meth:`copies`."""
