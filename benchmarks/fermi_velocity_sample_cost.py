@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--a", type=float, default=2.4581, help="lattice constant (Å)")
     p.add_argument("--d", type=float, default=3.3223, help="interlayer distance (Å)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the whole-sample comparison")
     p.add_argument("--workers", type=int, default=2,
                    help="also time unfold_near_k(..., workers=N): N k-points at a time in worker processes (1: skip)")
     args = p.parse_args()
@@ -168,6 +169,59 @@ def main() -> None:
                          and (s.startswith(("Hamiltonian", "fit")) or s == f"unfold_near_k ({tag})"))
     print_table(["path", "s per sample, all three orders", "plain / path"],
                 [[tag, total[tag], total["plain"] / total[tag]] for tag in tags])
+    if args.workers > 1:
+        whole_samples(args, us, deriv, calc, sc, cmap, e_ref, kw, lines, med)
+
+
+def whole_samples(args, us, deriv, calc, sc, cmap, e_ref, kw, lines, med) -> None:
+    """Every sample's three orders as the run does them (Hamiltonians built, unfolded, lines collected), wall
+    time per sample, ``--repeats`` rounds of the three ways interleaved: one process; the k-points of each
+    Hamiltonian split over ``--workers`` processes; one Hamiltonian per job for the workers (UnfoldQueue, the
+    run's way). The fits (same for all) are added from the table above."""
+    from hedgenet.physics.continuum_fit import UnfoldQueue, unfold_near_k
+    from hedgenet.physics.fermi_velocity import second_order_pair
+
+    def hamiltonians():
+        for p0 in range(0, len(us), 2):
+            pair = us[p0 : p0 + 2]
+            first = [deriv.first_order(u) for u in pair]
+            displaced = []
+            for u in pair:
+                atoms = sc.copy()
+                atoms.positions += u
+                displaced.append(calc.predict_hamiltonian(atoms))
+            second = second_order_pair(deriv, pair[0], *displaced, first_plus=first[0])
+            yield from (("first", b) for b in first)
+            yield from (("second", b) for b in second)
+            yield from (("all", b) for b in displaced)
+
+    ways = {"one process": dict(workers=1, split=False),
+            f"{args.workers} workers, k-points split": dict(workers=args.workers, split=True),
+            f"{args.workers} workers, one Hamiltonian per job": dict(workers=args.workers, split=False)}
+    walls = {way: [] for way in ways}
+    for _ in range(args.repeats):
+        for way, opt in ways.items():
+            t0 = time.perf_counter()
+            queue = UnfoldQueue(cmap, e_ref, workers=1 if opt["split"] else opt["workers"], **kw,
+                                precision="single")
+            got: dict = {}
+            for order, b in hamiltonians():
+                if opt["split"]:
+                    got.setdefault(order, []).append(
+                        unfold_near_k(b, cmap, e_ref, **kw, workers=opt["workers"], precision="single"))
+                else:
+                    queue.add(order, b)
+            got = got or queue.results()
+            walls[way].append((time.perf_counter() - t0) / len(us))
+            for order in ORDERS:  # the same states as the default single-precision path
+                for x, y in zip(got[order], lines[(order, "default, single")]):
+                    assert all(np.array_equal(a[0], b[0]) for name in x.states
+                               for a, b in zip(x.states[name], y.states[name]))
+    fit = sum(med[("fit (per sample: set / n)", o)] for o in ORDERS)
+    base = statistics.median(walls["one process"]) + fit
+    print_table(["whole samples (Hamiltonians + unfolding + fits), all three orders", "s per sample", "speed-up"],
+                [[way, statistics.median(v) + fit, base / (statistics.median(v) + fit)] for way, v in walls.items()],
+                f"wall per sample, median of {args.repeats} interleaved rounds over {len(us)} samples")
 
 
 if __name__ == "__main__":

@@ -386,7 +386,7 @@ class FermiVelocitySection:
     n_bootstrap: int = MISSING
     fixed_energy_eV: float = 0.2      # band velocity this far above the charge-neutrality point (eV)
     error_method: str = "auto"        # auto | bootstrap | jackknife
-    workers: int = 1                  # k-points unfolded at a time (worker processes; one BLAS thread each)
+    workers: int = 1                  # unfolding worker processes: one MC Hamiltonian per job (one BLAS thread each)
     eigensolver_precision: str = "single"  # single (polished in double) | double
 
 

@@ -11,7 +11,7 @@ from cli_runner import run_cli
 SMALL = ["fermi_velocity.supercell=[4,4]", "fermi_velocity.force_constants_supercell=[5,5]",
          "reference.block_cutoff=4.0", "sampler.n_samples=4",
          "fermi_velocity.temperatures_K=[0,300]", "fermi_velocity.n_bootstrap=10", "fermi_velocity.n_q=5",
-         "progress=false"]
+         "progress=false", "fermi_velocity.workers=2"]  # the samples' unfoldings in 2 worker processes
 
 
 def run(root: Path, name: str, *overrides: str, check: bool = True):

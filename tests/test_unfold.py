@@ -148,6 +148,37 @@ def test_unfolder_matches_the_plain_path(system, displaced_blocks):
         assert w2.sum() == pytest.approx(16.0, abs=1e-6)
 
 
+def test_unfold_queue_gives_each_hamiltonian_its_own_lines_in_order_whatever_the_workers(system, displaced_blocks):
+    """UnfoldQueue (the Monte Carlo samples of every order, one Hamiltonian per job): with 2 worker processes,
+    more jobs than may wait at once, the same lines as unfold_near_k one by one, under each key in the order
+    they were added, and every key's seconds counted."""
+    from hedgenet.physics.continuum_fit import UnfoldQueue, unfold_near_k
+    from hedgenet.physics.unfold import charge_neutrality_level
+
+    _, sc, cmap, blocks0, _ = system
+    e_ref = charge_neutrality_level(blocks0, cmap, sc.numbers)
+    kw = dict(q_max=0.06, n_q=5, window_eV=1.0, precision="single")
+    jobs = [("static", blocks0), ("displaced", displaced_blocks)] * 3  # 6 jobs > 2 × 2 workers in flight
+    jobs += [("displaced", blocks0)]  # the order within a key is kept: this one comes back last
+    expected: dict = {}
+    for key, b in jobs:
+        expected.setdefault(key, []).append(unfold_near_k(b, cmap, e_ref, **kw))
+    for workers in (1, 2):
+        queue = UnfoldQueue(cmap, e_ref, workers=workers, **kw)
+        for key, b in jobs:
+            queue.add(key, b)
+        got = queue.results()
+        assert list(got) == ["static", "displaced"] and set(queue.seconds) == {"static", "displaced"}
+        assert all(v > 0 for v in queue.seconds.values())
+        for key in expected:
+            assert len(got[key]) == len(expected[key])
+            for a, b in zip(expected[key], got[key]):
+                for name in a.states:
+                    for (e1, w1), (e2, w2) in zip(a.states[name], b.states[name]):
+                        assert np.array_equal(e1, e2) and np.array_equal(w1, w2)
+        assert queue.results() == {}  # collected once
+
+
 def test_single_precision_unfolding_matches_double(system, displaced_blocks):
     """complex64 eigensolves polished in double precision: the same unfolded states near K as the double
     solve, energies to 1e-8 eV (raw single-precision eigenvalues are off by ~1e-6 eV) and weights to 1e-4."""

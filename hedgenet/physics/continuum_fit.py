@@ -142,6 +142,61 @@ def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.
     return UnfoldedLines(q, {name: [rows[0], *rows[1 + i * n : 1 + (i + 1) * n]] for i, name in enumerate(dirs)})
 
 
+def _unfold_timed(blocks, cmap: SupercellMap, e_ref_eV: float, kw: dict) -> tuple[UnfoldedLines, float]:
+    """:func:`unfold_near_k` of one Hamiltonian on one BLAS thread (one job of :class:`UnfoldQueue`) and its
+    seconds."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"):
+        lines = unfold_near_k(blocks, cmap, e_ref_eV, **{**kw, "workers": 1})
+    return lines, time.perf_counter() - t0
+
+
+class UnfoldQueue:
+    """:func:`unfold_near_k` of many Hamiltonians of one supercell (the Monte Carlo samples of every order),
+    ``workers`` at a time: each Hamiltonian is one job for a worker process (whole Hamiltonians, not
+    k-points: no per-call start-up, and the work divides evenly over any number of cores). Jobs are
+    submitted as the Hamiltonians are built — at most ``2 × workers`` wait at once, so memory stays bounded —
+    and :meth:`results` returns each key's lines in submission order: the same numbers whatever ``workers``.
+    ``workers=1`` unfolds in this process as each job is added. ``kw``: the keywords of :func:`unfold_near_k`
+    (its own ``workers`` is ignored)."""
+
+    def __init__(self, cmap: SupercellMap, e_ref_eV: float, workers: int = 1, **kw):
+        self.cmap, self.e_ref, self.workers, self.kw = cmap, float(e_ref_eV), int(workers), kw
+        self.jobs: list = []  # (key, lines or future)
+        self.seconds: dict = {}  # key -> seconds of its jobs, summed over processes
+
+    def add(self, key, blocks) -> None:
+        if self.workers <= 1:
+            lines, dt = _unfold_timed(blocks, self.cmap, self.e_ref, self.kw)
+            self._done(key, dt)
+            self.jobs.append((key, lines))
+            return
+        pending = [job for _, job in self.jobs if not isinstance(job, UnfoldedLines) and not job.done()]
+        if len(pending) >= 2 * self.workers:
+            from concurrent.futures import FIRST_COMPLETED, wait
+
+            wait(pending, return_when=FIRST_COMPLETED)
+        self.jobs.append((key, _pool(self.workers).submit(_unfold_timed, blocks, self.cmap, self.e_ref, self.kw)))
+
+    def _done(self, key, seconds: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+
+    def results(self) -> dict:
+        """{key: [UnfoldedLines, ...]} in the order the jobs were added (waits for the workers)."""
+        out: dict = {}
+        for key, job in self.jobs:
+            if not isinstance(job, UnfoldedLines):
+                job, dt = job.result()
+                self._done(key, dt)
+            out.setdefault(key, []).append(job)
+        self.jobs = []
+        return out
+
+
 def _bands(q, e0, hv, g1, gap=0.0, layers=2):
     """The four continuum bands (4, n) in eV at |q| (1/Å); see the module docstring."""
     x2 = (hv * q) ** 2

@@ -40,6 +40,7 @@ from hedgenet.physics.continuum_fit import (
     ERROR_METHODS,
     direction_mean,
     fit_continuum,
+    UnfoldQueue,
     thermal_fermi_velocity,
     unfold_near_k,
 )
@@ -96,7 +97,7 @@ class RenormalizationSettings:
     orders: tuple[str, ...] = DEFAULT_ORDERS
     fixed_energy_eV: float = 0.2  # band velocity this far above the charge-neutrality point of the fitted bands
     error_method: str = "auto"  # auto (bootstrap from 8 ± pairs, jackknife below) | bootstrap | jackknife
-    workers: int = 1  # k-points unfolded at a time (worker processes; same numbers)
+    workers: int = 1  # unfolding worker processes: one Monte Carlo Hamiltonian per job (same numbers)
     eigensolver_precision: str = "single"  # single (complex64, polished in double) | double
 
     def check(self) -> None:
@@ -131,7 +132,7 @@ class RenormalizationSettings:
             raise ValueError(f"fermi_velocity.eigensolver_precision={self.eigensolver_precision!r} unknown; valid: "
                              "single (complex64 solve, pairs polished in double precision), double")
         if int(self.workers) < 1:
-            raise ValueError(f"fermi_velocity.workers={self.workers}: the number of k-points unfolded at a time "
+            raise ValueError(f"fermi_velocity.workers={self.workers}: the number of unfolding worker processes "
                              "must be ≥ 1. Fix: fermi_velocity.workers=1 (or the number of idle cores)")
         if self.layers is not None and int(self.layers) not in (1, 2):
             raise ValueError(f"fermi_velocity.layers={self.layers}: the continuum model has 1 (Dirac cone) or 2 (AB "
@@ -354,7 +355,8 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
     result.lines[("static", 0.0)] = [static_lines]
 
     # seconds per order: building its Hamiltonians (the calculator's H(±u) are charged to `all` when it is
-    # computed, else to `second`), unfolding them and fitting
+    # computed, else to `second`), unfolding them (summed over the worker processes) and fitting; each
+    # temperature's wall time is then shared out over the orders in proportion, so the stages add up to the wall
     t_sample = {o: 0.0 for o in s.orders}
     t_fit = 0.0
     displaced_owner = "all" if "all" in s.orders else "second"
@@ -363,11 +365,13 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
         from tqdm import tqdm
 
         bar = tqdm(total=len(s.temperatures_K) * len(s.orders), desc="v_F(T)", unit="T×order")
+    queue = UnfoldQueue(cmap, e_ref, **kw)
     for k, T in enumerate(s.temperatures_K):
+        t_wall = time.perf_counter()
+        t_work = {o: 0.0 for o in s.orders}
         us = sample_displacements(modes, float(T), s, seed=temperature_seed(s.seed, k), zg_modes=zg_modes)
         if "second" in s.orders:
             check_pairs(us)
-        lines = {o: [] for o in s.orders}
         displaced_all = None
         if need_displaced:  # H(u) of every sample in one call (a model batches them)
             t0 = time.perf_counter()
@@ -377,16 +381,7 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
                 atoms.positions += u
                 moved.append(atoms)
             displaced_all = calc.predict_hamiltonians(moved)
-            t_sample[displaced_owner] += time.perf_counter() - t0
-
-        def unfold(order, blocks, lines=lines):
-            nonlocal t_unfold
-            t1 = time.perf_counter()
-            lines[order].append(unfold_near_k(blocks, cmap, e_ref, **kw))
-            dt = time.perf_counter() - t1
-            t_unfold += dt
-            t_sample[order] += dt
-
+            t_work[displaced_owner] += time.perf_counter() - t0
         for p in range(0, len(us), 2):
             pair = us[p : p + 2]
             first, displaced = [], []
@@ -394,28 +389,32 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
                 if "first" in s.orders or (j == 0 and need_deriv):  # `second` needs Σ dH/du·u of +u only
                     t0 = time.perf_counter()
                     first.append(deriv.first_order(u))
-                    t_sample["first" if "first" in s.orders else "second"] += time.perf_counter() - t0
+                    t_work["first" if "first" in s.orders else "second"] += time.perf_counter() - t0
                 if need_displaced:
                     displaced.append(displaced_all[p + j])
             if "first" in s.orders:
                 for b in first:
-                    unfold("first", b)
+                    queue.add("first", b)
             if "second" in s.orders:
                 t0 = time.perf_counter()
                 pair2 = second_order_pair(deriv, pair[0], *displaced, first_plus=first[0])
-                t_sample["second"] += time.perf_counter() - t0
+                t_work["second"] += time.perf_counter() - t0
                 for b in pair2:
-                    unfold("second", b)
+                    queue.add("second", b)
             if "all" in s.orders:
                 for b in displaced:
-                    unfold("all", b)
+                    queue.add("all", b)
+        lines = queue.results()
+        t_unfold += sum(queue.seconds.values())
+        for o in s.orders:
+            t_work[o] += queue.seconds.pop(o, 0.0)
         for order in s.orders:
             t1 = time.perf_counter()
             fit = thermal_fermi_velocity(lines[order], s.n_bootstrap, s.seed, layers, group=2, guesses=static,
                                          fixed_energy_eV=s.fixed_energy_eV, error_method=s.error_method)
             dt = time.perf_counter() - t1
             t_fit += dt
-            t_sample[order] += dt
+            t_work[order] += dt
             _ratios(fit, static_mean)
             fit["ratio_err_method"] = fit["error_method"]
             fit["rms_u_A"] = float(np.sqrt(np.mean(us**2)))
@@ -423,6 +422,9 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
             result.lines[(order, float(T))] = lines[order]
             if bar is not None:
                 bar.update()
+        t_wall = time.perf_counter() - t_wall
+        for o in s.orders:
+            t_sample[o] += t_wall * t_work[o] / max(sum(t_work.values()), 1e-12)
     if bar is not None:
         bar.close()
     t.update({f"samples_{o}": v for o, v in t_sample.items()})
