@@ -139,6 +139,8 @@ def command_line(args) -> str:
              "--sizes", *map(str, args.sizes), "--families", *args.families, "--seeds", *map(str, args.seeds),
              "--epochs", str(args.epochs), "--val-fraction", str(args.val_fraction), "--workers", str(args.workers),
              "--phonon-supercell", *map(str, args.phonon_supercell)]
+    if args.pool_cells:
+        parts += ["--pool-cells", str(args.pool_cells)]
     if args.label_extra:
         parts += ["--label-extra", *args.label_extra]
     if args.extra:
@@ -186,6 +188,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.05,
                    help="data.val_fraction of each subset (at least one cell; it drives the LR plateau)")
     p.add_argument("--workers", type=int, default=2, help="labelling processes")
+    p.add_argument("--pool-cells", type=int, default=None,
+                   help="label the pool for at least this many cells (default: the largest size): rows of some "
+                        "sizes, or more seeds, against the pool of a larger run (the same cells and subsets)")
     p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7], metavar=("N1", "N2"),
                    help="phonon supercell of model and reference (7×7: xTB's Γ-only phonons are sound there)")
     p.add_argument("--label-extra", nargs="*", default=[], metavar="KEY=VALUE",
@@ -207,7 +212,7 @@ def main(argv=None) -> int:
     command = command_line(args)
     print(f"reproduce: {command}", flush=True)
 
-    scale = pool_scale(max(args.sizes))
+    scale = pool_scale(max(args.sizes + [args.pool_cells or 0]))
     print("labelling (cached after the first run)", flush=True)
     common = [f"dataset.n_workers={args.workers}", "progress=false"]
     cpu_label = 0.0

@@ -29,6 +29,7 @@ def test_nested_subsets_are_nested_seeded_and_sorted(bench):
     assert all(s == sorted(s) for s in sub.values())
     assert sub == bench.nested_subsets(list(reversed(ids)), [4, 12, 48, 60], seed=0)  # order of ids irrelevant
     assert bench.nested_subsets(ids, [12], seed=1)[12] != sub[12]
+    assert bench.nested_subsets(ids, [12], seed=0)[12] == sub[12]  # one size alone (--pool-cells): the same cells
     with pytest.raises(ValueError, match="pool of 60"):
         bench.nested_subsets(ids, [61], seed=0)
 
