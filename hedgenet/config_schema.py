@@ -208,6 +208,7 @@ class LossWeights:
     forces: float = MISSING
     H: float = MISSING
     S: float = MISSING
+    H_onsite: float = 0.0   # extra weight on the MSE of the on-site H blocks (eV): the local potential of a displacement
     forces_out_of_plane: float = 0.0   # extra weight on the MSE of the z components (eV/Å): flexural modes
     layer_forces: float = 0.0   # on the MSE of each layer's mean force per atom (eV/Å): interlayer physics
     layer_forces_in_plane: float = 0.0   # the same on its in-plane (x, y) components only: sliding and shear

@@ -84,6 +84,26 @@ def test_the_h_loss_is_on_h_minus_e_s_and_does_not_train_the_overlap(labelled):
     assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in model.head_blocks.parameters())
 
 
+def test_the_on_site_h_loss_is_the_mse_of_the_on_site_blocks_alone(labelled):
+    """train.loss_weights.H_onsite: the MSE of H − E·S over the on-site blocks' real elements only, added to (not
+    replacing) the H term, and trained through the block head; weight 0 adds nothing."""
+    model, graphs = model_and_graphs(labelled, "fermi")
+    e = float(model.hamiltonian_shift_eV)
+    g = graphs[0]
+    pred = model(g, training=True)
+    m = g.block_mask & (g.block_kind == 0)[:, None, None]
+    assert 0 < int((g.block_kind == 0).sum()) < g.block_kind.numel()
+    expected = (((pred["H"] - e * pred["S"]) - (g.H - e * g.S))[m] ** 2).mean()
+    loss, parts = total_loss(pred, g, {"H": 1.0, "H_onsite": 30.0}, e)
+    assert float(parts["H_onsite"].detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(float((parts["H"] + 30.0 * parts["H_onsite"]).detach()), rel=1e-12)
+    only, parts = total_loss(pred, g, {"H_onsite": 1.0}, e)  # alone: the head still trains on it
+    assert set(parts) == {"H_onsite"}
+    only.backward()
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in model.head_blocks.parameters())
+    assert "H_onsite" not in total_loss(pred, g, {"H": 1.0, "H_onsite": 0.0}, e)[1]
+
+
 def test_an_overlap_error_leaves_the_states_at_the_fermi_level_in_place(labelled):
     """A 1 % error of every off-site overlap: in the fermi gauge the levels within 1 eV of E_F move by
     (E_F − ε)·⟨δS⟩, at most a tenth of what they move by when H is learned itself (−ε·⟨δS⟩, ε ≈ −10 eV)."""

@@ -13,6 +13,11 @@ sliding energy and the shear mode are made of: ~0.1–1 meV/Å, ten times smalle
 plane) on top of ``forces``: flexural (ZA, ZO) modes are four times softer than the in-plane ones, so their
 forces are small and a plain component MSE leaves them relatively worse fitted.
 
+``H_onsite``: the MSE of the on-site blocks' elements (eV) on top of ``H``. They are ≈ 2 % of a cell's block
+elements, so the H MSE hardly sees them, yet their changes with the bond lengths (≈ 0.8 eV/Å per Å of
+nearest-neighbour bond in GFN1-xTB; s and p shift alike) are the local potential a displacement makes, which the
+couplings and the thermal bands inherit.
+
 ``virial``: W = −∂E/∂ε per atom (eV/atom), over the structures whose labels have it. Forces at one fixed cell
 do not fix it: a spurious bond tension (a term ∝ Σ r_ij) exerts no force on a lattice, yet it is a stress
 that stiffens the flexural (ZA) branch, which turns linear near Γ, and moves the model's lattice constant.
@@ -72,11 +77,14 @@ def total_loss(pred: dict, batch, weights: dict, hamiltonian_shift_eV: float = 0
         n = batch.n_atoms.to(pred["virial"].dtype)[:, None, None]
         parts["virial"] = masked_mse(pred["virial"] / n, batch.virial / n, torch.isfinite(batch.virial))
     for key in ("H", "S"):
-        if key in pred and weights.get(key, 0) > 0:
+        if key in pred and (weights.get(key, 0) > 0 or (key == "H" and weights.get("H_onsite", 0) > 0)):
             p, t = pred[key], getattr(batch, key)
             if key == "H" and hamiltonian_shift_eV and "S" in pred:
                 p, t = p - hamiltonian_shift_eV * pred["S"], t - hamiltonian_shift_eV * batch.S
-            parts[key] = masked_mse(p, t, batch.block_mask)
+            if weights.get(key, 0) > 0:
+                parts[key] = masked_mse(p, t, batch.block_mask)
+            if key == "H" and weights.get("H_onsite", 0) > 0:
+                parts["H_onsite"] = masked_mse(p, t, batch.block_mask & (batch.block_kind == ONSITE)[:, None, None])
     if not parts:
         raise ValueError(
             "no loss term: the model predicts none of the quantities with a positive weight in "
