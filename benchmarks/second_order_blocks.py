@@ -15,7 +15,10 @@ and the others), intralayer nearest neighbours (< 1.6 Å), other intralayer,
 interlayer pairs closer than 3.4 Å (the AB dimer, which carries γ₁) and other interlayer pairs. Per group:
 the relative error (Frobenius norm of model − reference over the group's blocks and samples, divided by the
 reference's) of H₀, of the odd part and of the even part, the ratio of the model's even part to the
-reference's, and the p_z–p_z element of the even part (rms and mean, meV). Writes
+reference's, and the p_z–p_z element of the even part (rms and mean, meV). A first table splits the on-site
+blocks' odd part into the s and p shells' scalars and the rest (s–p mixing and the anisotropic p–p part, zero in
+GFN1-xTB), rms over the pairs, and gives the slope of the s–s odd part against the sum of the atom's
+nearest-neighbour bond-length changes (eV/Å; `onsite_odd_slope_eV_A` in the JSON). Writes
 ``<root>/second_order_blocks.json``.
 """
 
@@ -31,12 +34,43 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import reference_cell, report  # noqa: E402
+from _common import print_table, reference_cell, report  # noqa: E402
 
 GROUPS = ("on-site dimer", "on-site other", "intralayer NN", "intralayer other", "interlayer dimer", "interlayer other")
 PZ = 2  # p_z in hedgenet's (e3nn) orbital order s, p_y, p_z, p_x
 DIMER_A = 3.4  # Å: interlayer pairs closer than this are the AB dimer's (at the interlayer distance d ≈ 3.3 Å; the next
 #                pairs are at √(d² + 1.42²) ≈ 3.6 Å)
+
+
+ONSITE_PARTS = {
+    "s–s": lambda b: b[:, 0, 0],
+    "p–p scalar": lambda b: np.trace(b[:, 1:4, 1:4], axis1=1, axis2=2) / 3,
+    "s–p and p–p anisotropic": lambda b: np.concatenate([
+        b[:, 0, 1:4], b[:, 1:4, 0],
+        (b[:, 1:4, 1:4] - np.trace(b[:, 1:4, 1:4], axis1=1, axis2=2)[:, None, None] / 3 * np.eye(3)).reshape(-1, 9)],
+        axis=1),
+}
+"""The parts of a 4×4 (s, p) on-site block: the s and p shells' scalars (all GFN1-xTB's on-site blocks have) and
+the rest (s–p mixing, l = 1; the traceless p–p part, l = 2), which xTB's are zero in."""
+
+
+def onsite_bond_slope(sc, pairs, odd: list[dict]) -> float:
+    """eV/Å: the least-squares slope of the on-site s–s odd part against the sum of the atom's nearest-neighbour
+    bond-length changes, first order in u (Σ_j (u_j − u_i)·r̂_ij over neighbours closer than 1.6 Å)."""
+    from ase.neighborlist import neighbor_list
+
+    i_, j_, D = neighbor_list("ijD", sc, 1.6)
+    unit = D / np.linalg.norm(D, axis=1)[:, None]
+    x, y = [], []
+    for u, part in zip(pairs, odd):
+        stretch = np.bincount(i_, weights=np.einsum("ek,ek->e", u[j_] - u[i_], unit), minlength=len(sc))
+        for key, block in part.items():
+            i, j, *r = key
+            if i == j and not any(r):
+                x.append(stretch[i])
+                y.append(block[0, 0])
+    x, y = np.asarray(x), np.asarray(y)
+    return float(np.dot(x, y) / np.dot(x, x))
 
 
 def keyed_blocks(blocks, e0_eV: float) -> dict:
@@ -105,6 +139,9 @@ def compare(ref, model, group) -> dict:
         out[g] = {"blocks": len(ks), "H0_rel_err": rel(A0, B0), "odd_rel_err": rel(Or, Om),
                   "even_rel_err": rel(Er, Em), "even_norm_ratio": float(np.linalg.norm(Em) / np.linalg.norm(Er)),
                   "odd_norm_ratio": float(np.linalg.norm(Om) / np.linalg.norm(Or))}
+        if g.startswith("on-site") and n >= 4:  # xTB's on-site blocks are one number per shell (s, p)
+            out[g]["odd_rms_meV"] = {part: [1e3 * float(np.sqrt(np.mean(f(x) ** 2))) for x in (Or, Om)]
+                                     for part, f in ONSITE_PARTS.items()}
         if n > PZ:
             out[g].update({"pzpz_even_rms_meV": [1e3 * float(np.sqrt(np.mean(x[:, PZ, PZ] ** 2))) for x in (Er, Em)],
                            "pzpz_even_mean_meV": [1e3 * float(np.mean(x[:, PZ, PZ])) for x in (Er, Em)],
@@ -139,14 +176,30 @@ def main() -> None:
     ref = responses(ref_calc, sc, cmap, pairs)
     print(f"reference: {time.perf_counter() - t0:.0f} s", flush=True)
     rows, out = [], {"supercell": n, "pairs": args.pairs, "T_K": args.T, "models": {}}
+    slope_ref = onsite_bond_slope(sc, pairs, ref[1])
+    onsite_rows = []
     for name, path in models.items():
-        res = compare(ref, responses(ModelCalculator(path), sc, cmap, pairs), group)
-        out["models"][name] = {"path": str(path), "groups": res}
+        mod = responses(ModelCalculator(path), sc, cmap, pairs)
+        res = compare(ref, mod, group)
+        slope = onsite_bond_slope(sc, pairs, mod[1])
+        out["models"][name] = {"path": str(path), "groups": res,
+                               "onsite_odd_slope_eV_A": {"reference": slope_ref, "model": slope}}
+        odd_parts = {part: [0.0, 0.0] for part in ONSITE_PARTS}
+        for g in ("on-site dimer", "on-site other"):  # pooled over both on-site groups (rms)
+            for part, (a, b) in res.get(g, {}).get("odd_rms_meV", {}).items():
+                w = res[g]["blocks"]
+                odd_parts[part] = [odd_parts[part][0] + w * a**2, odd_parts[part][1] + w * b**2]
+        n_on = sum(res[g]["blocks"] for g in ("on-site dimer", "on-site other") if g in res)
+        onsite_rows.append([name, *[f"{np.sqrt(a / n_on):.2f} / {np.sqrt(b / n_on):.2f}"
+                                    for a, b in odd_parts.values()], f"{slope_ref:.3f} / {slope:.3f}"])
         for g, r in res.items():
             pz = (f"{r['pzpz_even_rms_meV'][0]:.2f} / {r['pzpz_even_rms_meV'][1]:.2f} "
                   f"({r['pzpz_even_mean_meV'][0]:+.2f} / {r['pzpz_even_mean_meV'][1]:+.2f})" if "pzpz_even_rms_meV" in r else "")
             rows.append([name, g, r["blocks"], r["H0_rel_err"], r["odd_rel_err"], r["odd_norm_ratio"],
                          r["even_rel_err"], r["even_norm_ratio"], pz])
+    print_table(["model", *[f"on-site odd {part}, rms meV (ref / model)" for part in ONSITE_PARTS],
+                 "on-site s–s odd per Å of nearest-neighbour bonds, eV/Å (ref / model)"], onsite_rows,
+                title="the on-site blocks' first-order response by part (xTB's are one number per shell)")
     report(["model", "blocks", "n", "H₀ rel. err", "odd rel. err", "odd model/ref", "even rel. err",
             "even model/ref", "p_z–p_z even rms ref / model (mean), meV"], rows,
            f"{n}×{n} AB bilayer, {args.pairs} ± pairs at {args.T:g} K; model against the reference on the same "
