@@ -44,14 +44,19 @@ def mos2():
     return rattled("bilayer_mos2", 1, seed=2)
 
 
-@pytest.fixture(scope="module", params=[1, 2, 3], ids=["two-body", "correlation2", "correlation3"])
+@pytest.fixture(scope="module", params=[1, 2, 3, "pairs"], ids=["two-body", "correlation2", "correlation3", "onsite-pairs"])
 def model(request):
-    """Joint model for C, S and Mo (blocks padded to 9 orbitals); two-body messages, with their square and cube."""
+    """Joint model for C, S and Mo (blocks padded to 9 orbitals); two-body messages, with their square and cube,
+    and with the square and an on-site pair sum (random weights: it starts at zero)."""
     torch.manual_seed(0)
-    return HedgeNet(
-        [6, 16, 42], size={**TINY, "correlation": request.param}, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
-        registry_widths=(0.5, 1.0), dtype="float64",
-    )
+    pairs = request.param == "pairs"
+    size = {**TINY, "correlation": 2 if pairs else request.param, **({"onsite_pair_sum": True} if pairs else {})}
+    m = HedgeNet([6, 16, 42], size=size, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
+                 registry_widths=(0.5, 1.0), dtype="float64")
+    if pairs:
+        with torch.no_grad():
+            m.onsite_pairs.weight.normal_(0.0, 0.2)
+    return m
 
 
 def transformed(atoms, rot: np.ndarray, trans: np.ndarray):
@@ -224,6 +229,41 @@ def test_block_edge_subsample_keeps_pairs_and_predictions(model, graphene):
     assert subsample_block_edges(g, 1.0) is g
     with pytest.raises(ValueError, match="block_edge_fraction"):
         subsample_block_edges(g, 0.0)
+
+
+def test_onsite_pair_sum_is_the_sum_over_each_relations_neighbours(graphene):
+    """model.size.onsite_pair_sum: the on-site blocks gain Σ_t Σ_{j ∈ N_t(i)} W^t_{Z_i Z_j}·B_t(r_ij) on the
+    identity-like basis (each shell's own number), summed over the intra- and interlayer neighbours within each
+    relation's cutoff — recomputed here by hand with ase's neighbour list — and nothing off-site; a model saved
+    without the key has none."""
+    from ase.neighborlist import neighbor_list
+
+    torch.manual_seed(1)
+    size = {**TINY, "onsite_pair_sum": True}
+    m = HedgeNet([6], size=size, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0, r_inter=4.0,
+                 dtype="float64")
+    g = collate([m.graph_builder()(graphene)])
+    before = m(g)["H"].detach()
+    with torch.no_grad():
+        m.onsite_pairs.weight.normal_(0.0, 0.3)
+    diff = (m(g)["H"].detach() - before).numpy()
+    i, j = g.block_index
+    onsite = ((i == j) & (g.block_shift == 0).all(dim=1)).numpy()
+    assert np.abs(diff[~onsite]).max() == 0.0
+    a_, b_, d_ = neighbor_list("ijd", graphene, 4.0)
+    layer = graphene.arrays["layer"]
+    w = m.onsite_pairs.weight.detach()  # (relation, species pair, basis, n_out): C only, s and p shells
+    basis = m.head_blocks.decoder.onsite_basis.detach().numpy()[:, 0]  # (c, n, n)
+    for e in np.flatnonzero(onsite)[:5]:
+        a = int(i[e])
+        coef = np.zeros(w.shape[-1])
+        for t, (cross, cut) in enumerate(zip((False, True), (3.0, 4.0))):
+            sel = (a_ == a) & (d_ < cut) & ((layer[b_] != layer[a]) == cross)
+            rb = m.onsite_pairs.radial[t](torch.as_tensor(d_[sel])).numpy()
+            coef += (rb @ w[t, 0].numpy()).sum(axis=0)
+        np.testing.assert_allclose(diff[e], np.einsum("c,ckl->kl", coef, basis), rtol=0, atol=1e-12)
+    assert not np.allclose(diff[onsite], 0.0)
+    assert HedgeNet([6], size=TINY, task="joint", layout=LAYOUT, block_cutoff=3.5).onsite_pairs is None
 
 
 def test_block_edge_subsample_loss_is_unbiased(model, graphene):

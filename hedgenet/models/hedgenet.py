@@ -43,6 +43,7 @@ from hedgenet.models.base import (
 )
 from hedgenet.models.blocks_head import (
     BlockHead,
+    OnsitePairSum,
     RadialBasis,
     TwoCenterHead,
     init_block_statistics,
@@ -58,7 +59,10 @@ SIZES: dict[str, dict] = {
 }
 """Named model sizes: channels per irrep, max angular momentum of node features, interaction layers,
 channels of the per-edge pair features in the H/S heads (``head_channels``, default = channels) and the body
-order per layer (``correlation``: 2 = messages and their square per atom, :class:`NodeProduct`)."""
+order per layer (``correlation``: 2 = messages and their square per atom, :class:`NodeProduct`). An optional
+``onsite_pair_sum: true`` adds environment-dependent on-site energies as a sum over neighbours to the H head
+(:class:`~hedgenet.models.blocks_head.OnsitePairSum`, over the relation edges); models saved without the key
+load without it."""
 
 def model_size(size: str | dict) -> dict:
     """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
@@ -366,6 +370,9 @@ class HedgeNet(GraphModel):
             self.block_cutoff = float(block_cutoff)
             kw = dict(num_basis=num_basis, radial_hidden=radial_hidden, channels=hp.get("head_channels"))
             self.head_blocks = BlockHead(irreps, layout, self.elements, self.block_cutoff, ("H",), **kw)
+            self.onsite_pairs = (OnsitePairSum(n_sp, relations.cutoffs, num_basis,
+                                               self.head_blocks.decoder.onsite_basis.shape[0])
+                                 if hp.get("onsite_pair_sum", False) else None)
             self.head_S = TwoCenterHead(layout, self.elements, self.block_cutoff, radial_hidden=radial_hidden)
 
     @classmethod
@@ -395,7 +402,8 @@ class HedgeNet(GraphModel):
             # the blocks need an autograd graph only to be differentiated (training, dH/du); without it
             # inference on 10^4 atoms keeps no per-edge intermediates of the heads
             with torch.set_grad_enabled(torch.is_grad_enabled() and blocks_grad):
-                out.update(self.head_blocks(*args))
+                coef = None if self.onsite_pairs is None else self.onsite_pairs(edges, species)
+                out.update(self.head_blocks(*args, onsite_coef=coef))
                 out.update(self.head_S(*args))
         return out
 
