@@ -211,7 +211,7 @@ def whole_samples(args, us, deriv, calc, sc, cmap, e_ref, kw, lines, med) -> Non
                         unfold_near_k(b, cmap, e_ref, **kw, workers=opt["workers"], precision="single"))
                 else:
                     queue.add(order, b)
-            got = got or queue.results()
+            got = got or queue.results()[0]
             walls[way].append((time.perf_counter() - t0) / len(us))
             for order in ORDERS:  # the same states as the default single-precision path
                 for x, y in zip(got[order], lines[(order, "default, single")]):

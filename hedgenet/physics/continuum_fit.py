@@ -143,15 +143,12 @@ def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.
 
 
 def _unfold_timed(blocks, cmap: SupercellMap, e_ref_eV: float, kw: dict) -> tuple[UnfoldedLines, float]:
-    """:func:`unfold_near_k` of one Hamiltonian on one BLAS thread (one job of :class:`UnfoldQueue`) and its
-    seconds."""
+    """:func:`unfold_near_k` of one Hamiltonian in this process (one job of :class:`UnfoldQueue`; its
+    eigensolves run on one BLAS thread, :func:`_unfold_points`) and its seconds."""
     import time
 
-    from threadpoolctl import threadpool_limits
-
     t0 = time.perf_counter()
-    with threadpool_limits(limits=1, user_api="blas"):
-        lines = unfold_near_k(blocks, cmap, e_ref_eV, **{**kw, "workers": 1})
+    lines = unfold_near_k(blocks, cmap, e_ref_eV, **{**kw, "workers": 1})
     return lines, time.perf_counter() - t0
 
 
@@ -166,35 +163,30 @@ class UnfoldQueue:
 
     def __init__(self, cmap: SupercellMap, e_ref_eV: float, workers: int = 1, **kw):
         self.cmap, self.e_ref, self.workers, self.kw = cmap, float(e_ref_eV), int(workers), kw
-        self.jobs: list = []  # (key, lines or future)
-        self.seconds: dict = {}  # key -> seconds of its jobs, summed over processes
+        self.jobs: list = []  # (key, (lines, seconds)) with one worker, else (key, future of that pair)
 
     def add(self, key, blocks) -> None:
         if self.workers <= 1:
-            lines, dt = _unfold_timed(blocks, self.cmap, self.e_ref, self.kw)
-            self._done(key, dt)
-            self.jobs.append((key, lines))
+            self.jobs.append((key, _unfold_timed(blocks, self.cmap, self.e_ref, self.kw)))
             return
-        pending = [job for _, job in self.jobs if not isinstance(job, UnfoldedLines) and not job.done()]
+        pending = [job for _, job in self.jobs if not job.done()]
         if len(pending) >= 2 * self.workers:
             from concurrent.futures import FIRST_COMPLETED, wait
 
             wait(pending, return_when=FIRST_COMPLETED)
         self.jobs.append((key, _pool(self.workers).submit(_unfold_timed, blocks, self.cmap, self.e_ref, self.kw)))
 
-    def _done(self, key, seconds: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
-
-    def results(self) -> dict:
-        """{key: [UnfoldedLines, ...]} in the order the jobs were added (waits for the workers)."""
-        out: dict = {}
+    def results(self) -> tuple[dict, dict]:
+        """``{key: [UnfoldedLines, ...]}`` in the order the jobs were added and ``{key: seconds}`` of its jobs,
+        summed over processes (waits for the workers); the queue is then empty."""
+        lines: dict = {}
+        seconds: dict = {}
         for key, job in self.jobs:
-            if not isinstance(job, UnfoldedLines):
-                job, dt = job.result()
-                self._done(key, dt)
-            out.setdefault(key, []).append(job)
+            done, dt = job if self.workers <= 1 else job.result()
+            lines.setdefault(key, []).append(done)
+            seconds[key] = seconds.get(key, 0.0) + dt
         self.jobs = []
-        return out
+        return lines, seconds
 
 
 def _bands(q, e0, hv, g1, gap=0.0, layers=2):

@@ -38,9 +38,9 @@ from ase import Atoms
 from hedgenet.orbitals.blocks import BlockDerivatives, BlockSet, blocks_on_edges
 from hedgenet.physics.continuum_fit import (
     ERROR_METHODS,
+    UnfoldQueue,
     direction_mean,
     fit_continuum,
-    UnfoldQueue,
     thermal_fermi_velocity,
     unfold_near_k,
 )
@@ -404,10 +404,10 @@ def fermi_velocity_vs_temperature(calc, unit: Atoms, settings: RenormalizationSe
             if "all" in s.orders:
                 for b in displaced:
                     queue.add("all", b)
-        lines = queue.results()
-        t_unfold += sum(queue.seconds.values())
+        lines, seconds = queue.results()
+        t_unfold += sum(seconds.values())
         for o in s.orders:
-            t_work[o] += queue.seconds.pop(o, 0.0)
+            t_work[o] += seconds.get(o, 0.0)
         for order in s.orders:
             t1 = time.perf_counter()
             fit = thermal_fermi_velocity(lines[order], s.n_bootstrap, s.seed, layers, group=2, guesses=static,
