@@ -14,7 +14,8 @@ initialised with seed s), then measures on the held-out test set:
   model and reference (``hedgenet-phonons compare_with=`` the reference run).
 
 Families (``--families``; the arms of ``experiment=compare_baselines``, conf/variant/): ``hedgenet``
-(HedgeNet small, intra/interlayer relations, task joint), ``mace`` (MACE, task forces), ``deeph_e3``
+(HedgeNet small, intra/interlayer relations, task joint; ``hedgenet_no_pair_sum`` and ``hedgenet_2body`` the
+same without the on-site pair sum, and also without the per-atom square), ``mace`` (MACE, task forces), ``deeph_e3``
 (DeepH-E3-like network, task joint).
 
     OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --root outputs/learning_curves
@@ -48,7 +49,10 @@ from interlayer_ablation import cli, gamma_modes  # noqa: E402
 
 FAMILIES = {
     "hedgenet": ["variant=hedgenet", "task=joint"],
-    "hedgenet_2body": ["variant=hedgenet", "task=joint", "model.size.correlation=1"],  # messages only, no square
+    # on-site energies from the node features only (no sum over neighbours): HedgeNet before the pair sum
+    "hedgenet_no_pair_sum": ["variant=hedgenet", "task=joint", "model.size.onsite_pair_sum=false"],
+    # and messages only (no square per atom): HedgeNet before the body order
+    "hedgenet_2body": ["variant=hedgenet", "task=joint", "model.size.correlation=1", "model.size.onsite_pair_sum=false"],
     "mace": ["variant=mace"],  # the variant sets task=forces (no Hamiltonian head)
     "deeph_e3": ["variant=deeph_e3", "task=joint"],
 }

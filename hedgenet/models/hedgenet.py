@@ -53,16 +53,19 @@ from hedgenet.models.registry import normal_projectors, registry_features
 from hedgenet.orbitals.layout import OrbitalLayout
 
 SIZES: dict[str, dict] = {
-    "hedgenet_small": {"channels": 16, "lmax": 1, "num_layers": 2, "head_channels": 16, "correlation": 2},
-    "hedgenet_medium": {"channels": 32, "lmax": 2, "num_layers": 3, "head_channels": 16, "correlation": 2},
-    "hedgenet_large": {"channels": 64, "lmax": 2, "num_layers": 4, "head_channels": 32, "correlation": 2},
+    "hedgenet_small": {"channels": 16, "lmax": 1, "num_layers": 2, "head_channels": 16, "correlation": 2,
+                       "onsite_pair_sum": True},
+    "hedgenet_medium": {"channels": 32, "lmax": 2, "num_layers": 3, "head_channels": 16, "correlation": 2,
+                       "onsite_pair_sum": True},
+    "hedgenet_large": {"channels": 64, "lmax": 2, "num_layers": 4, "head_channels": 32, "correlation": 2,
+                       "onsite_pair_sum": True},
 }
 """Named model sizes: channels per irrep, max angular momentum of node features, interaction layers,
 channels of the per-edge pair features in the H/S heads (``head_channels``, default = channels) and the body
-order per layer (``correlation``: 2 = messages and their square per atom, :class:`NodeProduct`). An optional
-``onsite_pair_sum: true`` adds environment-dependent on-site energies as a sum over neighbours to the H head
-(:class:`~hedgenet.models.blocks_head.OnsitePairSum`, over the relation edges); models saved without the key
-load without it."""
+order per layer (``correlation``: 2 = messages and their square per atom, :class:`NodeProduct`), and
+``onsite_pair_sum`` (on in every named size): environment-dependent on-site energies as a sum over neighbours in
+the H head (:class:`~hedgenet.models.blocks_head.OnsitePairSum`, over the relation edges); models saved without
+the key load without it."""
 
 def model_size(size: str | dict) -> dict:
     """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
