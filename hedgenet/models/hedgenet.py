@@ -69,8 +69,9 @@ the key load without it."""
 
 def model_size(size: str | dict) -> dict:
     """Hyperparameters of a named size (``hedgenet_small|medium|large``) or a dict passed through
-    (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels`` and ``correlation``: 1 = two-body
-    messages only, 2 = plus their channel-wise square per node, 3 = and their cube, :class:`NodeProduct`)."""
+    (keys ``channels``, ``lmax``, ``num_layers``, optional ``head_channels``, ``correlation``: 1 = two-body
+    messages only, 2 = plus their channel-wise square per node, 3 = and their cube, :class:`NodeProduct`, and
+    ``onsite_pair_sum``: the on-site energies' sum over neighbours, off when absent)."""
     if isinstance(size, dict):
         missing = {"channels", "lmax", "num_layers"} - set(size)
         if missing:
