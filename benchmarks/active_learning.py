@@ -14,6 +14,12 @@ round. Then, per round, the committee (members' mean) is measured on held-out da
         --test <held-out>.h5 --reference-phonons <hedgenet-phonons run dir> --root outputs/active_learning \\
         --strategies uncertainty random --seeds 0 1 2 --batch 12 --max-labels 48
 
+``--fermi-velocity KEY=VALUE ...`` (overrides of ``hedgenet-fermi-velocity``, e.g. ``fermi_velocity.supercell=[6,6]
+'fermi_velocity.temperatures_K=[300.0]' sampler.n_samples=16``) adds v_F(T): one run with the reference under
+those overrides (``<root>/runs/fermi_velocity_reference``, once), then one with each round's model; a round is
+within 1σ when, at every temperature, its all-orders v₀/static differs from the reference's by at most the two
+error bars combined, and the summary gives the fewest calls at which every seed's round is.
+
 Another material's pool (labelled with ``material=...``) needs the same overrides again as ``--material``, e.g.
 the 13.17° twisted cell: ``--material material=twisted_bilayer_graphene material.params.m=2 material.params.n=3
 --phonon-supercell 1 1`` (the phonon runs take the pool's block cutoff).
@@ -131,13 +137,54 @@ def round_rows(args, entry: str, seed: int, run_dir: Path) -> list[dict]:
                 f"phonons.supercell=[{args.phonon_supercell[0]},{args.phonon_supercell[1]}]", block_cutoff(args.pool),
                 f"compare_with={args.reference_phonons}")
         g = gamma_modes(ph_dir)
+        vf = fermi_velocity_row(args, args.root / "runs" / f"fermi_velocity_{stem}_seed{seed}_r{r['round']}",
+                                "calculator=model", f"model_path={committee}")
         rows.append({"strategy": entry, "seed": seed, "round": r["round"], "calls": r["n_picked_total"],
                      "cells": r["n_labelled"], "test_forces_mae_meV_A": r.get("test_forces_mae_meV_A"),
                      "test_H_mae_meV": r.get("test_H_mae_meV"), "phonon_mae_THz": s["frequency_mae_vs_compare_THz"],
                      "shear_THz": g["interlayer shear"], "breathing_THz": g["layer breathing"],
                      "pool_force_spread_mean_meV_A": r.get("pool_force_spread_mean_meV_A"),
-                     "train_s": r.get("train_s"), "picked_kinds": r.get("picked_kinds")})
+                     "train_s": r.get("train_s"), "picked_kinds": r.get("picked_kinds"), **vf})
     return rows
+
+
+VF_ORDER = "all"
+"""The order whose v₀(T)/static the v_F measure compares (``--fermi-velocity``)."""
+
+
+def fermi_velocity_ratios(summary: dict) -> dict[str, tuple[float, float]]:
+    """{temperature: (v₀/static, its error bar)} of ``VF_ORDER`` in a hedgenet-fermi-velocity summary."""
+    by_t = summary["by_temperature"].get(VF_ORDER)
+    if by_t is None:
+        raise SystemExit(f"the v_F runs have no order {VF_ORDER!r} (fermi_velocity.orders must include it)")
+    return {t: (float(fit["ratio_to_static"]), float(fit["ratio_err"])) for t, fit in by_t.items()}
+
+
+def fermi_velocity_row(args, run_dir: Path, *overrides: str) -> dict:
+    """The v_F measure of one model (empty without ``--fermi-velocity``): its all-orders v₀/static per temperature
+    and the largest |model − reference| over the two error bars combined (``vF_z``; ≤ 1: within 1σ)."""
+    if not args.fermi_velocity:
+        return {}
+    common = [*args.material, block_cutoff(args.pool), "progress=false", *args.fermi_velocity]
+    reference = fermi_velocity_ratios(cli("fermi_velocity", args.root, args.root / "runs" / "fermi_velocity_reference",
+                                          *common, "calculator=reference"))
+    try:
+        model = fermi_velocity_ratios(cli("fermi_velocity", args.root, run_dir, *common, *overrides))
+    except SystemExit as err:  # e.g. refused for imaginary modes: that round's model is not within 1σ
+        reason = str(err).strip().splitlines()[-1]
+        print(f"  {run_dir.name} refused: {reason}", flush=True)
+        return {"vF_ratio": {}, "vF_ratio_err": {}, "vF_reference": reference, "vF_z": math.inf, "vF_refused": reason}
+    z = max(abs(model[t][0] - reference[t][0]) / math.hypot(model[t][1], reference[t][1]) for t in reference)
+    return {"vF_ratio": {t: model[t][0] for t in model}, "vF_ratio_err": {t: model[t][1] for t in model},
+            "vF_reference": reference, "vF_z": z}
+
+
+def calls_within_1sigma(rows: list[dict]) -> float | None:
+    """The fewest reference calls at which every seed's v_F(T) is within 1σ of the reference's (None: never)."""
+    by_calls: dict[int, list[float]] = {}
+    for r in rows:
+        by_calls.setdefault(r["calls"], []).append(r["vF_z"])
+    return next((c for c in sorted(by_calls) if max(by_calls[c]) <= 1.0), None)
 
 
 def calls_to_reach(rows: list[dict], key: str, target: float) -> float | None:
@@ -214,6 +261,10 @@ def main() -> None:
     p.add_argument("--material", nargs="*", default=[], metavar="KEY=VALUE",
                    help="the pool's material, as overrides of hedgenet-active and hedgenet-phonons (default: the AB "
                         "bilayer), e.g. material=twisted_bilayer_graphene material.params.m=2 material.params.n=3")
+    p.add_argument("--fermi-velocity", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="measure v_F(T) too: hedgenet-fermi-velocity overrides of the reference run and every "
+                        "round's model run, e.g. fermi_velocity.supercell=[6,6] 'fermi_velocity.temperatures_K=[300.0]' "
+                        "sampler.n_samples=16")
     p.add_argument("--target-phonon-mae", type=float, default=None,
                    help="THz; default: the random strategy's seed-mean at its last round")
     args = p.parse_args()
@@ -234,20 +285,34 @@ def main() -> None:
               f"{r['shear_THz']:.3f}", f"{r['breathing_THz']:.3f}",
               "–" if r["pool_force_spread_mean_meV_A"] is None else f"{r['pool_force_spread_mean_meV_A']:.1f}",
               " ".join(r["picked_kinds"] or [])[:40]] for r in rows]
-    text = print_table(["strategy", "seed", "calls", "cells", "test F MAE (meV/Å)", "test H MAE (meV)",
-                        "phonon MAE (THz)", "Γ shear (THz)", "Γ breathing (THz)", "pool spread (meV/Å)",
-                        "picked kinds"], table, title="active learning: per round")
+    headers = ["strategy", "seed", "calls", "cells", "test F MAE (meV/Å)", "test H MAE (meV)", "phonon MAE (THz)",
+               "Γ shear (THz)", "Γ breathing (THz)", "pool spread (meV/Å)", "picked kinds"]
+    if args.fermi_velocity:
+        headers[-1:-1] = [f"v₀/static, {VF_ORDER} orders", "|Δ| / σ vs reference"]
+        for line, r in zip(table, rows):
+            line[-1:-1] = [" ".join(f"{t} K {v:.3f} ± {r['vF_ratio_err'][t]:.3f}" for t, v in r["vF_ratio"].items()),
+                           f"{r['vF_z']:.2f}"]
+    text = print_table(headers, table, title="active learning: per round")
     for key, target in targets.items():
         line = (f"calls to reach a seed-mean {MEASURES[key]} ≤ {target:.3g}: "
                 + ", ".join(f"{s} {reach[key][s] if reach[key][s] is not None else 'not reached'}"
                             for s in args.strategies))
         print(line)
         text += ("\n" if key == next(iter(targets)) else "") + line + "\n"
+    within = {}
+    if args.fermi_velocity:
+        within = {s: calls_within_1sigma([r for r in rows if r["strategy"] == s]) for s in args.strategies}
+        reference = rows[0]["vF_reference"]
+        line = (f"calls until every seed's v₀(T)/static ({VF_ORDER} orders) is within 1σ of the reference's ("
+                + ", ".join(f"{t} K {v:.3f} ± {e:.3f}" for t, (v, e) in reference.items()) + "): "
+                + ", ".join(f"{s} {within[s] if within[s] is not None else 'never'}" for s in args.strategies))
+        print(line)
+        text += line + "\n"
     args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "active_learning.md").write_text(text)
     (args.root / "active_learning.json").write_text(json.dumps(
         {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-         "targets": targets, "calls_to_reach": reach, "rows": rows}, indent=1))
+         "targets": targets, "calls_to_reach": reach, "calls_within_1sigma_vF": within, "rows": rows}, indent=1))
     plot(rows, args.root / "active_learning.png", args.strategies)
 
 
