@@ -17,8 +17,8 @@ round. Then, per round, the committee (members' mean) is measured on held-out da
 ``--fermi-velocity KEY=VALUE ...`` (overrides of ``hedgenet-fermi-velocity``, e.g. ``fermi_velocity.supercell=[6,6]
 'fermi_velocity.temperatures_K=[300.0]' sampler.n_samples=16``) adds v_F(T): one run with the reference under
 those overrides (``<root>/runs/fermi_velocity_reference``, once), then one with each round's model; a round is
-within 1σ when, at every temperature, its all-orders v₀/static differs from the reference's by at most the two
-error bars combined, and the summary gives the fewest calls at which every seed's round is.
+within 1σ when, at every temperature, its all-orders v₀(T) (its v₀(T)/static times its static v₀) differs from the
+reference's by at most the two error bars combined, and the summary gives the fewest calls at which every seed's round is.
 
 Another material's pool (labelled with ``material=...``) needs the same overrides again as ``--material``, e.g.
 the 13.17° twisted cell: ``--material material=twisted_bilayer_graphene material.params.m=2 material.params.n=3
@@ -152,31 +152,37 @@ VF_ORDER = "all"
 """The order whose v₀(T)/static the v_F measure compares (``--fermi-velocity``)."""
 
 
-def fermi_velocity_ratios(summary: dict) -> dict[str, tuple[float, float]]:
-    """{temperature: (v₀/static, its error bar)} of ``VF_ORDER`` in a hedgenet-fermi-velocity summary."""
+def fermi_velocity_values(summary: dict) -> dict[str, tuple[float, float, float]]:
+    """{temperature: (v₀(T) in 10⁵ m/s, its error bar, v₀(T)/static)} of ``VF_ORDER`` in a hedgenet-fermi-velocity
+    summary: the ratio to the run's own static lattice times its static v₀, so that a model whose static cone is
+    off is off in v₀(T) too (the ratio alone would hide it)."""
     by_t = summary["by_temperature"].get(VF_ORDER)
     if by_t is None:
         raise SystemExit(f"the v_F runs have no order {VF_ORDER!r} (fermi_velocity.orders must include it)")
-    return {t: (float(fit["ratio_to_static"]), float(fit["ratio_err"])) for t, fit in by_t.items()}
+    static = float(summary["static"]["v0_1e5_m_s"])
+    return {t: (float(fit["ratio_to_static"]) * static, float(fit["ratio_err"]) * static, float(fit["ratio_to_static"]))
+            for t, fit in by_t.items()}
 
 
 def fermi_velocity_row(args, run_dir: Path, *overrides: str) -> dict:
-    """The v_F measure of one model (empty without ``--fermi-velocity``): its all-orders v₀/static per temperature
-    and the largest |model − reference| over the two error bars combined (``vF_z``; ≤ 1: within 1σ)."""
+    """The v_F measure of one model (empty without ``--fermi-velocity``): its all-orders v₀(T) (10⁵ m/s) and
+    v₀(T)/static per temperature, and the largest |model − reference| of v₀(T) over the two error bars combined
+    (``vF_z``; ≤ 1: within 1σ)."""
     if not args.fermi_velocity:
         return {}
     common = [*args.material, block_cutoff(args.pool), "progress=false", *args.fermi_velocity]
-    reference = fermi_velocity_ratios(cli("fermi_velocity", args.root, args.root / "runs" / "fermi_velocity_reference",
+    reference = fermi_velocity_values(cli("fermi_velocity", args.root, args.root / "runs" / "fermi_velocity_reference",
                                           *common, "calculator=reference"))
     try:
-        model = fermi_velocity_ratios(cli("fermi_velocity", args.root, run_dir, *common, *overrides))
+        model = fermi_velocity_values(cli("fermi_velocity", args.root, run_dir, *common, *overrides))
     except SystemExit as err:  # e.g. refused for imaginary modes: that round's model is not within 1σ
         reason = str(err).strip().splitlines()[-1]
         print(f"  {run_dir.name} refused: {reason}", flush=True)
-        return {"vF_ratio": {}, "vF_ratio_err": {}, "vF_reference": reference, "vF_z": math.inf, "vF_refused": reason}
+        return {"vF_v0_1e5_m_s": {}, "vF_v0_err": {}, "vF_ratio": {}, "vF_reference": reference, "vF_z": math.inf,
+                "vF_refused": reason}
     z = max(abs(model[t][0] - reference[t][0]) / math.hypot(model[t][1], reference[t][1]) for t in reference)
-    return {"vF_ratio": {t: model[t][0] for t in model}, "vF_ratio_err": {t: model[t][1] for t in model},
-            "vF_reference": reference, "vF_z": z}
+    return {"vF_v0_1e5_m_s": {t: model[t][0] for t in model}, "vF_v0_err": {t: model[t][1] for t in model},
+            "vF_ratio": {t: model[t][2] for t in model}, "vF_reference": reference, "vF_z": z}
 
 
 def calls_within_1sigma(rows: list[dict]) -> float | None:
@@ -288,10 +294,11 @@ def main() -> None:
     headers = ["strategy", "seed", "calls", "cells", "test F MAE (meV/Å)", "test H MAE (meV)", "phonon MAE (THz)",
                "Γ shear (THz)", "Γ breathing (THz)", "pool spread (meV/Å)", "picked kinds"]
     if args.fermi_velocity:
-        headers[-1:-1] = [f"v₀/static, {VF_ORDER} orders", "|Δ| / σ vs reference"]
+        headers[-1:-1] = [f"v₀(T) (10⁵ m/s), {VF_ORDER} orders", "v₀(T)/static", "|Δv₀(T)| / σ vs reference"]
         for line, r in zip(table, rows):
-            line[-1:-1] = [" ".join(f"{t} K {v:.3f} ± {r['vF_ratio_err'][t]:.3f}" for t, v in r["vF_ratio"].items()),
-                           f"{r['vF_z']:.2f}"]
+            line[-1:-1] = [" ".join(f"{t} K {v:.3f} ± {r['vF_v0_err'][t]:.3f}" for t, v in r["vF_v0_1e5_m_s"].items())
+                           or r.get("vF_refused", "")[:40],
+                           " ".join(f"{v:.3f}" for v in r["vF_ratio"].values()), f"{r['vF_z']:.2f}"]
     text = print_table(headers, table, title="active learning: per round")
     for key, target in targets.items():
         line = (f"calls to reach a seed-mean {MEASURES[key]} ≤ {target:.3g}: "
@@ -303,8 +310,9 @@ def main() -> None:
     if args.fermi_velocity:
         within = {s: calls_within_1sigma([r for r in rows if r["strategy"] == s]) for s in args.strategies}
         reference = rows[0]["vF_reference"]
-        line = (f"calls until every seed's v₀(T)/static ({VF_ORDER} orders) is within 1σ of the reference's ("
-                + ", ".join(f"{t} K {v:.3f} ± {e:.3f}" for t, (v, e) in reference.items()) + "): "
+        line = (f"calls until every seed's v₀(T) ({VF_ORDER} orders) is within 1σ of the reference's ("
+                + ", ".join(f"{t} K {v:.3f} ± {e:.3f} × 10⁵ m/s, {q:.3f} of static" for t, (v, e, q) in reference.items())
+                + "): "
                 + ", ".join(f"{s} {within[s] if within[s] is not None else 'never'}" for s in args.strategies))
         print(line)
         text += line + "\n"
