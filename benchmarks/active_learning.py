@@ -27,7 +27,10 @@ the 13.17° twisted cell: ``--material material=twisted_bilayer_graphene materia
 Writes ``<root>/active_learning.json`` (settings and one row per strategy × seed × round),
 ``active_learning.md`` (the rows and, for phonons, test forces and test H, the calls each strategy needs to bring
 the seed-mean to random picks' seed-mean at the whole budget — ``--target-phonon-mae`` instead for phonons; the
-ratio of the budget to an active strategy's calls is how many times fewer calls it needs; also printed) and ``active_learning.png`` (phonon and force MAE against reference calls,
+ratio of the budget to an active strategy's calls is how many times fewer calls it needs — capped at budget ÷ batch
+by construction; so also, per active strategy, the random calls that give its error at its whole budget, from
+random's learning curve in labelled cells, extrapolated by its power law where active did better than random ever
+did; all printed) and ``active_learning.png`` (phonon and force MAE against reference calls,
 mean and range over seeds). Resumable: every hedgenet-active and hedgenet-phonons run lives under
 ``<root>/runs`` and a finished one is reused; rerun the same command to continue.
 """
@@ -225,6 +228,51 @@ def reach_targets(rows: list[dict], phonon_target: float | None) -> dict[str, fl
     return targets
 
 
+def random_equivalent_calls(rows: list[dict], key: str, strategy: str) -> dict | None:
+    """How many random picks give the seed-mean ``key`` that ``strategy`` reaches with its whole budget.
+
+    Random's seed-mean learning curve is taken as a function of the labelled cells (seed set + calls): between
+    two of its rounds log–log interpolation; below its last error (the active strategy did better than random at
+    its whole budget) the power law fitted to its rounds after the seed set, marked ``extrapolated``. Returns
+    ``{"calls", "random_calls", "ratio", "extrapolated", "exponent"}`` (ratio = random_calls / calls; the
+    exponent is the fitted power of labelled cells), or None without both curves."""
+    def means(name) -> tuple[dict[int, float], int]:
+        """{labelled cells: seed-mean of key} of one strategy, and its seed set's size."""
+        mine = [r for r in rows if r["strategy"] == name and r[key] is not None]
+        by: dict[int, list[float]] = {}
+        for r in mine:
+            by.setdefault(r["cells"], []).append(r[key])
+        return {c: float(np.mean(v)) for c, v in sorted(by.items())}, min((r["cells"] - r["calls"] for r in mine),
+                                                                           default=0)
+
+    random_curve, random_seed = means("random")
+    active, seed = means(strategy)
+    if len(random_curve) < 2 or not active:
+        return None
+    cells = max(active)
+    target = active[cells]
+    n = np.array(list(random_curve), dtype=float)
+    e = np.array(list(random_curve.values()))
+    picked = n > random_seed  # the fit leaves out the seed-only round, common to every strategy
+    fit = picked if picked.sum() >= 2 else np.ones_like(picked)
+    exponent, intercept = np.polyfit(np.log(n[fit]), np.log(e[fit]), 1)
+    found = None
+    for i in range(len(n) - 1):
+        if e[i] != e[i + 1] and (e[i] - target) * (e[i + 1] - target) <= 0:
+            t = math.log(target / e[i]) / math.log(e[i + 1] / e[i])
+            found = math.exp(math.log(n[i]) + t * math.log(n[i + 1] / n[i]))
+            break
+    extrapolated = found is None
+    if extrapolated:
+        if exponent >= 0:
+            return None  # random's error does not fall with data: no power law to extrapolate
+        found = math.exp((math.log(target) - intercept) / exponent)
+    calls = cells - seed
+    random_calls = max(found - seed, 0.0)
+    return {"calls": calls, "random_calls": random_calls, "ratio": random_calls / calls if calls else math.inf,
+            "extrapolated": extrapolated, "exponent": float(exponent)}
+
+
 def plot(rows: list[dict], path: Path, strategies) -> None:
     import matplotlib
 
@@ -306,6 +354,18 @@ def main() -> None:
                             for s in args.strategies))
         print(line)
         text += ("\n" if key == next(iter(targets)) else "") + line + "\n"
+    equivalent = {key: {s: random_equivalent_calls(rows, key, s) for s in args.strategies if s != "random"}
+                  for key in MEASURES}
+    for key, per_strategy in equivalent.items():
+        for s, q in per_strategy.items():
+            if q is None:
+                continue
+            line = (f"{MEASURES[key]}: {s} at {q['calls']} calls = random at {q['random_calls']:.0f} calls "
+                    f"({q['ratio']:.2f}× fewer"
+                    + (f"; extrapolated by random's power law, error ∝ cells^{q['exponent']:.2f})" if q["extrapolated"]
+                       else ")"))
+            print(line)
+            text += line + "\n"
     within = {}
     if args.fermi_velocity:
         within = {s: calls_within_1sigma([r for r in rows if r["strategy"] == s]) for s in args.strategies}
@@ -320,7 +380,8 @@ def main() -> None:
     (args.root / "active_learning.md").write_text(text)
     (args.root / "active_learning.json").write_text(json.dumps(
         {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-         "targets": targets, "calls_to_reach": reach, "calls_within_1sigma_vF": within, "rows": rows}, indent=1))
+         "targets": targets, "calls_to_reach": reach, "random_equivalent_calls": equivalent,
+         "calls_within_1sigma_vF": within, "rows": rows}, indent=1))
     plot(rows, args.root / "active_learning.png", args.strategies)
 
 
