@@ -7,6 +7,10 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -67,3 +71,18 @@ def tiny_root(tiny_dataset):
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("learning_curves")``: a script of benchmarks/ imported as a module (for its pure parts)."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        sys.path.insert(0, str(bench))
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", bench / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

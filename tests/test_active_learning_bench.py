@@ -2,23 +2,14 @@
 active strategy's error at its whole budget is worth (interpolated on random's learning curve, or extrapolated by
 its power law)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 KEY = "test_forces_mae_meV_A"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("active_learning_bench", BENCH / "active_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("active_learning")
 
 
 def rows(strategy, errors, seed_cells=12, batch=12, seeds=(0,)):

@@ -2,23 +2,16 @@
 figure from a rows JSON, and hedgenet-compare's learning-curves section; and its runner resuming a killed training
 (a one-epoch tiny model)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("learning_curves_bench", BENCH / "learning_curves.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("learning_curves")
 
 
 def test_nested_subsets_are_nested_seeded_and_sorted(bench):
