@@ -25,7 +25,8 @@ the 13.17° twisted cell: ``--material material=twisted_bilayer_graphene materia
 --phonon-supercell 1 1`` (the phonon runs take the pool's block cutoff).
 
 Writes ``<root>/active_learning.json`` (settings and one row per strategy × seed × round),
-``active_learning.md`` (the rows and, for phonons, test forces and test H, the calls each strategy needs to bring
+``active_learning.md`` (the rows and, for phonons, the Γ interlayer modes (mean |model − reference| of shear and
+breathing), test forces and test H, the calls each strategy needs to bring
 the seed-mean to random picks' seed-mean at the whole budget — ``--target-phonon-mae`` instead for phonons; the
 ratio of the budget to an active strategy's calls is how many times fewer calls it needs — capped at budget ÷ batch
 by construction; so also, per active strategy, the random calls that give its error at its whole budget, from
@@ -140,15 +141,21 @@ def round_rows(args, entry: str, seed: int, run_dir: Path) -> list[dict]:
                 f"phonons.supercell=[{args.phonon_supercell[0]},{args.phonon_supercell[1]}]", block_cutoff(args.pool),
                 f"compare_with={args.reference_phonons}")
         g = gamma_modes(ph_dir)
+        ref = gamma_modes(args.reference_phonons)
         vf = fermi_velocity_row(args, args.root / "runs" / f"fermi_velocity_{stem}_seed{seed}_r{r['round']}",
                                 "calculator=model", f"model_path={committee}")
         rows.append({"strategy": entry, "seed": seed, "round": r["round"], "calls": r["n_picked_total"],
                      "cells": r["n_labelled"], "test_forces_mae_meV_A": r.get("test_forces_mae_meV_A"),
                      "test_H_mae_meV": r.get("test_H_mae_meV"), "phonon_mae_THz": s["frequency_mae_vs_compare_THz"],
                      "shear_THz": g["interlayer shear"], "breathing_THz": g["layer breathing"],
+                     "gamma_interlayer_mae_THz": float(np.mean([abs(g[m] - ref[m]) for m in GAMMA_MODES])),
                      "pool_force_spread_mean_meV_A": r.get("pool_force_spread_mean_meV_A"),
                      "train_s": r.get("train_s"), "picked_kinds": r.get("picked_kinds"), **vf})
     return rows
+
+
+GAMMA_MODES = ("interlayer shear", "layer breathing")
+"""The Γ interlayer modes whose mean |model − reference| (THz) is a measure of its own."""
 
 
 VF_ORDER = "all"
@@ -207,8 +214,9 @@ def calls_to_reach(rows: list[dict], key: str, target: float) -> float | None:
     return None
 
 
-MEASURES = {"phonon_mae_THz": "phonon MAE (THz)", "test_forces_mae_meV_A": "test force MAE (meV/Å)",
-            "test_H_mae_meV": "test H MAE (meV)"}
+MEASURES = {"phonon_mae_THz": "phonon MAE (THz)",
+            "gamma_interlayer_mae_THz": "Γ shear and breathing, mean |model − reference| (THz)",
+            "test_forces_mae_meV_A": "test force MAE (meV/Å)", "test_H_mae_meV": "test H MAE (meV)"}
 """The measures whose calls-to-reach the summary gives: row key → label."""
 
 
@@ -228,14 +236,21 @@ def reach_targets(rows: list[dict], phonon_target: float | None) -> dict[str, fl
     return targets
 
 
+EXTRAPOLATE_AT_MOST = 2.0
+"""random_equivalent_calls extrapolates random's power law to at most this many times its largest labelled set;
+beyond, it gives that as a lower bound."""
+
+
 def random_equivalent_calls(rows: list[dict], key: str, strategy: str) -> dict | None:
     """How many random picks give the seed-mean ``key`` that ``strategy`` reaches with its whole budget.
 
     Random's seed-mean learning curve is taken as a function of the labelled cells (seed set + calls): between
     two of its rounds log–log interpolation; below its last error (the active strategy did better than random at
-    its whole budget) the power law fitted to its rounds after the seed set, marked ``extrapolated``. Returns
-    ``{"calls", "random_calls", "ratio", "extrapolated", "exponent"}`` (ratio = random_calls / calls; the
-    exponent is the fitted power of labelled cells), or None without both curves."""
+    its whole budget) the power law fitted to its rounds after the seed set, marked ``extrapolated`` — only where
+    those rounds' errors fall steadily, and to at most ``EXTRAPOLATE_AT_MOST`` times random's largest set (then a
+    lower bound, said in ``note``). Returns ``{"calls", "random_calls", "ratio", "extrapolated", "exponent",
+    "note"}`` (ratio = random_calls / calls; the exponent is the fitted power of labelled cells; random_calls and
+    ratio None, with the reason in note, where nothing can be said), or None without both curves."""
     def means(name) -> tuple[dict[int, float], int]:
         """{labelled cells: seed-mean of key} of one strategy, and its seed set's size."""
         mine = [r for r in rows if r["strategy"] == name and r[key] is not None]
@@ -262,15 +277,23 @@ def random_equivalent_calls(rows: list[dict], key: str, strategy: str) -> dict |
             t = math.log(target / e[i]) / math.log(e[i + 1] / e[i])
             found = math.exp(math.log(n[i]) + t * math.log(n[i + 1] / n[i]))
             break
-    extrapolated = found is None
-    if extrapolated:
-        if exponent >= 0:
-            return None  # random's error does not fall with data: no power law to extrapolate
-        found = math.exp((math.log(target) - intercept) / exponent)
     calls = cells - seed
-    random_calls = max(found - seed, 0.0)
-    return {"calls": calls, "random_calls": random_calls, "ratio": random_calls / calls if calls else math.inf,
-            "extrapolated": extrapolated, "exponent": float(exponent)}
+    out = {"calls": calls, "random_calls": None, "ratio": None, "extrapolated": found is None,
+           "exponent": float(exponent), "note": None}
+    if found is None:
+        if target > e.max():
+            found = float(n.min())  # worse than random ever was: worth no more than random's first round
+        elif exponent >= 0 or np.any(np.diff(e[fit]) >= 0):
+            out["note"] = "random's error does not fall steadily with data: no power law to extrapolate"
+            return out
+        else:
+            found = math.exp((math.log(target) - intercept) / exponent)
+            if found > EXTRAPOLATE_AT_MOST * n.max():
+                found = EXTRAPOLATE_AT_MOST * n.max()
+                out["note"] = f"at least: beyond {EXTRAPOLATE_AT_MOST:g}× random's largest set"
+    out["random_calls"] = max(found - seed, 0.0)
+    out["ratio"] = out["random_calls"] / calls if calls else math.inf
+    return out
 
 
 def plot(rows: list[dict], path: Path, strategies) -> None:
@@ -360,10 +383,13 @@ def main() -> None:
         for s, q in per_strategy.items():
             if q is None:
                 continue
-            line = (f"{MEASURES[key]}: {s} at {q['calls']} calls = random at {q['random_calls']:.0f} calls "
-                    f"({q['ratio']:.2f}× fewer"
-                    + (f"; extrapolated by random's power law, error ∝ cells^{q['exponent']:.2f})" if q["extrapolated"]
-                       else ")"))
+            if q["random_calls"] is None:
+                line = f"{MEASURES[key]}: {s} at {q['calls']} calls: {q['note']}"
+            else:
+                line = (f"{MEASURES[key]}: {s} at {q['calls']} calls = random at "
+                        + ("≥ " if q["note"] else "") + f"{q['random_calls']:.0f} calls ({q['ratio']:.2f}× fewer"
+                        + (f"; extrapolated by random's power law, error ∝ cells^{q['exponent']:.2f})"
+                           if q["extrapolated"] else ")"))
             print(line)
             text += line + "\n"
     within = {}

@@ -48,10 +48,10 @@ def test_within_random_curve_is_loglog_interpolation(bench):
 def test_below_random_curve_extrapolates_its_power_law_without_the_seed_round(bench):
     # the seed round lies off the power law: the fit must leave it out (it is common to every strategy)
     random = rows("random", [500.0] + [power_law(12 + 12 * i, p=-0.4) for i in range(1, 5)])
-    active = rows("uncertainty", [500.0, power_law(60, p=-0.4), power_law(132, p=-0.4)])
+    active = rows("uncertainty", [500.0, power_law(60, p=-0.4), power_law(120, p=-0.4)])
     q = bench.random_equivalent_calls(random + active, KEY, "uncertainty")
     assert q["extrapolated"] and q["exponent"] == pytest.approx(-0.4)
-    assert q["random_calls"] == pytest.approx(120.0, rel=1e-9) and q["ratio"] == pytest.approx(5.0)
+    assert q["random_calls"] == pytest.approx(108.0, rel=1e-9) and q["ratio"] == pytest.approx(4.5)
 
 
 def test_seed_means_and_missing_curves(bench):
@@ -63,10 +63,23 @@ def test_seed_means_and_missing_curves(bench):
     assert bench.random_equivalent_calls(random, KEY, "uncertainty") is None
     assert bench.random_equivalent_calls(random[:2] + active, KEY, "uncertainty") is None
     flat = rows("random", [50.0, 60.0, 70.0])  # error rising with data: no power law to extrapolate below it
-    assert bench.random_equivalent_calls(flat + rows("uncertainty", [50.0, 40.0]), KEY, "uncertainty") is None
+    q = bench.random_equivalent_calls(flat + rows("uncertainty", [50.0, 40.0]), KEY, "uncertainty")
+    assert q["random_calls"] is None and q["note"]
 
 
 def test_calls_to_reach_takes_the_first_round_whose_seed_mean_is_below(bench):
     r = rows("uncertainty", [[100.0, 90.0], [70.0, 66.0], [60.0, 70.0]], seeds=(0, 1))
     assert bench.calls_to_reach(r, KEY, 68.0) == 12
     assert bench.calls_to_reach(r, KEY, 64.0) is None
+
+
+def test_extrapolation_only_where_random_falls_steadily_and_not_too_far(bench):
+    noisy = rows("random", [0.12, 0.108, 0.084, 0.094, 0.083])  # e.g. Γ-mode errors: up and down with data
+    q = bench.random_equivalent_calls(noisy + rows("uncertainty", [0.12, 0.05]), KEY, "uncertainty")
+    assert q["random_calls"] is None and q["ratio"] is None and "does not fall steadily" in q["note"]
+    steady = rows("random", [power_law(12 + 12 * i) for i in range(5)])  # largest set 60 cells
+    q = bench.random_equivalent_calls(steady + rows("uncertainty", [power_law(12), power_law(1000)]), KEY,
+                                      "uncertainty")
+    assert q["extrapolated"] and q["random_calls"] == pytest.approx(2 * 60 - 12) and "at least" in q["note"]
+    worse = bench.random_equivalent_calls(steady + rows("uncertainty", [power_law(12), 1e3]), KEY, "uncertainty")
+    assert worse["random_calls"] == 0.0 and worse["note"] is None
