@@ -83,3 +83,27 @@ def test_extrapolation_only_where_random_falls_steadily_and_not_too_far(bench):
     assert q["extrapolated"] and q["random_calls"] == pytest.approx(2 * 60 - 12) and "at least" in q["note"]
     worse = bench.random_equivalent_calls(steady + rows("uncertainty", [power_law(12), 1e3]), KEY, "uncertainty")
     assert worse["random_calls"] == 0.0 and worse["note"] is None
+
+
+def vf_row(calls, v0, err=0.05, reference=(7.40, 0.10)):
+    return {"calls": calls, "vF_v0_1e5_m_s": {"300.0": v0} if v0 is not None else {},
+            "vF_v0_err": {"300.0": err} if v0 is not None else {}, "vF_reference": {"300.0": (*reference, 1.02)}}
+
+
+def test_seed_mean_vf_uses_the_seeds_standard_error_and_the_reference_error(bench):
+    rows = [vf_row(0, 6.9), vf_row(0, 7.1), vf_row(0, 7.0),  # mean 7.0, standard error 0.1/sqrt(3)
+            vf_row(12, 7.35), vf_row(12, 7.45), vf_row(12, 7.40),
+            vf_row(24, 7.40), vf_row(24, None)]  # a refused model: the round is not within
+    m = bench.seed_mean_vf(rows)
+    assert m[0]["v0"]["300.0"] == pytest.approx(7.0) and m[0]["err"]["300.0"] == pytest.approx(0.1 / 3**0.5)
+    assert m[0]["z"] == pytest.approx(0.4 / (0.01 + 0.01 / 3) ** 0.5)
+    assert m[12]["z"] == pytest.approx(0.0, abs=1e-9) and m[24]["z"] == float("inf")
+    one = bench.seed_mean_vf([vf_row(0, 7.2, err=0.2)])  # one seed: its own Monte Carlo error
+    assert one[0]["z"] == pytest.approx(0.2 / (0.04 + 0.01) ** 0.5)
+
+
+def test_calls_staying_within_needs_every_later_round(bench):
+    per_calls = {0: {"z": 3.0}, 12: {"z": 0.8}, 24: {"z": 1.4}, 36: {"z": 0.6}, 48: {"z": 0.9}}
+    assert bench.calls_staying_within_1sigma(per_calls) == 36
+    assert bench.calls_staying_within_1sigma({**per_calls, 48: {"z": 1.1}}) is None
+    assert bench.calls_staying_within_1sigma({0: {"z": 0.5}, 12: {"z": 0.2}}) == 0
