@@ -134,6 +134,7 @@ def run_active(args, entry: str, seed: int) -> Path:
 def round_rows(args, entry: str, seed: int, run_dir: Path) -> list[dict]:
     stem = arm(args, entry)[2]
     rows = []
+    ref = gamma_modes(args.reference_phonons)
     for r in (json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()):
         train_dir = run_dir / "rounds" / str(r["round"]) / "train"
         committee = train_dir / "committee.json"
@@ -144,7 +145,6 @@ def round_rows(args, entry: str, seed: int, run_dir: Path) -> list[dict]:
                 f"phonons.supercell=[{args.phonon_supercell[0]},{args.phonon_supercell[1]}]", block_cutoff(args.pool),
                 f"compare_with={args.reference_phonons}")
         g = gamma_modes(ph_dir)
-        ref = gamma_modes(args.reference_phonons)
         vf = fermi_velocity_row(args, args.root / "runs" / f"fermi_velocity_{stem}_seed{seed}_r{r['round']}",
                                 "calculator=model", f"model_path={committee}")
         rows.append({"strategy": entry, "seed": seed, "round": r["round"], "calls": r["n_picked_total"],
@@ -235,15 +235,17 @@ def calls_staying_within_1sigma(per_calls: dict[int, dict]) -> float | None:
     return next((c for i, c in enumerate(calls) if all(per_calls[k]["z"] <= 1.0 for k in calls[i:])), None)
 
 
+def seed_means(rows: list[dict], key: str, by: str = "calls") -> dict[int, float]:
+    """{rows' ``by`` value (calls or labelled cells), ascending: the seeds' mean of ``key``}."""
+    groups: dict[int, list[float]] = {}
+    for r in rows:
+        groups.setdefault(r[by], []).append(r[key])
+    return {x: float(np.mean(v)) for x, v in sorted(groups.items())}
+
+
 def calls_to_reach(rows: list[dict], key: str, target: float) -> float | None:
     """The fewest reference calls at which the seed-mean of ``key`` is ≤ ``target`` (None: never)."""
-    by_calls: dict[int, list[float]] = {}
-    for r in rows:
-        by_calls.setdefault(r["calls"], []).append(r[key])
-    for calls in sorted(by_calls):
-        if float(np.mean(by_calls[calls])) <= target:
-            return calls
-    return None
+    return next((calls for calls, mean in seed_means(rows, key).items() if mean <= target), None)
 
 
 MEASURES = {"phonon_mae_THz": "phonon MAE (THz)",
@@ -286,11 +288,7 @@ def random_equivalent_calls(rows: list[dict], key: str, strategy: str) -> dict |
     def means(name) -> tuple[dict[int, float], int]:
         """{labelled cells: seed-mean of key} of one strategy, and its seed set's size."""
         mine = [r for r in rows if r["strategy"] == name and r[key] is not None]
-        by: dict[int, list[float]] = {}
-        for r in mine:
-            by.setdefault(r["cells"], []).append(r[key])
-        return {c: float(np.mean(v)) for c, v in sorted(by.items())}, min((r["cells"] - r["calls"] for r in mine),
-                                                                           default=0)
+        return seed_means(mine, key, by="cells"), min((r["cells"] - r["calls"] for r in mine), default=0)
 
     random_curve, random_seed = means("random")
     active, seed = means(strategy)

@@ -79,7 +79,8 @@ def load_benchmark():
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
 
     def load(name: str):
-        sys.path.insert(0, str(bench))
+        if str(bench) not in sys.path:  # the scripts import their neighbours (_common, interlayer_ablation)
+            sys.path.insert(0, str(bench))
         spec = importlib.util.spec_from_file_location(f"{name}_bench", bench / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
