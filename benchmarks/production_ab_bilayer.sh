@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Production benchmark: HedgeNet on 384 labelled 5×5 AB bilayer graphene cells with the main job's recipe, measured
+# against GFN1-xTB on held-out data — test forces and H (15 cells), phonons on 7×7 along Γ–M–K–Γ and the Γ
+# interlayer modes, the Dirac-point couplings, the binding curve E(d) and the sliding energies (held-out rigid cells).
+#
+# Pool: the default hedgenet-label recipe scaled 15× (90 rattles at each of 0.02/0.05 Å, 60 thermal samples at
+# each of 100/300/600 K), the 4 strained cells and 34 rigid-layer cells: the default 20 (binding curve near d0,
+# slides of ±0.03/0.08/0.2 Å), the slide along y through AA (y = −1 C–C bond), AB, SP (½) and towards BA in steps
+# of ¼ and ⅛ bond, and Δd = −0.25, +1.0, +1.6 Å; xTB's 7×7 force constants as the force-constant target.
+# Training: the main job's settings (conf/pipeline.yaml overrides.train), 30 epochs, seed 0.
+# Wall time on the 2-core machine: labelling ≈ 12 min, training ≈ 60 min on 2 threads, the rest ≈ 2 min.
+# Results: docs/results_training.md ("Production benchmark"). Resumable: rerun to continue.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${ROOT:-outputs/production_ab_bilayer}
+SIZES=${SIZES:-384}
+PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+SHIFTS='[[0,0,-0.15],[0,0,-0.075],[0,0,-0.03],[0,0,0.03],[0,0,0.075],[0,0,0.15],[0,0,0.3],[0,0,0.6],[0.03,0,0],[-0.03,0,0],[0.08,0,0],[-0.08,0,0],[0.2,0,0],[-0.2,0,0],[0,0.03,0],[0,-0.03,0],[0,0.08,0],[0,-0.08,0],[0,0.2,0],[0,-0.2,0],[0,-1.4192,0],[0,-1.0644,0],[0,-0.7096,0],[0,-0.3548,0],[0,0.1774,0],[0,0.3548,0],[0,0.5322,0],[0,0.7096,0],[0,0.887,0],[0,1.0644,0],[0,1.2418,0],[0,0,-0.25],[0,0,1.0],[0,0,1.6]]'
+# shellcheck disable=SC2086
+$PY benchmarks/learning_curves.py --root "$ROOT" --sizes $SIZES --pool-cells 384 --families hedgenet --seeds 0 \
+  --epochs 30 --workers 2 --label-extra 'dataset.force_constants_supercell=[7,7]' "dataset.rigid.shifts_A=$SHIFTS" \
+  --extra train.block_edge_fraction=0.25 train.loss_weights.interlayer_modes=2.0 --tag prod
+MAX=$(echo $SIZES | tr ' ' '\n' | sort -n | tail -1)
+TRAIN="$ROOT/runs/train_hedgenet_n${MAX}_seed0_e30_prod"
+EPI=(epi.supercell=[5,5] epi.force_constants_supercell=[7,7] reference.block_cutoff=5.0)
+for who in reference model; do
+  run="$ROOT/runs/epi_$who"
+  [ -f "$run/summary.json" ] && continue
+  extra=()
+  [ $who = model ] && extra=(calculator=model "model_path=$TRAIN/model.pt" "compare_with=$ROOT/runs/epi_reference")
+  HEDGENET_ROOT="$ROOT" $PY -m hedgenet.cli.epi "${EPI[@]}" "${extra[@]}" "hydra.run.dir=$run" > "$run.log" 2>&1
+done
+grep "MAE vs compare_with" "$ROOT/runs/epi_model.log"
+$PY benchmarks/interlayer_energies.py --root "$ROOT/interlayer" --model "$TRAIN/model.pt" --names production \
+  --training-shifts "$SHIFTS"
