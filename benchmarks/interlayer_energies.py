@@ -56,15 +56,15 @@ def shifts(dz, path_y, a_A: float) -> list[list[float]]:
 
 def cells(path: Path) -> list[dict]:
     """The labelled rigid cells: shift (Å), atoms (ase.Atoms with the layer index) and the reference energy (eV)."""
-    import h5py
     from ase import Atoms
 
+    from hedgenet.data.store import DatasetStore
+
     out = []
-    with h5py.File(path, "r") as f:
-        for g in f["samples"].values():
-            atoms = Atoms(numbers=g["numbers"][:], positions=g["positions"][:], cell=g["cell"][:], pbc=True)
-            atoms.arrays["layer"] = g["layer"][:]
-            out.append({"shift_A": json.loads(g.attrs["shift_A"]), "atoms": atoms, "energy_eV": float(g["energy"][()])})
+    for s in DatasetStore(path).iter_samples():
+        atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
+        atoms.arrays["layer"] = s["layer"]
+        out.append({"shift_A": list(s["shift_A"]), "atoms": atoms, "energy_eV": float(s["energy"])})
     return out
 
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
 
     from hedgenet.calculators import ModelCalculator
 
-    results = {"settings": {"a_A": args.a, "dz_A": args.dz, "path_t": args.path, "target_meV_atom": TARGET_MEV_ATOM,
+    results = {"settings": {"a_A": args.a, "dz_A": args.dz, "path_y": args.path, "target_meV_atom": TARGET_MEV_ATOM,
                             "n_atoms": len(labelled[0]["atoms"])}, "models": {}}
     for name, model in zip(names, args.model):
         calc = ModelCalculator(str(model))
