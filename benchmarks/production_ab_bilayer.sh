@@ -16,7 +16,17 @@ ROOT=${ROOT:-outputs/production_ab_bilayer}
 SIZES=${SIZES:-384}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-SHIFTS='[[0,0,-0.15],[0,0,-0.075],[0,0,-0.03],[0,0,0.03],[0,0,0.075],[0,0,0.15],[0,0,0.3],[0,0,0.6],[0.03,0,0],[-0.03,0,0],[0.08,0,0],[-0.08,0,0],[0.2,0,0],[-0.2,0,0],[0,0.03,0],[0,-0.03,0],[0,0.08,0],[0,-0.08,0],[0,0.2,0],[0,-0.2,0],[0,-1.4192,0],[0,-1.0644,0],[0,-0.7096,0],[0,-0.3548,0],[0,0.1774,0],[0,0.3548,0],[0,0.5322,0],[0,0.7096,0],[0,0.887,0],[0,1.0644,0],[0,1.2418,0],[0,0,-0.25],[0,0,1.0],[0,0,1.6]]'
+# the training set's rigid shifts [dx, dy, dz] (Å): conf/label.yaml's, the sliding line (C–C bonds along y), three Δd
+SHIFTS=$($PY - <<'EOF'
+import json, sys
+from omegaconf import OmegaConf
+sys.path.insert(0, "benchmarks")
+from interlayer_energies import bond_A
+default = OmegaConf.to_container(OmegaConf.load("conf/label.yaml").dataset.rigid.shifts_A)
+line = [[0.0, round(y * bond_A(2.4581), 4), 0.0] for y in (-1, -0.75, -0.5, -0.25, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)]
+print(json.dumps(default + line + [[0.0, 0.0, dz] for dz in (-0.25, 1.0, 1.6)]).replace(" ", ""))
+EOF
+)
 # shellcheck disable=SC2086
 $PY benchmarks/learning_curves.py --root "$ROOT" --sizes $SIZES --pool-cells 384 --families hedgenet --seeds 0 \
   --epochs 30 --workers 2 --label-extra 'dataset.force_constants_supercell=[7,7]' "dataset.rigid.shifts_A=$SHIFTS" \
