@@ -114,24 +114,21 @@ def residual_forces(calc, phonons_dir: Path) -> tuple[float, float]:
 def sliding_forces(calc, rigid_path: Path) -> dict[float, float]:
     """Top layer's mean x force per atom (meV/Å) of ``calc`` on the rigid cells slid by +dx along x (dy = dz = 0)
     of ``rigid_path``: the sliding force, whose slope at dx → 0 sets the shear mode."""
-    import h5py
-    from ase import Atoms
+    from hedgenet.data.store import DatasetStore, sample_atoms
 
     out = {}
-    with h5py.File(rigid_path, "r") as f:
-        for g in f["samples"].values():
-            shift = json.loads(g.attrs.get("shift_A", "null") or "null")
-            if not shift or shift[0] <= 0 or shift[1] != 0 or shift[2] != 0:
-                continue
-            atoms = Atoms(numbers=g["numbers"][:], positions=g["positions"][:], cell=g["cell"][:], pbc=True)
-            atoms.arrays["layer"] = g["layer"][:]
-            top = atoms.arrays["layer"] == atoms.arrays["layer"].max()
-            if calc is None:
-                forces = g["forces"][:]
-            else:
-                atoms.calc = calc
-                forces = atoms.get_forces()
-            out[float(shift[0])] = 1e3 * float(forces[top, 0].mean())
+    for s in DatasetStore(rigid_path).iter_samples():
+        shift = s.get("shift_A")
+        if not isinstance(shift, list) or shift[0] <= 0 or shift[1] != 0 or shift[2] != 0:
+            continue
+        atoms = sample_atoms(s)
+        top = atoms.arrays["layer"] == atoms.arrays["layer"].max()
+        if calc is None:
+            forces = s["forces"]
+        else:
+            atoms.calc = calc
+            forces = atoms.get_forces()
+        out[float(shift[0])] = 1e3 * float(forces[top, 0].mean())
     return dict(sorted(out.items()))
 
 

@@ -56,15 +56,11 @@ def shifts(dz, path_y, a_A: float) -> list[list[float]]:
 
 def cells(path: Path) -> list[dict]:
     """The labelled rigid cells: shift (Å), atoms (ase.Atoms with the layer index) and the reference energy (eV)."""
-    from ase import Atoms
-
-    from hedgenet.data.store import DatasetStore
+    from hedgenet.data.store import DatasetStore, sample_atoms
 
     out = []
     for s in DatasetStore(path).iter_samples():
-        atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
-        atoms.arrays["layer"] = s["layer"]
-        out.append({"shift_A": list(s["shift_A"]), "atoms": atoms, "energy_eV": float(s["energy"])})
+        out.append({"shift_A": list(s["shift_A"]), "atoms": sample_atoms(s), "energy_eV": float(s["energy"])})
     return out
 
 

@@ -179,6 +179,7 @@ class RelationsConfig:
     r_inter: float = MISSING
     r_single: Optional[float] = None
     registry_widths_A: list = field(default_factory=list)
+    dispersion_cutoff_A: Optional[float] = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from torch_geometric.data import Batch, HeteroData
 from torch_geometric.loader import DataLoader
 
-from hedgenet.graphs import Graph, as_graph, collate
+from hedgenet.graphs import DISPERSION, Graph, as_graph, collate
 from hedgenet.graphs.pyg import (
     BLOCK_EDGE,
     collate_heterodata,
@@ -37,10 +37,11 @@ pytestmark = pytest.mark.usefixtures("float64_one_thread")
 
 @pytest.fixture(scope="module")
 def model():
-    """Joint model for C, S and Mo (blocks padded to 9 orbitals), registry features on."""
+    """Joint model for C, S and Mo (blocks padded to 9 orbitals), registry features and the dispersion tail on
+    (its pairs are one more edge set, empty in the monolayer)."""
     torch.manual_seed(0)
     return HedgeNet([6, 16, 42], size=TINY, task="joint", layout=LAYOUT, block_cutoff=3.5, r_intra=3.0,
-                    r_inter=4.0, registry_widths=(0.5, 1.0), dtype="float64")
+                    r_inter=4.0, registry_widths=(0.5, 1.0), dispersion_cutoff=7.0, dtype="float64")
 
 
 def rattled(builder: str, n: int, seed: int, **kw):
@@ -92,7 +93,8 @@ def test_heterodata_layout(graphs):
     data = to_heterodata(graphs[0])
     assert isinstance(data, HeteroData)
     assert data.node_types == ["atom"]
-    assert data.edge_types == [("atom", "intra", "atom"), ("atom", "inter", "atom"), BLOCK_EDGE]
+    assert data.edge_types == [("atom", "intra", "atom"), ("atom", "inter", "atom"), ("atom", DISPERSION, "atom"),
+                               BLOCK_EDGE]
     assert set(data["atom"].keys()) == {"pos", "numbers", "species", "layer", "batch", "forces", "num_nodes"}
     assert set(data["atom", "inter", "atom"].keys()) == {"edge_index", "shift"}
     assert set(data[BLOCK_EDGE].keys()) == {"edge_index", "shift", "kind", "reverse", "block_mask", "H", "S"}
@@ -101,6 +103,7 @@ def test_heterodata_layout(graphs):
     assert data.cell.shape == (1, 3, 3) and data.virial.shape == (1, 3, 3)
     # the monolayer has an interlayer edge type with no edges (the model's relation types are fixed)
     assert to_heterodata(graphs[2])["atom", "inter", "atom"].edge_index.shape == (2, 0)
+    assert to_heterodata(graphs[2])["atom", DISPERSION, "atom"].edge_index.shape == (2, 0)
 
 
 def test_round_trip_shares_every_tensor(graphs, model):

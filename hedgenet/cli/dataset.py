@@ -53,18 +53,15 @@ def _merge(args) -> None:
 
 
 def _export(args) -> None:
-    from ase import Atoms
-
     from hedgenet.data.deeph_format import export_deeph
-    from hedgenet.data.store import DatasetStore
+    from hedgenet.data.store import DatasetStore, sample_atoms
     from hedgenet.orbitals.blocks import BlockSet
     from hedgenet.orbitals.layout import OrbitalLayout
 
     store = DatasetStore(args.file)
     layout = OrbitalLayout.from_json(store.header()["orbital_layout"])
     s = store.read_sample(args.sample)
-    atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
-    atoms.arrays["layer"] = s["layer"]
+    atoms = sample_atoms(s)
     n_orb = np.array([layout.n_orb(int(z)) for z in s["numbers"]])
     blocks = BlockSet(s["edge_index"], s["cell_shift"], s["H"], s["S"], n_orb)
     folder = export_deeph(args.folder, atoms, blocks, layout, float(s["fermi_level_eV"]), args.orbital_order)

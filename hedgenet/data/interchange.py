@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from hedgenet.data.store import DatasetError, DatasetStore
+from hedgenet.data.store import DatasetError, DatasetStore, sample_atoms
 from hedgenet.structures.layers import layer_index
 
 
@@ -141,8 +141,7 @@ def export_extxyz(dataset, out) -> int:
 
     frames = []
     for s in DatasetStore(dataset).iter_samples():
-        atoms = Atoms(numbers=s["numbers"], positions=s["positions"], cell=s["cell"], pbc=s["pbc"])
-        atoms.arrays["layer"] = np.asarray(s["layer"], dtype=np.int64)
+        atoms = sample_atoms(s)
         results = {}
         if "energy" in s:
             results["energy"] = float(s["energy"])

@@ -436,11 +436,11 @@ class DatasetStore:
     def force_constants_cell_atoms(self):
         """:meth:`read_force_constants_cell` as ASE ``Atoms`` (with its ``layer`` array): the undisplaced cell of the
         stored force constants and couplings."""
-        return _as_atoms(self.read_force_constants_cell())
+        return sample_atoms(self.read_force_constants_cell())
 
     def reference_atoms(self):
         """:meth:`read_reference` as ASE ``Atoms`` (with its ``layer`` array): the undisplaced labelling supercell."""
-        return _as_atoms(self.read_reference())
+        return sample_atoms(self.read_reference())
 
     def read_force_constants(self) -> np.ndarray | None:
         """The reference's force constants (N, N, 3, 3) eV/Å² of the undisplaced supercell, or None; the
@@ -785,11 +785,13 @@ def stored_in(paths, read: str):
             yield p, store, value
 
 
-def _as_atoms(ref: dict):
+def sample_atoms(sample: dict):
+    """A stored structure (a sample of :meth:`DatasetStore.read_sample` / ``iter_samples``, the reference cell, the
+    force-constant cell) as ``ase.Atoms`` (positions and cell in Å) with its ``layer`` column."""
     from ase import Atoms
 
-    atoms = Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"])
-    atoms.arrays["layer"] = np.asarray(ref["layer"], dtype=np.int64)
+    atoms = Atoms(numbers=sample["numbers"], positions=sample["positions"], cell=sample["cell"], pbc=sample["pbc"])
+    atoms.arrays["layer"] = np.asarray(sample["layer"], dtype=np.int64)
     return atoms
 
 

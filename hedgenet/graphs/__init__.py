@@ -12,12 +12,14 @@ from hedgenet.graphs.neighbors import (
     keep_block_edges,
     neighbor_pairs,
     relation_edges,
+    DISPERSION,
     reverse_edge_index,
     subsample_block_edges,
 )
 from hedgenet.graphs.relations import RELATIONS, RelationSpec, make_relations
 
 __all__ = [
+    "DISPERSION",
     "RELATIONS",
     "Graph",
     "GraphBuilder",

@@ -8,6 +8,9 @@ A :class:`Graph` holds one structure (or a batch of them) as plain tensors:
   ``rel_index[name]`` (2, E_r) with ``index[0] = i`` the centre (receiver) and ``index[1] = j`` the
   neighbour (sender) of a message j -> i, and ``rel_shift[name]`` (E_r, 3) the integer cell shift R
   (stored as float), so the edge vector is ``r_ij = pos[j] + R·cell − pos[i]``;
+* with a model's long-range interlayer dispersion tail (:mod:`hedgenet.models.dispersion`), one more edge set
+  ``rel_index["dispersion"]`` / ``rel_shift["dispersion"]`` (:data:`DISPERSION`): every ordered pair of atoms
+  in different layers within the tail's cutoff (no message passes along it);
 * block edges, for the orbital blocks H_ij(R): ``block_index`` (2, E_b), ``block_shift`` (E_b, 3), in
   exactly the order of :func:`hedgenet.orbitals.blocks.block_edges` (self edges (i, i, 0) included),
   ``block_reverse`` (E_b,) the index of (j, i, −R), ``block_kind`` (E_b,) 0 on-site / 1 intra / 2 inter;
@@ -31,6 +34,10 @@ from ase import Atoms
 
 from hedgenet.graphs.relations import RelationSpec
 from hedgenet.orbitals.layout import OrbitalLayout
+
+
+DISPERSION = "dispersion"
+"""Key of the dispersion tail's pairs in ``Graph.rel_index`` / ``rel_shift`` (never a relation type's name)."""
 
 
 # ---------------------------------------------------------------------------------------------- lists
@@ -74,6 +81,15 @@ def relation_edges(
         sel = (kind == t) & (dist < cut)
         out[name] = (np.stack([i[sel], j[sel]]), shift[sel])
     return out
+
+
+def interlayer_pairs(atoms: Atoms, cutoff: float, layer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j, R) of atoms in different layers closer than ``cutoff`` (Å): ``(index (2, E)
+    [i; j], shift (E, 3))``, both orders of each pair; ``layer`` (N,) as in :func:`relation_edges` when None."""
+    layer = _layer_of(atoms) if layer is None else layer
+    i, j, shift, _ = neighbor_pairs(atoms, cutoff)
+    sel = layer[i] != layer[j]
+    return np.stack([i[sel], j[sel]]), shift[sel]
 
 
 def reverse_edge_index(edge_index: np.ndarray, cell_shift: np.ndarray) -> np.ndarray:
@@ -296,6 +312,9 @@ class GraphBuilder:
         Orbital layout and block cutoff (Å) of the Hamiltonian head; ``None`` skips block edges.
         Blocks are padded to ``n_max`` = the largest orbital count over ``elements`` (so every graph of
         one model has the same block shape).
+    dispersion_cutoff:
+        Cutoff (Å) of the model's interlayer dispersion tail: its pairs go to ``rel_index[DISPERSION]``;
+        ``None``: no tail, no such edges.
     """
 
     def __init__(
@@ -304,8 +323,12 @@ class GraphBuilder:
         elements: Sequence[int],
         layout: OrbitalLayout | None = None,
         block_cutoff: float | None = None,
+        dispersion_cutoff: float | None = None,
     ):
+        if DISPERSION in relations.types:
+            raise ValueError(f"relation type name {DISPERSION!r} is reserved for the dispersion tail's pairs")
         self.relations = relations
+        self.dispersion_cutoff = None if dispersion_cutoff is None else float(dispersion_cutoff)
         self.elements = tuple(sorted(int(z) for z in set(elements)))
         self.layout = layout
         self.block_cutoff = None if block_cutoff is None else float(block_cutoff)
@@ -336,6 +359,8 @@ class GraphBuilder:
         labels = labels or {}
         layer = _layer_of(atoms)
         rel = relation_edges(atoms, self.relations)
+        if self.dispersion_cutoff is not None:
+            rel[DISPERSION] = interlayer_pairs(atoms, self.dispersion_cutoff, layer)
         dtype = torch.float64
         g = Graph(
             pos=torch.tensor(atoms.positions, dtype=dtype),

@@ -136,11 +136,14 @@ class GraphModel(tnn.Module):
     def _forward(self, batch, pos: torch.Tensor, dtype: torch.dtype, blocks_grad: bool = True) -> dict:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def _energy(self, h: torch.Tensor, species: torch.Tensor, batch) -> dict:
+    def _energy(self, h: torch.Tensor, species: torch.Tensor, batch, extra: torch.Tensor | None = None) -> dict:
         """Per-atom energies (eV) from the scalar channels of the node features ``h``: readout, then the
-        per-species scale and shift (``energy_scale``, ``energy_shift``); their sum per graph."""
+        per-species scale and shift (``energy_scale``, ``energy_shift``), plus ``extra`` (N,) eV when given (a
+        physical term such as the dispersion tail); their sum per graph."""
         e_atom = self.readout(h[:, : self.n_scalars]).squeeze(-1)
         e_atom = e_atom * self.energy_scale[species] + self.energy_shift[species]
+        if extra is not None:
+            e_atom = e_atom + extra
         return {"node_energy": e_atom,
                 "energy": e_atom.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_atom)}
 

@@ -15,7 +15,9 @@ Architecture (NequIP/MACE style, e3nn 0.4.4):
 * heads, chosen by ``task``: ``forces`` -> per-atom energy (per-species scale and shift) summed to the
   total energy E (eV), forces F = −∂E/∂r (eV/Å) by autograd; ``hamiltonian`` -> H and S blocks
   (H: :class:`hedgenet.models.blocks_head.BlockHead` from the node features; S:
-  :class:`~hedgenet.models.blocks_head.TwoCenterHead`, a function of the species pair and r_ij only); ``joint`` -> both.
+  :class:`~hedgenet.models.blocks_head.TwoCenterHead`, a function of the species pair and r_ij only); ``joint`` -> both;
+* optionally (``dispersion_cutoff``) a learnable long-range interlayer dispersion tail added to the per-atom
+  energies (:mod:`hedgenet.models.dispersion`): the binding of layers beyond the messages' cutoff.
 
 Node features hold every l ≤ lmax with both parities (0e, 1o, 1e, 2e, 2o, ...), so blocks of any parity
 (−1)^(l1+l2) can be produced.
@@ -29,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn as tnn
 
-from hedgenet.graphs.neighbors import Graph, GraphBuilder
+from hedgenet.graphs.neighbors import DISPERSION, Graph, GraphBuilder
 from hedgenet.graphs.relations import RelationSpec, make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
 from hedgenet.models.base import (
@@ -49,6 +51,7 @@ from hedgenet.models.blocks_head import (
     init_block_statistics,
     uvu_tensor_product,
 )
+from hedgenet.models.dispersion import InterlayerDispersion
 from hedgenet.models.registry import normal_projectors, registry_features
 from hedgenet.orbitals.layout import OrbitalLayout
 
@@ -259,6 +262,9 @@ class HedgeNet(GraphModel):
         interlayer pair from each atom's layer normal, :mod:`hedgenet.models.registry`), fed to the radial
         MLPs of the cross-layer relation types; empty = off (radial distance only). Needs a relation function
         that separates intra- from interlayer pairs (not ``single``).
+    dispersion_cutoff:
+        Cutoff (Å) of the learnable interlayer dispersion tail (:mod:`hedgenet.models.dispersion`), e.g. 12;
+        ``None`` (default): none, the energy ends with the messages' cutoffs. Needs ``task`` with energies.
     dtype:
         ``float32`` | ``float64`` (default: torch's default dtype). The model is built in it, so its
         Clebsch–Gordan constants are exact in that precision (a float32-built model cast with
@@ -280,6 +286,7 @@ class HedgeNet(GraphModel):
         num_basis: int = 8,
         radial_hidden: int = 32,
         registry_widths: Sequence[float] = (),
+        dispersion_cutoff: float | None = None,
         dtype: str | torch.dtype | None = None,
     ):
         super().__init__()
@@ -295,6 +302,7 @@ class HedgeNet(GraphModel):
             "block_cutoff": None if block_cutoff is None else float(block_cutoff),
             "n_layers": int(n_layers), "num_basis": int(num_basis), "radial_hidden": int(radial_hidden),
             "registry_widths": [float(w) for w in registry_widths],
+            "dispersion_cutoff": None if dispersion_cutoff is None else float(dispersion_cutoff),
             "dtype": str(dtype).replace("torch.", ""),
         }
         default = torch.get_default_dtype()
@@ -302,12 +310,12 @@ class HedgeNet(GraphModel):
         try:
             with e3nn_build_options():
                 self._build(elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-                            n_layers, num_basis, radial_hidden, registry_widths)
+                            n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff)
         finally:
             torch.set_default_dtype(default)
 
     def _build(self, elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-               n_layers, num_basis, radial_hidden, registry_widths):
+               n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff):
         if task not in TASKS:
             raise choice_error("task", task, TASKS)
         self.task = task
@@ -359,6 +367,12 @@ class HedgeNet(GraphModel):
             self.readout = tnn.Sequential(tnn.Linear(c, c), tnn.SiLU(), tnn.Linear(c, 1))
             self.energy_scale = tnn.Parameter(torch.ones(n_sp))
             self.energy_shift = tnn.Parameter(torch.zeros(n_sp))
+        self.dispersion = None
+        if dispersion_cutoff is not None:
+            if "energy" not in self.outputs:
+                raise ValueError(f"dispersion_cutoff={dispersion_cutoff} adds to the energy, which task={task!r} does "
+                                 "not predict. Fix: relations.dispersion_cutoff_A=null, or task=joint/forces.")
+            self.dispersion = InterlayerDispersion(n_sp, float(dispersion_cutoff))
         self.layout = None
         self.block_cutoff = None
         if "H" in self.outputs:
@@ -386,8 +400,9 @@ class HedgeNet(GraphModel):
 
     # ------------------------------------------------------------------ graphs
     def graph_builder(self) -> GraphBuilder:
-        """The :class:`GraphBuilder` matching this model (relations, elements, layout, block cutoff)."""
-        return GraphBuilder(self.relations, self.elements, self.layout, self.block_cutoff)
+        """The :class:`GraphBuilder` matching this model (relations, elements, layout, block cutoff, dispersion)."""
+        cutoff = None if self.dispersion is None else self.dispersion.cutoff_A
+        return GraphBuilder(self.relations, self.elements, self.layout, self.block_cutoff, cutoff)
 
     # ------------------------------------------------------------------ forward (GraphModel.forward)
     def _forward(self, batch: Graph, pos: torch.Tensor, dtype: torch.dtype, blocks_grad: bool = True) -> dict:
@@ -400,7 +415,7 @@ class HedgeNet(GraphModel):
             h = layer(h, onehot, edges)
         out = {}
         if "energy" in self.outputs:
-            out.update(self._energy(h, species, batch))
+            out.update(self._energy(h, species, batch, self._dispersion_energy(batch, pos, cell_of_atom)))
         if "H" in self.outputs and batch.block_index is not None:  # None: energy and forces only (energy_graph)
             args = (h, species, pos, cell_of_atom, batch.block_index, batch.block_shift, batch.block_reverse)
             # the blocks need an autograd graph only to be differentiated (training, dH/du); without it
@@ -410,6 +425,20 @@ class HedgeNet(GraphModel):
                 out.update(self.head_blocks(*args, onsite_coef=coef))
                 out.update(self.head_S(*args))
         return out
+
+    def _dispersion_energy(self, batch: Graph, pos: torch.Tensor, cell_of_atom: torch.Tensor) -> torch.Tensor | None:
+        """Per-atom energies (N,) eV of the dispersion tail; None without one."""
+        if self.dispersion is None:
+            return None
+        if DISPERSION not in batch.rel_index:
+            raise ValueError(
+                "this model has an interlayer dispersion tail but the graph lacks its pairs. Fix: build graphs "
+                "with model.graph_builder(), which lists them.")
+        index = batch.rel_index[DISPERSION]
+        i, j = index
+        shift = batch.rel_shift[DISPERSION].to(pos.dtype)
+        vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
+        return self.dispersion(batch.species, index, vec)
 
     def relation_edges(self, batch: Graph, pos: torch.Tensor, cell_of_atom: torch.Tensor) -> list[list]:
         """Per relation type: [index (2, E), r_ij (E, 3) in Å, Y(r̂_ij), registry features (E, 2K) on
@@ -440,6 +469,22 @@ class HedgeNet(GraphModel):
                 edge[3] = registry_features(index, vec, projectors, self.registry_widths, env(vec.norm(dim=1)))
 
     # ------------------------------------------------------------------ statistics
+    def _minus_dispersion(self, graphs: Sequence[Graph]) -> list[Graph]:
+        """``graphs`` with the tail's energy taken off their energies: the per-species shift then fits what the
+        rest of the model has to give (the tail binds ≈ 28 meV/atom in AB graphene)."""
+        if self.dispersion is None:
+            return list(graphs)
+        out = []
+        for g in graphs:
+            if g.energy is None or DISPERSION not in g.rel_index:
+                out.append(g)
+                continue
+            pos = g.pos.to(self.dtype)
+            tail = self._dispersion_energy(g, pos, g.cell.to(self.dtype)[g.batch])
+            per_graph = tail.new_zeros(g.num_graphs).index_add(0, g.batch, tail)
+            out.append(dataclasses.replace(g, energy=g.energy - per_graph.to(g.energy.dtype)))
+        return out
+
     @torch.no_grad()
     def init_statistics(self, graphs: Sequence[Graph]) -> dict:
         """Set data-dependent constants from training graphs (call once before training):
@@ -458,7 +503,7 @@ class HedgeNet(GraphModel):
             stats[f"avg_num_neighbors/{name}"] = avg
         n_sp = len(self.elements)
         if "energy" in self.outputs:
-            stats.update(init_energy_head(self, graphs))
+            stats.update(init_energy_head(self, self._minus_dispersion(graphs)))
         if "H" in self.outputs:
             stats.update(init_block_statistics([(self.head_blocks, 0, "H"), (self.head_S, 0, "S")], graphs, n_sp,
                                                float(self.hamiltonian_shift_eV)))

@@ -39,6 +39,7 @@ def model_kwargs(cfg: DictConfig, layout, block_cutoff: float, elements, n_layer
         "r_inter": float(rel.r_inter),
         "r_single": None if rel.r_single is None else float(rel.r_single),
         "registry_widths": [float(w) for w in rel.get("registry_widths_A", [])],
+        "dispersion_cutoff": None if rel.get("dispersion_cutoff_A") is None else float(rel.dispersion_cutoff_A),
         "n_layers": n_layers,
     }
 

@@ -1,0 +1,90 @@
+"""A long-range interlayer dispersion tail: what binds van der Waals layers beyond the message cutoff.
+
+HedgeNet's interlayer messages end at ``r_inter`` (5 Å by default). A reference with dispersion (xTB's
+D3, a DFT-D or many-body dispersion functional) still binds two graphene layers at 5–15 Å: measured on the
+AB bilayer, xTB's energy rises by 18.3 meV/atom from the equilibrium separation to +2.0 Å, where no atom pair
+lies within 5 Å and a message-passing model's energy no longer changes (docs/results_training.md). The
+tail is the D3 form with Becke–Johnson damping over every pair of atoms in *different* layers,
+
+    E_disp = −Σ_{i<j, layer_i ≠ layer_j} s(r_ij) [C6_ab / (r⁶ + R0⁶) + C8_ab / (r⁸ + R0⁸)]    (eV, Å),
+
+with learnable C6_ab (eV Å⁶) and C8_ab (eV Å⁸) ≥ 0 per unordered species pair (a, b) and a C² switch s(r)
+from 1 at ``cutoff_A − switch_A`` to 0 at ``cutoff_A``. The parameters start at GFN1-xTB's D3 values for sp²
+carbon (C6 = 25 a.u. = 14.9 eV Å⁶, s8·C8 = 2.4 · 3 C6 ⟨r⁴⟩/⟨r²⟩ = 290 eV Å⁸, R0 = a1·√(C8/C6) + a2 =
+4.44 Å); training adapts C6 and C8 to the reference (to ≈ 0 for one without dispersion), while the message
+modules learn what the tail misses inside their cutoff. Interlayer pairs only: within a layer the bonds
+dominate and the messages' cutoff holds what matters, and a rigid layer's own tail never changes.
+
+Summed over the other layer, what is left beyond ``cutoff_A`` is ≈ π n C6 / (2 r_c⁴) per atom (n atoms per
+Å² of a layer), independent of the layers' separation: 0.2 meV/atom for graphene at 12 Å, a constant.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn as tnn
+
+C6_INIT_EV_A6 = 14.9
+"""Initial C6 (eV Å⁶): D3's C–C coefficient of sp² carbon, 25 a.u."""
+C8_INIT_EV_A8 = 290.0
+"""Initial C8 (eV Å⁸) with GFN1-xTB's s8 = 2.4 folded in: 2.4 · 3 C6 ⟨r⁴⟩/⟨r²⟩ for carbon."""
+R0_A = 4.44
+"""Becke–Johnson damping radius (Å): GFN1-xTB's a1 = 0.63, a2 = 5.0 bohr with carbon's √(C8/C6)."""
+
+
+def _inverse_softplus(x: float) -> float:
+    return float(torch.log(torch.expm1(torch.tensor(float(x), dtype=torch.float64))))
+
+
+def switch(r: torch.Tensor, r_on: float, r_off: float) -> torch.Tensor:
+    """1 below ``r_on``, 0 above ``r_off``, 1 − 10x³ + 15x⁴ − 6x⁵ between (x = (r − r_on)/(r_off − r_on)):
+    continuous with its first and second derivatives, so forces and force constants are too."""
+    x = ((r - r_on) / (r_off - r_on)).clamp(0.0, 1.0)
+    return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+
+
+class InterlayerDispersion(tnn.Module):
+    """The tail E_disp (module docstring) for ``n_species`` species.
+
+    ``forward(species, index, vec)`` takes the tail's directed pairs (``index`` (2, E): i ← j, both orders of
+    every pair present, as the graph builder lists them; ``vec`` (E, 3) r_ij in Å) and returns the per-atom
+    energies (N,) in eV, half of every pair's energy to each of its atoms."""
+
+    def __init__(self, n_species: int, cutoff_A: float, switch_A: float = 2.0):
+        super().__init__()
+        if not cutoff_A > switch_A > 0:
+            raise ValueError(f"dispersion cutoff {cutoff_A} Å must exceed its switching width {switch_A} Å (> 0). "
+                             "Fix: relations.dispersion_cutoff_A of 10–15 Å, or null for no tail.")
+        self.n_species = int(n_species)
+        self.cutoff_A = float(cutoff_A)
+        self.switch_A = float(switch_A)
+        n_pairs = self.n_species * (self.n_species + 1) // 2
+        self.raw_c6 = tnn.Parameter(torch.full((n_pairs,), _inverse_softplus(C6_INIT_EV_A6)))
+        self.raw_c8 = tnn.Parameter(torch.full((n_pairs,), _inverse_softplus(C8_INIT_EV_A8)))
+
+    def pair_index(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Index of the unordered species pair (a, b) in the upper triangle."""
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        n = self.n_species
+        return lo * n - lo * (lo - 1) // 2 + (hi - lo)
+
+    def coefficients(self) -> dict[str, torch.Tensor]:
+        """``{"C6_eV_A6": (P,), "C8_eV_A8": (P,)}`` per unordered species pair."""
+        f = torch.nn.functional.softplus
+        return {"C6_eV_A6": f(self.raw_c6), "C8_eV_A8": f(self.raw_c8)}
+
+    def forward(self, species: torch.Tensor, index: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        i, j = index
+        r2 = (vec * vec).sum(-1)
+        r = r2.sqrt()
+        pair = self.pair_index(species[i], species[j])
+        coef = self.coefficients()
+        c6 = coef["C6_eV_A6"].to(vec.dtype)[pair]
+        c8 = coef["C8_eV_A8"].to(vec.dtype)[pair]
+        r6 = r2**3
+        e_pair = -(c6 / (r6 + R0_A**6) + c8 / (r6 * r2 + R0_A**8))
+        e_pair = e_pair * switch(r, self.cutoff_A - self.switch_A, self.cutoff_A)
+        return vec.new_zeros(species.shape[0]).index_add(0, i, 0.5 * e_pair)
+
+
+__all__ = ["InterlayerDispersion", "switch"]

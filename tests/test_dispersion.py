@@ -1,0 +1,168 @@
+"""The interlayer dispersion tail: its energy against an independent lattice sum, forces, invariants, where it
+acts (between layers, beyond the messages' cutoff) and how a config and a saved model carry it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hedgenet.graphs import DISPERSION
+from hedgenet.models.dispersion import C6_INIT_EV_A6, C8_INIT_EV_A8, R0_A
+from hedgenet.models.hedgenet import HedgeNet
+from hedgenet.structures import build_structure, make_supercell
+
+A_A, D_A = 2.46, 3.35
+
+
+def bilayer(n: int, dz: float = 0.0, stacking: str = "AB"):
+    unit = build_structure("bilayer_graphene", a=A_A, d=D_A + dz, stacking=stacking)
+    return make_supercell(unit, [[n, 0, 0], [0, n, 0], [0, 0, 1]])
+
+
+def forces_model(cutoff: float | None = 12.0, **kw) -> HedgeNet:
+    torch.manual_seed(0)
+    return HedgeNet([6], task="forces", r_intra=3.0, r_inter=4.0, size={"channels": 4, "lmax": 1, "num_layers": 1},
+                    dispersion_cutoff=cutoff, dtype="float64", **kw)
+
+
+def tail_energy(model, atoms) -> float:
+    g = model.graph_builder()(atoms)
+    index = g.rel_index[DISPERSION]
+    vec = g.pos[index[1]] - g.pos[index[0]] + g.rel_shift[DISPERSION] @ g.cell[0]
+    return float(model.dispersion(g.species, index, vec).sum().detach())
+
+
+def lattice_sum_eV(atoms, cutoff: float, switch: float = 2.0) -> float:
+    """The tail's energy (eV) with its initial coefficients, summed over explicit lattice images in numpy."""
+    layer = np.asarray(atoms.arrays["layer"])
+    cell, pos = atoms.cell.array, atoms.positions
+    reach = int(np.ceil(cutoff / np.linalg.norm(cell[:2], axis=1).min())) + 1
+    images = np.array([i * cell[0] + j * cell[1] for i in range(-reach, reach + 1) for j in range(-reach, reach + 1)])
+    total = 0.0
+    for a in np.where(layer == 0)[0]:
+        for b in np.where(layer == 1)[0]:
+            r = np.linalg.norm(pos[b] + images - pos[a], axis=1)
+            r = r[r < cutoff]
+            x = np.clip((r - (cutoff - switch)) / switch, 0.0, 1.0)
+            s = 1 - x**3 * (10 - 15 * x + 6 * x**2)
+            total -= float((s * (C6_INIT_EV_A6 / (r**6 + R0_A**6) + C8_INIT_EV_A8 / (r**8 + R0_A**8))).sum())
+    return total
+
+
+def test_tail_energy_is_the_lattice_sum_over_pairs_in_different_layers():
+    model = forces_model(cutoff=9.0)
+    for n, dz in ((2, 0.0), (3, 1.5)):  # a 2×2 cell (4.9 Å) is smaller than the cutoff: many images of each atom
+        atoms = bilayer(n, dz)
+        assert tail_energy(model, atoms) == pytest.approx(lattice_sum_eV(atoms, 9.0), rel=1e-10)
+
+
+def test_tail_binds_the_layers_at_separations_the_messages_do_not_reach():
+    """With the layers 2.5 Å further apart than d₀ no pair lies within r_inter (4 Å): without the tail the
+    model's energy no longer depends on the separation; with it the layers attract, with the D3-like
+    magnitude (GFN1-xTB's D3 gives ≈ 21 meV/atom from d₀ to d₀ + 2 Å for AB graphene)."""
+    plain, tail = forces_model(None), forces_model(12.0)
+    tail.load_state_dict(plain.state_dict(), strict=False)  # same message weights: only the tail differs
+
+    def energy(model, dz):
+        atoms = bilayer(3, dz)
+        return float(model(model.graph_builder()(atoms))["energy"]) / len(atoms)
+
+    assert energy(plain, 2.5) == pytest.approx(energy(plain, 3.0), abs=1e-12)
+    assert energy(tail, 3.0) - energy(tail, 2.5) > 1e-3  # eV/atom: attractive at 6 Å
+    rise = tail_energy(tail, bilayer(4, 2.0)) - tail_energy(tail, bilayer(4, 0.0))
+    assert 15e-3 < rise / 64 < 25e-3
+
+
+def test_tail_forces_are_minus_the_energy_gradient_and_sum_to_zero():
+    model = forces_model(12.0)
+    atoms = bilayer(3)
+    atoms.rattle(0.05, seed=3)
+    g = model.graph_builder()(atoms)
+    forces = model(g)["forces"]
+    assert float(forces.sum(0).abs().max()) < 1e-10  # translation invariance (Newton's third law)
+    step = 1e-5
+    for atom, axis in ((0, 2), (5, 0), (11, 1)):
+        shift = torch.zeros_like(g.pos)
+        shift[atom, axis] = step
+        ep = model(dataclasses.replace(g, pos=g.pos + shift), compute_forces=False)["energy"]
+        em = model(dataclasses.replace(g, pos=g.pos - shift), compute_forces=False)["energy"]
+        assert float(-(ep - em) / (2 * step)) == pytest.approx(float(forces[atom, axis]), abs=1e-7)
+
+
+def test_tail_is_invariant_under_rotation_and_absent_in_one_layer():
+    model = forces_model(12.0)
+    atoms = bilayer(3)
+    atoms.rattle(0.03, seed=1)
+    turned = atoms.copy()
+    turned.rotate(37.0, "z", rotate_cell=True)
+    assert tail_energy(model, turned) == pytest.approx(tail_energy(model, atoms), rel=1e-10)
+    mono = make_supercell(build_structure("monolayer_graphene", a=A_A), [[3, 0, 0], [0, 3, 0], [0, 0, 1]])
+    assert model.graph_builder()(mono).rel_index[DISPERSION].shape[1] == 0
+    assert tail_energy(model, mono) == 0.0
+
+
+def test_tail_coefficients_are_learnable_and_a_saved_model_keeps_them(tmp_path):
+    from hedgenet.models.io import load_model, save_model
+
+    model = forces_model(12.0)
+    g = model.graph_builder()(bilayer(2, 1.0))
+    model(g, training=True)["energy"].sum().backward()
+    assert model.dispersion.raw_c6.grad.abs().sum() > 0 and model.dispersion.raw_c8.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.dispersion.raw_c6.add_(0.3)
+    path = save_model(tmp_path / "m.pt", "hedgenet", model.config, model)
+    loaded = load_model(path)
+    assert loaded.config["dispersion_cutoff"] == 12.0
+    assert torch.equal(loaded(g)["energy"], model(g)["energy"])
+    old = dict(model.config)
+    old.pop("dispersion_cutoff")  # a model saved before the tail existed
+    assert HedgeNet(**old).dispersion is None
+
+
+def test_tail_refuses_graphs_without_its_pairs_and_models_without_energies():
+    model = forces_model(12.0)
+    plain_graph = forces_model(None).graph_builder()(bilayer(2))
+    with pytest.raises(ValueError, match="lacks its pairs.*graph_builder"):
+        model(plain_graph)
+    with pytest.raises(ValueError, match="adds to the energy.*dispersion_cutoff_A=null"):
+        HedgeNet([6], task="hamiltonian", layout={"6": [0, 1]}, block_cutoff=4.0, dispersion_cutoff=12.0)
+
+
+def test_relations_config_sets_the_tail_cutoff():
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.config import config_dir
+    from hedgenet.training.factory import model_kwargs
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        default = compose("train", overrides=["task=forces"])
+        off = compose("train", overrides=["task=forces", "relations.dispersion_cutoff_A=null"])
+        other = compose("train", overrides=["task=forces", "relations.dispersion_cutoff_A=11.5"])
+    assert model_kwargs(default, None, 5.0, [6], 2, "float64")["dispersion_cutoff"] == 12.0
+    assert model_kwargs(off, None, 5.0, [6], 2, "float64")["dispersion_cutoff"] is None
+    kwargs = model_kwargs(other, None, 5.0, [6], 2, "float64")
+    assert HedgeNet(**kwargs).graph_builder().dispersion_cutoff == 11.5
+
+
+def test_energy_shift_is_fitted_to_what_the_tail_leaves():
+    """init_statistics fits the per-species energy shift to the reference energies minus the tail's, so an
+    untrained model's energy per atom starts at the reference's mean, not ≈ 28 meV/atom below it."""
+    graphs = []
+    for k, dz in enumerate((0.0, 0.3, 1.0)):
+        atoms = bilayer(2, dz)
+        atoms.rattle(0.02, seed=k)
+        g = forces_model(12.0).graph_builder().from_atoms(atoms, labels={"energy": -100.0 * len(atoms) + k,
+                                                                          "forces": np.zeros((len(atoms), 3))})
+        graphs.append(g)
+    for cutoff in (None, 12.0):
+        model = forces_model(cutoff)
+        model.init_statistics(graphs)
+        with torch.no_grad():
+            model.readout[-1].weight.zero_()
+            model.readout[-1].bias.zero_()  # the messages' part off: energy = shift + tail
+            predicted = torch.cat([model(g, compute_forces=False)["energy"] for g in graphs])
+        reference = torch.cat([g.energy for g in graphs])
+        assert abs(float((predicted - reference).mean())) < 1e-9
