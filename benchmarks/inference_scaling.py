@@ -44,7 +44,7 @@ def cells(max_atoms: int):
     return out
 
 
-def build_model(args, dtype: str, registry: bool = True, correlation: int | None = None):
+def build_model(args, dtype: str, registry: bool = True, correlation: int | None = None, dispersion: bool = True):
     from hedgenet.models import HedgeNet, model_size
     from hedgenet.models.io import load_model
     from hedgenet.orbitals.layout import OrbitalLayout
@@ -57,7 +57,9 @@ def build_model(args, dtype: str, registry: bool = True, correlation: int | None
     size = model_size(args.size) if correlation is None else {**model_size(args.size), "correlation": correlation}
     return HedgeNet([6], relations="intra_inter", r_intra=args.r_intra, r_inter=args.r_inter, size=size,
                     task="joint", layout=layout, block_cutoff=args.block_cutoff,
-                    registry_widths=args.registry_widths if registry else (), dtype=dtype).eval()
+                    registry_widths=args.registry_widths if registry else (),
+                    dispersion_cutoff=args.dispersion_cutoff if dispersion and args.dispersion_cutoff > 0 else None,
+                    dtype=dtype).eval()
 
 
 def main() -> None:
@@ -71,6 +73,10 @@ def main() -> None:
                    help="Å: the interlayer registry Gaussians (conf/relations/intra_inter.yaml; fresh model only)")
     p.add_argument("--without-registry-too", action="store_true",
                    help="also time the first dtype without the registry features, side by side")
+    p.add_argument("--dispersion-cutoff", type=float, default=12.0,
+                   help="Å: the interlayer dispersion tail (conf/relations/intra_inter.yaml; 0: none; fresh model only)")
+    p.add_argument("--without-dispersion-too", action="store_true",
+                   help="also time the first dtype without the dispersion tail (its graph too), side by side")
     p.add_argument("--two-body-too", action="store_true",
                    help="also time the first dtype with correlation 1 (messages only, no per-atom square), side by side")
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
@@ -97,7 +103,10 @@ def main() -> None:
         models[f"{args.dtypes[0]} no registry"] = build_model(args, args.dtypes[0], registry=False).to(device)
     if args.two_body_too and not args.model:
         models[f"{args.dtypes[0]} two-body"] = build_model(args, args.dtypes[0], correlation=1).to(device)
+    if args.without_dispersion_too and not args.model:
+        models[f"{args.dtypes[0]} no tail"] = build_model(args, args.dtypes[0], dispersion=False).to(device)
     builder = next(iter(models.values())).graph_builder()
+    plain_builder = models[f"{args.dtypes[0]} no tail"].graph_builder() if f"{args.dtypes[0]} no tail" in models else None
     xtb = None
     if args.xtb_max_atoms > 0:
         from hedgenet.reference import make_reference
@@ -112,8 +121,14 @@ def main() -> None:
         t_graph, _ = median_time(lambda: builder(atoms), repeats=args.repeats)
         graph = builder(atoms).to(device)
         row = [label, n, int(graph.block_index.shape[1]), t_graph]
+        t_plain, plain = t_graph, graph
+        if plain_builder is not None:
+            t_plain, _ = median_time(lambda: plain_builder(atoms), repeats=args.repeats)
+            plain = plain_builder(atoms).to(device)
+            row.append(t_plain)
         for name, model in models.items():
-            g = graph.to(device, dtype=getattr(torch, name.split()[0]))
+            tail = not name.endswith("no tail")
+            g = (graph if tail else plain).to(device, dtype=getattr(torch, name.split()[0]))
 
             def call():
                 model(g)
@@ -124,7 +139,7 @@ def main() -> None:
                 row.append(torch.cuda.max_memory_allocated() / 2**30)
                 torch.cuda.reset_peak_memory_stats()
             row.append(t_model)
-            t_total[name].append(t_graph + t_model)
+            t_total[name].append((t_graph if tail else t_plain) + t_model)
         tx = float("nan")
         if xtb is not None and n <= args.xtb_max_atoms:
             reps = args.xtb_repeats if n <= 200 else 1
@@ -135,7 +150,7 @@ def main() -> None:
         sizes.append(n)
         print(f"  {label}: {n} atoms done", file=sys.stderr, flush=True)
 
-    header = ["cell", "atoms", "block edges", "graph (s)"]
+    header = ["cell", "atoms", "block edges", "graph (s)"] + (["graph no tail (s)"] if plain_builder is not None else [])
     for name in models:
         header += ([f"GPU mem {name} (GiB)"] if device.type == "cuda" else []) + [f"model {name} (s)"]
     header += ["xTB (s)", f"speed-up xTB/(graph+model {args.dtypes[0]})"]
