@@ -83,6 +83,13 @@ def relation_edges(
     return out
 
 
+def edge_vectors(pos: torch.Tensor, i: torch.Tensor, j: torch.Tensor, shift: torch.Tensor,
+                 cell_of_atom: torch.Tensor) -> torch.Tensor:
+    """r_ij = pos[j] + R·cell − pos[i] (E, 3) in Å of the edges i ← j with integer cell shifts ``shift`` (E, 3),
+    ``cell_of_atom`` (N, 3, 3) each atom's cell (rows are lattice vectors), in ``pos``'s dtype."""
+    return pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift.to(pos.dtype), cell_of_atom[i])
+
+
 def interlayer_pairs(atoms: Atoms, cutoff: float, layer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every ordered pair (i, j, R) of atoms in different layers closer than ``cutoff`` (Å): ``(index (2, E)
     [i; j], shift (E, 3))``, both orders of each pair; ``layer`` (N,) as in :func:`relation_edges` when None."""

@@ -82,9 +82,7 @@ class RelationSpec:
                     "with relations=intra_inter, which takes any number of layers."
                 )
             a, b = np.minimum(li, lj), np.maximum(li, lj)
-            # index of (a, b), a <= b, in the row-major upper triangle
-            n = self.n_layers
-            return (a * n - a * (a - 1) // 2 + (b - a)).astype(np.int64)
+            return unordered_pair_index(a, b, self.n_layers).astype(np.int64)
         if self.name == "by_element_pair":
             index = {z: k for k, z in enumerate(self.elements)}
             try:
@@ -98,10 +96,16 @@ class RelationSpec:
                 ) from None
             a, b = np.minimum(ei, ej), np.maximum(ei, ej)
             n = len(self.elements)
-            pair = a * n - a * (a - 1) // 2 + (b - a)
+            pair = unordered_pair_index(a, b, n)
             n_pairs = n * (n + 1) // 2
             return np.where(same, pair, n_pairs + pair).astype(np.int64)
         raise ValueError(f"unknown relation function {self.name!r}")  # pragma: no cover (checked at build)
+
+
+def unordered_pair_index(lo, hi, n: int):
+    """Index of the unordered pair (lo, hi), lo ≤ hi < n, in the row-major upper triangle (0 … n(n+1)/2 − 1);
+    numpy arrays or torch tensors alike."""
+    return lo * n - lo * (lo - 1) // 2 + (hi - lo)
 
 
 def _unknown(name: str) -> ValueError:

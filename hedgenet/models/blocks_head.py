@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn as tnn
 
+from hedgenet.graphs.neighbors import edge_vectors
 from hedgenet.models._e3nn import nn, o3
 from hedgenet.orbitals.layout import OrbitalLayout
 
@@ -302,7 +303,7 @@ class BlockHead(BlockHeadBase):
             # chunks bound the per-edge intermediates (~600 numbers per edge) on 10^5-10^6 block edges
             for sel in off.split(self.chunk_size):
                 io, jo = i[sel], j[sel]
-                vec = pos[jo] - pos[io] + torch.einsum("ek,ekl->el", shift[sel].to(pos.dtype), cell_of_atom[io])
+                vec = edge_vectors(pos, io, jo, shift[sel], cell_of_atom)
                 x = hi[io] + hj[jo] + self.lin_prod(self.prod(hpi[io], hpj[jo]))
                 y = self.tp(x, self.sh(vec), self.weights(self.radial(vec.norm(dim=1))))
                 feats = feats.index_copy(0, sel, self.lin_out(y))
@@ -446,7 +447,7 @@ class TwoCenterHead(BlockHeadBase):
         feats = pos.new_zeros(i.shape[0], self.decoder.irreps.dim)
         if off.numel():
             io, jo = i[off], j[off]
-            vec = pos[jo] - pos[io] + torch.einsum("ek,ekl->el", shift[off].to(pos.dtype), cell_of_atom[io])
+            vec = edge_vectors(pos, io, jo, shift[off], cell_of_atom)
             coef = self.mlp(self.radial(vec.norm(dim=1))).view(-1, n_sp * n_sp, self.n_coef)
             coef = coef[torch.arange(off.numel(), device=coef.device), species[io] * n_sp + species[jo]]
             y = self.sh(vec)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn as tnn
 
+from hedgenet.graphs.relations import unordered_pair_index
+
 C6_INIT_EV_A6 = 14.9
 """Initial C6 (eV Å⁶): D3's C–C coefficient of sp² carbon, 25 a.u."""
 C8_INIT_EV_A8 = 290.0
@@ -62,12 +64,6 @@ class InterlayerDispersion(tnn.Module):
         self.raw_c6 = tnn.Parameter(torch.full((n_pairs,), _inverse_softplus(C6_INIT_EV_A6)))
         self.raw_c8 = tnn.Parameter(torch.full((n_pairs,), _inverse_softplus(C8_INIT_EV_A8)))
 
-    def pair_index(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Index of the unordered species pair (a, b) in the upper triangle."""
-        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-        n = self.n_species
-        return lo * n - lo * (lo - 1) // 2 + (hi - lo)
-
     def coefficients(self) -> dict[str, torch.Tensor]:
         """``{"C6_eV_A6": (P,), "C8_eV_A8": (P,)}`` per unordered species pair."""
         f = torch.nn.functional.softplus
@@ -77,7 +73,8 @@ class InterlayerDispersion(tnn.Module):
         i, j = index
         r2 = (vec * vec).sum(-1)
         r = r2.sqrt()
-        pair = self.pair_index(species[i], species[j])
+        a, b = species[i], species[j]
+        pair = unordered_pair_index(torch.minimum(a, b), torch.maximum(a, b), self.n_species)
         coef = self.coefficients()
         c6 = coef["C6_eV_A6"].to(vec.dtype)[pair]
         c8 = coef["C8_eV_A8"].to(vec.dtype)[pair]

@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn as tnn
 
-from hedgenet.graphs.neighbors import DISPERSION, Graph, GraphBuilder
+from hedgenet.graphs.neighbors import DISPERSION, Graph, GraphBuilder, edge_vectors
 from hedgenet.graphs.relations import RelationSpec, make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
 from hedgenet.models.base import (
@@ -435,9 +435,7 @@ class HedgeNet(GraphModel):
                 "this model has an interlayer dispersion tail but the graph lacks its pairs. Fix: build graphs "
                 "with model.graph_builder(), which lists them.")
         index = batch.rel_index[DISPERSION]
-        i, j = index
-        shift = batch.rel_shift[DISPERSION].to(pos.dtype)
-        vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
+        vec = edge_vectors(pos, index[0], index[1], batch.rel_shift[DISPERSION], cell_of_atom)
         return self.dispersion(batch.species, index, vec)
 
     def relation_edges(self, batch: Graph, pos: torch.Tensor, cell_of_atom: torch.Tensor) -> list[list]:
@@ -446,9 +444,7 @@ class HedgeNet(GraphModel):
         edges = []
         for name in self.relations.types:
             index = batch.rel_index[name]
-            i, j = index
-            shift = batch.rel_shift[name].to(pos.dtype)
-            vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift, cell_of_atom[i])
+            vec = edge_vectors(pos, index[0], index[1], batch.rel_shift[name], cell_of_atom)
             edges.append([index, vec, self.sh(vec), None])
         if self.registry_widths.numel():
             self._add_registry(edges, pos.shape[0])

@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn as tnn
 
-from hedgenet.graphs.neighbors import GraphBuilder
+from hedgenet.graphs.neighbors import GraphBuilder, edge_vectors
 from hedgenet.graphs.relations import make_relations
 from hedgenet.models._e3nn import e3nn_build_options, nn, o3
 from hedgenet.models.base import (
@@ -255,7 +255,7 @@ class DeepHE3(GraphModel):
         onsite = (index[0] == index[1]) & (shift == 0).all(dim=1)
         on, off = onsite.nonzero().squeeze(1), (~onsite).nonzero().squeeze(1)
         i, j = index[:, off]
-        vec = pos[j] - pos[i] + torch.einsum("ek,ekl->el", shift[off], cell_of_atom[i])
+        vec = edge_vectors(pos, i, j, shift[off], cell_of_atom)
         sh, rbf = self.sh(vec), self.radial(vec.norm(dim=1))
         h, e = self.embedding(onehot), self.edge_embedding(rbf)
         for layer in self.layers:
