@@ -426,6 +426,43 @@ def test_changed_settings_do_not_mix_into_an_existing_dataset(root, base_dataset
     assert len(DatasetStore(base_dataset)) == 6
 
 
+def test_numbers_written_as_whole_numbers_resume_the_same_dataset(root, base_dataset):
+    # 0 and 0.0, 300 and 300.0 are one recipe: the rerun resumes (nothing to do) instead of refusing the file
+    proc = label(root, "dataset.name=base", "dataset.rigid.shifts_A=[[0,0,0.1]]", "dataset.thermal.temperatures_K=[300]",
+                 "reference.block_cutoff=4")
+    assert "skipped_done=6" in proc.stdout.replace(" ", "")
+    assert len(DatasetStore(base_dataset)) == 6
+
+
+def test_dataset_fingerprints_are_stable_and_accept_files_of_earlier_versions(tmp_path):
+    from hedgenet.data.build import dataset_fingerprints
+    from hedgenet.reference.xtb import XTBReference
+
+    def recipe(shift, temperature):
+        return {"supercell": [4, 4], "rattle": {"amplitudes_A": [0.03], "n_per_amplitude": 2},
+                "thermal": {"temperatures_K": [temperature], "n_per_temperature": 2, "quantum": True,
+                            "cutoff_frequency_THz": 0.1, "imaginary_threshold_THz": 0.1, "fc_displacement_A": 0.01},
+                "rigid": {"shifts_A": [shift]}, "strain": {"strains": [], "rattle_A": 0.02}}
+
+    material = ({"stacking": "AB", "vacuum": 20.0}, "bilayer_graphene")
+    ref = XTBReference(block_cutoff=4.0)
+    floats = dataset_fingerprints(*material, recipe([0.0, 0.0, 0.1], 300.0), 0, ref)
+    ints = dataset_fingerprints(*material, recipe([0, 0, 0.1], 300), 0, ref)
+    other = dataset_fingerprints(*material, recipe([0.0, 0.0, 0.2], 300.0), 0, ref)
+    assert floats[0] == ints[0] != other[0]
+    # the fingerprint files labelled before numbers were hashed as floats carry (their value then, frozen here: a
+    # change of it makes every earlier dataset of this recipe unresumable)
+    assert floats[1] == "8dcbdfa939e9f9f4" and ints[1] != floats[1]
+    from ase.build import graphene
+
+    for found in floats:  # a file with either fingerprint resumes; another recipe's is refused with the fix
+        store = DatasetStore(tmp_path / f"{found}.h5")
+        store.create({"fingerprint": found}, graphene())
+        store.check_fingerprint(floats)
+        with pytest.raises(DatasetError, match="Fix: choose another dataset.name"):
+            store.check_fingerprint(other)
+
+
 def test_corrupt_hdf5_is_named_and_not_overwritten(root, tmp_path):
     bad = tmp_path / "corrupt.h5"
     bad.write_bytes(b"this is not an HDF5 file" * 10)

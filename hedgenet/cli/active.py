@@ -139,7 +139,7 @@ def run_active(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _active(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.cli.label import labelling_context
-    from hedgenet.data.build import dataset_fingerprint, recipe_specs, wants_thermal
+    from hedgenet.data.build import dataset_fingerprints, recipe_specs, wants_thermal
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
@@ -167,16 +167,17 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     specs = recipe_specs(base, pool, int(cfg.seed), phonon, reference)
     by_id = {s.sample_id: s for s in specs}
     store = DatasetStore(Path(pool["path"]))
-    fingerprint = dataset_fingerprint(params, cfg.material.builder, pool, int(cfg.seed), reference)
+    fingerprints = dataset_fingerprints(params, cfg.material.builder, pool, int(cfg.seed), reference)
+    fingerprint = fingerprints[0]
     labels_from = None
     if a.labels_from is not None:
         labels_from = DatasetStore(Path(str(a.labels_from)))
-        if not labels_from.exists() or labels_from.header().get("fingerprint") != fingerprint:
+        if not labels_from.exists() or labels_from.header().get("fingerprint") not in fingerprints:
             raise ConfigError(f"active.labels_from={a.labels_from} is not a dataset of this pool (its recipe, seed, "
                               "material or reference settings differ: another fingerprint). Fix: the pool's keys and "
                               "`seed` as the hedgenet-label command that wrote it, or active.labels_from=null")
     if store.exists():
-        store.check_fingerprint(fingerprint)
+        store.check_fingerprint(fingerprints)
     else:
         store.create(_store_header(cfg, reference, params, fingerprint), base)
     store.consolidate()  # labels a killed run left staged
@@ -184,7 +185,7 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     n_seed = sum(len(d.ids()) for d in seeds)
     # seed cells that are samples of this very pool (a subset of its labelling: the same fingerprint) are labelled
     # already: they are never offered as candidates
-    in_seed = {i for d in seeds if d.header().get("fingerprint") == fingerprint for i in d.ids()}
+    in_seed = {i for d in seeds if d.header().get("fingerprint") in fingerprints for i in d.ids()}
     reference_spec = {"name": cfg.reference.name, **reference_settings(cfg)}
     print(f"hedgenet-active: pool of {len(specs)} candidates ({pool['path']}), {n_seed} seed cells; resume with the "
           f"same command and hydra.run.dir={run_dir}", file=sys.stderr)

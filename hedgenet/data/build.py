@@ -53,7 +53,8 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
         specs = [s for s in specs if s.sample_id % d["num_shards"] == d["shard_index"]]
 
     store = DatasetStore(path)
-    fingerprint = dataset_fingerprint(params, material["builder"], d, seed, reference)
+    fingerprints = dataset_fingerprints(params, material["builder"], d, seed, reference)
+    fingerprint = fingerprints[0]
     stored_fc = None
     if d.get("force_constants"):
         step = float(d["thermal"]["fc_displacement_A"])
@@ -64,7 +65,7 @@ def label_material(unit, params: dict, reference, reference_spec: dict, dataset:
             stored_fc = (target.force_constants, step, supercell_atoms(target, unit))
     with store.locked():  # one labelling run per dataset, from its creation to the last sample
         if store.exists():
-            store.check_fingerprint(fingerprint)
+            store.check_fingerprint(fingerprints)
             if stored_fc is not None and store.force_constants_atoms() != len(stored_fc[0]):  # none, or another cell
                 store.add_force_constants(*stored_fc)  # (drops couplings of another cell)
         else:
@@ -205,9 +206,21 @@ def dataset_path(dataset: dict) -> Path:
     return path
 
 
-def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed: int, reference) -> str:
+def _numbers_as_floats(value):
+    """``value`` with every int (not bool) a float, inside lists and dicts: 0 and 0.0 are one setting."""
+    if isinstance(value, dict):
+        return {k: _numbers_as_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numbers_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def dataset_fingerprints(material_params: dict, builder: str, dataset: dict, seed: int, reference) -> tuple[str, str]:
     """What a dataset file is (material, supercell, displacement recipe, seed, solver settings): a resumed run
-    must match it."""
+    must match it. Returns (the fingerprint a new file gets, the one files written before numbers were hashed as
+    floats got): ``shifts_A=[[0, 0, 0.3]]`` and ``[[0.0, 0.0, 0.3]]`` are one recipe; older files still resume."""
     payload = {
         "material": {"builder": builder, "params": material_params},
         "supercell": list(dataset["supercell"]),
@@ -222,7 +235,11 @@ def dataset_fingerprint(material_params: dict, builder: str, dataset: dict, seed
         payload["strain"] = dataset["strain"]
     payload["reference"].pop("tblite_version", None)
     payload["thermal"] = {k: v for k, v in dict(payload["thermal"]).items() if k != "imaginary_threshold_THz"}  # a check, not data
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def digest(p) -> str:
+        return hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    return digest(_numbers_as_floats(json.loads(json.dumps(payload, default=str)))), digest(payload)
 
 
 def provenance() -> dict:

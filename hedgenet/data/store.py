@@ -341,12 +341,15 @@ class DatasetStore:
                 out[k] = v
             return out
 
-    def check_fingerprint(self, fingerprint: str) -> None:
+    def check_fingerprint(self, fingerprint: str | tuple[str, ...]) -> None:
+        """Refuse to resume a file labelled with other settings; ``fingerprint``: this run's, or the ones it
+        accepts (``hedgenet.data.build.dataset_fingerprints``)."""
+        accepted = (fingerprint,) if isinstance(fingerprint, str) else tuple(fingerprint)
         found = self.header().get("fingerprint")
-        if found != fingerprint:
+        if found not in accepted:
             raise DatasetError(
                 f"{self.path} was labelled with other settings (fingerprint {found}, this run "
-                f"{fingerprint}: material, supercell, sampler or reference differ). Resuming would mix "
+                f"{accepted[0]}: material, supercell, sampler or reference differ). Resuming would mix "
                 "two datasets. Fix: choose another dataset.name, or delete the file to start over."
             )
 
