@@ -4,9 +4,10 @@
 # interlayer modes, the Dirac-point couplings, the binding curve E(d) and the sliding energies (held-out rigid cells).
 #
 # Pool: the default hedgenet-label recipe scaled 15× (90 rattles at each of 0.02/0.05 Å, 60 thermal samples at
-# each of 100/300/600 K), the 4 strained cells and 34 rigid-layer cells: the default 20 (binding curve near d0,
+# each of 100/300/600 K), the 4 strained cells and 41 rigid-layer cells: the default 20 (binding curve near d0,
 # slides of ±0.03/0.08/0.2 Å), the slide along y through AA (y = −1 C–C bond), AB, SP (½) and towards BA in steps
-# of ¼ and ⅛ bond, and Δd = −0.25, +1.0, +1.6 Å; xTB's 7×7 force constants as the force-constant target.
+# of ¼ and ⅛ bond, and the binding curve on to Δd = −0.25 and +0.4 … +3.2 Å (ten cells); xTB's 7×7 force constants
+# as the force-constant target.
 # Training: the main job's settings (conf/pipeline.yaml overrides.train), 30 epochs, seed 0.
 # Wall time on the 2-core machine: labelling ≈ 12 min, training ≈ 60 min on 2 threads, the rest ≈ 2 min.
 # Results: docs/results_training.md ("Production benchmark"). Resumable: rerun to continue.
@@ -20,7 +21,8 @@ PY=${PY:-.venv/bin/python}
 TAG=${TAG:-prod}
 EXTRA=${EXTRA:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-# the training set's rigid shifts [dx, dy, dz] (Å): conf/label.yaml's, the sliding line (C–C bonds along y), three Δd
+# the training set's rigid shifts [dx, dy, dz] (Å): conf/label.yaml's, the sliding line (C–C bonds along y), the far
+# binding curve (Δd; none at the held-out +0.45, +0.8, +1.2, +2.0 Å of interlayer_energies.py)
 SHIFTS=$($PY - <<'EOF'
 import json, sys
 from omegaconf import OmegaConf
@@ -28,7 +30,7 @@ sys.path.insert(0, "benchmarks")
 from interlayer_energies import bond_A
 default = OmegaConf.to_container(OmegaConf.load("conf/label.yaml").dataset.rigid.shifts_A)
 line = [[0.0, round(y * bond_A(2.4581), 4), 0.0] for y in (-1, -0.75, -0.5, -0.25, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)]
-print(json.dumps(default + line + [[0.0, 0.0, dz] for dz in (-0.25, 1.0, 1.6)]).replace(" ", ""))
+print(json.dumps(default + line + [[0.0, 0.0, dz] for dz in (-0.25, 1.0, 1.6, 0.4, 0.52, 0.7, 0.9, 1.4, 2.4, 3.2)]).replace(" ", ""))
 EOF
 )
 # shellcheck disable=SC2086
