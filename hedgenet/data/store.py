@@ -341,10 +341,9 @@ class DatasetStore:
                 out[k] = v
             return out
 
-    def check_fingerprint(self, fingerprint: str | tuple[str, ...]) -> None:
-        """Refuse to resume a file labelled with other settings; ``fingerprint``: this run's, or the ones it
-        accepts (``hedgenet.data.build.dataset_fingerprints``)."""
-        accepted = (fingerprint,) if isinstance(fingerprint, str) else tuple(fingerprint)
+    def check_fingerprint(self, accepted: tuple[str, ...]) -> None:
+        """Refuse to resume a file labelled with other settings; ``accepted``: the fingerprints this run takes
+        (``hedgenet.data.build.dataset_fingerprints``: this run's first)."""
         found = self.header().get("fingerprint")
         if found not in accepted:
             raise DatasetError(
