@@ -172,7 +172,7 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     labels_from = None
     if a.labels_from is not None:
         labels_from = DatasetStore(Path(str(a.labels_from)))
-        if not labels_from.exists() or labels_from.header().get("fingerprint") not in fingerprints:
+        if not labels_from.exists() or not labels_from.has_fingerprint(fingerprints):
             raise ConfigError(f"active.labels_from={a.labels_from} is not a dataset of this pool (its recipe, seed, "
                               "material or reference settings differ: another fingerprint). Fix: the pool's keys and "
                               "`seed` as the hedgenet-label command that wrote it, or active.labels_from=null")
@@ -185,7 +185,7 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     n_seed = sum(len(d.ids()) for d in seeds)
     # seed cells that are samples of this very pool (a subset of its labelling: the same fingerprint) are labelled
     # already: they are never offered as candidates
-    in_seed = {i for d in seeds if d.header().get("fingerprint") in fingerprints for i in d.ids()}
+    in_seed = {i for d in seeds if d.has_fingerprint(fingerprints) for i in d.ids()}
     reference_spec = {"name": cfg.reference.name, **reference_settings(cfg)}
     print(f"hedgenet-active: pool of {len(specs)} candidates ({pool['path']}), {n_seed} seed cells; resume with the "
           f"same command and hydra.run.dir={run_dir}", file=sys.stderr)

@@ -341,11 +341,16 @@ class DatasetStore:
                 out[k] = v
             return out
 
+    def has_fingerprint(self, accepted: tuple[str, ...]) -> bool:
+        """Whether this file was labelled with one of the ``accepted`` fingerprints
+        (``hedgenet.data.build.dataset_fingerprints``): the same recipe, material and reference settings."""
+        return self.header().get("fingerprint") in accepted
+
     def check_fingerprint(self, accepted: tuple[str, ...]) -> None:
         """Refuse to resume a file labelled with other settings; ``accepted``: the fingerprints this run takes
         (``hedgenet.data.build.dataset_fingerprints``: this run's first)."""
-        found = self.header().get("fingerprint")
-        if found not in accepted:
+        if not self.has_fingerprint(accepted):
+            found = self.header().get("fingerprint")
             raise DatasetError(
                 f"{self.path} was labelled with other settings (fingerprint {found}, this run "
                 f"{accepted[0]}: material, supercell, sampler or reference differ). Resuming would mix "
