@@ -66,7 +66,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    folding = [n for n in args.sizes if n % 3 == 0]
+    from hedgenet.physics.phonons import folds_k_onto_gamma
+
+    folding = [n for n in args.sizes if folds_k_onto_gamma([n, n])]
     if folding and not args.allow_k_folding and "graphene" in args.material:
         parser.error(f"--sizes {folding}: N divisible by 3 folds graphene's Dirac points onto Γ, the only k-point "
                      "the reference samples, and its forces there are wrong (docs/reference.md). Fix: drop those "
