@@ -102,10 +102,11 @@ def main(argv=None) -> dict:
     for n, r in results["by_size"].items():
         e = [x for d, x in zip(dz, r["energy_vs_d0_meV_per_atom"]) if d != 0.0]
         rows.append([f"{n}×{n}", r["atoms"]] + r["top_layer_force_z_meV_per_A"] + e)
-    spread = {f"{d:+g}": {
-        "force_meV_per_A": float(np.ptp([r["top_layer_force_z_meV_per_A"][k] for r in results["by_size"].values()])),
-        "energy_meV_per_atom": float(np.ptp([r["energy_vs_d0_meV_per_atom"][k] for r in results["by_size"].values()]))}
-        for k, d in enumerate(dz)}
+    by_size = results["by_size"].values()
+    force_ptp = np.ptp([r["top_layer_force_z_meV_per_A"] for r in by_size], axis=0)
+    energy_ptp = np.ptp([r["energy_vs_d0_meV_per_atom"] for r in by_size], axis=0)
+    spread = {f"{d:+g}": {"force_meV_per_A": float(f), "energy_meV_per_atom": float(e)}
+              for d, f, e in zip(dz, force_ptp, energy_ptp)}
     results["spread_over_sizes"] = spread
     rows.append(["spread (max − min)", ""] + [spread[f"{d:+g}"]["force_meV_per_A"] for d in dz]
                 + [spread[f"{d:+g}"]["energy_meV_per_atom"] for d in dz if d != 0.0])
