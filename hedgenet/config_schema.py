@@ -180,6 +180,7 @@ class RelationsConfig:
     r_single: Optional[float] = None
     registry_widths_A: list = field(default_factory=list)
     dispersion_cutoff_A: Optional[float] = None
+    interlayer_pair_functions: int = 0
 
 
 @dataclass

@@ -166,3 +166,71 @@ def test_energy_shift_is_fitted_to_what_the_tail_leaves():
             predicted = torch.cat([model(g, compute_forces=False)["energy"] for g in graphs])
         reference = torch.cat([g.energy for g in graphs])
         assert abs(float((predicted - reference).mean())) < 1e-9
+
+
+def pair_sum_eV(atoms, weights_meV, cutoff: float, switch: float = 2.0) -> float:
+    """The pair potential's energy (eV) for weights (K,): the Gaussians summed over explicit lattice images."""
+    from hedgenet.models.dispersion import PAIR_R_MIN_A
+
+    layer = np.asarray(atoms.arrays["layer"])
+    cell, pos = atoms.cell.array, atoms.positions
+    centres = np.linspace(PAIR_R_MIN_A, cutoff - switch, len(weights_meV))
+    width = centres[1] - centres[0]
+    reach = int(np.ceil(cutoff / np.linalg.norm(cell[:2], axis=1).min())) + 1
+    images = np.array([i * cell[0] + j * cell[1] for i in range(-reach, reach + 1) for j in range(-reach, reach + 1)])
+    total = 0.0
+    for a in np.where(layer == 0)[0]:
+        for b in np.where(layer == 1)[0]:
+            r = np.linalg.norm(pos[b] + images - pos[a], axis=1)
+            r = r[r < cutoff]
+            x = np.clip((r - (cutoff - switch)) / switch, 0.0, 1.0)
+            s = 1 - x**3 * (10 - 15 * x + 6 * x**2)
+            g = np.exp(-(((r[:, None] - centres) / width) ** 2))
+            total += 1e-3 * float((s[:, None] * g * weights_meV).sum())
+    return total
+
+
+def test_interlayer_pair_potential_adds_its_gaussians_over_pairs_in_different_layers(tmp_path):
+    from hedgenet.models.io import load_model, save_model
+
+    base = forces_model(9.0)
+    model = forces_model(9.0, interlayer_pair_functions=6)
+    assert model.dispersion.pair_weights_meV.shape == (1, 6)
+    atoms = bilayer(3, 0.7)
+    assert tail_energy(model, atoms) == pytest.approx(tail_energy(base, atoms), rel=1e-12)  # starts at zero
+    w = np.array([[3.0, -1.0, 0.5, 0.2, -0.1, 0.05]])
+    with torch.no_grad():
+        model.dispersion.pair_weights_meV.copy_(torch.tensor(w))
+    added = tail_energy(model, atoms) - tail_energy(base, atoms)
+    assert added == pytest.approx(pair_sum_eV(atoms, w[0], 9.0), rel=1e-10)
+    assert abs(added) > 1e-3
+    # forces are −∇E of the whole model, the binding curve E(d) moves, and a saved model keeps the weights
+    g = model.graph_builder()(atoms)
+    out = model(g, training=True)
+    out["energy"].sum().backward()
+    assert model.dispersion.pair_weights_meV.grad.abs().sum() > 0
+    path = save_model(tmp_path / "m.pt", "hedgenet", model.config, model)
+    loaded = load_model(path)
+    assert loaded.config["interlayer_pair_functions"] == 6
+    assert torch.equal(loaded(g)["energy"], model(g)["energy"])
+    old = dict(model.config)
+    old.pop("interlayer_pair_functions")  # a model saved before the pair potential existed
+    assert HedgeNet(**old).dispersion.pair_weights_meV is None
+
+
+def test_interlayer_pair_potential_needs_the_tail_and_is_set_by_the_relations_config():
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.config import config_dir
+    from hedgenet.training.factory import model_kwargs
+
+    with pytest.raises(ValueError, match="dispersion tail, which is off.*dispersion_cutoff_A=12"):
+        forces_model(None, interlayer_pair_functions=4)
+    with pytest.raises(ValueError, match="interlayer_pair_functions ≥ 0"):
+        forces_model(12.0, interlayer_pair_functions=-1)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        default = compose("train", overrides=["task=forces"])
+        on = compose("train", overrides=["task=forces", "relations.interlayer_pair_functions=14"])
+    assert model_kwargs(default, None, 5.0, [6], 2, "float64")["interlayer_pair_functions"] == 0
+    kwargs = model_kwargs(on, None, 5.0, [6], 2, "float64")
+    assert HedgeNet(**kwargs).dispersion.pair_weights_meV.shape == (1, 14)

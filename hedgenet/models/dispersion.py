@@ -15,6 +15,14 @@ carbon (C6 = 25 a.u. = 14.9 eV Å⁶, s8·C8 = 2.4 · 3 C6 ⟨r⁴⟩/⟨r²⟩ 
 modules learn what the tail misses inside their cutoff. Interlayer pairs only: within a layer the bonds
 dominate and the messages' cutoff holds what matters, and a rigid layer's own tail never changes.
 
+Optionally (``n_pair_functions`` K > 0) a learnable interlayer pair potential is added to every pair's energy,
+
+    ΔE_pair(r) = s(r) · 10⁻³ Σ_k w_ab,k exp(−((r − μ_k)/σ)²)    (eV; w in meV),
+
+with K Gaussians centred evenly from ``PAIR_R_MIN_A`` to ``cutoff_A − switch_A`` (σ their spacing) and weights
+per species pair starting at 0: a direct channel for the layers' mean binding E(d), apart from the messages,
+whose interlayer radial functions also carry the registry (sliding, shear).
+
 Summed over the other layer, what is left beyond ``cutoff_A`` is ≈ π n C6 / (2 r_c⁴) per atom (n atoms per
 Å² of a layer), independent of the layers' separation: 0.2 meV/atom for graphene at 12 Å, a constant.
 """
@@ -32,6 +40,8 @@ C8_INIT_EV_A8 = 290.0
 """Initial C8 (eV Å⁸) with GFN1-xTB's s8 = 2.4 folded in: 2.4 · 3 C6 ⟨r⁴⟩/⟨r²⟩ for carbon."""
 R0_A = 4.44
 """Becke–Johnson damping radius (Å): GFN1-xTB's a1 = 0.63, a2 = 5.0 bohr with carbon's √(C8/C6)."""
+PAIR_R_MIN_A = 3.0
+"""Centre (Å) of the pair potential's first Gaussian: below the closest interlayer pairs of compressed layers."""
 
 
 def _inverse_softplus(x: float) -> float:
@@ -52,17 +62,28 @@ class InterlayerDispersion(tnn.Module):
     every pair present, as the graph builder lists them; ``vec`` (E, 3) r_ij in Å) and returns the per-atom
     energies (N,) in eV, half of every pair's energy to each of its atoms."""
 
-    def __init__(self, n_species: int, cutoff_A: float, switch_A: float = 2.0):
+    def __init__(self, n_species: int, cutoff_A: float, switch_A: float = 2.0, n_pair_functions: int = 0):
         super().__init__()
         if not cutoff_A > switch_A > 0:
             raise ValueError(f"dispersion cutoff {cutoff_A} Å must exceed its switching width {switch_A} Å (> 0). "
                              "Fix: relations.dispersion_cutoff_A of 10–15 Å, or null for no tail.")
+        if n_pair_functions < 0 or (n_pair_functions and cutoff_A - switch_A <= PAIR_R_MIN_A):
+            raise ValueError(f"interlayer pair potential: {n_pair_functions} functions between {PAIR_R_MIN_A} Å and "
+                             f"{cutoff_A - switch_A} Å (the tail's cutoff less its switch). Fix: "
+                             "relations.interlayer_pair_functions ≥ 0 and relations.dispersion_cutoff_A > 5 Å.")
         self.n_species = int(n_species)
         self.cutoff_A = float(cutoff_A)
         self.switch_A = float(switch_A)
         n_pairs = self.n_species * (self.n_species + 1) // 2
         self.raw_c6 = tnn.Parameter(torch.full((n_pairs,), _inverse_softplus(C6_INIT_EV_A6)))
         self.raw_c8 = tnn.Parameter(torch.full((n_pairs,), _inverse_softplus(C8_INIT_EV_A8)))
+        self.n_pair_functions = int(n_pair_functions)
+        self.pair_weights_meV = None
+        if self.n_pair_functions:
+            centres = torch.linspace(PAIR_R_MIN_A, self.cutoff_A - self.switch_A, self.n_pair_functions)
+            self.register_buffer("pair_centres_A", centres)
+            self.pair_width_A = float(centres[1] - centres[0]) if self.n_pair_functions > 1 else 1.0
+            self.pair_weights_meV = tnn.Parameter(torch.zeros(n_pairs, self.n_pair_functions))
 
     def coefficients(self) -> dict[str, torch.Tensor]:
         """``{"C6_eV_A6": (P,), "C8_eV_A8": (P,)}`` per unordered species pair."""
@@ -80,6 +101,9 @@ class InterlayerDispersion(tnn.Module):
         c8 = coef["C8_eV_A8"].to(vec.dtype)[pair]
         r6 = r2**3
         e_pair = -(c6 / (r6 + R0_A**6) + c8 / (r6 * r2 + R0_A**8))
+        if self.pair_weights_meV is not None:
+            gauss = torch.exp(-(((r[:, None] - self.pair_centres_A.to(vec.dtype)) / self.pair_width_A) ** 2))
+            e_pair = e_pair + 1e-3 * (gauss * self.pair_weights_meV.to(vec.dtype)[pair]).sum(-1)
         e_pair = e_pair * switch(r, self.cutoff_A - self.switch_A, self.cutoff_A)
         return vec.new_zeros(species.shape[0]).index_add(0, i, 0.5 * e_pair)
 

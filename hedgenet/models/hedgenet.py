@@ -265,6 +265,8 @@ class HedgeNet(GraphModel):
     dispersion_cutoff:
         Cutoff (Å) of the learnable interlayer dispersion tail (:mod:`hedgenet.models.dispersion`), e.g. 12;
         ``None`` (default): none, the energy ends with the messages' cutoffs. Needs ``task`` with energies.
+    interlayer_pair_functions:
+        Gaussians of the tail's learnable interlayer pair potential (0 = none; needs ``dispersion_cutoff``).
     dtype:
         ``float32`` | ``float64`` (default: torch's default dtype). The model is built in it, so its
         Clebsch–Gordan constants are exact in that precision (a float32-built model cast with
@@ -287,6 +289,7 @@ class HedgeNet(GraphModel):
         radial_hidden: int = 32,
         registry_widths: Sequence[float] = (),
         dispersion_cutoff: float | None = None,
+        interlayer_pair_functions: int = 0,
         dtype: str | torch.dtype | None = None,
     ):
         super().__init__()
@@ -303,6 +306,7 @@ class HedgeNet(GraphModel):
             "n_layers": int(n_layers), "num_basis": int(num_basis), "radial_hidden": int(radial_hidden),
             "registry_widths": [float(w) for w in registry_widths],
             "dispersion_cutoff": None if dispersion_cutoff is None else float(dispersion_cutoff),
+            "interlayer_pair_functions": int(interlayer_pair_functions),
             "dtype": str(dtype).replace("torch.", ""),
         }
         default = torch.get_default_dtype()
@@ -310,12 +314,13 @@ class HedgeNet(GraphModel):
         try:
             with e3nn_build_options():
                 self._build(elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-                            n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff)
+                            n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff,
+                            interlayer_pair_functions)
         finally:
             torch.set_default_dtype(default)
 
     def _build(self, elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-               n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff):
+               n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff, interlayer_pair_functions):
         if task not in TASKS:
             raise choice_error("task", task, TASKS)
         self.task = task
@@ -372,7 +377,11 @@ class HedgeNet(GraphModel):
             if "energy" not in self.outputs:
                 raise ValueError(f"dispersion_cutoff={dispersion_cutoff} adds to the energy, which task={task!r} does "
                                  "not predict. Fix: relations.dispersion_cutoff_A=null, or task=joint/forces.")
-            self.dispersion = InterlayerDispersion(n_sp, float(dispersion_cutoff))
+            self.dispersion = InterlayerDispersion(n_sp, float(dispersion_cutoff),
+                                                   n_pair_functions=int(interlayer_pair_functions))
+        elif interlayer_pair_functions:
+            raise ValueError(f"interlayer_pair_functions={interlayer_pair_functions} is a part of the dispersion tail, "
+                             "which is off. Fix: relations.dispersion_cutoff_A=12, or relations.interlayer_pair_functions=0.")
         self.layout = None
         self.block_cutoff = None
         if "H" in self.outputs:

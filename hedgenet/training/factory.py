@@ -40,6 +40,7 @@ def model_kwargs(cfg: DictConfig, layout, block_cutoff: float, elements, n_layer
         "r_single": None if rel.r_single is None else float(rel.r_single),
         "registry_widths": [float(w) for w in rel.get("registry_widths_A", [])],
         "dispersion_cutoff": None if rel.get("dispersion_cutoff_A") is None else float(rel.dispersion_cutoff_A),
+        "interlayer_pair_functions": int(rel.get("interlayer_pair_functions", 0)),
         "n_layers": n_layers,
     }
 
