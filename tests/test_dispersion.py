@@ -35,21 +35,24 @@ def tail_energy(model, atoms) -> float:
     return float(model.dispersion(g.species, index, vec).sum().detach())
 
 
-def lattice_sum_eV(atoms, cutoff: float, switch: float = 2.0) -> float:
-    """The tail's energy (eV) with its initial coefficients, summed over explicit lattice images in numpy."""
+def interlayer_pairs(atoms, cutoff: float, switch: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Distances r (Å) of every pair of atoms in different layers within ``cutoff``, each pair once, over explicit
+    lattice images in numpy, and the tail's switch s(r) at each."""
     layer = np.asarray(atoms.arrays["layer"])
     cell, pos = atoms.cell.array, atoms.positions
     reach = int(np.ceil(cutoff / np.linalg.norm(cell[:2], axis=1).min())) + 1
     images = np.array([i * cell[0] + j * cell[1] for i in range(-reach, reach + 1) for j in range(-reach, reach + 1)])
-    total = 0.0
-    for a in np.where(layer == 0)[0]:
-        for b in np.where(layer == 1)[0]:
-            r = np.linalg.norm(pos[b] + images - pos[a], axis=1)
-            r = r[r < cutoff]
-            x = np.clip((r - (cutoff - switch)) / switch, 0.0, 1.0)
-            s = 1 - x**3 * (10 - 15 * x + 6 * x**2)
-            total -= float((s * (C6_INIT_EV_A6 / (r**6 + R0_A**6) + C8_INIT_EV_A8 / (r**8 + R0_A**8))).sum())
-    return total
+    r = np.concatenate([np.linalg.norm(pos[b] + images - pos[a], axis=1)
+                        for a in np.where(layer == 0)[0] for b in np.where(layer == 1)[0]])
+    r = r[r < cutoff]
+    x = np.clip((r - (cutoff - switch)) / switch, 0.0, 1.0)
+    return r, 1 - x**3 * (10 - 15 * x + 6 * x**2)
+
+
+def lattice_sum_eV(atoms, cutoff: float) -> float:
+    """The tail's energy (eV) with its initial coefficients, summed over explicit lattice images in numpy."""
+    r, s = interlayer_pairs(atoms, cutoff)
+    return -float((s * (C6_INIT_EV_A6 / (r**6 + R0_A**6) + C8_INIT_EV_A8 / (r**8 + R0_A**8))).sum())
 
 
 def test_tail_energy_is_the_lattice_sum_over_pairs_in_different_layers():
@@ -172,22 +175,10 @@ def pair_sum_eV(atoms, weights_meV, cutoff: float, switch: float = 2.0) -> float
     """The pair potential's energy (eV) for weights (K,): the Gaussians summed over explicit lattice images."""
     from hedgenet.models.dispersion import PAIR_R_MIN_A
 
-    layer = np.asarray(atoms.arrays["layer"])
-    cell, pos = atoms.cell.array, atoms.positions
     centres = np.linspace(PAIR_R_MIN_A, cutoff - switch, len(weights_meV))
-    width = centres[1] - centres[0]
-    reach = int(np.ceil(cutoff / np.linalg.norm(cell[:2], axis=1).min())) + 1
-    images = np.array([i * cell[0] + j * cell[1] for i in range(-reach, reach + 1) for j in range(-reach, reach + 1)])
-    total = 0.0
-    for a in np.where(layer == 0)[0]:
-        for b in np.where(layer == 1)[0]:
-            r = np.linalg.norm(pos[b] + images - pos[a], axis=1)
-            r = r[r < cutoff]
-            x = np.clip((r - (cutoff - switch)) / switch, 0.0, 1.0)
-            s = 1 - x**3 * (10 - 15 * x + 6 * x**2)
-            g = np.exp(-(((r[:, None] - centres) / width) ** 2))
-            total += 1e-3 * float((s[:, None] * g * weights_meV).sum())
-    return total
+    r, s = interlayer_pairs(atoms, cutoff, switch)
+    g = np.exp(-(((r[:, None] - centres) / (centres[1] - centres[0])) ** 2))
+    return 1e-3 * float((s[:, None] * g * weights_meV).sum())
 
 
 def test_interlayer_pair_potential_adds_its_gaussians_over_pairs_in_different_layers(tmp_path):
