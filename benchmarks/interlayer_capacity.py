@@ -13,7 +13,7 @@ recipe's settings: xTB's 7×7 force constants as the force-constant target, inte
   largest within ±0.2 Å and along the sliding line (meV/atom).
 
     OMP_NUM_THREADS=2 python benchmarks/interlayer_capacity.py --root outputs/production_ab_bilayer \\
-        --variant default --variant no_modes train.loss_weights.interlayer_modes=0
+        --variant recipe --variant no_modes train.loss_weights.interlayer_modes=0
 
 Prints the table and writes ``<root>/capacity/interlayer_capacity.json``. Resumable: a variant whose training
 finished is not retrained (the run directories are under ``<root>/capacity/runs``).
@@ -126,13 +126,14 @@ def main(argv=None) -> int:
         curve = {round(c["x"], 4): c["error_meV_atom"] for c in e["cells"] if c["set"] == "binding curve"}
         near = max(abs(v) for x, v in curve.items() if abs(x) <= 0.2 + 1e-9)
         far = [curve.get(dz, float("nan")) for dz in HELD_OUT_DZ_A]
-        results["variants"][key] = {"settings": {k: results["settings"][k] for k in ("n_cells", "others", "epochs", "seed")},
-                                    "overrides": overrides, "train_dir": str(run),
-                                     "train_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
-                                     "layer_force_meV_A": {str(k): v for k, v in model_f.items()},
-                                     "binding_far_error_meV_atom": dict(zip(map(str, HELD_OUT_DZ_A), far)),
-                                     "binding_near_max_meV_atom": near,
-                                     "sliding_max_meV_atom": e["sliding line"]["max_meV_atom"]}
+        results["variants"][key] = {
+            "settings": {k: results["settings"][k] for k in ("n_cells", "others", "epochs", "seed")},
+            "overrides": overrides, "train_dir": str(run),
+            "train_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+            "layer_force_meV_A": {str(k): v for k, v in model_f.items()},
+            "binding_far_error_meV_atom": dict(zip(map(str, HELD_OUT_DZ_A), far)),
+            "binding_near_max_meV_atom": near,
+            "sliding_max_meV_atom": e["sliding line"]["max_meV_atom"]}
         rows.append([name, " ".join(overrides) or "(the recipe)", *[f"{model_f[dz]:.1f}" for dz in args.probe_dz],
                      " / ".join(f"{v:+.2f}" for v in far), near, e["sliding line"]["max_meV_atom"]])
     rows.insert(0, ["reference", "", *[f"{ref[dz]:.1f}" for dz in args.probe_dz], "", "", ""])
