@@ -113,9 +113,9 @@ def test_tail_coefficients_are_learnable_and_a_saved_model_keeps_them(tmp_path):
     model = forces_model(12.0)
     g = model.graph_builder()(bilayer(2, 1.0))
     model(g, training=True)["energy"].sum().backward()
-    assert model.dispersion.raw_c6.grad.abs().sum() > 0 and model.dispersion.raw_c8.grad.abs().sum() > 0
+    assert model.dispersion.log_c6_ratio.grad.abs().sum() > 0 and model.dispersion.log_c8_ratio.grad.abs().sum() > 0
     with torch.no_grad():
-        model.dispersion.raw_c6.add_(0.3)
+        model.dispersion.log_c6_ratio.add_(0.3)
     path = save_model(tmp_path / "m.pt", "hedgenet", model.config, model)
     loaded = load_model(path)
     assert loaded.config["dispersion_cutoff"] == 12.0
@@ -123,6 +123,54 @@ def test_tail_coefficients_are_learnable_and_a_saved_model_keeps_them(tmp_path):
     old = dict(model.config)
     old.pop("dispersion_cutoff")  # a model saved before the tail existed
     assert HedgeNet(**old).dispersion is None
+
+
+def test_tail_coefficients_reach_a_reference_with_a_third_of_the_dispersion_at_the_training_learning_rate():
+    """The recipe's optimizer (Adam, lr 0.005) must be able to move C6 ≈ 15 eV Å⁶ and C8 ≈ 290 eV Å⁸ by a factor
+    of three in a thousand steps: a reference without (much) dispersion."""
+    model = forces_model(12.0)
+    tail = model.dispersion
+    cells = [bilayer(2, dz) for dz in (-0.3, 0.0, 0.5, 1.0, 2.0, 3.0)]
+    pairs = []
+    for atoms in cells:
+        g = model.graph_builder()(atoms)
+        index = g.rel_index[DISPERSION]
+        pairs.append((g.species, index, g.pos[index[1]] - g.pos[index[0]] + g.rel_shift[DISPERSION] @ g.cell[0]))
+    target = torch.tensor([lattice_sum_eV(atoms, 12.0) for atoms in cells], dtype=torch.float64) / 3.0
+    optimizer = torch.optim.Adam(tail.parameters(), lr=0.005)
+    for _ in range(1000):
+        optimizer.zero_grad()
+        energy = torch.stack([tail(*p).sum() for p in pairs])
+        loss = (1e3 * (energy - target)).pow(2).mean()  # meV²
+        loss.backward()
+        optimizer.step()
+    coef = {k: v.detach() for k, v in tail.coefficients().items()}
+    assert float(coef["C6_eV_A6"]) == pytest.approx(C6_INIT_EV_A6 / 3, rel=0.05)
+    assert float(coef["C8_eV_A8"]) == pytest.approx(C8_INIT_EV_A8 / 3, rel=0.05)
+
+
+def test_a_tail_saved_before_the_log_scale_loads_and_resumes_with_the_same_coefficients(tmp_path):
+    from hedgenet.models.dispersion import upgrade_state_dict
+    from hedgenet.models.io import load_model, save_model
+
+    model = forces_model(12.0)
+    with torch.no_grad():
+        model.dispersion.log_c6_ratio.fill_(-0.2)
+        model.dispersion.log_c8_ratio.fill_(0.1)
+    path = save_model(tmp_path / "m.pt", "hedgenet", model.config, model)
+    blob = torch.load(path, weights_only=False)
+    state = blob["state_dict"]
+    for name, init, ratio in (("c6", C6_INIT_EV_A6, -0.2), ("c8", C8_INIT_EV_A8, 0.1)):
+        value = init * np.exp(ratio)
+        state[f"dispersion.raw_{name}"] = torch.tensor([np.log(np.expm1(value))])  # the old softplus parameter
+        del state[f"dispersion.log_{name}_ratio"]
+    torch.save(blob, path)
+    g = model.graph_builder()(bilayer(2, 0.4))
+    assert float(load_model(path)(g)["energy"][0]) == pytest.approx(float(model(g)["energy"][0]), abs=1e-9)
+    checkpoint = {f"model.{k}": v for k, v in state.items()}
+    upgrade_state_dict(checkpoint, prefix="model.dispersion.")
+    assert "model.dispersion.raw_c6" not in checkpoint
+    assert float(checkpoint["model.dispersion.log_c8_ratio"][0]) == pytest.approx(0.1, abs=1e-6)
 
 
 def test_tail_refuses_graphs_without_its_pairs_and_models_without_energies():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from hedgenet.models.dispersion import upgrade_state_dict
+
 
 def build_hedgenet(**kwargs):
     from hedgenet.models.hedgenet import HedgeNet
@@ -182,6 +184,7 @@ def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
         ) from None
     state = dict(data["state_dict"])
     state.setdefault("hamiltonian_shift_eV", torch.zeros(()))  # files written before the H gauge: H itself
+    upgrade_state_dict(state)  # files written before the dispersion tail's log scale
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from hedgenet.graphs import subsample_block_edges
+from hedgenet.models.dispersion import upgrade_state_dict
 from hedgenet.training.losses import total_loss
 from hedgenet.training.metrics import ErrorMetrics
 
@@ -251,8 +252,10 @@ class TrainingModule(L.LightningModule):
             checkpoint["ema_num_updates"] = self.ema.num_updates
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a checkpoint written before the dispersion tail's log scale resumes with the same coefficients
+        upgrade_state_dict(checkpoint.get("state_dict", {}), prefix="model.dispersion.")
         if self.ema is not None and "ema_state" in checkpoint:
-            self.ema.shadow.load_state_dict(checkpoint["ema_state"])
+            self.ema.shadow.load_state_dict(upgrade_state_dict(checkpoint["ema_state"]))
             self.ema.num_updates = int(checkpoint.get("ema_num_updates", 0))
 
     # ----------------------------------------------------------------- optimisation
