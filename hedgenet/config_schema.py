@@ -181,6 +181,7 @@ class RelationsConfig:
     registry_widths_A: list = field(default_factory=list)
     dispersion_cutoff_A: Optional[float] = None
     interlayer_pair_functions: int = 0
+    dispersion_learnable: Any = "auto"  # auto | true | false
 
 
 @dataclass

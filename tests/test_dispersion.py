@@ -198,6 +198,43 @@ def test_relations_config_sets_the_tail_cutoff():
     assert HedgeNet(**kwargs).graph_builder().dispersion_cutoff == 11.5
 
 
+def test_tail_is_held_at_the_references_own_dispersion_and_learned_elsewhere():
+    """auto: held at GFN1-xTB's D3 values on GFN1-xTB carbon data, learned for another reference or element;
+    false where the values are not the data's is refused with the fix; a held tail gets no gradient."""
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.config import ConfigError, config_dir
+    from hedgenet.training.factory import model_kwargs
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        auto = compose("train", overrides=["task=forces"])
+        held = compose("train", overrides=["task=forces", "relations.dispersion_learnable=false"])
+        learned = compose("train", overrides=["task=forces", "relations.dispersion_learnable=true"])
+        wrong = compose("train", overrides=["task=forces", "relations.dispersion_learnable=maybe"])
+    xtb = ["GFN1-xTB", "GFN1-xTB"]
+
+    def learnable(cfg, elements=(6,), methods=xtb):
+        return model_kwargs(cfg, None, 5.0, list(elements), 2, "float64", methods)["dispersion_learnable"]
+
+    assert learnable(auto) is False
+    assert learnable(auto, methods=["GFN1-xTB", None]) is True  # a PySCF dataset records no method
+    assert learnable(auto, methods=["GFN2-xTB"]) is True
+    assert learnable(auto, elements=(5, 7)) is True
+    assert learnable(learned) is True and learnable(held) is False
+    with pytest.raises(ConfigError, match=r"elements \[5, 7\].*Fix: relations.dispersion_learnable=auto"):
+        learnable(held, elements=(5, 7))
+    with pytest.raises(ConfigError, match="valid: auto, true, false"):
+        learnable(wrong)
+
+    model = HedgeNet(**model_kwargs(auto, None, 5.0, [6], 2, "float64", xtb))
+    g = model.graph_builder()(bilayer(2, 1.0))
+    model(g, training=True)["energy"].sum().backward()
+    assert model.dispersion.log_c6_ratio.grad is None and model.dispersion.log_c8_ratio.grad is None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    optimizer.step()
+    assert float(model.dispersion.log_c6_ratio) == 0.0 and float(model.dispersion.log_c8_ratio) == 0.0
+
+
 def test_energy_shift_is_fitted_to_what_the_tail_leaves():
     """init_statistics fits the per-species energy shift to the reference energies minus the tail's, so an
     untrained model's energy per atom starts at the reference's mean, not ≈ 28 meV/atom below it."""

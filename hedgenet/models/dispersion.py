@@ -11,10 +11,13 @@ tail is the D3 form with Becke–Johnson damping over every pair of atoms in *di
 with learnable C6_ab (eV Å⁶) and C8_ab (eV Å⁸) > 0 per unordered species pair (a, b) and a C² switch s(r)
 from 1 at ``cutoff_A − switch_A`` to 0 at ``cutoff_A``. The coefficients start at GFN1-xTB's D3 values for sp²
 carbon (C6 = 25 a.u. = 14.9 eV Å⁶, s8·C8 = 2.4 · 3 C6 ⟨r⁴⟩/⟨r²⟩ = 290 eV Å⁸, R0 = a1·√(C8/C6) + a2 =
-4.44 Å) and are learned on a log scale, C = C_init · exp(λ) with λ starting at 0: an optimizer step then changes
-C by a fraction, whatever its size in eV Å⁸, so training adapts C6 and C8 to the reference (down to ≈ 0 for one
-without dispersion) while the message modules learn what the tail misses inside their cutoff. (Learned directly,
-C8 = 290 eV Å⁸ moved by less than 1 % in 11 000 Adam steps of lr 0.005.) Interlayer pairs only: within a layer the bonds
+4.44 Å). Where those values are the reference's own (GFN1-xTB on carbon: :func:`held_tail_mismatch`), the tail
+is held there, a fixed physical baseline under the learned energy as MACE and NequIP add D3 or ZBL; the messages
+learn what it misses inside their cutoff. Elsewhere (``learnable``) C6 and C8 are learned on a log scale,
+C = C_init · exp(λ) with λ starting at 0: an optimizer step changes C by a fraction, whatever its size in eV Å⁸, so
+training can take them to the reference's dispersion (down to ≈ 0 for one without). (Learned directly, C8 = 290
+eV Å⁸ moved by less than 1 % in 11 000 Adam steps of lr 0.005; learned on the log scale from xTB's data, which
+barely constrains them beyond the messages' reach, C6 and C8 drifted 25 % below xTB's own values in the main job.) Interlayer pairs only: within a layer the bonds
 dominate and the messages' cutoff holds what matters, and a rigid layer's own tail never changes.
 
 Optionally (``n_pair_functions`` K > 0) a learnable interlayer pair potential is added to every pair's energy,
@@ -44,6 +47,23 @@ R0_A = 4.44
 """Becke–Johnson damping radius (Å): GFN1-xTB's a1 = 0.63, a2 = 5.0 bohr with carbon's √(C8/C6)."""
 PAIR_R_MIN_A = 3.0
 """Centre (Å) of the pair potential's first Gaussian: below the closest interlayer pairs of compressed layers."""
+INITIAL_VALUES_OF = ("GFN1-xTB", (6,))
+"""The reference method and the elements whose dispersion the initial C6, C8 and R0 are (D3 as GFN1-xTB applies it
+to sp² carbon)."""
+
+
+def held_tail_mismatch(elements, solver_methods) -> str | None:
+    """Why the tail's initial coefficients are not the reference's own dispersion for data of ``elements`` (atomic
+    numbers) labelled by ``solver_methods`` (the datasets' ``solver_settings["method"]``, None where unrecorded), or
+    None where they are (GFN1-xTB on carbon): the test for holding the tail fixed."""
+    method, own = INITIAL_VALUES_OF
+    other = sorted({int(z) for z in elements} - set(own))
+    if other:
+        return f"elements {other} besides carbon (the initial C6, C8 are carbon's)"
+    methods = sorted({str(m) if m else "unrecorded" for m in solver_methods})
+    if methods != [method]:
+        return f"reference method {methods or ['unrecorded']} (the initial C6, C8 are {method}'s D3)"
+    return None
 
 
 def upgrade_state_dict(state: dict, prefix: str = "dispersion.") -> dict:
@@ -70,7 +90,8 @@ class InterlayerDispersion(tnn.Module):
     every pair present, as the graph builder lists them; ``vec`` (E, 3) r_ij in Å) and returns the per-atom
     energies (N,) in eV, half of every pair's energy to each of its atoms."""
 
-    def __init__(self, n_species: int, cutoff_A: float, switch_A: float = 2.0, n_pair_functions: int = 0):
+    def __init__(self, n_species: int, cutoff_A: float, switch_A: float = 2.0, n_pair_functions: int = 0,
+                 learnable: bool = True):
         super().__init__()
         if not cutoff_A > switch_A > 0:
             raise ValueError(f"dispersion cutoff {cutoff_A} Å must exceed its switching width {switch_A} Å (> 0). "
@@ -87,6 +108,10 @@ class InterlayerDispersion(tnn.Module):
         """ln(C6 / C6_INIT_EV_A6) per unordered species pair."""
         self.log_c8_ratio = tnn.Parameter(torch.zeros(n_pairs))
         """ln(C8 / C8_INIT_EV_A8) per unordered species pair."""
+        self.learnable = bool(learnable)
+        """False: C6 and C8 stay at their initial values (no gradient; the pair potential, if any, still learns)."""
+        self.log_c6_ratio.requires_grad_(self.learnable)
+        self.log_c8_ratio.requires_grad_(self.learnable)
         self.n_pair_functions = int(n_pair_functions)
         self.pair_weights_meV = None
         if self.n_pair_functions:
@@ -117,4 +142,4 @@ class InterlayerDispersion(tnn.Module):
         return vec.new_zeros(species.shape[0]).index_add(0, i, 0.5 * e_pair)
 
 
-__all__ = ["InterlayerDispersion", "switch", "upgrade_state_dict"]
+__all__ = ["InterlayerDispersion", "held_tail_mismatch", "switch", "upgrade_state_dict"]

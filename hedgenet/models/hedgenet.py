@@ -267,6 +267,8 @@ class HedgeNet(GraphModel):
         ``None`` (default): none, the energy ends with the messages' cutoffs. Needs ``task`` with energies.
     interlayer_pair_functions:
         Gaussians of the tail's learnable interlayer pair potential (0 = none; needs ``dispersion_cutoff``).
+    dispersion_learnable:
+        Learn the tail's C6 and C8 (default) or hold them at their initial values (GFN1-xTB's D3 for carbon).
     dtype:
         ``float32`` | ``float64`` (default: torch's default dtype). The model is built in it, so its
         Clebsch–Gordan constants are exact in that precision (a float32-built model cast with
@@ -290,6 +292,7 @@ class HedgeNet(GraphModel):
         registry_widths: Sequence[float] = (),
         dispersion_cutoff: float | None = None,
         interlayer_pair_functions: int = 0,
+        dispersion_learnable: bool = True,
         dtype: str | torch.dtype | None = None,
     ):
         super().__init__()
@@ -307,6 +310,7 @@ class HedgeNet(GraphModel):
             "registry_widths": [float(w) for w in registry_widths],
             "dispersion_cutoff": None if dispersion_cutoff is None else float(dispersion_cutoff),
             "interlayer_pair_functions": int(interlayer_pair_functions),
+            "dispersion_learnable": bool(dispersion_learnable),
             "dtype": str(dtype).replace("torch.", ""),
         }
         default = torch.get_default_dtype()
@@ -315,12 +319,13 @@ class HedgeNet(GraphModel):
             with e3nn_build_options():
                 self._build(elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
                             n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff,
-                            interlayer_pair_functions)
+                            interlayer_pair_functions, dispersion_learnable)
         finally:
             torch.set_default_dtype(default)
 
     def _build(self, elements, relations, r_intra, r_inter, r_single, size, task, layout, block_cutoff,
-               n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff, interlayer_pair_functions):
+               n_layers, num_basis, radial_hidden, registry_widths, dispersion_cutoff, interlayer_pair_functions,
+               dispersion_learnable):
         if task not in TASKS:
             raise choice_error("task", task, TASKS)
         self.task = task
@@ -378,7 +383,8 @@ class HedgeNet(GraphModel):
                 raise ValueError(f"dispersion_cutoff={dispersion_cutoff} adds to the energy, which task={task!r} does "
                                  "not predict. Fix: relations.dispersion_cutoff_A=null, or task=joint/forces.")
             self.dispersion = InterlayerDispersion(n_sp, float(dispersion_cutoff),
-                                                   n_pair_functions=int(interlayer_pair_functions))
+                                                   n_pair_functions=int(interlayer_pair_functions),
+                                                   learnable=bool(dispersion_learnable))
         elif interlayer_pair_functions:
             raise ValueError(f"interlayer_pair_functions={interlayer_pair_functions} is a part of the dispersion tail, "
                              "which is off. Fix: relations.dispersion_cutoff_A=12, or relations.interlayer_pair_functions=0.")

@@ -278,7 +278,11 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     elements = sorted({int(z) for s in samples + test_samples for z in s["numbers"]})
     n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
     dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
-    model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1])
+    model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1],
+                                     solver_methods=[h["solver_settings"].get("method") for h in headers])
+    tail_record = dispersion_tail_record(model, elements, headers)
+    if tail_record:
+        print(f"dispersion tail: C6 and C8 {tail_record['coefficients']}", file=sys.stderr)
 
     dm = GraphDataModule(
         cfg.data.paths, model.graph_builder(), collate, batch_size=cfg.data.batch_size,
@@ -393,6 +397,9 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         n_coupling_targets=len(c_targets), n_second_order_targets=len(so_targets),
         epochs=cfg.train.max_epochs, epochs_trained=epochs_trained(trainer, history), init_statistics=stats,
     )
+    if tail_record:
+        metrics["dispersion_tail"] = {**tail_record, **{k: v.detach().cpu().tolist()
+                                                        for k, v in final.dispersion.coefficients().items()}}
     for cb in extra_callbacks:
         metrics.update(cb.run_metrics() if hasattr(cb, "run_metrics") else {})
     StopOnSignal.check()  # before the outputs: a stopped run writes no metrics.json and no model.pt
@@ -405,6 +412,19 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     if cfg.logger.name == "wandb":
         log_run_outputs(logger, run_dir, str(cfg.model.name), metrics, bool(cfg.logger.get("log_model", True)))
     return metrics
+
+
+def dispersion_tail_record(model, elements, headers) -> dict | None:
+    """How the model's dispersion tail treats C6 and C8 for these data (held at the reference's own values, or
+    learned and why), for the log and metrics.json; None without a tail."""
+    from hedgenet.models.dispersion import held_tail_mismatch
+
+    if getattr(model, "dispersion", None) is None:
+        return None
+    if not model.dispersion.learnable:
+        return {"coefficients": "held at GFN1-xTB's D3 values for carbon, the reference's own"}
+    why = held_tail_mismatch(elements, [h["solver_settings"].get("method") for h in headers])
+    return {"coefficients": "learned (" + (why or "relations.dispersion_learnable=true") + ")"}
 
 
 def epochs_trained(trainer, history: Path) -> int:
