@@ -286,6 +286,22 @@ def read_only_dir(tmp_path):
         subprocess.run(["chattr", "-i", str(path)])
 
 
+def test_consolidation_skips_a_sample_another_worker_is_still_writing(tiny_dataset, tmp_path):
+    """A worker stages through ``.<id>.<pid>.tmp.npz``, which a glob for ``*.npz`` also finds: the parent's
+    consolidation in that instant once stopped the main job's labelling (``int('.000027.23026')``)."""
+    store = DatasetStore(tmp_path / "f.h5")
+    shutil.copyfile(tiny_dataset, store.path)
+    sample = store.read_sample(0)
+    arrays = {k: v for k, v in sample.items() if isinstance(v, np.ndarray)}
+    store.stage(5, arrays, {"sample_id": 5, "seed": 1, "kind": "rattle", "status": "ok"})
+    with store.locked():  # as the labelling run holds it while its workers stage
+        writing = store.staging / f".000006.{os.getpid() + 1}.tmp.npz"  # half-written by a live worker
+        writing.write_bytes(b"PK\x03\x04")
+        assert store.staged_ids() == [5]
+        assert store.consolidate() == 1 and 5 in store.ids() and 6 not in store.ids()
+        assert writing.exists()  # the worker's file is its own: left for it to finish and rename
+
+
 def test_read_only_root_is_one_clear_error(read_only_dir, tmp_path):
     proc = cli("hedgenet-label", read_only_dir, *LABEL, "dataset.rattle.n_per_amplitude=1", cwd=tmp_path)
     line = one_clean_error(proc, "cannot write", "Fix: set HEDGENET_ROOT")

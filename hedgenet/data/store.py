@@ -375,10 +375,15 @@ class DatasetStore:
         with self._open() as f:
             return {int(k): str(g.attrs["reason"]) for k, g in f["failed"].items()}
 
-    def staged_ids(self) -> list[int]:
+    def staged_files(self) -> list[Path]:
+        """The finished samples waiting in the staging folder (``<id>.npz``), in id order; a worker's sample still
+        being written (``.<id>.<pid>.tmp.npz``, which a glob for ``*.npz`` also finds) is not one of them."""
         if not self.staging.exists():
             return []
-        return sorted(int(p.stem) for p in self.staging.glob("*.npz"))
+        return sorted(p for p in self.staging.glob("*.npz") if p.stem.isdigit())
+
+    def staged_ids(self) -> list[int]:
+        return [int(p.stem) for p in self.staged_files()]
 
     def done_ids(self) -> set[int]:
         """Samples finished (labelled or failed), consolidated or still staged."""
@@ -666,7 +671,7 @@ class DatasetStore:
         """Move staged samples into the HDF5 file atomically; returns how many were added. The new file is
         written under a per-process temporary name, read back and compared with the staged samples before it
         replaces the old one; a failed write leaves the old file and the staged samples as they were."""
-        staged = sorted(self.staging.glob("*.npz")) if self.staging.exists() else []
+        staged = self.staged_files()
         if not staged:
             return 0
         with self.locked():
