@@ -17,8 +17,9 @@ learn what it misses inside their cutoff. Elsewhere (``learnable``) C6 and C8 ar
 C = C_init · exp(λ) with λ starting at 0: an optimizer step changes C by a fraction, whatever its size in eV Å⁸, so
 training can take them to the reference's dispersion (down to ≈ 0 for one without). (Learned directly, C8 = 290
 eV Å⁸ moved by less than 1 % in 11 000 Adam steps of lr 0.005; learned on the log scale from xTB's data, which
-barely constrains them beyond the messages' reach, C6 and C8 drifted 25 % below xTB's own values in the main job.) Interlayer pairs only: within a layer the bonds
-dominate and the messages' cutoff holds what matters, and a rigid layer's own tail never changes.
+barely constrains them beyond the messages' reach, C6 and C8 drifted 25 % below xTB's own values in the main job.)
+Interlayer pairs only: within a layer the bonds dominate and the messages' cutoff holds what matters, and a rigid
+layer's own tail never changes.
 
 Optionally (``n_pair_functions`` K > 0) a learnable interlayer pair potential is added to every pair's energy,
 
@@ -72,7 +73,8 @@ def upgrade_state_dict(state: dict, prefix: str = "dispersion.") -> dict:
     for name, init in (("c6", C6_INIT_EV_A6), ("c8", C8_INIT_EV_A8)):
         raw = state.pop(f"{prefix}raw_{name}", None)
         if raw is not None:
-            state[f"{prefix}log_{name}_ratio"] = torch.log(torch.nn.functional.softplus(raw.double()) / init).to(raw.dtype)
+            value = torch.nn.functional.softplus(raw.double())
+            state[f"{prefix}log_{name}_ratio"] = torch.log(value / init).to(raw.dtype)
     return state
 
 
@@ -122,7 +124,8 @@ class InterlayerDispersion(tnn.Module):
 
     def coefficients(self) -> dict[str, torch.Tensor]:
         """``{"C6_eV_A6": (P,), "C8_eV_A8": (P,)}`` per unordered species pair."""
-        return {"C6_eV_A6": C6_INIT_EV_A6 * self.log_c6_ratio.exp(), "C8_eV_A8": C8_INIT_EV_A8 * self.log_c8_ratio.exp()}
+        return {"C6_eV_A6": C6_INIT_EV_A6 * self.log_c6_ratio.exp(),
+                "C8_eV_A8": C8_INIT_EV_A8 * self.log_c8_ratio.exp()}
 
     def forward(self, species: torch.Tensor, index: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         i, j = index
