@@ -278,9 +278,10 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     elements = sorted({int(z) for s in samples + test_samples for z in s["numbers"]})
     n_layers = int(max(int(np.max(s["layer"])) for s in samples)) + 1
     dtype = torch.float64 if str(cfg.trainer.precision).startswith("64") else torch.float32
+    solver_methods = [h["solver_settings"].get("method") for h in headers]
     model, init_kwargs = build_model(cfg, layout, block_cutoff, elements, n_layers, str(dtype).split(".")[1],
-                                     solver_methods=[h["solver_settings"].get("method") for h in headers])
-    tail_record = dispersion_tail_record(model, elements, headers)
+                                     solver_methods=solver_methods)
+    tail_record = dispersion_tail_record(model, elements, solver_methods)
     if tail_record:
         print(f"dispersion tail: C6 and C8 {tail_record['coefficients']}", file=sys.stderr)
 
@@ -414,16 +415,16 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     return metrics
 
 
-def dispersion_tail_record(model, elements, headers) -> dict | None:
-    """How the model's dispersion tail treats C6 and C8 for these data (held at the reference's own values, or
-    learned and why), for the log and metrics.json; None without a tail."""
+def dispersion_tail_record(model, elements, solver_methods) -> dict | None:
+    """How the model's dispersion tail treats C6 and C8 for data of ``elements`` labelled by ``solver_methods``
+    (held at the reference's own values, or learned and why), for the log and metrics.json; None without a tail."""
     from hedgenet.models.dispersion import held_tail_mismatch
 
     if getattr(model, "dispersion", None) is None:
         return None
     if not model.dispersion.learnable:
         return {"coefficients": "held at GFN1-xTB's D3 values for carbon, the reference's own"}
-    why = held_tail_mismatch(elements, [h["solver_settings"].get("method") for h in headers])
+    why = held_tail_mismatch(elements, solver_methods)
     return {"coefficients": "learned (" + (why or "relations.dispersion_learnable=true") + ")"}
 
 
