@@ -145,14 +145,19 @@ class GraphModel(tnn.Module):
         shifts are the atoms' reference energies, tens of eV each (−57.86 eV for xTB's carbon), and a float32
         sum over 100 such atoms rounds by 0.05–0.09 meV/atom — as large as the interlayer energies a bilayer
         model must resolve (measured: two stackings equal by symmetry came out 0.088 meV/atom apart). So the
-        learned part is summed in the model's dtype and the shifts are added in float64."""
+        per-atom energies are summed in float64 (:func:`graph_energies`)."""
         e_learned = self.readout(h[:, : self.n_scalars]).squeeze(-1) * self.energy_scale[species]
         if extra is not None:
             e_learned = e_learned + extra
-        shift = self.energy_shift[species]
-        energy = e_learned.new_zeros(batch.num_graphs).index_add(0, batch.batch, e_learned).double()
-        energy = energy.index_add(0, batch.batch, shift.double())
-        return {"node_energy": e_learned + shift, "energy": energy}
+        e_atom = e_learned.double() + self.energy_shift[species].double()
+        return {"node_energy": e_atom.to(e_learned.dtype), "energy": graph_energies(e_atom, batch)}
+
+
+def graph_energies(node_energy: torch.Tensor, batch) -> torch.Tensor:
+    """Per-graph sums (B,) eV of per-atom energies ``node_energy`` (N,) eV, taken in float64 whatever their dtype:
+    a float32 sum of atoms' reference energies rounds by as much as the interlayer energies (``_energy``)."""
+    node_energy = node_energy.double()
+    return node_energy.new_zeros(batch.num_graphs).index_add(0, batch.batch, node_energy)
 
 
 def displaced_copies(graph, vectors: torch.Tensor, step_A: float, signs: tuple[float, ...] = (1.0, -1.0)) -> list:

@@ -40,6 +40,7 @@ from hedgenet.models.base import (
     as_dtype,
     average_neighbors,
     energy_statistics,
+    graph_energies,
     size_with_defaults,
 )
 
@@ -193,11 +194,8 @@ class MACEModel(GraphModel):
             "ptr": ptr,
         }
         out = self.mace(data, training=False, compute_force=False)
-        # MACE sums E0_Z + the learned energies per graph in the model's dtype; its node energies are float64:
-        # their float64 sum keeps a float32 model's energy differences to 10⁻³ meV/atom, as HedgeNet's (base._energy)
-        node_energy = out["node_energy"].double()
-        energy = node_energy.new_zeros(batch.num_graphs).index_add(0, batch.batch, node_energy)
-        return {"energy": energy, "node_energy": node_energy.to(dtype)}
+        # MACE sums E0_Z + the learned energies per graph in the model's dtype; its node energies are float64
+        return {"energy": graph_energies(out["node_energy"], batch), "node_energy": out["node_energy"].to(dtype)}
 
     @torch.no_grad()
     def init_statistics(self, graphs) -> dict:
