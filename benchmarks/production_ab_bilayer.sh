@@ -12,7 +12,8 @@
 # Wall time on the 2-core machine: labelling ≈ 12 min, training ≈ 60 min on 2 threads, the rest ≈ 2 min.
 # Results: docs/results_training.md ("Production benchmark"). Resumable: rerun to continue.
 # A variant: EXTRA="<hedgenet-train overrides>" TAG=<name> (e.g. EXTRA=relations.dispersion_cutoff_A=null TAG=notail)
-# trains on the same pool into runs named after TAG; SEED=<n> (default 0) trains another seed of it.
+# trains on the same pool into runs named after TAG; SEED=<n> (default 0) trains another seed of it; EPOCHS=<n>
+# (default 30) trains that long (e.g. EPOCHS=10 EXTRA="train.init_from=<a model.pt> ..." fine-tunes a trained model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-outputs/production_ab_bilayer}
@@ -20,6 +21,7 @@ SIZES=${SIZES:-384}
 PY=${PY:-.venv/bin/python}
 TAG=${TAG:-prod}
 SEED=${SEED:-0}
+EPOCHS=${EPOCHS:-30}
 EXTRA=${EXTRA:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # the training set's rigid shifts [dx, dy, dz] (Å): conf/label.yaml's, the sliding line (C–C bonds along y), the far
@@ -36,10 +38,10 @@ EOF
 )
 # shellcheck disable=SC2086
 $PY benchmarks/learning_curves.py --root "$ROOT" --sizes $SIZES --pool-cells 384 --families hedgenet --seeds "$SEED" \
-  --epochs 30 --workers 2 --label-extra 'dataset.force_constants_supercell=[7,7]' "dataset.rigid.shifts_A=$SHIFTS" \
+  --epochs "$EPOCHS" --workers 2 --label-extra 'dataset.force_constants_supercell=[7,7]' "dataset.rigid.shifts_A=$SHIFTS" \
   --extra train.block_edge_fraction=0.25 train.loss_weights.interlayer_modes=2.0 $EXTRA --tag "$TAG"
 MAX=$(echo $SIZES | tr ' ' '\n' | sort -n | tail -1)
-TRAIN="$ROOT/runs/train_hedgenet_n${MAX}_seed${SEED}_e30_$TAG"
+TRAIN="$ROOT/runs/train_hedgenet_n${MAX}_seed${SEED}_e${EPOCHS}_$TAG"
 NAME=$TAG
 [ "$SEED" = 0 ] || NAME=${TAG}_seed$SEED
 EPI=(epi.supercell=[5,5] epi.force_constants_supercell=[7,7] reference.block_cutoff=5.0)

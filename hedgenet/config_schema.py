@@ -261,6 +261,7 @@ class TrainSection:
     gradient_clip_val: Optional[float] = None
     hamiltonian_gauge: str = "fermi"
     block_edge_fraction: float = 1.0   # random fraction of the block edges in each training step's H and S loss
+    init_from: Optional[str] = None
     resume: Optional[str] = None
     log_every_n_steps: int = MISSING
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)

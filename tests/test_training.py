@@ -92,6 +92,24 @@ def test_resume_from_checkpoint_continues_identically(tiny, straight):
         torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-12)
 
 
+def test_init_from_starts_from_a_trained_models_weights(tiny, straight):
+    # learning rate 0: the fine-tuning run's model is the one it started from, so its validation error is the
+    # trained model's to rounding (random weights would be far off)
+    _, tuned = train(tiny, "tuned", "train.max_epochs=1", "data.val_fraction=0.34", "train.optimizer.lr=0.0",
+                     f"train.init_from={straight}/model.pt")
+    saved = json.loads((straight / "metrics.json").read_text())
+    m = json.loads((tuned / "metrics.json").read_text())
+    assert m["init_statistics"]["init_from"] == f"{straight}/model.pt"
+    assert m["val/forces_mae"] == pytest.approx(saved["val/forces_mae"], rel=1e-6)
+    assert m["val/H_all_mae"] == pytest.approx(saved["val/H_all_mae"], rel=1e-6)
+    # another architecture is refused before training, naming the argument that differs and the fix
+    proc, other = train(tiny, "other_arch", "train.max_epochs=1", "model.size.channels=16",
+                        f"train.init_from={straight}/model.pt", check=False)
+    assert proc.returncode != 0
+    assert "train.init_from" in proc.stderr and "channels" in proc.stderr and "Fix:" in proc.stderr
+    assert not (other / "model.pt").exists()
+
+
 def test_ddp_sim_matches_single_process(tiny):
     """2 gloo ranks with 1 graph each per step == 1 process with both graphs in one batch."""
     _, single = train(tiny, "single", "train.max_epochs=2", "data.val_fraction=0.34", "train.ema_decay=null")

@@ -169,6 +169,31 @@ def read_model_file(path: str | Path, map_location="cpu") -> dict:
     return data
 
 
+def load_weights(model: torch.nn.Module, kind: str, init_kwargs: dict, path: str | Path) -> dict:
+    """Copy the weights of the model file ``path`` into ``model`` (built as ``kind`` with ``init_kwargs``): the
+    start of a fine-tuning run. The file's model must be the same architecture — kind and constructor arguments
+    equal, the dtype aside (a float32 model fine-tunes in float64 and back) — else :class:`ModelFileError` names
+    the arguments that differ. Returns the file's ``extra`` (its provenance)."""
+    data = read_model_file(path)
+    if data["kind"] != kind:
+        raise ModelFileError(f"{path} holds a {data['kind']!r} model, this run builds {kind!r}. Fix: set model= to "
+                             f"the file's family, or start from a {kind} model file.")
+    mine, theirs = _plain(init_kwargs), data["init_kwargs"]
+    differ = sorted(k for k in set(mine) | set(theirs) if k != "dtype" and mine.get(k) != theirs.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: file {theirs.get(k)!r}, run {mine.get(k)!r}" for k in differ[:4])
+        raise ModelFileError(
+            f"{path} is not the architecture this run builds ({len(differ)} constructor arguments differ: {shown}). "
+            "Fix: train with the model, relations and dataset settings of the run that wrote it (its "
+            "resolved_config.yaml), or drop train.init_from to start from random weights."
+        )
+    state = dict(data["state_dict"])
+    state.setdefault("hamiltonian_shift_eV", torch.zeros(()))
+    upgrade_state_dict(state)
+    model.load_state_dict(state)  # copied into the model's own dtype
+    return data.get("extra", {})
+
+
 def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
     """Rebuild a model saved by :func:`save_model` (eval mode, its saved dtype). The file is read with
     ``torch.load(weights_only=True)`` and checked (:func:`read_model_file`); any problem is one

@@ -295,6 +295,19 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
     set_hamiltonian_gauge(model, str(cfg.train.hamiltonian_gauge), dm.graphs["train"])
     stats = model.init_statistics(dm.graphs["train"])
+    init_from = cfg.train.get("init_from")
+    fresh = cfg.train.resume is None or (cfg.train.resume == "auto" and not (run_dir / "checkpoints" / "last.ckpt").exists())
+    if init_from is not None and fresh:
+        # fine-tuning: a trained model's weights (its statistics and H gauge included) instead of random ones; a
+        # resumed run continues from its own checkpoint instead
+        from hedgenet.models.io import ModelFileError, load_weights
+
+        try:
+            load_weights(model, cfg.model.name, init_kwargs, init_from)
+        except ModelFileError as err:
+            raise ConfigError(f"train.init_from: {err}") from None
+        stats = {"init_from": str(init_from)}
+        print(f"starting from the weights of {init_from}", file=sys.stderr)
     stats["hamiltonian_shift_eV"] = float(model.hamiltonian_shift_eV)
     fc_targets = force_constant_targets(cfg, model)
     c_targets = coupling_targets(cfg, model)
