@@ -31,7 +31,7 @@ def run_cli(prog: str, root: Path, name: str, args, check: bool = True, timeout:
     return proc, root / "runs" / name
 
 
-def untrained_model(path: Path) -> Path:
+def untrained_model(path: Path, block_cutoff: float = 3.0) -> Path:
     """An untrained small carbon HedgeNet (joint task, xTB orbitals) saved as hedgenet-train saves one:
     for tests of the pipeline around a model, not of its accuracy (docs/results_training.md measures that)."""
     import torch
@@ -43,7 +43,7 @@ def untrained_model(path: Path) -> Path:
     torch.manual_seed(0)
     layout = make_reference("xtb").layout
     kwargs = dict(elements=[6], r_intra=3.0, r_inter=3.5, size={"channels": 8, "lmax": 1, "num_layers": 1},
-                  task="joint", layout=layout.to_json(), block_cutoff=3.0, num_basis=4, radial_hidden=8,
+                  task="joint", layout=layout.to_json(), block_cutoff=block_cutoff, num_basis=4, radial_hidden=8,
                   dtype="float64")
     save_model(path, "hedgenet", kwargs, HedgeNet(**kwargs))
     return path
