@@ -64,7 +64,12 @@ def test_run_directory_has_everything(straight):
     assert tail["C8_eV_A8"] == pytest.approx([C8_INIT_EV_A8], rel=1e-6)
     split = json.loads((straight / "split.json").read_text())
     assert len(split["train"]) == 2 and len(split["val"]) == 1
-    assert len((straight / "history.jsonl").read_text().splitlines()) == 4
+    history = [json.loads(line) for line in (straight / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    # each row holds its own epoch's validation errors: the last one's are those of the final (EMA) model
+    assert all("val/forces_mae" in r and "val/H_all_mae" in r for r in history)
+    assert history[-1]["val/forces_mae"] == pytest.approx(m["val/forces_mae"], rel=1e-6)
+    assert history[-1]["val/H_all_mae"] == pytest.approx(m["val/H_all_mae"], rel=1e-6)
 
 
 def test_saved_model_reproduces_metrics_and_blocks_format(tiny, straight):

@@ -213,7 +213,9 @@ class HistoryWriter(Callback):
         self.rows = {e: r for e, r in rows.items() if e < start}
         self._write()
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # not on_validation_epoch_end: Lightning runs the callbacks' epoch-end hooks before the module's, where the
+        # epoch's error metrics are logged, so the row would hold the previous epoch's MAEs
         if trainer.is_global_zero and not trainer.sanity_checking:
             row = {k: float(v) for k, v in trainer.callback_metrics.items()}
             row["epoch"] = trainer.current_epoch
