@@ -332,6 +332,37 @@ def test_cosine_schedule_over_the_plateau_defaults():
         optimizers({"name": "cosine", "warmup": 3})
 
 
+def test_anneal_schedule_holds_the_rate_then_falls_over_the_last_epochs():
+    """train.scheduler.name=anneal: the rate held for max_epochs − anneal_epochs epochs, then a cosine to eta_min
+    over the last anneal_epochs (the cosine schedule's shape, started late); a missing or impossible
+    anneal_epochs is refused naming the fix."""
+    import lightning as L
+
+    def optimizers(scheduler, max_epochs=10):
+        module = TrainingModule(forces_model(0), {"forces": 1.0}, {"name": "adam", "lr": 0.01}, scheduler)
+        module.trainer = L.Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False)
+        return module.configure_optimizers()
+
+    out = optimizers({"name": "anneal", "anneal_epochs": 4, "factor": 0.5, "patience": 10, "monitor": "val/loss"})
+    opt, sched = out["optimizer"], out["lr_scheduler"]
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    cosine = [0.01 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]
+    np.testing.assert_allclose(rates, [0.01] * 6 + cosine, rtol=1e-12)
+    floor = optimizers({"name": "anneal", "anneal_epochs": 2, "eta_min": 1e-3}, max_epochs=2)
+    o, s = floor["optimizer"], floor["lr_scheduler"]
+    o.step(), s.step()
+    assert o.param_groups[0]["lr"] == pytest.approx(1e-3 + 0.5 * (0.01 - 1e-3))
+    for bad in ({"name": "anneal"}, {"name": "anneal", "anneal_epochs": 11}, {"name": "anneal", "anneal_epochs": 0}):
+        with pytest.raises(ValueError, match=r"anneal_epochs=.*Fix: e.g. \+train.scheduler.anneal_epochs=2"):
+            optimizers(bad)
+    with pytest.raises(ValueError, match=r"\['warmup'\] do not apply to the anneal schedule"):
+        optimizers({"name": "anneal", "anneal_epochs": 3, "warmup": 3})
+
+
 def test_a_training_step_evaluates_its_probes_with_the_cell_in_one_pass_and_gets_the_separate_numbers(tiny_dataset):
     """The training step runs its training cell (H and S blocks, a quarter of them; virial labels) and the
     displaced copies of its force-constant probes (a random 2×2 pattern, a rigid interlayer translation on the

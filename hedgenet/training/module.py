@@ -9,6 +9,7 @@ Forces are −∂E/∂r by autograd, so validation and testing run with gradient
 from __future__ import annotations
 
 import copy
+import math
 
 import lightning as L
 import torch
@@ -281,4 +282,20 @@ class TrainingModule(L.LightningModule):
                                  "schedule (it takes eta_min, the final learning rate). Fix: remove them")
             s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs, **extra)
             return {"optimizer": opt, "lr_scheduler": s}
-        raise ValueError(f"train.scheduler.name={kind!r} unknown; valid: none, plateau, cosine")
+        if kind == "anneal":  # the rate held, then a cosine to eta_min over the last anneal_epochs epochs
+            extra = {k: v for k, v in sched.items() if k not in ("factor", "patience", "monitor")}
+            n, eta_min = extra.pop("anneal_epochs", None), float(extra.pop("eta_min", 0.0))
+            if extra:
+                raise ValueError(f"train.scheduler: {sorted(extra)} do not apply to the anneal schedule (it takes "
+                                 "anneal_epochs and eta_min). Fix: remove them")
+            max_epochs = int(self.trainer.max_epochs)
+            if n is None or not 1 <= int(n) <= max_epochs:
+                raise ValueError(f"train.scheduler.anneal_epochs={n}: the anneal schedule needs the number of final "
+                                 f"epochs over which the rate falls, 1 to train.max_epochs ({max_epochs}). Fix: e.g. "
+                                 f"+train.scheduler.anneal_epochs={max(1, max_epochs // 4)}")
+            start, n = max_epochs - int(n), int(n)
+            floors = [eta_min / g["lr"] if g["lr"] > 0 else 0.0 for g in opt.param_groups]
+            s = torch.optim.lr_scheduler.LambdaLR(opt, [
+                (lambda e, f=f: f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * max(0, e - start) / n))) for f in floors])
+            return {"optimizer": opt, "lr_scheduler": s}
+        raise ValueError(f"train.scheduler.name={kind!r} unknown; valid: none, plateau, cosine, anneal")
