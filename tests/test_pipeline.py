@@ -208,3 +208,24 @@ def test_a_committee_in_the_train_stage_is_the_physics_stages_model():
     assert "committee.size=3" in stages["train"].overrides
     for name in ("phonons_model", "epi_model", "fermi_velocity_model"):
         assert stages[name].links["model_path"] == ("train", "committee.json"), name
+
+
+def test_the_train_stage_takes_keys_of_the_open_sections():
+    """overrides.train.train.scheduler.anneal_epochs (a key conf/train.yaml does not list, in the scheduler's open
+    section) reaches the train stage's composed config; a misspelt key of a closed section still fails there."""
+    from hydra import compose, initialize_config_dir
+
+    from hedgenet.config import ConfigError, config_dir
+    from hedgenet.pipeline.stages import compose_stage, plan
+
+    extra = ["++overrides.train.train.scheduler.name=anneal", "++overrides.train.train.scheduler.anneal_epochs=10"]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="pipeline"):
+        cfg = compose("pipeline", ["stages=[label,train]", *extra])
+        train = {s.name: s for s in plan(cfg, {"material": "ab_bilayer_graphene", "reference": "xtb"})}["train"]
+        assert "++train.scheduler.anneal_epochs=10" in train.overrides
+        scheduler = compose_stage(train)["train"]["scheduler"]
+        assert scheduler["name"] == "anneal" and scheduler["anneal_epochs"] == 10 and scheduler["patience"] == 4
+        cfg = compose("pipeline", ["stages=[label,train]", "++overrides.train.train.max_epoch=3"])
+        train = {s.name: s for s in plan(cfg, {"material": "ab_bilayer_graphene", "reference": "xtb"})}["train"]
+        with pytest.raises(ConfigError, match="stage train: its config does not compose"):
+            compose_stage(train)

@@ -59,6 +59,10 @@ def _format_value(v) -> str:
     return s
 
 
+OPEN_TRAIN_SECTIONS = ("train.optimizer.", "train.scheduler.", "trainer.")
+"""hedgenet-train's sections whose keys are the optimiser's, scheduler's and Trainer's own arguments."""
+
+
 def flatten_overrides(section, prefix: str = "") -> list[str]:
     """``{a: {b: 1}, model: small}`` → ``["a.b=1", "model=small"]`` (Hydra override strings)."""
     out = []
@@ -138,6 +142,9 @@ def plan(cfg: DictConfig, choices: dict) -> list[Stage]:
         if kind == "label":
             out.append(Stage("label", kind, None, common + own, links={"dataset.path": ("label", "dataset.h5")}))
         elif kind == "train":
+            # the open sections (the optimiser's, the scheduler's and lightning.Trainer's own arguments) take keys
+            # conf/train.yaml does not list (e.g. train.scheduler.anneal_epochs): added, not only overridden
+            own = [f"++{o}" if o.startswith(OPEN_TRAIN_SECTIONS) else o for o in own]
             out.append(Stage("train", kind, None, common + own, ("label",), {"data.paths": ("label", "dataset.h5")},
                              outputs_override=("committee.json", "summary.json") if committee else None))
         elif kind == "active":  # the label stage's cells are the seed set; the picked ones go to its own pool file
