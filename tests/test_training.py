@@ -97,6 +97,21 @@ def test_resume_from_checkpoint_continues_identically(tiny, straight):
         torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-12)
 
 
+def test_a_moved_run_directory_resumes_into_its_own_last_checkpoint(tiny):
+    # a killed run's directory copied elsewhere (another disk, another machine) and resumed there: the checkpoints
+    # it writes replace last.ckpt, so the next resume starts from the newest epoch, not the copied one
+    import shutil
+
+    _, first = train(tiny, "to_move", "train.max_epochs=2", "data.val_fraction=0.34")
+    moved = tiny / "runs" / "moved"
+    shutil.copytree(first, moved)
+    (moved / "model.pt").unlink()
+    train(tiny, "moved", "train.max_epochs=3", "data.val_fraction=0.34", "train.resume=auto")
+    names = sorted(p.name for p in (moved / "checkpoints").glob("last*.ckpt"))
+    assert names == ["last.ckpt"], names
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
 def test_init_from_starts_from_a_trained_models_weights(tiny, straight):
     # learning rate 0: the fine-tuning run's model is the one it started from, so its validation error is the
     # trained model's to rounding (random weights would be far off)
