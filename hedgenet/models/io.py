@@ -169,11 +169,20 @@ def read_model_file(path: str | Path, map_location="cpu") -> dict:
     return data
 
 
-def load_weights(model: torch.nn.Module, kind: str, init_kwargs: dict, path: str | Path) -> dict:
+def _current_state(data: dict) -> dict:
+    """The file's state dict in the current layout: files written before the H gauge (H itself) and before the
+    dispersion tail's log scale upgraded."""
+    state = dict(data["state_dict"])
+    state.setdefault("hamiltonian_shift_eV", torch.zeros(()))
+    upgrade_state_dict(state)
+    return state
+
+
+def load_weights(model: torch.nn.Module, kind: str, init_kwargs: dict, path: str | Path) -> None:
     """Copy the weights of the model file ``path`` into ``model`` (built as ``kind`` with ``init_kwargs``): the
     start of a fine-tuning run. The file's model must be the same architecture — kind and constructor arguments
     equal, the dtype aside (a float32 model fine-tunes in float64 and back) — else :class:`ModelFileError` names
-    the arguments that differ. Returns the file's ``extra`` (its provenance)."""
+    the arguments that differ."""
     data = read_model_file(path)
     if data["kind"] != kind:
         raise ModelFileError(f"{path} holds a {data['kind']!r} model, this run builds {kind!r}. Fix: set model= to "
@@ -187,11 +196,7 @@ def load_weights(model: torch.nn.Module, kind: str, init_kwargs: dict, path: str
             "Fix: train with the model, relations and dataset settings of the run that wrote it (its "
             "resolved_config.yaml), or drop train.init_from to start from random weights."
         )
-    state = dict(data["state_dict"])
-    state.setdefault("hamiltonian_shift_eV", torch.zeros(()))
-    upgrade_state_dict(state)
-    model.load_state_dict(state)  # copied into the model's own dtype
-    return data.get("extra", {})
+    model.load_state_dict(_current_state(data))  # copied into the model's own dtype
 
 
 def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
@@ -207,11 +212,8 @@ def load_model(path: str | Path, map_location="cpu") -> torch.nn.Module:
             f"{path} (model format {data.get('format', 'unrecorded')}) cannot be rebuilt by this hedgenet "
             f"(format {MODEL_FORMAT}): {err}. Fix: retrain it with hedgenet-train on the same data."
         ) from None
-    state = dict(data["state_dict"])
-    state.setdefault("hamiltonian_shift_eV", torch.zeros(()))  # files written before the H gauge: H itself
-    upgrade_state_dict(state)  # files written before the dispersion tail's log scale
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(_current_state(data))
     except RuntimeError as err:
         raise ModelFileError(
             f"{path} (model format {data.get('format', 'unrecorded')}) does not fit this hedgenet's architecture "

@@ -293,7 +293,8 @@ class TrainingModule(L.LightningModule):
                 raise ValueError(f"train.scheduler.anneal_epochs={n}: the anneal schedule needs the number of final "
                                  f"epochs over which the rate falls, 1 to train.max_epochs ({max_epochs}). Fix: e.g. "
                                  f"+train.scheduler.anneal_epochs={max(1, max_epochs // 4)}")
-            start, n = max_epochs - int(n), int(n)
+            n = int(n)
+            start = max_epochs - n
             floors = [eta_min / g["lr"] if g["lr"] > 0 else 0.0 for g in opt.param_groups]
             s = torch.optim.lr_scheduler.LambdaLR(opt, [
                 (lambda e, f=f: f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * max(0, e - start) / n))) for f in floors])

@@ -295,9 +295,18 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     (run_dir / "split.json").write_text(json.dumps(dm.split_record(), indent=1))
     set_hamiltonian_gauge(model, str(cfg.train.hamiltonian_gauge), dm.graphs["train"])
     stats = model.init_statistics(dm.graphs["train"])
+    resume = cfg.train.resume
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume == "auto":  # the run directory's last checkpoint when a killed run left one, else a fresh start
+        resume = "last" if last.exists() else None
+    if resume == "last":
+        resume = str(last)
+    if resume is not None and not Path(resume).exists():
+        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    if resume is not None:
+        print(f"resuming from {resume}", file=sys.stderr)
     init_from = cfg.train.get("init_from")
-    fresh = cfg.train.resume is None or (cfg.train.resume == "auto" and not (run_dir / "checkpoints" / "last.ckpt").exists())
-    if init_from is not None and fresh:
+    if init_from is not None and resume is None:
         # fine-tuning: a trained model's weights (its statistics and H gauge included) instead of random ones; a
         # resumed run continues from its own checkpoint instead
         from hedgenet.models.io import ModelFileError, load_weights
@@ -324,16 +333,6 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
         raise ConfigError(str(err)) from err
 
     history = run_dir / "history.jsonl"
-    resume = cfg.train.resume
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume == "auto":  # the run directory's last checkpoint when a killed run left one, else a fresh start
-        resume = "last" if last.exists() else None
-    if resume == "last":
-        resume = str(last)
-    if resume is not None and not Path(resume).exists():
-        raise ConfigError(f"train.resume={resume} does not exist. Fix: point it at a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
-    if resume is not None:
-        print(f"resuming from {resume}", file=sys.stderr)
     from hedgenet.training.callbacks import (
         AtomicCheckpointIO,
         HistoryWriter,
