@@ -42,8 +42,12 @@ $PY benchmarks/learning_curves.py --root "$ROOT" --sizes $SIZES --pool-cells 384
   --extra train.block_edge_fraction=0.25 train.loss_weights.interlayer_modes=2.0 $EXTRA --tag "$TAG"
 MAX=$(echo $SIZES | tr ' ' '\n' | sort -n | tail -1)
 TRAIN="$ROOT/runs/train_hedgenet_n${MAX}_seed${SEED}_e${EPOCHS}_$TAG"
+# the evaluation's name: TAG, plus what sets this run apart from the production default (384 cells, 30 epochs,
+# seed 0), so that a variant never reuses another run's finished evaluation
 NAME=$TAG
-[ "$SEED" = 0 ] || NAME=${TAG}_seed$SEED
+[ "$MAX" = 384 ] || NAME=${NAME}_n$MAX
+[ "$EPOCHS" = 30 ] || NAME=${NAME}_e$EPOCHS
+[ "$SEED" = 0 ] || NAME=${NAME}_seed$SEED
 EPI=(epi.supercell=[5,5] epi.force_constants_supercell=[7,7] reference.block_cutoff=5.0)
 for who in reference model; do
   run="$ROOT/runs/epi_$who"
