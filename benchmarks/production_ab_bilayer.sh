@@ -14,6 +14,8 @@
 # A variant: EXTRA="<hedgenet-train overrides>" TAG=<name> (e.g. EXTRA=relations.dispersion_cutoff_A=null TAG=notail)
 # trains on the same pool into runs named after TAG; SEED=<n> (default 0) trains another seed of it; EPOCHS=<n>
 # (default 30) trains that long (e.g. EPOCHS=10 EXTRA="train.init_from=<a model.pt> ..." fine-tunes a trained model).
+# SIZES=<n> trains on the pool's first n cells. The evaluation (epi_model_<name>, interlayer_energies_<name>.json)
+# is named TAG, with _n<cells>, _e<epochs> and _seed<n> where they differ from 384, 30 and 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-outputs/production_ab_bilayer}
