@@ -54,7 +54,8 @@ EPI=(epi.supercell=[5,5] epi.force_constants_supercell=[7,7] reference.block_cut
 for who in reference model; do
   run="$ROOT/runs/epi_$who"
   [ $who = model ] && run="$ROOT/runs/epi_model_$NAME"
-  [ -f "$run/summary.json" ] && continue
+  # finished, and (the model's) newer than the model it evaluated: a retrained model is evaluated again
+  [ -f "$run/summary.json" ] && { [ $who = reference ] || [ "$run/summary.json" -nt "$TRAIN/model.pt" ]; } && continue
   extra=()
   [ $who = model ] && extra=(calculator=model "model_path=$TRAIN/model.pt" "compare_with=$ROOT/runs/epi_reference")
   HEDGENET_ROOT="$ROOT" $PY -m hedgenet.cli.epi "${EPI[@]}" "${extra[@]}" "hydra.run.dir=$run" > "$run.log" 2>&1
