@@ -16,7 +16,11 @@
 # (default 30) trains that long (e.g. EPOCHS=10 EXTRA="train.init_from=<a model.pt> ..." fine-tunes a trained model).
 # SIZES=<n> trains on the pool's first n cells. The evaluation (epi_model_<name>, interlayer_energies_<name>.json)
 # is named TAG, with _n<cells>, _e<epochs> and _seed<n> where they differ from 384, 30 and 0.
+# FINETUNE=<n> then fine-tunes the trained model n more epochs at a cosine rate from FINETUNE_LR (default 0.002)
+# to 0 (train.init_from; fresh optimiser) and evaluates that model as TAG_ft (suffixes as above). The best production model so far:
+# EPOCHS=60 FINETUNE=10 (docs/results_training.md, "Sixty epochs, and a wider model").
 set -euo pipefail
+SELF=$(realpath "$0")
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-outputs/production_ab_bilayer}
 SIZES=${SIZES:-384}
@@ -25,6 +29,7 @@ TAG=${TAG:-prod}
 SEED=${SEED:-0}
 EPOCHS=${EPOCHS:-30}
 EXTRA=${EXTRA:-}
+FINETUNE=${FINETUNE:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # the training set's rigid shifts [dx, dy, dz] (Å): conf/label.yaml's, the sliding line (C–C bonds along y), the far
 # binding curve (Δd; none at the held-out +0.45, +0.8, +1.2, +2.0 Å of interlayer_energies.py)
@@ -63,3 +68,8 @@ done
 grep "MAE vs compare_with" "$ROOT/runs/epi_model_$NAME.log"
 $PY benchmarks/interlayer_energies.py --root "$ROOT/interlayer" --model "$TRAIN/model.pt" --names "$NAME" --tag "$NAME" \
   --training-shifts "$SHIFTS"
+if [ -n "$FINETUNE" ]; then
+  TAG=${TAG}_ft EPOCHS=$FINETUNE FINETUNE= \
+    EXTRA="$EXTRA train.init_from=$(realpath "$TRAIN/model.pt") train.scheduler.name=cosine train.optimizer.lr=${FINETUNE_LR:-0.002}" \
+    ROOT="$ROOT" SIZES="$SIZES" PY="$PY" SEED="$SEED" bash "$SELF"
+fi
