@@ -67,11 +67,25 @@ ARMS = {
 }
 
 
-def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
-    """Run ``hedgenet-<name>`` (Hydra) into ``run_dir`` unless it finished before; returns its summary.json. A
-    training killed before it finished resumes from its last checkpoint (as the pipeline's train stage does)."""
+def finished(name: str, run_dir: Path, overrides) -> bool:
+    """Whether ``run_dir`` holds a finished run of these overrides: its summary.json exists and, for a training,
+    was written for the epochs asked (``train.max_epochs``) — a finished run directory copied under a longer run's
+    name, or asked for more epochs, is not finished."""
     summary = run_dir / "summary.json"
     if not summary.exists():
+        return False
+    asked = [o.split("=", 1)[1] for o in overrides if o.startswith("train.max_epochs=")]
+    if name != "train" or not asked:
+        return True
+    return json.loads(summary.read_text()).get("epochs") == int(asked[-1])
+
+
+def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
+    """Run ``hedgenet-<name>`` (Hydra) into ``run_dir`` unless it finished before (:func:`finished`); returns its
+    summary.json. A training killed before it finished, or asked for more epochs than it ran, continues from its
+    last checkpoint (as the pipeline's train stage does)."""
+    summary = run_dir / "summary.json"
+    if not finished(name, run_dir, overrides):
         if name == "train":
             overrides = (*overrides, "train.resume=auto")
         env = {**os.environ, "HEDGENET_ROOT": str(root)}

@@ -23,7 +23,8 @@ same without the on-site pair sum, and also without the per-atom square), ``mace
 Writes ``<root>/learning_curves.json`` (settings, reference, one row per family × cells × seed),
 ``learning_curves.md`` (the table, also printed) and ``learning_curves.png`` (log–log, error against cells).
 Resumable: a finished (family, cells, seed, epochs) row is kept in ``<root>/rows/`` and not rerun, and every
-hedgenet-* run directory under ``<root>/runs`` whose summary.json exists is reused; a stopped benchmark
+hedgenet-* run directory under ``<root>/runs`` whose summary.json exists is reused (a training only if it ran the
+epochs asked: a finished run given more epochs continues from its checkpoint); a stopped benchmark
 continues where it stopped; ``--reuse <an earlier learning_curves.json>`` takes the rows of a run with the same
 settings on another machine (docs/figures/ keeps the measured one). ``hedgenet-compare --learning-curves
 <root>/learning_curves.json`` puts the table and the figure into a comparison report.

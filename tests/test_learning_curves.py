@@ -129,3 +129,18 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(bench, tiny_root, tm
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1], log[-2000:]  # epoch 0 is not trained again
     assert first["epoch"] == 0 and torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+
+
+def test_a_finished_training_asked_for_more_epochs_is_not_reused(load_benchmark, tmp_path):
+    """The benchmarks' runner reuses a finished run only for the epochs it was trained for: a finished 30-epoch run
+    directory copied under a 44-epoch run's name (or rerun with more epochs) continues instead of being evaluated
+    as is."""
+    finished = load_benchmark("interlayer_ablation").finished
+    run = tmp_path / "train_x"
+    assert not finished("train", run, ["train.max_epochs=30"])  # nothing there yet
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"epochs": 30, "epochs_trained": 27}))  # early-stopped at 27
+    assert finished("train", run, ["seed=0", "train.max_epochs=30"])
+    assert not finished("train", run, ["seed=0", "train.max_epochs=44"])
+    assert finished("train", run, ["seed=0"])  # no epochs asked: any finished run
+    assert finished("phonons", run, ["train.max_epochs=44"])  # only trainings have epochs
