@@ -77,7 +77,8 @@ def finished(name: str, run_dir: Path, overrides) -> bool:
     asked = [o.split("=", 1)[1] for o in overrides if o.startswith("train.max_epochs=")]
     if name != "train" or not asked:
         return True
-    return json.loads(summary.read_text()).get("epochs") == int(asked[-1])
+    epochs = json.loads(summary.read_text()).get("epochs")  # absent in summaries older than the field: finished
+    return epochs is None or epochs == int(asked[-1])
 
 
 def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:

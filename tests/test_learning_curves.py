@@ -144,3 +144,5 @@ def test_a_finished_training_asked_for_more_epochs_is_not_reused(load_benchmark,
     assert not finished("train", run, ["seed=0", "train.max_epochs=44"])
     assert finished("train", run, ["seed=0"])  # no epochs asked: any finished run
     assert finished("phonons", run, ["train.max_epochs=44"])  # only trainings have epochs
+    (run / "summary.json").write_text(json.dumps({"epochs_trained": 30}))  # a summary older than the field
+    assert finished("train", run, ["train.max_epochs=44"])
