@@ -1,0 +1,268 @@
+"""HedgeNet against MACE and the DeepH-E3-like model, each tuned by an Optuna search of the same CPU budget.
+
+The paper's margins (phonon MAE −15 % against MACE, −8 % against DeepH-E3) compare tuned models. This benchmark
+gives every family the same budget of training CPU seconds for a ``hedgenet-sweep`` study on one subset of the
+learning-curve pool, then trains each family's best trial (``tuned=<study>``) on the learning-curve subsets of
+``--cells`` cells for every seed and measures it on the held-out cells, exactly as ``learning_curves.py`` measures
+the defaults:
+
+1. tuning, per family: ``hedgenet-sweep hparams_search=<family>`` one trial at a time on the seed-0 subset of
+   ``--tune-cells`` cells (``--tune-epochs``, ``data.val_fraction=--tune-val-fraction``, objective the validation
+   force MAE — common to all three families; the median pruner stops trials that fall behind) until the trials'
+   CPU seconds reach ``--budget-cpu-s``. Every family searches its optimiser, EMA and force weight (its
+   ``conf/hparams_search`` space) and its width, depth and radial basis (``SEARCH`` below), so no family is
+   tuned on more knobs than another. A family whose trials cost more gets fewer of them: that is the equal budget.
+2. evaluation: ``learning_curves.py --families <family> --extra tuned=<study> --tag <study>`` (and, with
+   ``--defaults``, the untuned rows of the same cells and seeds), under the same ``--root``, pool and test cells.
+
+    OMP_NUM_THREADS=1 python benchmarks/tuned_margins.py --root <learning-curve root> --cells 96 --seeds 0 1 2 \\
+        --tune-cells 48 --tune-epochs 15 --budget-cpu-s 3600 [--defaults] [--reuse docs/figures/learning_curves.json]
+
+The root must hold the learning-curve pool (run ``learning_curves.py`` there first, or pass its ``--pool-cells``
+and ``--label-extra``, which are handed on). Writes ``<root>/tuned_margins.json`` and ``tuned_margins.md``: per
+family the trials (state, validation force MAE, CPU s, parameters), the CPU spent and the best parameters; the
+rows (test forces, H, phonon MAE, Γ shear and breathing) as mean ± std over seeds, tuned and default; and the
+margins of HedgeNet against each baseline (relative difference of the seed means, tuned against tuned).
+Resumable: the studies live in ``<root>/sweeps`` with a ledger of each trial's CPU seconds
+(``<root>/tuned_margins/<study>.json``; a trial killed before it finished is marked failed by the sweep and its
+seconds are not counted), and learning_curves.py keeps its finished rows; rerun the same command to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table  # noqa: E402
+from learning_curves import TRAIN, nested_subsets, pool_scale, timed, write_subset  # noqa: E402
+
+SEARCH = {
+    "hedgenet": ["hparams_search=hedgenet", "task=joint"],  # its space already holds width, depth, basis, r_inter
+    "mace": ["hparams_search=mace", "task=forces", "model.size.channels=choice(16,32,64)",
+             "model.size.num_layers=choice(1,2,3)", "model.num_basis=choice(6,8,12)"],
+    "deeph_e3": ["hparams_search=deeph_e3", "task=joint", "model.size.channels=choice(8,16,32)",
+                 "model.size.num_layers=choice(1,2,3)", "model.num_basis=choice(6,8,12)"],
+}
+"""Each family's search: its conf/hparams_search space plus width, depth and radial basis."""
+
+OBJECTIVE = "val/forces_mae"
+METRICS = {"phonon_mae_THz": "phonon MAE (THz)", "forces_mae_meV_A": "force MAE (meV/Å)", "H_mae_meV": "H MAE (meV)",
+           "gamma_shear_THz": "Γ shear (THz)", "gamma_breathing_THz": "Γ breathing (THz)"}
+MARGIN_METRICS = ("phonon_mae_THz", "forces_mae_meV_A", "H_mae_meV")
+PAPER_MARGINS = {"mace": -15.0, "deeph_e3": -8.0}
+"""The paper's phonon-MAE margins of HedgeNet (%)."""
+
+
+def study_name(family: str, cells: int, epochs: int) -> str:
+    return f"margins_{family}_n{cells}_e{epochs}"
+
+
+def load_ledger(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"launches": []}
+
+
+def spent_cpu_s(ledger: dict) -> float:
+    """Training CPU seconds of the study's launches so far."""
+    return float(sum(launch["cpu_s"] for launch in ledger["launches"]))
+
+
+def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
+    """Trials of ``family`` on ``subset``, one ``hedgenet-sweep`` launch each, until the budget is spent; returns the
+    study's trials with their CPU seconds and the best one."""
+    import optuna
+
+    name = study_name(family, args.tune_cells, args.tune_epochs)
+    ledger_path = root / "tuned_margins" / f"{name}.json"
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = load_ledger(ledger_path)
+    storage = f"sqlite:///{root}/sweeps/{name}.db"
+    overrides = [*SEARCH[family], *TRAIN, f"data.paths=[{subset}]", f"data.val_fraction={args.tune_val_fraction}",
+                 f"train.max_epochs={args.tune_epochs}", "seed=0", "trainer.enable_progress_bar=false",
+                 f"sweep.study_name={name}", "sweep.n_trials=1", f"sweep.objectives=[{OBJECTIVE}]",
+                 "sweep.directions=[minimize]", *extra]
+    env = {**os.environ, "HEDGENET_ROOT": str(root)}
+    while spent_cpu_s(ledger) < args.budget_cpu_s:
+        before = {t.number for t in optuna.load_study(study_name=name, storage=storage).trials} \
+            if (root / "sweeps" / f"{name}.db").exists() else set()
+        cmd = [sys.executable, "-m", "hedgenet.cli.sweep", *overrides]
+        proc, cpu, wall = timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True))
+        (root / "tuned_margins" / f"{name}.log").open("a").write(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(map(shlex.quote, cmd))} failed (log {ledger_path.with_suffix('.log')}):\n"
+                             f"{proc.stderr[-3000:]}")
+        study = optuna.load_study(study_name=name, storage=storage)
+        new = sorted(t.number for t in study.trials if t.number not in before)
+        ledger["launches"].append({"trials": new, "cpu_s": cpu, "wall_s": wall})
+        ledger_path.write_text(json.dumps(ledger, indent=1))
+        print(f"  {name}: trial {new} {cpu:.0f} CPU s; spent {spent_cpu_s(ledger):.0f} of {args.budget_cpu_s:.0f}",
+              flush=True)
+    study = optuna.load_study(study_name=name, storage=storage)
+    cpu_of = {n: launch["cpu_s"] for launch in ledger["launches"] for n in launch["trials"]}
+    trials = [{"number": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
+               "params": t.params, "cpu_s": cpu_of.get(t.number)} for t in study.trials]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    if not complete:
+        raise SystemExit(f"study {name}: no trial completed within {args.budget_cpu_s:.0f} CPU s (see "
+                         f"{ledger_path.with_suffix('.log')}). Fix: a larger --budget-cpu-s or fewer --tune-epochs")
+    best = min(complete, key=lambda t: t["value"])
+    return {"study": name, "budget_cpu_s": args.budget_cpu_s, "spent_cpu_s": spent_cpu_s(ledger), "trials": trials,
+            "best": best}
+
+
+def seed_stats(rows: list[dict], key: str) -> tuple[float, float, int]:
+    """Mean and standard deviation over seeds (nan where no row has the metric)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
+    """Per baseline family and metric: 100·(ours − theirs)/theirs of the seed means (negative: ours lower), with
+    the seeds' standard error of that ratio (the two means' errors combined)."""
+    out = {}
+    for family, theirs in rows.items():
+        if family == ours or ours not in rows:
+            continue
+        out[family] = {}
+        for key in MARGIN_METRICS:
+            (a, sa, na), (b, sb, nb) = seed_stats(rows[ours], key), seed_stats(theirs, key)
+            if not (na and nb) or not np.isfinite(a) or not np.isfinite(b) or b == 0:
+                continue
+            err = abs(a / b) * np.hypot(sa / np.sqrt(na) / a if a else 0.0, sb / np.sqrt(nb) / b)
+            out[family][key] = {"percent": 100.0 * (a / b - 1.0), "err_percent": 100.0 * err, "n_seeds": [na, nb]}
+    return out
+
+
+def learning_curve_rows(args, family: str, extra: list[str], tag: str) -> list[dict]:
+    """Rows of ``family`` at ``--cells`` for every seed from learning_curves.py (run or reused) under ``--root``."""
+    cmd = [sys.executable, str(Path(__file__).parent / "learning_curves.py"), "--root", str(args.root),
+           "--sizes", str(args.cells), "--families", family, "--seeds", *map(str, args.seeds),
+           "--epochs", str(args.epochs), "--val-fraction", str(args.val_fraction), "--workers", str(args.workers),
+           "--phonon-supercell", *map(str, args.phonon_supercell)]
+    if args.pool_cells:
+        cmd += ["--pool-cells", str(args.pool_cells)]
+    if args.label_extra:
+        cmd += ["--label-extra", *args.label_extra]
+    if extra:
+        cmd += ["--extra", *extra]
+    if tag:
+        cmd += ["--tag", tag]
+    if args.reuse and not extra:
+        cmd += ["--reuse", *map(str, args.reuse)]
+    print(f"{family}{' (' + tag + ')' if tag else ' (defaults)'}: {' '.join(map(shlex.quote, cmd[1:]))}", flush=True)
+    proc = subprocess.run(cmd, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"learning_curves.py for {family} failed (exit {proc.returncode}); rerun to retry")
+    out = args.root / f"learning_curves{'_' + tag if tag else ''}.json"
+    return [r for r in json.loads(out.read_text())["rows"]
+            if r["family"] == family and r["n_cells"] == args.cells and r["seed"] in args.seeds]
+
+
+def report(results: dict) -> str:
+    header = ["family", "rows", *METRICS.values(), "trials (complete / pruned / failed)", "tuning CPU s"]
+    table = []
+    for family, entry in results["families"].items():
+        for which in ("tuned", "default"):
+            rows = entry.get(f"{which}_rows")
+            if not rows:
+                continue
+            cells = []
+            for key in METRICS:
+                m, s, n = seed_stats(rows, key)
+                cells.append("—" if not n else f"{m:.3g} ± {s:.2g}")
+            if which == "tuned":
+                states = [t["state"] for t in entry["tuning"]["trials"]]
+                trials = f"{states.count('COMPLETE')} / {states.count('PRUNED')} / {states.count('FAIL')}"
+                cpu = f"{entry['tuning']['spent_cpu_s']:.0f}"
+            else:
+                trials = cpu = ""
+            table.append([family, f"{which}, {len(rows)} seeds", *cells, trials, cpu])
+    s = results["settings"]
+    text = print_table(header, table, title=f"{s['cells']} cells, {s['epochs']} epochs; tuned on {s['tune_cells']} "
+                                            f"cells, {s['tune_epochs']} epochs, {s['budget_cpu_s']:.0f} CPU s per family")
+    rows = [[f"HedgeNet vs {family}", *(f"{v['percent']:+.1f} ± {v['err_percent']:.1f} %" if (v := m.get(k)) else "—"
+                                       for k in MARGIN_METRICS),
+             f"{PAPER_MARGINS[family]:+.0f} %" if family in PAPER_MARGINS else "—"]
+            for family, m in results["margins"].items()]
+    if rows:
+        text += print_table(["tuned against tuned", *(METRICS[k] for k in MARGIN_METRICS), "paper (phonons)"], rows,
+                            title="margins (negative: HedgeNet's error lower)")
+    return text
+
+
+def main(argv=None) -> int:
+    from hedgenet.data.store import DatasetStore
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, default=Path("outputs/learning_curves"),
+                   help="the learning-curve root: its pool, test cells, reference phonons; studies and rows go there")
+    p.add_argument("--families", nargs="+", default=list(SEARCH), choices=list(SEARCH))
+    p.add_argument("--cells", type=int, default=96, help="labelled cells of the evaluation rows")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the evaluation rows")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="data.val_fraction of the evaluation rows")
+    p.add_argument("--tune-cells", type=int, default=48, help="cells of the tuning subset (the seed-0 subset)")
+    p.add_argument("--tune-epochs", type=int, default=15)
+    p.add_argument("--tune-val-fraction", type=float, default=0.2,
+                   help="validation share of the tuning subset: the objective is measured on it")
+    p.add_argument("--budget-cpu-s", type=float, default=3600.0, help="training CPU seconds of each family's study")
+    p.add_argument("--tune-extra", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further hedgenet-sweep overrides for every family's trials")
+    p.add_argument("--defaults", action="store_true", help="also the untuned rows of the same cells and seeds")
+    p.add_argument("--reuse", type=Path, nargs="*", default=[], metavar="JSON",
+                   help="with --defaults: learning_curves.json of an earlier run with the same settings")
+    p.add_argument("--workers", type=int, default=2, help="labelling processes (learning_curves.py)")
+    p.add_argument("--pool-cells", type=int, default=None, help="handed on to learning_curves.py")
+    p.add_argument("--label-extra", nargs="*", default=[], metavar="KEY=VALUE", help="handed on to learning_curves.py")
+    p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7], metavar=("N1", "N2"))
+    p.add_argument("--tune-only", action="store_true", help="stop after the studies (no evaluation rows)")
+    args = p.parse_args(argv)
+    args.root = args.root.resolve()
+    if args.tune_cells > args.cells:
+        raise SystemExit(f"--tune-cells {args.tune_cells} > --cells {args.cells}: tune on at most the evaluation "
+                         "cells (the tuning subset is the seed-0 one of that size, nested in the evaluation subset)")
+    scale = pool_scale(max(args.cells, args.pool_cells or 0))
+    pool = args.root / "data" / f"ab_bilayer_graphene_pool_x{scale}.h5"
+    if not pool.exists():
+        raise SystemExit(f"no learning-curve pool {pool}. Fix: run benchmarks/learning_curves.py --root {args.root} "
+                         f"--sizes {args.cells} (with the same --pool-cells / --label-extra) first")
+    ids = DatasetStore(pool).ids()
+    subset = write_subset(pool, args.root / "data" / "subsets" / f"{pool.stem}_seed0_n{args.tune_cells}.h5",
+                          nested_subsets(ids, [args.tune_cells], 0)[args.tune_cells])
+
+    results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                            if k not in ("reuse",)} | {"pool": str(pool), "tune_subset": str(subset),
+                                                       "objective": OBJECTIVE, "search": {f: SEARCH[f] for f in args.families},
+                                                       "command": " ".join(map(shlex.quote, sys.argv))},
+               "families": {}, "margins": {}}
+    for family in args.families:
+        print(f"tuning {family}", flush=True)
+        results["families"][family] = {"tuning": tune(family, args.root, subset, args, args.tune_extra)}
+        best = results["families"][family]["tuning"]["best"]
+        print(f"  best trial {best['number']}: {OBJECTIVE} {best['value']:.2f} meV/Å, {best['params']}", flush=True)
+    if not args.tune_only:
+        for family in args.families:
+            entry = results["families"][family]
+            name = entry["tuning"]["study"]
+            entry["tuned_rows"] = learning_curve_rows(args, family, [f"tuned={name}"], name)
+            if args.defaults:
+                entry["default_rows"] = learning_curve_rows(args, family, [], "")
+        results["margins"] = margins({f: e["tuned_rows"] for f, e in results["families"].items()})
+    out = args.root / "tuned_margins.json"
+    out.write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(report(results).strip() + "\n")
+    print(f"wrote {out}, {out.with_suffix('.md')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""benchmarks/tuned_margins.py: the equal-budget tuning loop on tiny real data (a real hedgenet-sweep study that
+stops at its CPU budget and resumes), and the margins of the seed means."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from cli_runner import TINY_TRAIN
+
+
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("tuned_margins")
+
+
+def test_margins_are_relative_differences_of_the_seed_means(bench):
+    rows = {"hedgenet": [{"phonon_mae_THz": 0.20, "forces_mae_meV_A": 40.0, "H_mae_meV": 1.0},
+                         {"phonon_mae_THz": 0.22, "forces_mae_meV_A": 44.0, "H_mae_meV": 1.2}],
+            "mace": [{"phonon_mae_THz": 0.25, "forces_mae_meV_A": 40.0, "H_mae_meV": None},
+                     {"phonon_mae_THz": 0.23, "forces_mae_meV_A": 44.0, "H_mae_meV": None}]}
+    m = bench.margins(rows)["mace"]
+    assert m["phonon_mae_THz"]["percent"] == pytest.approx(100 * (0.21 / 0.24 - 1))
+    assert m["forces_mae_meV_A"]["percent"] == pytest.approx(0.0)
+    assert "H_mae_meV" not in m  # MACE has no Hamiltonian: no margin, not a zero
+    # error of the ratio: both means' standard errors (std 0.01414 over 2 seeds each) combined
+    se = 0.0141421356 / 2 ** 0.5
+    assert m["phonon_mae_THz"]["err_percent"] == pytest.approx(100 * 0.21 / 0.24 * ((se / 0.21) ** 2 + (se / 0.24) ** 2) ** 0.5,
+                                                               rel=1e-6)
+    assert m["phonon_mae_THz"]["n_seeds"] == [2, 2]
+
+
+def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
+    """One trial spends the tiny budget and a rerun with the same budget adds none; the ledger's CPU seconds are
+    those of the launch, and the best trial, a completed one, is exported for tuned=<study>."""
+    root = tiny_root(tmp_path / "root")
+    taken = ("data.batch_size=", "data.val_fraction=", "train.max_epochs=")
+    extra = [o for o in TINY_TRAIN if not o.startswith(taken)] + ["train.ema_decay=null", "logger=csv"]
+    args = argparse.Namespace(tune_cells=3, tune_epochs=1, tune_val_fraction=0.34, budget_cpu_s=0.5)
+    first = bench.tune("hedgenet", root, root / "data" / "tiny.h5", args, extra)
+    assert [t["number"] for t in first["trials"]] == [0] and first["best"]["state"] == "COMPLETE"
+    assert first["best"]["value"] > 0 and first["trials"][0]["cpu_s"] > 0.5
+    ledger = json.loads((root / "tuned_margins" / f"{first['study']}.json").read_text())
+    assert len(ledger["launches"]) == 1 and first["spent_cpu_s"] == pytest.approx(ledger["launches"][0]["cpu_s"])
+    again = bench.tune("hedgenet", root, root / "data" / "tiny.h5", args, extra)
+    assert again["trials"] == first["trials"]  # the budget was spent: nothing run
+    tuned = (root / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text()
+    assert "Best trial 0 " in tuned
