@@ -138,12 +138,11 @@ def timed(fn, *args):
     return out, children() - c0, time.perf_counter() - t0
 
 
-def command_line(args) -> str:
-    """The command that reproduces this benchmark, every option explicit."""
-    parts = ["OMP_NUM_THREADS=1", "python", "benchmarks/learning_curves.py", "--root", str(args.root),
-             "--sizes", *map(str, args.sizes), "--families", *args.families, "--seeds", *map(str, args.seeds),
-             "--epochs", str(args.epochs), "--val-fraction", str(args.val_fraction), "--workers", str(args.workers),
-             "--phonon-supercell", *map(str, args.phonon_supercell)]
+def options(args) -> list[str]:
+    """The command-line options that reproduce ``args``, every one explicit."""
+    parts = ["--root", str(args.root), "--sizes", *map(str, args.sizes), "--families", *args.families,
+             "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs), "--val-fraction", str(args.val_fraction),
+             "--workers", str(args.workers), "--phonon-supercell", *map(str, args.phonon_supercell)]
     if args.pool_cells:
         parts += ["--pool-cells", str(args.pool_cells)]
     if args.label_extra:
@@ -152,7 +151,12 @@ def command_line(args) -> str:
         parts += ["--extra", *args.extra]
     if args.tag:
         parts += ["--tag", args.tag]
-    return " ".join(parts[:3] + [shlex.quote(p) for p in parts[3:]])
+    return parts
+
+
+def command_line(args) -> str:
+    """The command that reproduces this benchmark, every option explicit."""
+    return "OMP_NUM_THREADS=1 python benchmarks/learning_curves.py " + " ".join(map(shlex.quote, options(args)))
 
 
 def run_one(args, root: Path, runs: Path, family: str, subset: Path, test: Path, ref_ph: Path, name: str) -> dict:

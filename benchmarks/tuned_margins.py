@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table  # noqa: E402
-from learning_curves import TRAIN, nested_subsets, pool_scale, timed, write_subset  # noqa: E402
+from learning_curves import TRAIN, nested_subsets, options, pool_scale, timed, write_subset  # noqa: E402
 
 SEARCH = {
     "hedgenet": ["hparams_search=hedgenet", "task=joint"],  # its space already holds width, depth, basis, r_inter
@@ -144,18 +144,9 @@ def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
 
 def learning_curve_rows(args, family: str, extra: list[str], tag: str) -> list[dict]:
     """Rows of ``family`` at ``--cells`` for every seed from learning_curves.py (run or reused) under ``--root``."""
-    cmd = [sys.executable, str(Path(__file__).parent / "learning_curves.py"), "--root", str(args.root),
-           "--sizes", str(args.cells), "--families", family, "--seeds", *map(str, args.seeds),
-           "--epochs", str(args.epochs), "--val-fraction", str(args.val_fraction), "--workers", str(args.workers),
-           "--phonon-supercell", *map(str, args.phonon_supercell)]
-    if args.pool_cells:
-        cmd += ["--pool-cells", str(args.pool_cells)]
-    if args.label_extra:
-        cmd += ["--label-extra", *args.label_extra]
-    if extra:
-        cmd += ["--extra", *extra]
-    if tag:
-        cmd += ["--tag", tag]
+    lc_args = argparse.Namespace(**{**vars(args), "sizes": [args.cells], "families": [family], "extra": extra,
+                                    "tag": tag})
+    cmd = [sys.executable, str(Path(__file__).parent / "learning_curves.py"), *options(lc_args)]
     if args.reuse and not extra:
         cmd += ["--reuse", *map(str, args.reuse)]
     print(f"{family}{' (' + tag + ')' if tag else ' (defaults)'}: {' '.join(map(shlex.quote, cmd[1:]))}", flush=True)
