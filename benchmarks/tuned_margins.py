@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hedgenet.report.learning_curves import aggregate
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table  # noqa: E402
 from learning_curves import TRAIN, nested_subsets, options, pool_scale, timed, write_subset  # noqa: E402
@@ -94,7 +96,8 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
             if (root / "sweeps" / f"{name}.db").exists() else set()
         cmd = [sys.executable, "-m", "hedgenet.cli.sweep", *overrides]
         proc, cpu, wall = timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True))
-        (root / "tuned_margins" / f"{name}.log").open("a").write(proc.stdout + proc.stderr)
+        with (root / "tuned_margins" / f"{name}.log").open("a") as log:
+            log.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(map(shlex.quote, cmd))} failed (log {ledger_path.with_suffix('.log')}):\n"
                              f"{proc.stderr[-3000:]}")
@@ -118,11 +121,13 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
 
 
 def seed_stats(rows: list[dict], key: str) -> tuple[float, float, int]:
-    """Mean and standard deviation over seeds (nan where no row has the metric)."""
-    values = [r[key] for r in rows if r.get(key) is not None]
-    if not values:
+    """Mean and standard deviation over the seeds of one family's rows (the learning curves' aggregate; the
+    deviation 0 for one seed), nan where no row has the metric."""
+    stats = next(iter(aggregate(rows).values()), {}).get(key)
+    if stats is None:
         return float("nan"), float("nan"), 0
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+    mean, std, n = stats
+    return mean, std or 0.0, n
 
 
 def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:

@@ -16,10 +16,12 @@ def bench(load_benchmark):
 
 
 def test_margins_are_relative_differences_of_the_seed_means(bench):
-    rows = {"hedgenet": [{"phonon_mae_THz": 0.20, "forces_mae_meV_A": 40.0, "H_mae_meV": 1.0},
-                         {"phonon_mae_THz": 0.22, "forces_mae_meV_A": 44.0, "H_mae_meV": 1.2}],
-            "mace": [{"phonon_mae_THz": 0.25, "forces_mae_meV_A": 40.0, "H_mae_meV": None},
-                     {"phonon_mae_THz": 0.23, "forces_mae_meV_A": 44.0, "H_mae_meV": None}]}
+    def row(family, seed, phonons, forces, h):  # the fields of a learning_curves.py row that enter
+        return {"family": family, "n_cells": 96, "seed": seed, "phonon_mae_THz": phonons, "forces_mae_meV_A": forces,
+                "H_mae_meV": h}
+
+    rows = {"hedgenet": [row("hedgenet", 0, 0.20, 40.0, 1.0), row("hedgenet", 1, 0.22, 44.0, 1.2)],
+            "mace": [row("mace", 0, 0.25, 40.0, None), row("mace", 1, 0.23, 44.0, None)]}
     m = bench.margins(rows)["mace"]
     assert m["phonon_mae_THz"]["percent"] == pytest.approx(100 * (0.21 / 0.24 - 1))
     assert m["forces_mae_meV_A"]["percent"] == pytest.approx(0.0)
