@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hedgenet.report.compare import margin_pct
 from hedgenet.report.learning_curves import aggregate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -131,7 +132,7 @@ def seed_stats(rows: list[dict], key: str) -> tuple[float, float, int]:
 
 
 def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
-    """Per baseline family and metric: 100·(ours − theirs)/theirs of the seed means (negative: ours lower), with
+    """Per baseline family and metric: the :func:`margin_pct` of the seed means (negative: ours lower), with
     the seeds' standard error of that ratio (the two means' errors combined)."""
     out = {}
     for family, theirs in rows.items():
@@ -143,7 +144,7 @@ def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
             if not (na and nb) or not np.isfinite(a) or not np.isfinite(b) or b == 0:
                 continue
             err = abs(a / b) * np.hypot(sa / np.sqrt(na) / a if a else 0.0, sb / np.sqrt(nb) / b)
-            out[family][key] = {"percent": 100.0 * (a / b - 1.0), "err_percent": 100.0 * err, "n_seeds": [na, nb]}
+            out[family][key] = {"percent": margin_pct(a, b), "err_percent": 100.0 * err, "n_seeds": [na, nb]}
     return out
 
 

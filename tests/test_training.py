@@ -55,11 +55,11 @@ def test_run_directory_has_everything(straight):
     assert m["n_test"] == 3 and m["test/bands_n"] > 0
     # the default Hamiltonian gauge: the H head learned H − E_F·S at xTB's Fermi level (≈ −9.8 eV)
     assert -10.3 < m["init_statistics"]["hamiltonian_shift_eV"] < -9.3 and np.isfinite(m["val/H_fermi_all_mae"])
-    # GFN1-xTB carbon: the dispersion tail stays at xTB's own D3 values through training
+    # GFN1-xTB carbon: the dispersion tail stays at xTB's own values through training
     from hedgenet.models.dispersion import C6_INIT_EV_A6, C8_INIT_EV_A8
 
     tail = m["dispersion_tail"]
-    assert tail["coefficients"].startswith("held at GFN1-xTB's D3 values")
+    assert tail["coefficients"].startswith("held at GFN1-xTB's own values")
     assert tail["C6_eV_A6"] == pytest.approx([C6_INIT_EV_A6], rel=1e-6)
     assert tail["C8_eV_A8"] == pytest.approx([C8_INIT_EV_A8], rel=1e-6)
     split = json.loads((straight / "split.json").read_text())

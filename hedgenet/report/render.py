@@ -59,12 +59,12 @@ def split_note(t: MaterialTable) -> str:
 
 
 def margin_lines(t: MaterialTable) -> list[str]:
-    """One line per (other arm, error): the margin 100·(1 − e_versus/e_other) %, > 0 when the versus arm
+    """One line per (other arm, error): the margin 100·(e_versus/e_other − 1) %, < 0 when the versus arm
     (HedgeNet) is lower, from the means and seed by seed (mean ± std over the seeds both arms have)."""
     out = []
     for m in t.margins:
         line = (f"{MARGIN_NAMES[m['key']]}, {m['versus']} vs {m['other']}: {m['margin_pct']:+.1f} % "
-                f"(100·(1 − mean/mean_other); > 0: {m['versus']} lower)")
+                f"(100·(mean/mean_other − 1); < 0: {m['versus']} lower)")
         if m["paired_mean_pct"] is not None:
             spread = f" ± {m['paired_std_pct']:.1f}" if m["paired_std_pct"] is not None else ""
             line += f"; seed by seed {m['paired_mean_pct']:+.1f}{spread} % over {m['n_pairs']} seed(s)"

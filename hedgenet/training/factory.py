@@ -62,7 +62,7 @@ def dispersion_learnable(rel: DictConfig, elements, solver_methods) -> bool:
         return True  # no tail: nothing to hold
     why = held_tail_mismatch(elements, solver_methods if solver_methods is not None else [None])
     if value is False and why is not None:
-        raise ConfigError(f"relations.dispersion_learnable=false holds the dispersion tail at GFN1-xTB's D3 values for "
+        raise ConfigError(f"relations.dispersion_learnable=false holds the dispersion tail at GFN1-xTB's own values for "
                           f"carbon, which are not this data's: {why}. Fix: relations.dispersion_learnable=auto (it "
                           "then learns them) or relations.dispersion_cutoff_A=null (no tail).")
     return why is not None if value == "auto" else bool(value)

@@ -435,7 +435,7 @@ def dispersion_tail_record(model, elements, solver_methods) -> dict | None:
     if getattr(model, "dispersion", None) is None:
         return None
     if not model.dispersion.learnable:
-        return {"coefficients": "held at GFN1-xTB's D3 values for carbon, the reference's own"}
+        return {"coefficients": "held at GFN1-xTB's own values for carbon"}
     why = held_tail_mismatch(elements, solver_methods)
     return {"coefficients": "learned (" + (why or "relations.dispersion_learnable=true") + ")"}
 
