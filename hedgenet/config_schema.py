@@ -221,6 +221,7 @@ class LossWeights:
     interlayer_modes: float = 0.0   # on the squared relative error of Φv for rigid interlayer translations (shear, breathing)
     couplings: float = 0.0   # on the MSE of dH/du (eV/Å) and dS/du (1/Å) against the stored reference couplings
     second_order: float = 0.0   # on the MSE of the even response of ± pairs (eV; S: 1) against the stored reference's
+    binding: float = 0.0   # on the MSE of energy differences (eV/atom) between rigid-layer cells of one dataset
 
 
 @dataclass
@@ -242,6 +243,7 @@ class ForceConstantProbes:
     interlayer_every_n_steps: int = 1   # training steps between two interlayer-mode probes
     couplings_every_n_steps: int = 1   # training steps between two coupling probes (one displaced atom and direction)
     second_order_every_n_steps: int = 1   # training steps between two second-order probes (one ± pair)
+    binding_every_n_steps: int = 1   # training steps between two binding probes (one pair of rigid-layer cells)
 
 
 @dataclass

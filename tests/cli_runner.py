@@ -49,11 +49,12 @@ def untrained_model(path: Path, block_cutoff: float = 3.0) -> Path:
     return path
 
 
-def tiny_xtb_dataset(root: Path, name: str = "tiny", n_samples: int = 3, block_cutoff: float = 3.5) -> Path:
-    """``root/data/<name>.h5``: ``n_samples`` rattled (0.04 Å) 4×4 AB bilayer graphene cells (64 atoms)
-    labelled by GFN1-xTB with blocks within ``block_cutoff`` Å (3.5 Å includes the interlayer dimer
-    pairs at 3.32 Å). About 1 s per sample."""
-    from hedgenet.data.displacements import rattle_specs
+def tiny_xtb_dataset(root: Path, name: str = "tiny", n_samples: int = 3, block_cutoff: float = 3.5,
+                     rigid_shifts_A=()) -> Path:
+    """``root/data/<name>.h5``: ``n_samples`` rattled (0.04 Å) 4×4 AB bilayer graphene cells (64 atoms) and one
+    rigid-layer cell per ``rigid_shifts_A`` ([dx, dy, dz] Å of the top layer) labelled by GFN1-xTB with blocks
+    within ``block_cutoff`` Å (3.5 Å includes the interlayer dimer pairs at 3.32 Å). About 1 s per sample."""
+    from hedgenet.data.displacements import rattle_specs, rigid_layer_specs
     from hedgenet.data.labelling import label_dataset
     from hedgenet.data.store import DatasetStore
     from hedgenet.reference import make_reference
@@ -66,9 +67,10 @@ def tiny_xtb_dataset(root: Path, name: str = "tiny", n_samples: int = 3, block_c
     store.create({"fingerprint": name, "solver_settings": ref.settings(), "orbital_layout": ref.layout.to_json()},
                  atoms)
     specs = rattle_specs(len(atoms), [0.04], n_samples, seed=1)
+    specs += rigid_layer_specs(atoms.arrays["layer"], list(rigid_shifts_A), seed=1, start_id=n_samples)
     label_dataset(store, atoms, specs, make_reference, {"name": "xtb", "block_cutoff": block_cutoff},
                   progress=False, reference=ref)
-    assert len(store) == n_samples
+    assert len(store) == len(specs)
     return store.path
 
 

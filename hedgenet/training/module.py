@@ -60,6 +60,7 @@ class TrainingModule(L.LightningModule):
         coupling_targets: list | None = None,
         block_edge_fraction: float = 1.0,
         second_order_targets: list | None = None,
+        binding_sets: list | None = None,
     ):
         super().__init__()
         self.model = model
@@ -88,6 +89,10 @@ class TrainingModule(L.LightningModule):
         self.second_order_targets = (list(second_order_targets or []) if self.loss_weights.get("second_order", 0) > 0
                                      else [])
         self.second_order_every = int(probes.get("second_order_every_n_steps", 1))
+        # the binding loss: energy differences between the training split's rigid-layer cells of one dataset
+        # (hedgenet.training.binding), one pair per probe, every binding_every_n_steps steps
+        self.binding_sets = list(binding_sets or []) if self.loss_weights.get("binding", 0) > 0 else []
+        self.binding_every = int(probes.get("binding_every_n_steps", 1))
         # each training step's H and S losses on a random fraction of the block edges (drawn from (seed, step): a
         # resumed run draws the same ones); validation and testing see every edge
         if not 0.0 < float(block_edge_fraction) <= 1.0:
@@ -130,6 +135,9 @@ class TrainingModule(L.LightningModule):
         if self.second_order_targets and self.global_step % self.second_order_every == 0:
             parts["second_order"] = self._second_order_loss(self.global_step // self.second_order_every)
             loss = loss + self.loss_weights["second_order"] * parts["second_order"]
+        if self.binding_sets and self.global_step % self.binding_every == 0:
+            parts["binding"] = self._binding_loss(self.global_step // self.binding_every)
+            loss = loss + self.loss_weights["binding"] * parts["binding"]
         bs = int(batch.n_atoms.numel())
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
@@ -199,6 +207,15 @@ class TrainingModule(L.LightningModule):
             gen = torch.Generator().manual_seed((self.seed * 1_000_003 + probe) * 64 + 63)
             keep = block_edge_sample(t.graph, self.block_edge_fraction, gen)
         return second_order_loss(self.model, t, (probe // len(self.second_order_targets)) % len(t.displacements), keep)
+
+    def _binding_loss(self, probe: int) -> torch.Tensor:
+        """The binding loss (:func:`hedgenet.training.binding.binding_loss`) of probe ``probe``: the datasets in turn,
+        within one a pair of its rigid-layer cells drawn from (seed, probe), so a resumed run draws the same ones."""
+        from hedgenet.training.binding import binding_loss, binding_pair
+
+        bset = self.binding_sets[probe % len(self.binding_sets)]
+        a, b = binding_pair(len(bset.graphs), self.seed, probe)
+        return binding_loss(self.model, bset, a, b)
 
     def _probe_target(self, name: str, targets: list, probe: int):
         """Target ``probe`` (round robin over ``targets``) on this module's device and dtype, moved once."""

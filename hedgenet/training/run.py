@@ -212,6 +212,29 @@ def second_order_targets(cfg: DictConfig, model) -> list:
                           "dataset.second_order.n_pairs=4 (it adds it, the samples are kept)")
 
 
+def binding_targets(cfg: DictConfig, model, samples: list[dict], dm) -> list:
+    """The training split's rigid-layer cells per dataset for the binding loss (:mod:`hedgenet.training.binding`)
+    when its weight is > 0; refused with the fix when the model predicts no energy, the probe interval is < 1 or no
+    dataset has two rigid-layer cells in the training split."""
+    from hedgenet.training.binding import binding_sets
+
+    if float(cfg.train.loss_weights.get("binding", 0.0)) <= 0:
+        return []
+    if "energy" not in model.outputs:
+        raise ConfigError(f"train.loss_weights.binding > 0 with task={cfg.task}: the model predicts no energy. Fix: "
+                          "task=joint or forces, or train.loss_weights.binding=0")
+    if int(cfg.train.force_constants.get("binding_every_n_steps", 1)) < 1:
+        raise ConfigError("train.force_constants.binding_every_n_steps must be ≥ 1. Fix: e.g. 2")
+    sets = binding_sets(samples, dm.split["train"], dm.graphs["train"])
+    if not sets:
+        raise ConfigError(f"train.loss_weights.binding > 0 but no dataset of {list(cfg.data.paths)} has two "
+                          "rigid-layer cells in the training split. Fix: label rigid shifts (hedgenet-label "
+                          "dataset.rigid.shifts_A=[[0,0,0.3],[0,0,0.6],...]), or train.loss_weights.binding=0")
+    print(f"binding loss: {sum(len(b.graphs) for b in sets)} rigid-layer cells in {len(sets)} dataset(s)",
+          file=sys.stderr)
+    return sets
+
+
 def _block_targets(cfg: DictConfig, model, key: str, load, what: str, label_fix: str) -> list:
     """The targets of the H-block loss ``train.loss_weights.<key>`` that ``load(paths, model)`` finds in the training
     datasets; with a weight > 0: refused when the model predicts no H, the probe interval
@@ -321,13 +344,14 @@ def _run_train(cfg: DictConfig, run_dir: Path, extra_callbacks: list, bootstrap_
     fc_targets = force_constant_targets(cfg, model)
     c_targets = coupling_targets(cfg, model)
     so_targets = second_order_targets(cfg, model)
+    b_sets = binding_targets(cfg, model, samples, dm)
     try:
         module = TrainingModule(
             model, resolved_dict(cfg.train.loss_weights), resolved_dict(cfg.train.optimizer),
             resolved_dict(cfg.train.scheduler), cfg.train.ema_decay,
             force_constant_targets=fc_targets, force_constant_probes=resolved_dict(cfg.train.force_constants),
             seed=int(cfg.seed), coupling_targets=c_targets, block_edge_fraction=float(cfg.train.block_edge_fraction),
-            second_order_targets=so_targets,
+            second_order_targets=so_targets, binding_sets=b_sets,
         )
     except ValueError as err:  # a setting out of range (e.g. train.block_edge_fraction): the message names the fix
         raise ConfigError(str(err)) from err
