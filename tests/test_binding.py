@@ -38,13 +38,16 @@ def two_cells(dz=(0.0, 1.0), reference=(-7.00, -6.99)):
     return BindingSet("x.h5", [forces_model(12.0).graph_builder()(bilayer(2, z)) for z in dz], np.asarray(reference))
 
 
-def test_binding_loss_is_the_squared_error_of_the_energy_difference_with_a_gradient():
+def test_binding_loss_is_the_squared_error_of_the_energy_difference_and_leaves_the_absolute_energy_alone():
     model, bset = forces_model(12.0), two_cells()
     e = [float(energy_per_atom(model, g)) for g in bset.graphs]
     loss = binding_loss(model, bset, 0, 1)
     assert float(loss.detach()) == pytest.approx(((e[0] - e[1]) - (-0.01)) ** 2, rel=1e-10)
     loss.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
+    # a constant energy per atom cancels in the difference and in its gradient: the absolute energy is left alone
+    shift = model.energy_shift.grad
+    assert shift is None or float(shift.abs().max()) < 1e-12 * float(loss.detach()) ** 0.5
 
 
 def test_binding_loss_moves_the_models_binding_curve_to_the_reference():
