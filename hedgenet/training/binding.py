@@ -15,6 +15,7 @@ gradient (with the partner detached, the loss would pull the model's absolute en
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,9 @@ class BindingSet:
     dataset: str
     graphs: list
     energy_eV_atom: np.ndarray
+
+    def to(self, device, dtype) -> BindingSet:
+        return dataclasses.replace(self, graphs=[g.to(device, dtype) for g in self.graphs])
 
 
 def binding_sets(samples: list[dict], indices, graphs: list) -> list[BindingSet]:
@@ -52,11 +56,11 @@ def binding_pair(n: int, seed: int, probe: int) -> tuple[int, int]:
 
 
 def energy_per_atom(model, graph, differentiable: bool = False) -> torch.Tensor:
-    """The model's energy per atom (eV/atom) of one cell's graph, without forces (one energy pass);
-    differentiable in the model's parameters when ``differentiable``, else detached."""
+    """The model's energy per atom (eV/atom) of one cell's graph (on the model's device), without forces (one energy
+    pass); differentiable in the model's parameters when ``differentiable``, else detached."""
     from hedgenet.graphs import collate
 
-    batch = collate([graph]).to(next(model.parameters()).device, model.dtype)
+    batch = collate([graph])
     out = model(batch, training=differentiable, compute_forces=False, compute_virial=False)
     return out["energy"][0] / batch.pos.shape[0]
 

@@ -213,7 +213,7 @@ class TrainingModule(L.LightningModule):
         within one a pair of its rigid-layer cells drawn from (seed, probe), so a resumed run draws the same ones."""
         from hedgenet.training.binding import binding_loss, binding_pair
 
-        bset = self.binding_sets[probe % len(self.binding_sets)]
+        bset = self._probe_target("binding", self.binding_sets, probe)
         a, b = binding_pair(len(bset.graphs), self.seed, probe)
         return binding_loss(self.model, bset, a, b)
 
