@@ -26,6 +26,8 @@ margins of HedgeNet against each baseline (relative difference of the seed means
 Resumable: the studies live in ``<root>/sweeps`` with a ledger of each trial's CPU seconds
 (``<root>/tuned_margins/<study>.json``; a trial killed before it finished is marked failed by the sweep and its
 seconds are not counted), and learning_curves.py keeps its finished rows; rerun the same command to continue.
+A finished study is also recorded under ``--record`` (default ``docs/figures/tuned_margins/<study>.json``: its trials,
+CPU seconds and best trial's config): on a root without that study it is restored from there, not tuned again.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
     name = study_name(family, args.tune_cells, args.tune_epochs)
     ledger_path = root / "tuned_margins" / f"{name}.json"
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    record = args.record / f"{name}.json" if getattr(args, "record", None) else None
+    if record is not None and record.exists() and not ledger_path.exists():
+        return restore(record, root, subset, args)
     ledger = load_ledger(ledger_path)
     storage = f"sqlite:///{root}/sweeps/{name}.db"
     overrides = [*SEARCH[family], *TRAIN, f"data.paths=[{subset}]", f"data.val_fraction={args.tune_val_fraction}",
@@ -117,8 +122,31 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
         raise SystemExit(f"study {name}: no trial completed within {args.budget_cpu_s:.0f} CPU s (see "
                          f"{ledger_path.with_suffix('.log')}). Fix: a larger --budget-cpu-s or fewer --tune-epochs")
     best = min(complete, key=lambda t: t["value"])
-    return {"study": name, "budget_cpu_s": args.budget_cpu_s, "spent_cpu_s": spent_cpu_s(ledger), "trials": trials,
-            "best": best}
+    result = {"study": name, "budget_cpu_s": args.budget_cpu_s, "spent_cpu_s": spent_cpu_s(ledger), "trials": trials,
+              "best": best, "tune_subset": subset.name}
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tuned = (root / "sweeps" / "tuned" / f"{name}.yaml").read_text()
+        record.write_text(json.dumps({**result, "tuned_yaml": tuned}, indent=1) + "\n")
+    return result
+
+
+def restore(record: Path, root: Path, subset: Path, args) -> dict:
+    """A finished study from its record (``--record``), for a root that lacks it (a new machine): the best trial's
+    ``tuned`` config written back under ``<root>/sweeps/tuned``, the study's trials and CPU seconds as recorded.
+    Refused, naming the fix, where the record is not this tuning's (another budget or tuning subset)."""
+    saved = json.loads(record.read_text())
+    if saved["budget_cpu_s"] != args.budget_cpu_s or saved.get("tune_subset") != subset.name:
+        raise SystemExit(f"{record} holds study {saved['study']} tuned with {saved['budget_cpu_s']:.0f} CPU s on "
+                         f"{saved.get('tune_subset')}, not {args.budget_cpu_s:.0f} CPU s on {subset.name}, and "
+                         f"{root} has no study of its own. Fix: rerun with that record's settings, or move the record "
+                         "aside to tune anew")
+    tuned = root / "sweeps" / "tuned" / f"{saved['study']}.yaml"
+    tuned.parent.mkdir(parents=True, exist_ok=True)
+    tuned.write_text(saved.pop("tuned_yaml"))
+    print(f"  {saved['study']}: restored from {record} ({saved['spent_cpu_s']:.0f} CPU s spent, best trial "
+          f"{saved['best']['number']}) → {tuned}", flush=True)
+    return {**saved, "restored_from": str(record)}
 
 
 def seed_stats(rows: list[dict], key: str) -> tuple[float, float, int]:
@@ -222,6 +250,9 @@ def main(argv=None) -> int:
     p.add_argument("--label-extra", nargs="*", default=[], metavar="KEY=VALUE", help="handed on to learning_curves.py")
     p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7], metavar=("N1", "N2"))
     p.add_argument("--tune-only", action="store_true", help="stop after the studies (no evaluation rows)")
+    p.add_argument("--record", type=Path, default=Path(__file__).parents[1] / "docs" / "figures" / "tuned_margins",
+                   help="where each finished study is recorded (trials, CPU s, the best trial's tuned config), and "
+                        "restored from on a root without that study: the tuning outlives its machine")
     args = p.parse_args(argv)
     args.root = args.root.resolve()
     if args.tune_cells > args.cells:

@@ -35,11 +35,13 @@ def test_margins_are_relative_differences_of_the_seed_means(bench):
 
 def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     """One trial spends the tiny budget and a rerun with the same budget adds none; the ledger's CPU seconds are
-    those of the launch, and the best trial, a completed one, is exported for tuned=<study>."""
+    those of the launch, and the best trial, a completed one, is exported for tuned=<study>; the finished study is
+    recorded, and a root without it (a new machine) restores it from the record instead of tuning again."""
     root = tiny_root(tmp_path / "root")
     taken = ("data.batch_size=", "data.val_fraction=", "train.max_epochs=")
     extra = [o for o in TINY_TRAIN if not o.startswith(taken)] + ["train.ema_decay=null", "logger=csv"]
-    args = argparse.Namespace(tune_cells=3, tune_epochs=1, tune_val_fraction=0.34, budget_cpu_s=0.5)
+    args = argparse.Namespace(tune_cells=3, tune_epochs=1, tune_val_fraction=0.34, budget_cpu_s=0.5,
+                              record=tmp_path / "record")
     first = bench.tune("hedgenet", root, root / "data" / "tiny.h5", args, extra)
     assert [t["number"] for t in first["trials"]] == [0] and first["best"]["state"] == "COMPLETE"
     assert first["best"]["value"] > 0 and first["trials"][0]["cpu_s"] > 0.5
@@ -49,3 +51,16 @@ def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     assert again["trials"] == first["trials"]  # the budget was spent: nothing run
     tuned = (root / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text()
     assert "Best trial 0 " in tuned
+
+    # a new machine: a root without the study takes it from the record — the trials, CPU seconds and the tuned config
+    # as they were, nothing trained
+    fresh = tiny_root(tmp_path / "fresh")
+    restored = bench.tune("hedgenet", fresh, fresh / "data" / "tiny.h5", args, extra)
+    assert restored["trials"] == first["trials"] and restored["spent_cpu_s"] == first["spent_cpu_s"]
+    assert (fresh / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text() == tuned
+    assert not (fresh / "sweeps" / f"{first['study']}.db").exists()
+    # a record of another tuning (here another budget) is refused with the fix, never taken for this one
+    other = tiny_root(tmp_path / "other")
+    with pytest.raises(SystemExit, match="move the record aside"):
+        bench.tune("hedgenet", other, other / "data" / "tiny.h5", argparse.Namespace(**{**vars(args), "budget_cpu_s": 9.0}),
+                   extra)
