@@ -27,7 +27,9 @@ Resumable: the studies live in ``<root>/sweeps`` with a ledger of each trial's C
 (``<root>/tuned_margins/<study>.json``; a trial killed before it finished is marked failed by the sweep and its
 seconds are not counted), and learning_curves.py keeps its finished rows; rerun the same command to continue.
 A finished study is also recorded under ``--record`` (default ``docs/figures/tuned_margins/<study>.json``: its trials,
-CPU seconds and best trial's config): on a root without that study it is restored from there, not tuned again.
+CPU seconds and best trial's config): on a root without that study it is restored from there, not tuned again. The
+evaluation runs one seed at a time and adds each finished row to ``<record>/<study>_rows.json`` (the untuned rows:
+``defaults_<family>_n<cells>_e<epochs>_rows.json``), which every later run reuses: no seed is trained twice.
 """
 
 from __future__ import annotations
@@ -176,20 +178,43 @@ def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
     return out
 
 
+def merge_rows(record: Path, run: Path) -> list[dict]:
+    """Add the rows of a learning_curves.py output ``run`` to the rows file ``record`` (one row per family, cells and
+    seed: a newer row replaces an older one; the settings of the newest run kept, which ``--reuse`` checks) and
+    return the record's rows."""
+    new = json.loads(run.read_text())
+    old = json.loads(record.read_text()) if record.exists() else {"rows": []}
+    key = lambda r: (r["family"], r["n_cells"], r["seed"])  # noqa: E731
+    rows = {key(r): r for r in old["rows"]} | {key(r): r for r in new["rows"]}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    merged = {**new, "rows": [rows[k] for k in sorted(rows)]}
+    record.write_text(json.dumps(merged, indent=1) + "\n")
+    return merged["rows"]
+
+
 def learning_curve_rows(args, family: str, extra: list[str], tag: str) -> list[dict]:
-    """Rows of ``family`` at ``--cells`` for every seed from learning_curves.py (run or reused) under ``--root``."""
-    lc_args = argparse.Namespace(**{**vars(args), "sizes": [args.cells], "families": [family], "extra": extra,
-                                    "tag": tag})
-    cmd = [sys.executable, str(Path(__file__).parent / "learning_curves.py"), *options(lc_args)]
-    if args.reuse and not extra:
-        cmd += ["--reuse", *map(str, args.reuse)]
-    print(f"{family}{' (' + tag + ')' if tag else ' (defaults)'}: {' '.join(map(shlex.quote, cmd[1:]))}", flush=True)
-    proc = subprocess.run(cmd, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"learning_curves.py for {family} failed (exit {proc.returncode}); rerun to retry")
+    """Rows of ``family`` at ``--cells`` for every seed from learning_curves.py (run or reused) under ``--root``,
+    one seed at a time: each finished seed's row goes to the rows record (``--record``), which later runs reuse, so
+    a seed trained is never trained again, on this machine or another."""
+    record = args.record / f"{tag or f'defaults_{family}_n{args.cells}_e{args.epochs}'}_rows.json" \
+        if args.record else None
     out = args.root / f"learning_curves{'_' + tag if tag else ''}.json"
-    return [r for r in json.loads(out.read_text())["rows"]
-            if r["family"] == family and r["n_cells"] == args.cells and r["seed"] in args.seeds]
+    rows = []
+    for seed in args.seeds:
+        lc_args = argparse.Namespace(**{**vars(args), "sizes": [args.cells], "families": [family], "extra": extra,
+                                        "tag": tag, "seeds": [seed]})
+        cmd = [sys.executable, str(Path(__file__).parent / "learning_curves.py"), *options(lc_args)]
+        reuse = [*(map(str, args.reuse) if not extra else ()), *([str(record)] if record and record.exists() else [])]
+        if reuse:
+            cmd += ["--reuse", *reuse]
+        print(f"{family}{' (' + tag + ')' if tag else ' (defaults)'}, seed {seed}: "
+              f"{' '.join(map(shlex.quote, cmd[1:]))}", flush=True)
+        proc = subprocess.run(cmd, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"learning_curves.py for {family}, seed {seed} failed (exit {proc.returncode}); rerun "
+                             "to retry")
+        rows = merge_rows(record, out) if record else rows + json.loads(out.read_text())["rows"]
+    return [r for r in rows if r["family"] == family and r["n_cells"] == args.cells and r["seed"] in args.seeds]
 
 
 def report(results: dict) -> str:
@@ -251,8 +276,9 @@ def main(argv=None) -> int:
     p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7], metavar=("N1", "N2"))
     p.add_argument("--tune-only", action="store_true", help="stop after the studies (no evaluation rows)")
     p.add_argument("--record", type=Path, default=Path(__file__).parents[1] / "docs" / "figures" / "tuned_margins",
-                   help="where each finished study is recorded (trials, CPU s, the best trial's tuned config), and "
-                        "restored from on a root without that study: the tuning outlives its machine")
+                   help="where each finished study (trials, CPU s, the best trial's tuned config) and each finished "
+                        "evaluation row are recorded, and taken from on a root without them: the work outlives its "
+                        "machine")
     args = p.parse_args(argv)
     args.root = args.root.resolve()
     if args.tune_cells > args.cells:

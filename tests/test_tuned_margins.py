@@ -64,3 +64,29 @@ def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     with pytest.raises(SystemExit, match="move the record aside"):
         bench.tune("hedgenet", other, other / "data" / "tiny.h5", argparse.Namespace(**{**vars(args), "budget_cpu_s": 9.0}),
                    extra)
+
+
+def test_evaluation_rows_accumulate_in_the_record_and_are_reusable(bench, load_benchmark, tmp_path):
+    """Each seed's learning_curves.py output adds its rows to the record (a rerun of a seed replaces its row), and
+    the record is a learning_curves.json that --reuse takes: a seed finished on one machine is not trained again."""
+    lc = load_benchmark("learning_curves")
+    settings = {"epochs": 30, "val_fraction": 0.05, "phonon_supercell": [7, 7], "pool_cells": 405,
+                "train_overrides": {"mace": ["variant=mace", "tuned=margins_mace_n48_e15"]}}
+
+    def run(seed, forces):
+        out = tmp_path / "learning_curves_margins_mace_n48_e15.json"
+        out.write_text(json.dumps({"settings": {**settings, "seeds": [seed]}, "rows": [
+            {"family": "mace", "n_cells": 96, "seed": seed, "epochs": 30, "forces_mae_meV_A": forces}]}))
+        return out
+
+    record = tmp_path / "record" / "margins_mace_n48_e15_rows.json"
+    bench.merge_rows(record, run(0, 50.0))
+    bench.merge_rows(record, run(1, 52.0))
+    rows = bench.merge_rows(record, run(1, 51.0))  # seed 1 again: replaced, not doubled
+    assert [(r["seed"], r["forces_mae_meV_A"]) for r in rows] == [(0, 50.0), (1, 51.0)]
+    rows_dir = tmp_path / "rows"
+    rows_dir.mkdir()
+    assert lc.reuse_rows(record, settings, rows_dir, "_e30_margins_mace_n48_e15") == 2
+    assert json.loads((rows_dir / "mace_n96_seed0_e30_margins_mace_n48_e15.json").read_text())["forces_mae_meV_A"] == 50.0
+    with pytest.raises(SystemExit, match="not rows of this benchmark"):  # another tuning's rows are refused
+        lc.reuse_rows(record, {**settings, "train_overrides": {"mace": ["variant=mace", "tuned=other"]}}, rows_dir, "")
