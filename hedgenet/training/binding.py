@@ -55,19 +55,18 @@ def binding_pair(n: int, seed: int, probe: int) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def energy_per_atom(model, graph, differentiable: bool = False) -> torch.Tensor:
-    """The model's energy per atom (eV/atom) of one cell's graph (on the model's device), without forces (one energy
-    pass); differentiable in the model's parameters when ``differentiable``, else detached."""
+def energy_per_atom(model, graph) -> torch.Tensor:
+    """The model's energy per atom (eV/atom) of one cell's graph (on the model's device): one energy pass on the
+    model's :meth:`energy_graph` (no forces, no H or S blocks), differentiable in the model's parameters."""
     from hedgenet.graphs import collate
 
-    batch = collate([graph])
-    out = model(batch, training=differentiable, compute_forces=False, compute_virial=False)
+    batch = collate([model.energy_graph(graph)])
+    out = model(batch, training=True, compute_forces=False, compute_virial=False)
     return out["energy"][0] / batch.pos.shape[0]
 
 
 def binding_loss(model, bset: BindingSet, a: int, b: int) -> torch.Tensor:
     """Squared error (eV/atom)² of the model's (E_a − E_b)/N against the reference's, differentiable in both."""
-    diff = (energy_per_atom(model, bset.graphs[a], differentiable=True)
-            - energy_per_atom(model, bset.graphs[b], differentiable=True))
+    diff = energy_per_atom(model, bset.graphs[a]) - energy_per_atom(model, bset.graphs[b])
     target = float(bset.energy_eV_atom[a] - bset.energy_eV_atom[b])
     return (diff - target) ** 2
