@@ -89,8 +89,8 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
     name = study_name(family, args.tune_cells, args.tune_epochs)
     ledger_path = root / "tuned_margins" / f"{name}.json"
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    record = args.record / f"{name}.json" if getattr(args, "record", None) else None
-    if record is not None and record.exists() and not ledger_path.exists():
+    record = args.record / f"{name}.json"
+    if record.exists() and not ledger_path.exists():
         return restore(record, root, subset, args)
     ledger = load_ledger(ledger_path)
     storage = f"sqlite:///{root}/sweeps/{name}.db"
@@ -126,10 +126,9 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
     best = min(complete, key=lambda t: t["value"])
     result = {"study": name, "budget_cpu_s": args.budget_cpu_s, "spent_cpu_s": spent_cpu_s(ledger), "trials": trials,
               "best": best, "tune_subset": subset.name}
-    if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tuned = (root / "sweeps" / "tuned" / f"{name}.yaml").read_text()
-        record.write_text(json.dumps({**result, "tuned_yaml": tuned}, indent=1) + "\n")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tuned = (root / "sweeps" / "tuned" / f"{name}.yaml").read_text()
+    record.write_text(json.dumps({**result, "tuned_yaml": tuned}, indent=1) + "\n")
     return result
 
 
@@ -196,15 +195,13 @@ def learning_curve_rows(args, family: str, extra: list[str], tag: str) -> list[d
     """Rows of ``family`` at ``--cells`` for every seed from learning_curves.py (run or reused) under ``--root``,
     one seed at a time: each finished seed's row goes to the rows record (``--record``), which later runs reuse, so
     a seed trained is never trained again, on this machine or another."""
-    record = args.record / f"{tag or f'defaults_{family}_n{args.cells}_e{args.epochs}'}_rows.json" \
-        if args.record else None
+    record = args.record / f"{tag or f'defaults_{family}_n{args.cells}_e{args.epochs}'}_rows.json"
     out = args.root / f"learning_curves{'_' + tag if tag else ''}.json"
-    rows = []
     for seed in args.seeds:
         lc_args = argparse.Namespace(**{**vars(args), "sizes": [args.cells], "families": [family], "extra": extra,
                                         "tag": tag, "seeds": [seed]})
         cmd = [sys.executable, str(Path(__file__).parent / "learning_curves.py"), *options(lc_args)]
-        reuse = [*(map(str, args.reuse) if not extra else ()), *([str(record)] if record and record.exists() else [])]
+        reuse = [*(map(str, args.reuse) if not extra else ()), *([str(record)] if record.exists() else [])]
         if reuse:
             cmd += ["--reuse", *reuse]
         print(f"{family}{' (' + tag + ')' if tag else ' (defaults)'}, seed {seed}: "
@@ -213,7 +210,7 @@ def learning_curve_rows(args, family: str, extra: list[str], tag: str) -> list[d
         if proc.returncode != 0:
             raise SystemExit(f"learning_curves.py for {family}, seed {seed} failed (exit {proc.returncode}); rerun "
                              "to retry")
-        rows = merge_rows(record, out) if record else rows + json.loads(out.read_text())["rows"]
+        rows = merge_rows(record, out)
     return [r for r in rows if r["family"] == family and r["n_cells"] == args.cells and r["seed"] in args.seeds]
 
 
