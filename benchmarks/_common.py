@@ -47,6 +47,18 @@ def report(header: list[str], rows: list[list], title: str, results: dict, path)
     path.write_text(json.dumps(results, indent=1))
 
 
+def portable_json(obj, root) -> str:
+    """``obj`` as indented JSON for a record kept in the repository: the run root's absolute path written as
+    ``<root>`` and the repository's own as ``.``, so that no machine's paths are committed."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(obj, indent=1) + "\n"
+    for path, name in ((Path(root).resolve(), "<root>"), (Path(__file__).resolve().parents[1], ".")):
+        text = text.replace(str(path) + "/", name + "/").replace(str(path), name)
+    return text
+
+
 def fit_exponent(n, t) -> float:
     """Exponent p of t ∝ n^p by least squares in log–log."""
     import numpy as np

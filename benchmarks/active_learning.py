@@ -55,7 +55,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table  # noqa: E402
+from _common import portable_json, print_table  # noqa: E402
 from interlayer_ablation import cli, gamma_modes  # noqa: E402
 
 TRAIN = ["++train.trainer.precision=32-true", "++train.data.batch_size=1", "++train.train.scheduler.patience=4",
@@ -443,11 +443,11 @@ def main() -> None:
             text += line + "\n"
     args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "active_learning.md").write_text(text)
-    (args.root / "active_learning.json").write_text(json.dumps(
+    (args.root / "active_learning.json").write_text(portable_json(
         {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
          "targets": targets, "calls_to_reach": reach, "random_equivalent_calls": equivalent,
          "calls_within_1sigma_vF": within, "seed_mean_vF": mean_vf, "calls_staying_within_1sigma_vF_mean": staying,
-         "rows": rows}, indent=1))
+         "rows": rows}, args.root))
     plot(rows, args.root / "active_learning.png", args.strategies)
 
 

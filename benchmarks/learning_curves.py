@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table  # noqa: E402
+from _common import portable_json, print_table  # noqa: E402
 from interlayer_ablation import cli, gamma_modes  # noqa: E402
 
 FAMILIES = {
@@ -288,7 +288,7 @@ def main(argv=None) -> int:
                             "pool": str(pool), "test": str(test), **settings},
                "reference": reference, "rows": rows}
     out = root / f"learning_curves{'_' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps(results, indent=1))
+    out.write_text(portable_json(results, root))
     header, table = lc.table(results)
     text = print_table(header, table, title=f"5×5 AB bilayer graphene: test errors against labelled cells "
                                               f"({args.epochs} epochs; mean ± std over seeds {args.seeds})")

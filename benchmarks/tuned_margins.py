@@ -48,7 +48,7 @@ from hedgenet.report.compare import margin_pct
 from hedgenet.report.learning_curves import aggregate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table  # noqa: E402
+from _common import portable_json, print_table  # noqa: E402
 from learning_curves import TRAIN, nested_subsets, options, pool_scale, timed, write_subset  # noqa: E402
 
 SEARCH = {
@@ -128,7 +128,7 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
               "best": best, "tune_subset": subset.name}
     record.parent.mkdir(parents=True, exist_ok=True)
     tuned = (root / "sweeps" / "tuned" / f"{name}.yaml").read_text()
-    record.write_text(json.dumps({**result, "tuned_yaml": tuned}, indent=1) + "\n")
+    record.write_text(portable_json({**result, "tuned_yaml": tuned}, root))
     return result
 
 
@@ -177,7 +177,7 @@ def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
     return out
 
 
-def merge_rows(record: Path, run: Path) -> list[dict]:
+def merge_rows(record: Path, run: Path, root: Path) -> list[dict]:
     """Add the rows of a learning_curves.py output ``run`` to the rows file ``record`` (one row per family, cells and
     seed: a newer row replaces an older one; the settings of the newest run kept, which ``--reuse`` checks) and
     return the record's rows."""
@@ -187,7 +187,7 @@ def merge_rows(record: Path, run: Path) -> list[dict]:
     rows = {key(r): r for r in old["rows"]} | {key(r): r for r in new["rows"]}
     record.parent.mkdir(parents=True, exist_ok=True)
     merged = {**new, "rows": [rows[k] for k in sorted(rows)]}
-    record.write_text(json.dumps(merged, indent=1) + "\n")
+    record.write_text(portable_json(merged, root))
     return merged["rows"]
 
 
@@ -210,7 +210,7 @@ def learning_curve_rows(args, family: str, extra: list[str], tag: str) -> list[d
         if proc.returncode != 0:
             raise SystemExit(f"learning_curves.py for {family}, seed {seed} failed (exit {proc.returncode}); rerun "
                              "to retry")
-        rows = merge_rows(record, out)
+        rows = merge_rows(record, out, args.root)
     return [r for r in rows if r["family"] == family and r["n_cells"] == args.cells and r["seed"] in args.seeds]
 
 

@@ -57,7 +57,9 @@ def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     fresh = tiny_root(tmp_path / "fresh")
     restored = bench.tune("hedgenet", fresh, fresh / "data" / "tiny.h5", args, extra)
     assert restored["trials"] == first["trials"] and restored["spent_cpu_s"] == first["spent_cpu_s"]
-    assert (fresh / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text() == tuned
+    # the committed record names no machine path: the tuning root is <root> in the config's comments
+    assert str(root) not in (tmp_path / "record" / f"{first['study']}.json").read_text()
+    assert (fresh / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text() == tuned.replace(str(root), "<root>")
     assert not (fresh / "sweeps" / f"{first['study']}.db").exists()
     # a record of another tuning (here another budget) is refused with the fix, never taken for this one
     other = tiny_root(tmp_path / "other")
@@ -75,15 +77,19 @@ def test_evaluation_rows_accumulate_in_the_record_and_are_reusable(bench, load_b
 
     def run(seed, forces):
         out = tmp_path / "learning_curves_margins_mace_n48_e15.json"
-        out.write_text(json.dumps({"settings": {**settings, "seeds": [seed]}, "rows": [
+        out.write_text(json.dumps({"settings": {**settings, "seeds": [seed], "pool": str(tmp_path / "data" / "pool.h5")},
+                                   "rows": [
             {"family": "mace", "n_cells": 96, "seed": seed, "epochs": 30, "forces_mae_meV_A": forces}]}))
         return out
 
     record = tmp_path / "record" / "margins_mace_n48_e15_rows.json"
-    bench.merge_rows(record, run(0, 50.0))
-    bench.merge_rows(record, run(1, 52.0))
-    rows = bench.merge_rows(record, run(1, 51.0))  # seed 1 again: replaced, not doubled
+    bench.merge_rows(record, run(0, 50.0), tmp_path)
+    bench.merge_rows(record, run(1, 52.0), tmp_path)
+    rows = bench.merge_rows(record, run(1, 51.0), tmp_path)  # seed 1 again: replaced, not doubled
     assert [(r["seed"], r["forces_mae_meV_A"]) for r in rows] == [(0, 50.0), (1, 51.0)]
+    # the record is committed: the run root's path is written as <root>, no machine path
+    assert str(tmp_path) not in record.read_text()
+    assert json.loads(record.read_text())["settings"]["pool"] == "<root>/data/pool.h5"
     rows_dir = tmp_path / "rows"
     rows_dir.mkdir()
     assert lc.reuse_rows(record, settings, rows_dir, "_e30_margins_mace_n48_e15") == 2
