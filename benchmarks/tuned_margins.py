@@ -26,8 +26,9 @@ margins of HedgeNet against each baseline (relative difference of the seed means
 Resumable: the studies live in ``<root>/sweeps`` with a ledger of each trial's CPU seconds
 (``<root>/tuned_margins/<study>.json``; a trial killed before it finished is marked failed by the sweep and its
 seconds are not counted), and learning_curves.py keeps its finished rows; rerun the same command to continue.
-A finished study is also recorded under ``--record`` (default ``docs/figures/tuned_margins/<study>.json``: its trials,
-CPU seconds and best trial's config): on a root without that study it is restored from there, not tuned again. The
+Every study is also recorded under ``--record`` after each trial (default ``docs/figures/tuned_margins/<study>.json``:
+its launches, trials and best trial's config): on a root without that study it is rebuilt from there and goes on
+where it stopped (a finished one is not tuned again). The
 evaluation runs one seed at a time and adds each finished row to ``<record>/<study>_rows.json`` (the untuned rows:
 ``defaults_<family>_n<cells>_e<epochs>_rows.json``), which every later run reuses: no seed is trained twice.
 """
@@ -83,17 +84,19 @@ def spent_cpu_s(ledger: dict) -> float:
 
 def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
     """Trials of ``family`` on ``subset``, one ``hedgenet-sweep`` launch each, until the budget is spent; returns the
-    study's trials with their CPU seconds and the best one."""
+    study's trials with their CPU seconds and the best one. The study is recorded under ``--record`` after every
+    launch, and a root without it (a new machine) rebuilds it from that record and goes on from there."""
     import optuna
 
     name = study_name(family, args.tune_cells, args.tune_epochs)
     ledger_path = root / "tuned_margins" / f"{name}.json"
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    (root / "sweeps").mkdir(parents=True, exist_ok=True)
     record = args.record / f"{name}.json"
-    if record.exists() and not ledger_path.exists():
-        return restore(record, root, subset, args)
-    ledger = load_ledger(ledger_path)
     storage = f"sqlite:///{root}/sweeps/{name}.db"
+    if record.exists() and not ledger_path.exists():
+        rebuild(record, root, subset, args, storage, ledger_path)
+    ledger = load_ledger(ledger_path)
     overrides = [*SEARCH[family], *TRAIN, f"data.paths=[{subset}]", f"data.val_fraction={args.tune_val_fraction}",
                  f"train.max_epochs={args.tune_epochs}", "seed=0", "trainer.enable_progress_bar=false",
                  f"sweep.study_name={name}", "sweep.n_trials=1", f"sweep.objectives=[{OBJECTIVE}]",
@@ -113,41 +116,70 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
         new = sorted(t.number for t in study.trials if t.number not in before)
         ledger["launches"].append({"trials": new, "cpu_s": cpu, "wall_s": wall})
         ledger_path.write_text(json.dumps(ledger, indent=1))
+        write_record(record, root, study_record(study, ledger, args, subset))
         print(f"  {name}: trial {new} {cpu:.0f} CPU s; spent {spent_cpu_s(ledger):.0f} of {args.budget_cpu_s:.0f}",
               flush=True)
-    study = optuna.load_study(study_name=name, storage=storage)
-    cpu_of = {n: launch["cpu_s"] for launch in ledger["launches"] for n in launch["trials"]}
-    trials = [{"number": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
-               "params": t.params, "cpu_s": cpu_of.get(t.number)} for t in study.trials]
-    complete = [t for t in trials if t["state"] == "COMPLETE"]
-    if not complete:
+    result = study_record(optuna.load_study(study_name=name, storage=storage), ledger, args, subset)
+    if result["best"] is None:
         raise SystemExit(f"study {name}: no trial completed within {args.budget_cpu_s:.0f} CPU s (see "
                          f"{ledger_path.with_suffix('.log')}). Fix: a larger --budget-cpu-s or fewer --tune-epochs")
-    best = min(complete, key=lambda t: t["value"])
-    result = {"study": name, "budget_cpu_s": args.budget_cpu_s, "spent_cpu_s": spent_cpu_s(ledger), "trials": trials,
-              "best": best, "tune_subset": subset.name}
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tuned = (root / "sweeps" / "tuned" / f"{name}.yaml").read_text()
-    record.write_text(portable_json({**result, "tuned_yaml": tuned}, root))
+    write_record(record, root, result)
     return result
 
 
-def restore(record: Path, root: Path, subset: Path, args) -> dict:
-    """A finished study from its record (``--record``), for a root that lacks it (a new machine): the best trial's
-    ``tuned`` config written back under ``<root>/sweeps/tuned``, the study's trials and CPU seconds as recorded.
-    Refused, naming the fix, where the record is not this tuning's (another budget or tuning subset)."""
+def study_record(study, ledger: dict, args, subset: Path) -> dict:
+    """The study as it is recorded: the budget and CPU seconds spent, its launches, every trial as Optuna can create
+    it again (state, value, parameters and their distributions, intermediate values, user attributes) with its CPU
+    seconds, and the best complete trial (None before one completes)."""
+    from optuna.distributions import distribution_to_json
+
+    cpu_of = {n: launch["cpu_s"] for launch in ledger["launches"] for n in launch["trials"]}
+    trials = [{"number": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
+               "params": t.params, "cpu_s": cpu_of.get(t.number),
+               "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+               "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+               "user_attrs": t.user_attrs} for t in study.trials]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    return {"study": study.study_name, "budget_cpu_s": args.budget_cpu_s, "spent_cpu_s": spent_cpu_s(ledger),
+            "launches": ledger["launches"], "trials": trials,
+            "best": min(complete, key=lambda t: t["value"]) if complete else None, "tune_subset": subset.name}
+
+
+def write_record(record: Path, root: Path, result: dict) -> None:
+    """The study's record (``--record``) with the best trial's ``tuned`` config, the run root written as ``<root>``."""
+    tuned = root / "sweeps" / "tuned" / f"{result['study']}.yaml"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(portable_json({**result, "tuned_yaml": tuned.read_text() if tuned.exists() else None}, root))
+
+
+def rebuild(record: Path, root: Path, subset: Path, args, storage: str, ledger_path: Path) -> None:
+    """A study from its record (``--record``) on a root that lacks it (a new machine): its trials added to a new
+    study in ``storage`` (numbers, parameters, values and states as they were, so the sampler goes on as it would
+    have), its launches as the ledger and the best trial's ``tuned`` config under ``<root>/sweeps/tuned``. Refused,
+    naming the fix, where the record is not this tuning's (another tuning subset, or a larger budget than this run's)."""
+    import optuna
+    from optuna.distributions import json_to_distribution
+
     saved = json.loads(record.read_text())
-    if saved["budget_cpu_s"] != args.budget_cpu_s or saved.get("tune_subset") != subset.name:
+    if saved.get("tune_subset") != subset.name or saved["budget_cpu_s"] > args.budget_cpu_s:
         raise SystemExit(f"{record} holds study {saved['study']} tuned with {saved['budget_cpu_s']:.0f} CPU s on "
                          f"{saved.get('tune_subset')}, not {args.budget_cpu_s:.0f} CPU s on {subset.name}, and "
-                         f"{root} has no study of its own. Fix: rerun with that record's settings, or move the record "
-                         "aside to tune anew")
-    tuned = root / "sweeps" / "tuned" / f"{saved['study']}.yaml"
-    tuned.parent.mkdir(parents=True, exist_ok=True)
-    tuned.write_text(saved.pop("tuned_yaml"))
-    print(f"  {saved['study']}: restored from {record} ({saved['spent_cpu_s']:.0f} CPU s spent, best trial "
-          f"{saved['best']['number']}) → {tuned}", flush=True)
-    return {**saved, "restored_from": str(record)}
+                         f"{root} has no study of its own. Fix: rerun with that record's subset and at least its "
+                         "budget, or move the record aside to tune anew")
+    study = optuna.create_study(study_name=saved["study"], storage=storage, direction="minimize")
+    study.set_user_attr("objectives", [OBJECTIVE])
+    study.add_trials([optuna.trial.create_trial(
+        state=optuna.trial.TrialState[t["state"]], value=t["value"] if t["state"] == "COMPLETE" else None,
+        params=t["params"], distributions={k: json_to_distribution(d) for k, d in t["distributions"].items()},
+        user_attrs=t["user_attrs"], intermediate_values={int(k): v for k, v in t["intermediate_values"].items()})
+        for t in sorted(saved["trials"], key=lambda t: t["number"])])
+    if saved.get("tuned_yaml"):
+        tuned = root / "sweeps" / "tuned" / f"{saved['study']}.yaml"
+        tuned.parent.mkdir(parents=True, exist_ok=True)
+        tuned.write_text(saved["tuned_yaml"])
+    ledger_path.write_text(json.dumps({"launches": saved["launches"]}, indent=1))
+    print(f"  {saved['study']}: rebuilt from {record} ({len(saved['trials'])} trials, {saved['spent_cpu_s']:.0f} "
+          f"of {args.budget_cpu_s:.0f} CPU s spent)", flush=True)
 
 
 def seed_stats(rows: list[dict], key: str) -> tuple[float, float, int]:

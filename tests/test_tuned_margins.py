@@ -52,19 +52,32 @@ def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     tuned = (root / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text()
     assert "Best trial 0 " in tuned
 
-    # a new machine: a root without the study takes it from the record — the trials, CPU seconds and the tuned config
-    # as they were, nothing trained
+    # a new machine: a root without the study rebuilds it from the record — the trials, CPU seconds and the tuned
+    # config as they were, in an Optuna study of its own, nothing trained
+    import optuna
+
     fresh = tiny_root(tmp_path / "fresh")
     restored = bench.tune("hedgenet", fresh, fresh / "data" / "tiny.h5", args, extra)
-    assert restored["trials"] == first["trials"] and restored["spent_cpu_s"] == first["spent_cpu_s"]
+    saved = json.loads((tmp_path / "record" / f"{first['study']}.json").read_text())
+    assert restored["trials"] == saved["trials"] and restored["spent_cpu_s"] == first["spent_cpu_s"]
+    key = lambda t: (t["number"], t["state"], t["value"], t["params"], t["cpu_s"])  # noqa: E731
+    assert [key(t) for t in restored["trials"]] == [key(t) for t in first["trials"]]
+    study = optuna.load_study(study_name=first["study"], storage=f"sqlite:///{fresh}/sweeps/{first['study']}.db")
+    assert [(t.number, t.state.name, t.values, t.params) for t in study.trials] == \
+        [(0, "COMPLETE", [first["best"]["value"]], first["best"]["params"])]
     # the committed record names no machine path: the tuning root is <root> in the config's comments
     assert str(root) not in (tmp_path / "record" / f"{first['study']}.json").read_text()
     assert (fresh / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text() == tuned.replace(str(root), "<root>")
-    assert not (fresh / "sweeps" / f"{first['study']}.db").exists()
-    # a record of another tuning (here another budget) is refused with the fix, never taken for this one
+    assert not any(fresh.glob("**/trial_*"))  # no trial run on the new machine
+    # a study stopped short of this run's budget (here: a larger budget) goes on from its record with the next trial
+    more = argparse.Namespace(**{**vars(args), "budget_cpu_s": first["spent_cpu_s"] + 0.1})
+    grown = bench.tune("hedgenet", tiny_root(tmp_path / "third"), tmp_path / "third" / "data" / "tiny.h5", more, extra)
+    assert [t["number"] for t in grown["trials"]] == [0, 1] and key(grown["trials"][0]) == key(first["trials"][0])
+    assert grown["spent_cpu_s"] > first["spent_cpu_s"]
+    # a record of another tuning (here a larger budget than this run's) is refused with the fix, never taken for this one
     other = tiny_root(tmp_path / "other")
     with pytest.raises(SystemExit, match="move the record aside"):
-        bench.tune("hedgenet", other, other / "data" / "tiny.h5", argparse.Namespace(**{**vars(args), "budget_cpu_s": 9.0}),
+        bench.tune("hedgenet", other, other / "data" / "tiny.h5", argparse.Namespace(**{**vars(more), "budget_cpu_s": 0.1}),
                    extra)
 
 
