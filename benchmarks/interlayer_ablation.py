@@ -92,10 +92,12 @@ def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
         env = {**os.environ, "HEDGENET_ROOT": str(root)}
         cmd = [sys.executable, "-m", f"hedgenet.cli.{name}", *overrides, f"hydra.run.dir={run_dir}"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        (run_dir.parent / f"{run_dir.name}.log").write_text(proc.stdout + proc.stderr)
+        log = run_dir.parent / f"{run_dir.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as out:  # a file, not a pipe: a run whose caller was killed still finishes and saves
+            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            raise SystemExit(f"{' '.join(cmd)} failed (log {log}):\n{log.read_text()[-3000:]}")
         print(f"  {run_dir.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(summary.read_text())
 

@@ -106,12 +106,11 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
         before = {t.number for t in optuna.load_study(study_name=name, storage=storage).trials} \
             if (root / "sweeps" / f"{name}.db").exists() else set()
         cmd = [sys.executable, "-m", "hedgenet.cli.sweep", *overrides]
-        proc, cpu, wall = timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True))
-        with (root / "tuned_margins" / f"{name}.log").open("a") as log:
-            log.write(proc.stdout + proc.stderr)
+        log = ledger_path.with_suffix(".log")
+        with log.open("a") as out:  # a file, not a pipe: a trial whose caller was killed still finishes
+            proc, cpu, wall = timed(lambda: subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
         if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(map(shlex.quote, cmd))} failed (log {ledger_path.with_suffix('.log')}):\n"
-                             f"{proc.stderr[-3000:]}")
+            raise SystemExit(f"{' '.join(map(shlex.quote, cmd))} failed (log {log}):\n{log.read_text()[-3000:]}")
         study = optuna.load_study(study_name=name, storage=storage)
         new = sorted(t.number for t in study.trials if t.number not in before)
         ledger["launches"].append({"trials": new, "cpu_s": cpu, "wall_s": wall})

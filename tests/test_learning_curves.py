@@ -131,6 +131,38 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(bench, tiny_root, tm
     assert first["epoch"] == 0 and torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
 
+def test_a_training_whose_caller_is_killed_still_finishes_and_saves(bench, tiny_root, tmp_path):
+    """The runner hands the training a log file, not a pipe: killing the benchmark that started it (a stop, a
+    pkill of the driver) leaves the training to finish its epochs and write its model and summary."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli_runner import TINY_TRAIN
+
+    root = tiny_root(tmp_path / "root")
+    run = tmp_path / "runs" / "train_tiny"
+    args = [f"data.paths=[{root}/data/tiny.h5]", *TINY_TRAIN, "logger=csv", "train.ema_decay=null",
+            "train.max_epochs=12"]
+    code = (f"import sys; sys.path.insert(0, {str(Path(bench.__file__).parent)!r}); "
+            "from pathlib import Path; from interlayer_ablation import cli; "
+            f"cli('train', Path({str(root)!r}), Path({str(run)!r}), *{args!r})")
+    caller = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.time() + 300
+    while not (run / "history.jsonl").exists() and caller.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(caller.pid, signal.SIGKILL)  # the caller only: its training is orphaned mid-run
+    caller.wait()
+    assert not (run / "summary.json").exists(), "the training finished before its caller was killed: nothing tested"
+    while not (run / "summary.json").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    log = (run.parent / "train_tiny.log").read_text()
+    assert (run / "summary.json").exists() and (run / "model.pt").exists(), log[-2000:]
+    assert json.loads((run / "summary.json").read_text())["epochs_trained"] == 12
+
+
 def test_a_finished_training_asked_for_more_epochs_is_not_reused(load_benchmark, tmp_path):
     """The benchmarks' runner reuses a finished run only for the epochs it was trained for: a finished 30-epoch run
     directory copied under a 44-epoch run's name (or rerun with more epochs) continues instead of being evaluated
