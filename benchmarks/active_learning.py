@@ -44,15 +44,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from hedgenet.pipeline.stages import run_logged
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import portable_json, print_table  # noqa: E402
@@ -119,14 +119,13 @@ def run_active(args, entry: str, seed: int) -> Path:
                  f"active.committee_size={args.committee_size}", f"active.score={score}",
                  f"train.train.max_epochs={args.epochs}", f"++train.seed={seed}", *TRAIN, "progress=false",
                  f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "HEDGENET_ROOT": str(args.root), "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "hedgenet.cli.active", *overrides]
     t0 = time.perf_counter()
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f"{name}.log", "a") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); log {run_dir.parent / f'{name}.log'}")
+    status = run_logged(cmd, run_dir.parent / f"{name}.log",
+                        env={"HEDGENET_ROOT": str(args.root), "WANDB_MODE": "offline"})
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {status}); log {run_dir.parent / f'{name}.log'}")
     print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return run_dir
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from hedgenet.pipeline.stages import run_logged
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table  # noqa: E402
@@ -89,14 +89,11 @@ def cli(name: str, root: Path, run_dir: Path, *overrides: str) -> dict:
     if not finished(name, run_dir, overrides):
         if name == "train":
             overrides = (*overrides, "train.resume=auto")
-        env = {**os.environ, "HEDGENET_ROOT": str(root)}
         cmd = [sys.executable, "-m", f"hedgenet.cli.{name}", *overrides, f"hydra.run.dir={run_dir}"]
         t0 = time.perf_counter()
         log = run_dir.parent / f"{run_dir.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as out:  # a file, not a pipe: a run whose caller was killed still finishes and saves
-            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
+        if run_logged(cmd, log, env={"HEDGENET_ROOT": str(root)}) != 0:
             raise SystemExit(f"{' '.join(cmd)} failed (log {log}):\n{log.read_text()[-3000:]}")
         print(f"  {run_dir.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(summary.read_text())

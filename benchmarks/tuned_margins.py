@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from hedgenet.report.compare import margin_pct
+from hedgenet.pipeline.stages import run_logged
 from hedgenet.report.learning_curves import aggregate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -101,15 +101,13 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
                  f"train.max_epochs={args.tune_epochs}", "seed=0", "trainer.enable_progress_bar=false",
                  f"sweep.study_name={name}", "sweep.n_trials=1", f"sweep.objectives=[{OBJECTIVE}]",
                  "sweep.directions=[minimize]", *extra]
-    env = {**os.environ, "HEDGENET_ROOT": str(root)}
+    log = ledger_path.with_suffix(".log")
     while spent_cpu_s(ledger) < args.budget_cpu_s:
         before = {t.number for t in optuna.load_study(study_name=name, storage=storage).trials} \
             if (root / "sweeps" / f"{name}.db").exists() else set()
         cmd = [sys.executable, "-m", "hedgenet.cli.sweep", *overrides]
-        log = ledger_path.with_suffix(".log")
-        with log.open("a") as out:  # a file, not a pipe: a trial whose caller was killed still finishes
-            proc, cpu, wall = timed(lambda: subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
-        if proc.returncode != 0:
+        status, cpu, wall = timed(run_logged, cmd, log, {"HEDGENET_ROOT": str(root)})
+        if status != 0:
             raise SystemExit(f"{' '.join(map(shlex.quote, cmd))} failed (log {log}):\n{log.read_text()[-3000:]}")
         study = optuna.load_study(study_name=name, storage=storage)
         new = sorted(t.number for t in study.trials if t.number not in before)
@@ -121,7 +119,7 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
     result = study_record(optuna.load_study(study_name=name, storage=storage), ledger, args, subset)
     if result["best"] is None:
         raise SystemExit(f"study {name}: no trial completed within {args.budget_cpu_s:.0f} CPU s (see "
-                         f"{ledger_path.with_suffix('.log')}). Fix: a larger --budget-cpu-s or fewer --tune-epochs")
+                         f"{log}). Fix: a larger --budget-cpu-s or fewer --tune-epochs")
     write_record(record, root, result)
     return result
 

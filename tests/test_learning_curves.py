@@ -132,8 +132,9 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(bench, tiny_root, tm
 
 
 def test_a_training_whose_caller_is_killed_still_finishes_and_saves(bench, tiny_root, tmp_path):
-    """The runner hands the training a log file, not a pipe: killing the benchmark that started it (a stop, a
-    pkill of the driver) leaves the training to finish its epochs and write its model and summary."""
+    """The runner (the pipeline's run_logged) hands the training a log file, not a pipe: the benchmark that started
+    it killed outright (SIGKILL, a session's end) leaves the training to finish its epochs and write its model and
+    summary. (A SIGTERM is forwarded instead: the training stops at a resumable checkpoint.)"""
     import os
     import signal
     import subprocess

@@ -250,11 +250,12 @@ def wait_forwarding_signals(proc: subprocess.Popen) -> int:
             signal.signal(sig, handler)
 
 
-def run_logged(cmd: list[str], log_path: Path) -> int:
-    """Run a CLI as a child process, its output appended to ``log_path`` after a ``$ command`` line, W&B offline
-    unless WANDB_MODE says otherwise, SIGTERM/SIGHUP forwarded (:func:`wait_forwarding_signals`); its exit
-    status. OSError when it cannot start."""
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+def run_logged(cmd: list[str], log_path: Path, env: dict | None = None) -> int:
+    """Run a CLI as a child process, its output appended to ``log_path`` after a ``$ command`` line (a file, not a
+    pipe: a child whose caller was killed outright still finishes and saves), W&B offline unless WANDB_MODE says
+    otherwise, ``env`` added to the environment, SIGTERM/SIGHUP forwarded (:func:`wait_forwarding_signals`); its
+    exit status. OSError when it cannot start."""
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), **(env or {})}
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
