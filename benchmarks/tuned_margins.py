@@ -338,7 +338,7 @@ def main(argv=None) -> int:
                 entry["default_rows"] = learning_curve_rows(args, family, [], "")
         results["margins"] = margins({f: e["tuned_rows"] for f, e in results["families"].items()})
     out = args.root / "tuned_margins.json"
-    out.write_text(json.dumps(results, indent=1))
+    out.write_text(portable_json(results, args.root))
     out.with_suffix(".md").write_text(report(results).strip() + "\n")
     print(f"wrote {out}, {out.with_suffix('.md')}", flush=True)
     return 0
