@@ -293,6 +293,7 @@ class SweepConfig:
     storage: Optional[str] = None     # sqlite:///<file>, journal:<file> or an RDB URL; None: sqlite under sweeps/
     dir: str = MISSING                # trial_<number>/ run directories and sweep.log
     n_trials: int = 20                # trials this launch adds
+    baseline_trial: bool = True       # a new study's first trial is the composed config's own values (the untuned run)
     objectives: List[str] = field(default_factory=lambda: ["val/loss"])
     directions: List[str] = field(default_factory=lambda: ["minimize"])
     sampler: SweepSamplerConfig = field(default_factory=SweepSamplerConfig)

@@ -24,6 +24,7 @@ SPACE = ["model.size.num_layers=choice(1,2)"]
 # median pruning from the third trial on, from the first epoch: with the seeds fixed, the same trials are pruned
 PRUNING = ["sweep.pruner.name=median", "sweep.pruner.n_startup_trials=2", "sweep.pruner.n_warmup_steps=0"]
 STUDY = "tiny"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def sweep(root: Path, tiny_dataset: Path, *overrides: str, check: bool = True):
@@ -75,9 +76,29 @@ def test_six_trials_median_pruner_stops_some_early(root, first):
         else:
             assert steps[-1] == EPOCHS and "pruned_after_epoch" not in metrics
             assert t.value == pytest.approx(metrics["val/forces_mae"], rel=1e-12)
+    # trial 0 is the baseline: the composed config's own values of the searched keys (conf/train.yaml, the model's)
+    train = yaml.safe_load((CONF / "train.yaml").read_text())["train"]
+    layers = yaml.safe_load((CONF / "model" / "hedgenet_small.yaml").read_text())["size"]["num_layers"]
+    assert study.trials[0].params == {
+        "train.optimizer.lr": train["optimizer"]["lr"], "train.optimizer.weight_decay": train["optimizer"]["weight_decay"],
+        "train.ema_decay": train["ema_decay"], "train.loss_weights.forces": train["loss_weights"]["forces"],
+        "model.size.num_layers": layers}
+    assert "trial 0 is the baseline" in log
     hydra_cfg = yaml.safe_load((trial_dir(root, 0) / ".hydra" / "hydra.yaml").read_text())
     assert hydra_cfg["hydra"]["runtime"]["choices"]["model"] == "hedgenet_small"
     assert "0 trials so far, new" in first.stdout and "launch done" in log
+
+
+def test_baseline_value_outside_its_search_space_is_left_to_the_sampler(tmp_path, tiny_dataset):
+    run_program("hedgenet-sweep", tmp_path, [
+        "hparams_search=hedgenet", f"data.paths=[{tiny_dataset}]", *FIXED, *SPACE, "sweep.study_name=outside",
+        "train.optimizer.lr=tag(log,interval(1e-2,2e-2))", "sweep.n_trials=0"])
+    [waiting] = load_study(tmp_path, "outside").trials  # enqueued, not yet run (no trial in this launch)
+    assert waiting.state.name == "WAITING"
+    fixed = waiting.system_attrs["fixed_params"]
+    assert "train.optimizer.lr" not in fixed and fixed["model.size.num_layers"] == 2, fixed
+    log = (tmp_path / "outputs" / "sweeps" / "outside" / "sweep.log").read_text()
+    assert "train.optimizer.lr=0.005 lies outside its search space" in log
 
 
 def test_second_launch_resumes_the_study(root, first, tiny_dataset):

@@ -333,6 +333,24 @@ class Sweep:
         return self.cfg.sweep
 
 
+def baseline_params(cfg: DictConfig, space: dict) -> dict:
+    """The composed config's own value of every searched key (a config group: its chosen option) that the key's
+    distribution holds: the untuned run as a trial. A value outside its search space is left to the sampler."""
+    groups = dict(cfg.hydra.runtime.choices)
+    out = {}
+    for key, dist in space.items():
+        value = groups[key] if key in groups else OmegaConf.select(cfg, key, default=None)
+        try:
+            inside = value is not None and not OmegaConf.is_config(value) and dist._contains(dist.to_internal_repr(value))
+        except (ValueError, TypeError):
+            inside = False
+        if inside:
+            out[key] = value
+        else:
+            log.info(f"baseline trial: {key}={value} lies outside its search space {dist}; the sampler draws it")
+    return out
+
+
 def suggest(trial, space: dict) -> dict:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
@@ -579,6 +597,10 @@ def run_sweep(overrides: list[str], config_dir: str) -> dict:
                               "none: they belong to another study of that name. Fix: move that folder away, or set "
                               "sweep.dir or sweep.study_name to a new name")
         handler = _log_to(sweep_dir / "sweep.log")
+        if spec.baseline_trial and not done and (baseline := baseline_params(cfg, space)):
+            study.enqueue_trial(baseline, skip_if_exists=True)  # another worker may have enqueued it just now
+            log.info("trial 0 is the baseline, the composed config's own values: "
+                     + ", ".join(f"{k}={override_value(v)}" for k, v in baseline.items()))
         sweep = Sweep(cfg, fixed, space, study, storage, sweep_dir)
         try:
             states = {}
