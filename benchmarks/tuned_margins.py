@@ -9,11 +9,15 @@ the defaults:
 1. tuning, per family: ``hedgenet-sweep hparams_search=<family>`` one trial at a time on the seed-0 subset of
    ``--tune-cells`` cells (``--tune-epochs``, ``data.val_fraction=--tune-val-fraction``, objective the validation
    force MAE — common to all three families; the median pruner stops trials that fall behind) until the trials'
-   CPU seconds reach ``--budget-cpu-s``. Every family searches its optimiser, EMA and force weight (its
-   ``conf/hparams_search`` space) and its width, depth and radial basis (``SEARCH`` below), so no family is
-   tuned on more knobs than another. A family whose trials cost more gets fewer of them: that is the equal budget.
+   CPU seconds reach ``--budget-cpu-s``. Every family searches its optimiser, EMA and energy weight (its
+   ``conf/hparams_search`` space: the energy weight sets the balance of energy against the forces and the physics
+   terms made of them, which keep their proportions) and its width, depth and radial basis (``SEARCH`` below), so
+   no family is tuned on more knobs than another. Trial 0 of every study is the family's defaults (the untuned
+   rows' config), so a study can only pick something its own objective rates better. A family whose trials cost
+   more gets fewer of them: that is the equal budget.
 2. evaluation: ``learning_curves.py --families <family> --extra tuned=<study> --tag <study>`` (and, with
-   ``--defaults``, the untuned rows of the same cells and seeds), under the same ``--root``, pool and test cells.
+   ``--defaults``, the untuned rows of the same cells and seeds; ``--defaults-only``: those alone, written to
+   ``tuned_margins_defaults.json``), under the same ``--root``, pool and test cells.
 
     OMP_NUM_THREADS=1 python benchmarks/tuned_margins.py --root <learning-curve root> --cells 96 --seeds 0 1 2 \\
         --tune-cells 48 --tune-epochs 15 --budget-cpu-s 3600 [--defaults] [--reuse docs/figures/learning_curves.json]
@@ -70,7 +74,10 @@ PAPER_MARGINS = {"mace": -15.0, "deeph_e3": -8.0}
 
 
 def study_name(family: str, cells: int, epochs: int) -> str:
-    return f"margins_{family}_n{cells}_e{epochs}"
+    """The study of ``family``'s search. ``margins2_``: the space above with the defaults as trial 0; the first
+    studies (``margins_``: the force weight searched alone, no baseline trial) stay in the record as the
+    measurement of what that search did."""
+    return f"margins2_{family}_n{cells}_e{epochs}"
 
 
 def load_ledger(path: Path) -> dict:
@@ -208,14 +215,21 @@ def margins(rows: dict[str, list[dict]], ours: str = "hedgenet") -> dict:
 
 def merge_rows(record: Path, run: Path, root: Path) -> list[dict]:
     """Add the rows of a learning_curves.py output ``run`` to the rows file ``record`` (one row per family, cells and
-    seed: a newer row replaces an older one; the settings of the newest run kept, which ``--reuse`` checks) and
-    return the record's rows."""
+    seed: a newer row replaces an older one; the settings of the newest run that added a row kept, which
+    ``--reuse`` checks, its seeds those of all rows) and return the record's rows. A run whose rows the record
+    holds already (all reused) leaves the record as it was."""
     new = json.loads(run.read_text())
     old = json.loads(record.read_text()) if record.exists() else {"rows": []}
     key = lambda r: (r["family"], r["n_cells"], r["seed"])  # noqa: E731
-    rows = {key(r): r for r in old["rows"]} | {key(r): r for r in new["rows"]}
+    before = {key(r): r for r in old["rows"]}
+    same = lambda r: {k: v for k, v in json.loads(portable_json(r, root)).items() if k != "reused_from"}  # noqa: E731
+    added = {key(r): r for r in new["rows"] if key(r) not in before or same(before[key(r)]) != same(r)}
+    if record.exists() and not added:
+        return old["rows"]
+    rows = before | added
     record.parent.mkdir(parents=True, exist_ok=True)
-    merged = {**new, "rows": [rows[k] for k in sorted(rows)]}
+    merged = {**new, "settings": {**new["settings"], "seeds": sorted({k[2] for k in rows})},
+              "rows": [rows[k] for k in sorted(rows)]}
     record.write_text(portable_json(merged, root))
     return merged["rows"]
 
@@ -301,12 +315,17 @@ def main(argv=None) -> int:
     p.add_argument("--label-extra", nargs="*", default=[], metavar="KEY=VALUE", help="handed on to learning_curves.py")
     p.add_argument("--phonon-supercell", type=int, nargs=2, default=[7, 7], metavar=("N1", "N2"))
     p.add_argument("--tune-only", action="store_true", help="stop after the studies (no evaluation rows)")
+    p.add_argument("--defaults-only", action="store_true",
+                   help="only the untuned rows (no studies, no tuned rows): they do not depend on the studies")
     p.add_argument("--record", type=Path, default=Path(__file__).parents[1] / "docs" / "figures" / "tuned_margins",
                    help="where each finished study (trials, CPU s, the best trial's tuned config) and each finished "
                         "evaluation row are recorded, and taken from on a root without them: the work outlives its "
                         "machine")
     args = p.parse_args(argv)
     args.root = args.root.resolve()
+    if args.tune_only and args.defaults_only:
+        raise SystemExit("--tune-only and --defaults-only exclude each other. Fix: give one of them")
+    args.defaults = args.defaults or args.defaults_only
     if args.tune_cells > args.cells:
         raise SystemExit(f"--tune-cells {args.tune_cells} > --cells {args.cells}: tune on at most the evaluation "
                          "cells (the tuning subset is the seed-0 one of that size, nested in the evaluation subset)")
@@ -325,19 +344,22 @@ def main(argv=None) -> int:
                                                        "command": " ".join(map(shlex.quote, sys.argv))},
                "families": {}, "margins": {}}
     for family in args.families:
+        results["families"][family] = {}
+        if args.defaults_only:
+            continue
         print(f"tuning {family}", flush=True)
-        results["families"][family] = {"tuning": tune(family, args.root, subset, args, args.tune_extra)}
+        results["families"][family]["tuning"] = tune(family, args.root, subset, args, args.tune_extra)
         best = results["families"][family]["tuning"]["best"]
         print(f"  best trial {best['number']}: {OBJECTIVE} {best['value']:.2f} meV/Å, {best['params']}", flush=True)
     if not args.tune_only:
-        for family in args.families:
-            entry = results["families"][family]
-            name = entry["tuning"]["study"]
-            entry["tuned_rows"] = learning_curve_rows(args, family, [f"tuned={name}"], name)
+        for family, entry in results["families"].items():
+            if not args.defaults_only:
+                name = entry["tuning"]["study"]
+                entry["tuned_rows"] = learning_curve_rows(args, family, [f"tuned={name}"], name)
             if args.defaults:
                 entry["default_rows"] = learning_curve_rows(args, family, [], "")
-        results["margins"] = margins({f: e["tuned_rows"] for f, e in results["families"].items()})
-    out = args.root / "tuned_margins.json"
+        results["margins"] = margins({f: e["tuned_rows"] for f, e in results["families"].items() if "tuned_rows" in e})
+    out = args.root / f"tuned_margins{'_defaults' if args.defaults_only else ''}.json"
     out.write_text(portable_json(results, args.root))
     out.with_suffix(".md").write_text(report(results).strip() + "\n")
     print(f"wrote {out}, {out.with_suffix('.md')}", flush=True)

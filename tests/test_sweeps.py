@@ -81,7 +81,7 @@ def test_six_trials_median_pruner_stops_some_early(root, first):
     layers = yaml.safe_load((CONF / "model" / "hedgenet_small.yaml").read_text())["size"]["num_layers"]
     assert study.trials[0].params == {
         "train.optimizer.lr": train["optimizer"]["lr"], "train.optimizer.weight_decay": train["optimizer"]["weight_decay"],
-        "train.ema_decay": train["ema_decay"], "train.loss_weights.forces": train["loss_weights"]["forces"],
+        "train.ema_decay": train["ema_decay"], "train.loss_weights.energy": train["loss_weights"]["energy"],
         "model.size.num_layers": layers}
     assert "trial 0 is the baseline" in log
     hydra_cfg = yaml.safe_load((trial_dir(root, 0) / ".hydra" / "hydra.yaml").read_text())
@@ -191,6 +191,8 @@ def test_multi_objective_study_exports_its_pareto_set(root, tiny_dataset):
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["sweep.objectives=[val/force_mae]"], ["'val/force_mae'", "did you mean val/forces_mae", "Fix:"]),
     (["sweep.objectives=[test/forces_mae]"], ["never on test/*", "Fix:"]),
+    # val/loss is weighted by each trial's own loss weights: no yardstick while the space searches them
+    (["sweep.objectives=[val/loss]"], ["val/loss", "['train.loss_weights.energy']", "sweep.objectives=[val/forces_mae]"]),
     (["sweep.storage=sweeps/bad.db"], ["journal:<file>", "sqlite:///", "Fix:"]),
     (["sweep.storage=nosuchdb://host/x"], ["cannot be opened", "Fix:"]),
     (["trainer=ddp_sim"], ["one device", "trainer=cpu"]),
@@ -233,3 +235,15 @@ def test_search_space_syntax():
     for value, text in ((1e-05, "1e-05"), (0.0009111295702454771, "0.0009111295702454771"), (True, "true"),
                         (None, "null"), ("hedgenet_small", "hedgenet_small"), ("a b", "'a b'")):
         assert override_value(value) == text
+
+
+def test_val_loss_ranks_trials_only_while_the_loss_weights_are_fixed():
+    from hedgenet.config import ConfigError
+    from hedgenet.training.sweep import check_yardstick, to_distribution
+
+    lr = {"train.optimizer.lr": to_distribution("train.optimizer.lr", "tag(log, interval(1e-4, 2e-2))")}
+    check_yardstick(["val/loss"], lr)  # one weighting for every trial: val/loss is a yardstick
+    weights = {**lr, "train.loss_weights.H": to_distribution("train.loss_weights.H", "choice(10, 100)")}
+    check_yardstick(["val/forces_mae"], weights)
+    with pytest.raises(ConfigError, match=r"searches \['train.loss_weights.H'\].*train.loss_weights.H=<value>"):
+        check_yardstick(["val/forces_mae", "val/loss"], weights)

@@ -100,6 +100,14 @@ def test_evaluation_rows_accumulate_in_the_record_and_are_reusable(bench, load_b
     bench.merge_rows(record, run(1, 52.0), tmp_path)
     rows = bench.merge_rows(record, run(1, 51.0), tmp_path)  # seed 1 again: replaced, not doubled
     assert [(r["seed"], r["forces_mae_meV_A"]) for r in rows] == [(0, 50.0), (1, 51.0)]
+    assert json.loads(record.read_text())["settings"]["seeds"] == [0, 1]  # the rows' seeds, not the last run's
+    # a later run that reused seed 0's row (learning_curves.py marks it) leaves the record as it was
+    text = record.read_text()
+    reused = json.loads(run(0, 50.0).read_text())
+    reused["rows"][0]["reused_from"] = str(record)
+    (tmp_path / "reused.json").write_text(json.dumps(reused))
+    assert bench.merge_rows(record, tmp_path / "reused.json", tmp_path) == json.loads(text)["rows"]
+    assert record.read_text() == text
     # the record is committed: the run root's path is written as <root>, no machine path
     assert str(tmp_path) not in record.read_text()
     assert json.loads(record.read_text())["settings"]["pool"] == "<root>/data/pool.h5"

@@ -97,6 +97,19 @@ def check_objectives(spec: DictConfig, task: str) -> None:
                           "Fix: add sweep.pruner.name=none")
 
 
+def check_yardstick(objectives: list[str], space: dict) -> None:
+    """ConfigError when an objective is ``val/loss`` and the space searches loss weights: ``val/loss`` is the sum
+    weighted by each trial's own weights, so trials with other weights would be ranked on other yardsticks (a
+    smaller weight scores better whatever it does to the model)."""
+    weights = sorted(k for k in space if k.startswith("train.loss_weights."))
+    if "val/loss" in objectives and weights:
+        raise ConfigError(f"sweep.objectives={list(objectives)} rank trials on val/loss, the loss weighted by each "
+                          f"trial's own weights, while the space searches {weights}: a trial with smaller weights "
+                          "scores better whatever it does to the model. Fix: an objective every trial measures alike "
+                          "(e.g. sweep.objectives=[val/forces_mae] or [val/H_all_mae]), or fix the weights "
+                          f"({weights[0]}=<value>)")
+
+
 def objective_value(metrics: dict, name: str, run_dir: Path) -> float:
     """``metrics[name]`` as a float, or a ConfigError listing the metric names there are."""
     value = metrics.get(name)
@@ -587,6 +600,7 @@ def run_sweep(overrides: list[str], config_dir: str) -> dict:
         if int(spec.n_trials) < 0:
             raise ConfigError(f"sweep.n_trials={spec.n_trials} < 0. Fix: a number of trials ≥ 0 (0: only export)")
         space = search_space(cfg, fixed, searched)
+        check_yardstick(list(spec.objectives), space)
         storage = default_storage(spec, str(cfg.paths.root_dir))
         sweep_dir = Path(str(spec.dir))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
