@@ -13,8 +13,9 @@ the defaults:
    ``conf/hparams_search`` space: the energy weight sets the balance of energy against the forces and the physics
    terms made of them, which keep their proportions) and its width, depth and radial basis (``SEARCH`` below), so
    no family is tuned on more knobs than another. Trial 0 of every study is the family's defaults (the untuned
-   rows' config), so a study can only pick something its own objective rates better. A family whose trials cost
-   more gets fewer of them: that is the equal budget.
+   rows' config), so a study can only pick something its own objective rates better; where the best is that
+   baseline, the family's tuned rows are its untuned rows (the same training, not run twice). A family whose
+   trials cost more gets fewer of them: that is the equal budget.
 2. evaluation: ``learning_curves.py --families <family> --extra tuned=<study> --tag <study>`` (and, with
    ``--defaults``, the untuned rows of the same cells and seeds; ``--defaults-only``: those alone, written to
    ``tuned_margins_defaults.json``), under the same ``--root``, pool and test cells.
@@ -129,6 +130,11 @@ def tune(family: str, root: Path, subset: Path, args, extra: list[str]) -> dict:
                          f"{log}). Fix: a larger --budget-cpu-s or fewer --tune-epochs")
     write_record(record, root, result)
     return result
+
+
+def is_baseline(trial: dict) -> bool:
+    """Whether a recorded trial is its study's baseline trial (``sweep.baseline_trial``: the family's defaults)."""
+    return bool(trial["user_attrs"].get("baseline"))
 
 
 def study_record(study, ledger: dict, args, subset: Path) -> dict:
@@ -275,7 +281,8 @@ def report(results: dict) -> str:
                 cpu = f"{entry['tuning']['spent_cpu_s']:.0f}"
             else:
                 trials = cpu = ""
-            table.append([family, f"{which}, {len(rows)} seeds", *cells, trials, cpu])
+            label = "tuned (= defaults)" if which == "tuned" and entry.get("tuned_is_defaults") else which
+            table.append([family, f"{label}, {len(rows)} seeds", *cells, trials, cpu])
     s = results["settings"]
     text = print_table(header, table, title=f"{s['cells']} cells, {s['epochs']} epochs; tuned on {s['tune_cells']} "
                                             f"cells, {s['tune_epochs']} epochs, {s['budget_cpu_s']:.0f} CPU s per family")
@@ -355,7 +362,13 @@ def main(argv=None) -> int:
         for family, entry in results["families"].items():
             if not args.defaults_only:
                 name = entry["tuning"]["study"]
-                entry["tuned_rows"] = learning_curve_rows(args, family, [f"tuned={name}"], name)
+                entry["tuned_is_defaults"] = is_baseline(entry["tuning"]["best"])
+                if entry["tuned_is_defaults"]:  # the same config, the same seeds: the same training, not run twice
+                    print(f"{family}: the study's best is its baseline trial, the defaults; its tuned rows are the "
+                          "untuned rows", flush=True)
+                    entry["tuned_rows"] = learning_curve_rows(args, family, [], "")
+                else:
+                    entry["tuned_rows"] = learning_curve_rows(args, family, [f"tuned={name}"], name)
             if args.defaults:
                 entry["default_rows"] = learning_curve_rows(args, family, [], "")
         results["margins"] = margins({f: e["tuned_rows"] for f, e in results["families"].items() if "tuned_rows" in e})

@@ -84,6 +84,7 @@ def test_six_trials_median_pruner_stops_some_early(root, first):
         "train.ema_decay": train["ema_decay"], "train.loss_weights.energy": train["loss_weights"]["energy"],
         "model.size.num_layers": layers}
     assert "trial 0 is the baseline" in log
+    assert [t.number for t in study.trials if t.user_attrs.get("baseline")] == [0]  # marked in the study for good
     hydra_cfg = yaml.safe_load((trial_dir(root, 0) / ".hydra" / "hydra.yaml").read_text())
     assert hydra_cfg["hydra"]["runtime"]["choices"]["model"] == "hedgenet_small"
     assert "0 trials so far, new" in first.stdout and "launch done" in log

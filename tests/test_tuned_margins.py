@@ -51,6 +51,8 @@ def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     assert again["trials"] == first["trials"]  # the budget was spent: nothing run
     tuned = (root / "sweeps" / "tuned" / f"{first['study']}.yaml").read_text()
     assert "Best trial 0 " in tuned
+    # trial 0 is the baseline (the defaults): the evaluation takes the untuned rows for it instead of training twice
+    assert bench.is_baseline(first["best"]) and "no trial beat the untuned run" in tuned
 
     # a new machine: a root without the study rebuilds it from the record — the trials, CPU seconds and the tuned
     # config as they were, in an Optuna study of its own, nothing trained
@@ -74,6 +76,7 @@ def test_tuning_stops_at_its_budget_and_resumes(bench, tiny_root, tmp_path):
     grown = bench.tune("hedgenet", tiny_root(tmp_path / "third"), tmp_path / "third" / "data" / "tiny.h5", more, extra)
     assert [t["number"] for t in grown["trials"]] == [0, 1] and key(grown["trials"][0]) == key(first["trials"][0])
     assert grown["spent_cpu_s"] > first["spent_cpu_s"]
+    assert [bench.is_baseline(t) for t in grown["trials"]] == [True, False]  # the mark survives the rebuild
     # a record of another tuning (here a larger budget than this run's) is refused with the fix, never taken for this one
     other = tiny_root(tmp_path / "other")
     with pytest.raises(SystemExit, match="move the record aside"):

@@ -508,6 +508,8 @@ def tuned_config(trial, stem: str, study_name: str, objectives: list[str], group
         f"# Best trial {trial.number} of study {study_name} (hedgenet-sweep): "
         + ", ".join(f"{o}={v:.6g}" for o, v in zip(objectives, values)) + ".",
         f"# Run directory: {trial.user_attrs.get('run_dir')}",
+        *(["# It is the baseline trial, the composed config's own values: no trial beat the untuned run."]
+          if trial.user_attrs.get("baseline") else []),
         "# The sweep's other settings (not part of this file): " + (" ".join(launch) if launch else "none"),
         f"# Use:  hedgenet-train tuned={stem} [data.paths=...]   (or experiment=compare_baselines variant=<this family> tuned={stem})",
     ]
@@ -612,7 +614,8 @@ def run_sweep(overrides: list[str], config_dir: str) -> dict:
                               "sweep.dir or sweep.study_name to a new name")
         handler = _log_to(sweep_dir / "sweep.log")
         if spec.baseline_trial and not done and (baseline := baseline_params(cfg, space)):
-            study.enqueue_trial(baseline, skip_if_exists=True)  # another worker may have enqueued it just now
+            # another worker may have enqueued it just now; the user attribute marks it in the study for good
+            study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
             log.info("trial 0 is the baseline, the composed config's own values: "
                      + ", ".join(f"{k}={override_value(v)}" for k, v in baseline.items()))
         sweep = Sweep(cfg, fixed, space, study, storage, sweep_dir)
