@@ -369,8 +369,9 @@ def main(argv=None) -> int:
                     entry["tuned_rows"] = learning_curve_rows(args, family, [], "")
                 else:
                     entry["tuned_rows"] = learning_curve_rows(args, family, [f"tuned={name}"], name)
-            if args.defaults:
-                entry["default_rows"] = learning_curve_rows(args, family, [], "")
+            if args.defaults:  # the tuned rows where they are the untuned ones: not gathered twice
+                entry["default_rows"] = (entry["tuned_rows"] if entry.get("tuned_is_defaults")
+                                         else learning_curve_rows(args, family, [], ""))
         results["margins"] = margins({f: e["tuned_rows"] for f, e in results["families"].items() if "tuned_rows" in e})
     out = args.root / f"tuned_margins{'_defaults' if args.defaults_only else ''}.json"
     out.write_text(portable_json(results, args.root))
