@@ -120,3 +120,30 @@ def test_evaluation_rows_accumulate_in_the_record_and_are_reusable(bench, load_b
     assert json.loads((rows_dir / "mace_n96_seed0_e30_margins_mace_n48_e15.json").read_text())["forces_mae_meV_A"] == 50.0
     with pytest.raises(SystemExit, match="not rows of this benchmark"):  # another tuning's rows are refused
         lc.reuse_rows(record, {**settings, "train_overrides": {"mace": ["variant=mace", "tuned=other"]}}, rows_dir, "")
+
+
+def test_rebuilt_study_keeps_every_recorded_value(bench, tmp_path):
+    """A study rebuilt from its record and recorded again keeps each trial as it was: a pruned trial's value (its
+    last intermediate value, as Optuna stores it) included, so that moving a study to a new machine loses nothing."""
+    import optuna
+    from optuna.distributions import FloatDistribution, distribution_to_json
+
+    lr = {"train.optimizer.lr": distribution_to_json(FloatDistribution(1e-4, 2e-2, log=True))}
+    trial = lambda n, state, value, steps: {  # noqa: E731
+        "number": n, "state": state, "value": value, "params": {"train.optimizer.lr": 5e-3 / (n + 1)}, "cpu_s": 10.0 + n,
+        "distributions": lr, "intermediate_values": {str(k): v for k, v in steps.items()}, "user_attrs": {}}
+    saved = {"study": "margins2_hedgenet_n48_e15", "budget_cpu_s": 30.0, "spent_cpu_s": 33.0, "tune_subset": "sub.h5",
+             "launches": [{"trials": [n], "cpu_s": 10.0 + n} for n in range(3)],
+             "trials": [trial(0, "COMPLETE", 63.8, {0: 90.0, 1: 63.8}), trial(1, "PRUNED", 445.6, {0: 445.6}),
+                        trial(2, "FAIL", None, {})]}
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps(saved))
+    (tmp_path / "sweeps").mkdir()
+    storage = f"sqlite:///{tmp_path}/sweeps/study.db"
+    args = argparse.Namespace(budget_cpu_s=30.0)
+    bench.rebuild(record, tmp_path, tmp_path / "sub.h5", args, storage, tmp_path / "ledger.json")
+    study = optuna.load_study(study_name=saved["study"], storage=storage)
+    again = bench.study_record(study, bench.load_ledger(tmp_path / "ledger.json"), args, tmp_path / "sub.h5")
+    assert [(t["number"], t["state"], t["value"], t["cpu_s"]) for t in again["trials"]] == \
+        [(0, "COMPLETE", 63.8, 10.0), (1, "PRUNED", 445.6, 11.0), (2, "FAIL", None, 12.0)]
+    assert again["best"]["number"] == 0 and again["spent_cpu_s"] == 33.0
