@@ -165,8 +165,9 @@ def write_record(record: Path, root: Path, result: dict) -> None:
 def rebuild(record: Path, root: Path, subset: Path, args, storage: str, ledger_path: Path) -> None:
     """A study from its record (``--record``) on a root that lacks it (a new machine): its trials added to a new
     study in ``storage`` (numbers, parameters, values and states as they were — a pruned trial's value, its last
-    intermediate value, included —, so the sampler goes on as it would have), its launches as the ledger and the best trial's ``tuned`` config under ``<root>/sweeps/tuned``. Refused,
-    naming the fix, where the record is not this tuning's (another tuning subset, or a larger budget than this run's)."""
+    intermediate value, included —, so the sampler goes on as it would have), its launches as the ledger and the
+    best trial's ``tuned`` config under ``<root>/sweeps/tuned``. Refused, naming the fix, where the record is not
+    this tuning's (another tuning subset, or a larger budget than this run's)."""
     import optuna
     from optuna.distributions import json_to_distribution
 
@@ -179,7 +180,7 @@ def rebuild(record: Path, root: Path, subset: Path, args, storage: str, ledger_p
     study = optuna.create_study(study_name=saved["study"], storage=storage, direction="minimize")
     study.set_user_attr("objectives", [OBJECTIVE])
     study.add_trials([optuna.trial.create_trial(
-        state=optuna.trial.TrialState[t["state"]], value=t["value"] if t["state"] in ("COMPLETE", "PRUNED") else None,
+        state=optuna.trial.TrialState[t["state"]], value=t["value"],
         params=t["params"], distributions={k: json_to_distribution(d) for k, d in t["distributions"].items()},
         user_attrs=t["user_attrs"], intermediate_values={int(k): v for k, v in t["intermediate_values"].items()})
         for t in sorted(saved["trials"], key=lambda t: t["number"])])
