@@ -8,12 +8,15 @@ times every step of one sample of :func:`hedgenet.physics.fermi_velocity.fermi_v
 separately: the model's H(u) at the displaced geometry (`all`), H₀ + Σ dH/du·u (`first`), the ± pair of
 `second` (per sample: half a pair), and for each order's Hamiltonian the unfolding onto the K–Γ and K–M
 lines (17 k-points) split into Bloch sums H(k), S(k), the windowed eigensolves and the unfolding weights,
-each both ways: the plain one-k-at-a-time path (``unfold_near_k(..., plain=True)``, the code before the
-vectorised one) and the default :class:`~hedgenet.physics.unfold.Unfolder`, interleaved sample by sample so
-that both see the same machine load (and, with ``--workers N``, the default with N k-points at a time in
-worker processes); then the continuum fit of the sample set per order (divided by the
-number of samples). Prints medians over the samples and the ratio plain / default; dH/du is computed once
-(finite differences, not part of a sample's cost).
+each way: the plain one-k-at-a-time path (``unfold_near_k(..., plain=True)``, the code before the
+vectorised one), the default :class:`~hedgenet.physics.unfold.Unfolder` in double and in single precision,
+and the single-precision one solving every k-point (``time_reversal=False``: the code before time-reversal
+partners shared an eigensolve, 17 solves instead of 9 on 6×6), interleaved sample by sample so that all see
+the same machine load (and, with ``--workers N``, the default with N k-points at a time in worker
+processes); then the continuum fit of the sample set per order (divided by the number of samples). Prints
+medians over the samples and the ratio plain / path; dH/du is computed once (finite differences, not part
+of a sample's cost). The last table times whole samples as the run does them, with and without the shared
+eigensolves.
 """
 
 from __future__ import annotations
@@ -40,17 +43,23 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool, precision: str = "double") -> dict:
-    """Seconds of Bloch sums, eigensolves and weights over the k-points of one ``unfold_near_k`` call."""
+def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool, precision: str = "double",
+                    time_reversal: bool = True) -> dict:
+    """Seconds of Bloch sums, eigensolves and weights over the k-points of one ``unfold_near_k`` call (the
+    default path solves once per group of time-reversal partners, as ``unfold_near_k`` does)."""
     from hedgenet.orbitals.bloch import generalized_eigh
     from hedgenet.physics.continuum_fit import near_k_points
-    from hedgenet.physics.unfold import Unfolder, bloch_pair, scatter_weights
+    from hedgenet.physics.unfold import Unfolder, bloch_pair, scatter_weights, time_reversal_groups
 
     window = (e_ref - kw["window_eV"], e_ref + kw["window_eV"])
     t = {"bloch": 0.0, "eigh": 0.0, "weights": 0.0}
+    points = near_k_points(cmap, kw["q_max"], kw["n_q"])
+    groups = ([(i, []) for i in range(len(points))] if plain or not time_reversal
+              else time_reversal_groups(blocks, cmap, points))
     if not plain:
         unf, t["bloch"] = timed(Unfolder, blocks, cmap)
-    for k in near_k_points(cmap, kw["q_max"], kw["n_q"]):
+    for i, partners in groups:
+        k = points[i]
         if plain:
             (Hk, Sk), dt = timed(bloch_pair, blocks, cmap.supercell_kfrac(k))
         else:
@@ -61,7 +70,9 @@ def unfolding_parts(blocks, cmap, e_ref, kw: dict, plain: bool, precision: str =
         if plain:
             _, dt = timed(scatter_weights, blocks, cmap, C, Sk @ C, k)
         else:
-            _, dt = timed(unf.weights, C, Sk @ C, k)
+            SC = Sk @ C
+            _, dt = timed(lambda: [unf.weights(C, SC, k)] + [unf.weights(C.conj(), SC.conj(), points[j])
+                                                            for j in partners])
         t["weights"] += dt
     return t
 
@@ -104,7 +115,8 @@ def main() -> None:
     us = [s * x for x in rng.normal(0.0, args.rms, (args.n_samples // 2, len(sc), 3)) for s in (1, -1)]
 
     rows = {}  # (step, order) -> list of seconds per sample
-    paths = {"plain": {"plain": True}, "default, double": {}, "default, single": {"precision": "single"}}
+    paths = {"plain": {"plain": True}, "default, double": {}, "default, single": {"precision": "single"},
+             "single, every k solved": {"precision": "single", "time_reversal": False}}
     lines = {(o, tag): [] for o in ORDERS for tag in paths}
 
     def add(step, order, dt):
@@ -129,7 +141,8 @@ def main() -> None:
             for b in blocks:
                 for tag, opts in paths.items():
                     for part, dt in unfolding_parts(b, cmap, e_ref, kw, opts.get("plain", False),
-                                                    opts.get("precision", "double")).items():
+                                                    opts.get("precision", "double"),
+                                                    opts.get("time_reversal", True)).items():
                         add(f"{part} ({tag})", order, dt)
                     ln, dt = timed(unfold_near_k, b, cmap, e_ref, **kw, **opts)
                     lines[(order, tag)].append(ln)
@@ -141,7 +154,7 @@ def main() -> None:
                     add(f"unfold_near_k (default, single, {args.workers} workers)", order, dt)
     for order in ORDERS:
         ref = lines[(order, "plain")]
-        for tag in ("default, double", "default, single"):
+        for tag in ("default, double", "default, single", "single, every k solved"):
             new = lines[(order, tag)]
             de = max(np.abs(a[0] - b[0]).max(initial=0.0) for x, y in zip(ref, new) for name in x.states
                      for a, b in zip(x.states[name], y.states[name]))
@@ -175,9 +188,10 @@ def main() -> None:
 
 def whole_samples(args, us, deriv, calc, sc, cmap, e_ref, kw, lines, med) -> None:
     """Every sample's three orders as the run does them (Hamiltonians built, unfolded, lines collected), wall
-    time per sample, ``--repeats`` rounds of the three ways interleaved: one process; the k-points of each
+    time per sample, ``--repeats`` rounds of the ways interleaved: one process; the k-points of each
     Hamiltonian split over ``--workers`` processes; one Hamiltonian per job for the workers (UnfoldQueue, the
-    run's way). The fits (same for all) are added from the table above."""
+    run's way), each every k-point solved (before) and with time-reversal partners sharing a solve (now). The
+    fits (same for all) are added from the table above; the first way is the baseline of the speed-up."""
     from hedgenet.physics.continuum_fit import UnfoldQueue, unfold_near_k
     from hedgenet.physics.fermi_velocity import second_order_pair
 
@@ -195,30 +209,34 @@ def whole_samples(args, us, deriv, calc, sc, cmap, e_ref, kw, lines, med) -> Non
             yield from (("second", b) for b in second)
             yield from (("all", b) for b in displaced)
 
-    ways = {"one process": dict(workers=1, split=False),
-            f"{args.workers} workers, k-points split": dict(workers=args.workers, split=True),
-            f"{args.workers} workers, one Hamiltonian per job": dict(workers=args.workers, split=False)}
+    ways = {}
+    for tr, tag in ((False, "every k solved"), (True, "partners share a solve")):
+        ways[f"one process, {tag}"] = dict(workers=1, split=False, time_reversal=tr)
+        ways[f"{args.workers} workers, k-points split, {tag}"] = dict(workers=args.workers, split=True, time_reversal=tr)
+        ways[f"{args.workers} workers, one Hamiltonian per job, {tag}"] = dict(workers=args.workers, split=False,
+                                                                               time_reversal=tr)
     walls = {way: [] for way in ways}
     for _ in range(args.repeats):
         for way, opt in ways.items():
             t0 = time.perf_counter()
-            queue = UnfoldQueue(cmap, e_ref, workers=1 if opt["split"] else opt["workers"], **kw,
-                                precision="single")
+            single = dict(precision="single", time_reversal=opt["time_reversal"])
+            queue = UnfoldQueue(cmap, e_ref, workers=1 if opt["split"] else opt["workers"], **kw, **single)
             got: dict = {}
             for order, b in hamiltonians():
                 if opt["split"]:
                     got.setdefault(order, []).append(
-                        unfold_near_k(b, cmap, e_ref, **kw, workers=opt["workers"], precision="single"))
+                        unfold_near_k(b, cmap, e_ref, **kw, workers=opt["workers"], **single))
                 else:
                     queue.add(order, b)
             got = got or queue.results()[0]
             walls[way].append((time.perf_counter() - t0) / len(us))
-            for order in ORDERS:  # the same states as the default single-precision path
-                for x, y in zip(got[order], lines[(order, "default, single")]):
+            same = "default, single" if opt["time_reversal"] else "single, every k solved"
+            for order in ORDERS:  # the same states as that single-precision path of the table above
+                for x, y in zip(got[order], lines[(order, same)]):
                     assert all(np.array_equal(a[0], b[0]) for name in x.states
                                for a, b in zip(x.states[name], y.states[name]))
     fit = sum(med[("fit (per sample: set / n)", o)] for o in ORDERS)
-    base = statistics.median(walls["one process"]) + fit
+    base = statistics.median(walls[next(iter(ways))]) + fit
     print_table(["whole samples (Hamiltonians + unfolding + fits), all three orders", "s per sample", "speed-up"],
                 [[way, statistics.median(v) + fit, base / (statistics.median(v) + fit)] for way, v in walls.items()],
                 f"wall per sample, median of {args.repeats} interleaved rounds over {len(us)} samples")

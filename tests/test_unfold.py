@@ -218,3 +218,35 @@ def test_single_precision_falls_back_to_double_on_an_ill_conditioned_overlap():
         assert residual < SINGLE_PRECISION_RESIDUAL_EV
     with pytest.raises(ValueError, match="precision='half'"):
         generalized_eigh(H, S, window_eV=window, precision="half")
+
+
+def test_time_reversal_partners_share_one_eigensolve_and_give_the_solved_states():
+    """On a cell that folds K onto its Γ (3×3), K − q on K–Γ and K + q on K–M are time-reversal partners:
+    9 eigensolves for the 17 points, and the default path gives the states of solving every point (plain)
+    to rounding, in one process and in two. On 4×4 (K not folded onto Γ) and for complex blocks every point
+    is solved."""
+    import dataclasses
+
+    from hedgenet.physics.continuum_fit import near_k_points, unfold_near_k
+    from hedgenet.physics.unfold import charge_neutrality_level, time_reversal_groups
+
+    unit = build_structure("bilayer_graphene", a=2.4581, d=3.3225, stacking="AB")
+    sc = make_supercell(unit, [3, 3])
+    displaced = sc.copy()
+    displaced.rattle(0.05, seed=3)
+    b = make_reference("xtb", block_cutoff=3.0).compute(displaced, with_blocks=True).blocks
+    cmap = SupercellMap.build(sc, unit)
+    points = near_k_points(cmap)
+    groups = time_reversal_groups(b, cmap, points)
+    assert len(points) == 17 and len(groups) == 9
+    assert groups[0] == (0, []) and all(len(partners) == 1 for _, partners in groups[1:])
+    e_ref = charge_neutrality_level(b, cmap, sc.numbers)
+    plain = unfold_near_k(b, cmap, e_ref, plain=True)
+    for workers in (1, 2):
+        assert matched_states(plain, unfold_near_k(b, cmap, e_ref, workers=workers), 1e-10, 1e-10) > 20
+    assert matched_states(plain, unfold_near_k(b, cmap, e_ref, precision="single"), 1e-8, 1e-5) > 20
+
+    four = SupercellMap.build(make_supercell(unit, [4, 4]), unit)
+    assert len(time_reversal_groups(b, four, near_k_points(four))) == 17
+    complex_blocks = dataclasses.replace(b, H=b.H.astype(complex))
+    assert len(time_reversal_groups(complex_blocks, cmap, points)) == 17

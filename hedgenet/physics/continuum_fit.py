@@ -4,8 +4,8 @@ Definition (used for the static lattice, for every Monte Carlo sample set, and f
 coupling alike):
 
 1. Unfold the supercell eigenstates onto primitive wave vectors k = K + q·ê on two lines leaving the
-   Dirac point K, towards Γ and towards M, for |q| ≤ ``q_max`` (1/Å), keeping the states within
-   ``window_eV`` of the charge-neutrality point with their weights W_J(k).
+   Dirac point K, towards Γ and towards M (opposite ways on the straight line Γ–K–M), for |q| ≤ ``q_max``
+   (1/Å), keeping the states within ``window_eV`` of the charge-neutrality point with their weights W_J(k).
 2. Fit the minimal continuum model of AB bilayer graphene (McCann & Koshino, Rep. Prog. Phys. 76, 056503,
    with γ₃ = γ₄ = 0) and an interlayer asymmetry Δ to those weighted states, per direction:
 
@@ -36,11 +36,15 @@ from hedgenet.physics.unfold import (
     SupercellMap,
     Unfolder,
     primitive_kpoints_cart,
+    time_reversal_groups,
     unfolded_states,
 )
 
-DIRECTIONS = {"KΓ": (0.0, 0.0, 0.0), "KM": (0.5, 0.0, 0.0)}
-"""Line end points (fractional primitive reciprocal coordinates) of the lines leaving K = (1/3, 1/3, 0)."""
+DIRECTIONS = {"KΓ": (0.0, 0.0, 0.0), "KM": (0.5, 0.5, 0.0)}
+"""Line end points (fractional primitive reciprocal coordinates) of the lines leaving K = (1/3, 1/3, 0): the
+straight line Γ–K–M through K (M = (½, ½, 0) is the M point beyond K, equivalent to (½, 0, 0) by the threefold
+axis through K), so that K + q·ê on one side and K − q·ê on the other are time-reversal partners in a supercell
+that folds K onto its Γ and share one eigensolve (:func:`~hedgenet.physics.unfold.time_reversal_groups`)."""
 
 
 def velocity_1e5_m_s(hbar_v_eV_A: float) -> float:
@@ -69,7 +73,8 @@ def near_k_lines(primitive_cell, q_max: float = 0.08, n_q: int = 9) -> tuple[np.
 
 
 def near_k_points(cmap: SupercellMap, q_max: float = 0.08, n_q: int = 9) -> list[np.ndarray]:
-    """The distinct k-points (Cartesian) one :func:`unfold_near_k` solves: K once, then each line's q > 0."""
+    """The distinct k-points (Cartesian) one :func:`unfold_near_k` unfolds onto: K once, then each line's q > 0
+    (2 n_q − 1 points; on a supercell that folds K onto its Γ, n_q of them need an eigensolve)."""
     K, q, dirs = near_k_lines(cmap.primitive_cell, q_max, n_q)
     return [K] + [K + qq * d for d in dirs.values() for qq in q[1:]]
 
@@ -96,28 +101,32 @@ def _shutdown_pools() -> None:
         _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
 
-def _unfold_points(blocks, cmap: SupercellMap, points, window,
-                   precision: str = "double") -> list[tuple[np.ndarray, np.ndarray]]:
-    """:meth:`Unfolder.states` at every k of ``points`` (one worker's share of :func:`unfold_near_k`), on one
-    BLAS thread: the windowed eigensolves of a few hundred orbitals ran 2× slower on two threads (1.8 instead
-    of 0.8 s per sample and order at 576 orbitals); more cores go to ``workers``."""
+def _unfold_points(blocks, cmap: SupercellMap, solves, window,
+                   precision: str = "double") -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """:meth:`Unfolder.states_with_partners` for every (k, partners) of ``solves`` (one worker's share of
+    :func:`unfold_near_k`), on one BLAS thread: the windowed eigensolves of a few hundred orbitals ran 2×
+    slower on two threads (1.8 instead of 0.8 s per sample and order at 576 orbitals); more cores go to
+    ``workers``."""
     from threadpoolctl import threadpool_limits
 
     unfolder = Unfolder(blocks, cmap)
     with threadpool_limits(limits=1, user_api="blas"):
-        return [unfolder.states(k, window, precision) for k in points]
+        return [unfolder.states_with_partners(k, partners, window, precision) for k, partners in solves]
 
 
 def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.08, n_q: int = 9,
                   window_eV: float = 1.0, min_weight: float = 1e-3, plain: bool = False,
-                  workers: int = 1, precision: str = "double") -> UnfoldedLines:
+                  workers: int = 1, precision: str = "double", time_reversal: bool = True) -> UnfoldedLines:
     """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å).
     ``plain=True``: with the one-k-at-a-time :func:`~hedgenet.physics.unfold.unfolded_states` (the
     reference the tests and the cost benchmark compare the default :class:`~hedgenet.physics.unfold.Unfolder`
     path with; same numbers). ``workers > 1`` splits the k-points over that many worker processes (a pool
     started on first use and kept; the same numbers; give each one BLAS thread, ``OMP_NUM_THREADS=1``).
     ``precision="single"``: complex64 eigensolves polished in double precision
-    (:func:`~hedgenet.orbitals.bloch.generalized_eigh`; ≈ 2.2× faster, energies within ≈ 1e-10 eV)."""
+    (:func:`~hedgenet.orbitals.bloch.generalized_eigh`; ≈ 2.2× faster, energies within ≈ 1e-10 eV).
+    Time-reversal partners share one eigensolve (:func:`~hedgenet.physics.unfold.time_reversal_groups`: on the
+    default 6×6 cell 9 solves instead of 17, the same states to rounding); ``time_reversal=False`` (the cost
+    benchmark's "before") and ``plain`` solve every point."""
     window = (e_ref_eV - window_eV, e_ref_eV + window_eV)
     points = near_k_points(cmap, q_max, n_q)  # K, then each line's q > 0
     if plain:
@@ -125,14 +134,23 @@ def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.
 
         with threadpool_limits(limits=1, user_api="blas"):
             states = [unfolded_states(blocks, cmap, k, window, precision) for k in points]
-    elif workers > 1:
-        shares = [points[i::workers] for i in range(workers)]
-        done = list(_pool(workers).map(_unfold_points, *zip(*[(blocks, cmap, sh, window, precision) for sh in shares])))
-        states = [None] * len(points)
-        for i, share in enumerate(done):
-            states[i::workers] = share
     else:
-        states = _unfold_points(blocks, cmap, points, window, precision)
+        groups = (time_reversal_groups(blocks, cmap, points) if time_reversal
+                  else [(i, []) for i in range(len(points))])
+        solves = [(points[i], [points[j] for j in partners]) for i, partners in groups]
+        if workers > 1:
+            shares = [solves[i::workers] for i in range(workers)]
+            done = list(_pool(workers).map(_unfold_points,
+                                           *zip(*[(blocks, cmap, sh, window, precision) for sh in shares])))
+            solved = [None] * len(solves)
+            for i, share in enumerate(done):
+                solved[i::workers] = share
+        else:
+            solved = _unfold_points(blocks, cmap, solves, window, precision)
+        states = [None] * len(points)
+        for (i, partners), got in zip(groups, solved):
+            for idx, st in zip([i, *partners], got):
+                states[idx] = st
     rows = []
     for eps, W in states:
         sel = W > min_weight

@@ -163,9 +163,50 @@ class Unfolder:
 
     def states(self, k_cart, window_eV=None, precision: str = "double") -> tuple[np.ndarray, np.ndarray]:
         """As :func:`unfolded_states`."""
+        return self.states_with_partners(k_cart, (), window_eV, precision)[0]
+
+    def states_with_partners(self, k_cart, partners, window_eV=None,
+                             precision: str = "double") -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`states` at ``k_cart`` and at every wave vector of ``partners`` from one eigensolve: each
+        partner's supercell wave vector must be −k modulo the supercell's reciprocal lattice and the blocks
+        real (:func:`time_reversal_groups` finds them). Then H(k') = H(k)* and S(k') = S(k)* (lattice gauge),
+        so k' has the same energies and the conjugate eigenvectors; only its weights are computed."""
         Hk, Sk = self.matrices(k_cart)
         eps, C = generalized_eigh(Hk, Sk, window_eV=window_eV, precision=precision)
-        return eps, self.weights(C, Sk @ C, k_cart)
+        SC = Sk @ C
+        out = [(eps, self.weights(C, SC, k_cart))]
+        if len(partners):
+            C, SC = C.conj(), SC.conj()
+            out += [(eps, self.weights(C, SC, kp)) for kp in partners]
+        return out
+
+
+def time_reversal_groups(blocks: BlockSet, cmap: SupercellMap, points, tol: float = 1e-9) -> list[tuple[int, list[int]]]:
+    """The eigensolves that the states at ``points`` (primitive wave vectors, Cartesian 1/Å) need:
+    ``(i, [j, ...])`` per solve, point i solved and the points j taken from it by time reversal.
+
+    Real orbital blocks give H(−k) = H(k)*, and the lattice gauge of the Bloch sums gives H(k + G) = H(k) for a
+    supercell reciprocal vector G, so a point whose supercell wave vector is minus another's modulo G has the
+    same energies and the conjugate eigenvectors (:meth:`Unfolder.states_with_partners`): exact, not an
+    approximation. On the straight line through K (K–Γ one way, K–M the other) of a supercell that folds K
+    onto its Γ (n×n with n a multiple of 3, e.g. the 6×6 sampling cell) the two halves are partners point by
+    point; elsewhere (7×7, complex blocks) every point is solved."""
+    kf = [cmap.supercell_kfrac(k) for k in points]
+    real = not (np.iscomplexobj(blocks.H) or np.iscomplexobj(blocks.S))
+    groups: list[tuple[int, list[int]]] = []
+    taken: set[int] = set()
+    for i in range(len(points)):
+        if i in taken:
+            continue
+        partners = []
+        if real:
+            for j in range(i + 1, len(points)):
+                s = kf[i] + kf[j]
+                if j not in taken and np.abs(s - np.rint(s)).max() < tol:
+                    partners.append(j)
+                    taken.add(j)
+        groups.append((i, partners))
+    return groups
 
 
 def spectral_function(eps: np.ndarray, weights: np.ndarray, energies_eV: np.ndarray, sigma_eV: float = 0.02):
