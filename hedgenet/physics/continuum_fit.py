@@ -120,7 +120,7 @@ def unfold_near_k(blocks, cmap: SupercellMap, e_ref_eV: float, q_max: float = 0.
     """Unfolded states within ``e_ref_eV ± window_eV`` on the K–Γ and K–M lines (|q| ≤ q_max, 1/Å).
     ``plain=True``: with the one-k-at-a-time :func:`~hedgenet.physics.unfold.unfolded_states` (the
     reference the tests and the cost benchmark compare the default :class:`~hedgenet.physics.unfold.Unfolder`
-    path with; same numbers). ``workers > 1`` splits the k-points over that many worker processes (a pool
+    path with; same numbers). ``workers > 1`` splits the eigensolves over that many worker processes (a pool
     started on first use and kept; the same numbers; give each one BLAS thread, ``OMP_NUM_THREADS=1``).
     ``precision="single"``: complex64 eigensolves polished in double precision
     (:func:`~hedgenet.orbitals.bloch.generalized_eigh`; ≈ 2.2× faster, energies within ≈ 1e-10 eV).
