@@ -233,6 +233,37 @@ def test_stratified_picks_share_the_batch_among_kinds():
         pick(ids, scores, 4, "stratified", 0)
 
 
+def test_oracle_picks_the_largest_actual_errors(tmp_path, tiny_root):
+    """active.strategy=oracle on a pool labelled beforehand (hedgenet-label with the pool's recipe): the picks are
+    the candidates with the largest actual errors of the round's model, recomputed from the labels; the round
+    records how well the model's own spreads ranked them, and the picks are copied, not relabelled."""
+    from hedgenet.data.store import DatasetStore
+    from hedgenet.training.active import candidate_errors, error_score
+
+    root = tiny_root(tmp_path)
+    label = [a.replace("pool.", "dataset.", 1) for a in ARGS if a.startswith("pool.")]
+    run_cli("hedgenet-label", root, "label_pool", [*label, *MATERIAL, "dataset.name=tiny_pool",
+                                                   "reference.block_cutoff=3.5", "dataset.strain.strains=[]",
+                                                   "progress=false"])
+    pool = root / "data" / "tiny_pool.h5"
+    run = root / "runs" / "oracle"
+    args = [a for a in ARGS if not a.startswith(("active.committee_size", "active.max_labels", "active.max_rounds"))]
+    run_cli("hedgenet-active", root, "oracle", [f"seed_data=[{root}/data/tiny.h5]", *args,
+            "active.committee_size=1", "active.max_labels=3", "active.max_rounds=1", "active.strategy=oracle",
+            f"active.labels_from={pool}", f"hydra.run.dir={run}"])
+    rows = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    record = json.loads((run / "rounds" / "0" / "picked.json").read_text())
+    source = DatasetStore(pool)
+    errors = candidate_errors(run / "rounds" / "0" / "train" / "model.pt",
+                              [source.read_sample(i) for i in record["candidates"]])
+    np.testing.assert_allclose(error_score(errors, "both"), record["scores"], rtol=1e-6)
+    np.testing.assert_allclose(errors["force_error_eV_A"], record["force_error_eV_A"], rtol=1e-6)
+    order = np.argsort(-np.asarray(record["scores"]))
+    assert record["picked"] == sorted(record["candidates"][k] for k in order[:3])
+    assert -1.0 <= rows[0]["pool_spearman_forces"] <= 1.0 and -1.0 <= rows[0]["pool_spearman_H"] <= 1.0
+    assert rows[0]["label_counts"]["copied"] == 3 and rows[-1]["stop"] == "max_labels"
+
+
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["seed_data=[]"], ["seed_data is empty", "Fix:"]),
     (["active.committee_size=0"], ["must be ≥ 1", "Fix: active.committee_size=3"]),
@@ -243,6 +274,9 @@ def test_stratified_picks_share_the_batch_among_kinds():
     (["active.score=phonons", "active.committee_size=1", "active.strategy=stratified"],
      ["greedily", "Fix: active.strategy=uncertainty"]),
     (["active.labels_from=${paths.data_dir}/tiny.h5"], ["not a dataset of this pool", "Fix:"]),
+    (["active.strategy=oracle"], ["labelled beforehand", "Fix: active.labels_from="]),
+    (["active.strategy=oracle", "active.score=relative", "active.labels_from=${paths.data_dir}/tiny.h5"],
+     ["not 'relative'", "Fix: active.score=both"]),
 ])
 def test_bad_inputs_are_refused(tmp_path, tiny_root, overrides, expected):
     root = tiny_root(tmp_path)

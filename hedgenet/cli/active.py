@@ -72,7 +72,17 @@ def check_active_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError("active.committee_size=1 ranks candidates by the model's own estimate, but the train "
                           "overrides set train.uncertainty.method=null. Fix: drop that override, or "
                           "active.committee_size=3")
-    if a.score == "phonons" and a.strategy != "random":
+    if a.strategy == "oracle":
+        from hedgenet.training.active import ORACLE_SCORES
+
+        if a.labels_from is None:
+            raise ConfigError("active.strategy=oracle ranks the candidates by the round's actual errors, so every "
+                              "candidate must be labelled beforehand. Fix: active.labels_from=<the pool labelled by "
+                              "hedgenet-label with this recipe and seed> (a benchmark's bound, not a way to save calls)")
+        if a.score not in ORACLE_SCORES:
+            raise ConfigError(f"active.strategy=oracle ranks by actual errors with active.score in "
+                              f"{list(ORACLE_SCORES)}, not {a.score!r}. Fix: active.score=both")
+    if a.score == "phonons" and a.strategy not in ("random", "oracle"):
         if int(a.committee_size) != 1:
             raise ConfigError(f"active.score=phonons works on one model's last layer, not a committee of "
                               f"{a.committee_size}. Fix: active.committee_size=1")
@@ -146,7 +156,9 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
     from hedgenet.structures.supercell import make_phonopy, supercell_atoms
     from hedgenet.training.active import (
         append_round,
+        candidate_errors,
         candidate_spreads,
+        error_score,
         model_spreads,
         pick,
         plot_rounds,
@@ -230,6 +242,11 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
                                             int(a.phonon_probes), round_seed)
                 picked, scores = sorted(ids[i] for i in result["picked"]), result["gains"]
                 extra = {"phonon_target_variance": result["variance"]}
+            elif a.strategy == "oracle":
+                errors = candidate_errors(round_dir / "train" / result_file(cfg), oracle_samples(labels_from, ids))
+                scores, extra = error_score(errors, str(a.score)), {k: v.tolist() for k, v in errors.items()}
+                picked = pick(ids, scores, n_pick, "oracle", round_seed)
+                row.update(pool_ranking_spearman(spreads, errors))
             else:
                 scores = uncertainty_score(spreads, str(a.score)) if a.strategy != "random" else None
                 picked = pick(ids, scores, n_pick, str(a.strategy), round_seed, kinds=[s.kind for s in candidates])
@@ -260,6 +277,30 @@ def _active(cfg: DictConfig, run_dir: Path) -> dict:
             "n_rounds": len(rows), "n_seed": n_seed, "n_picked": len(store.ids()), "pool_size": len(specs),
             "pool_path": str(store.path), "stop": rows[-1]["stop"], "excluded_modes": list(excluded),
             "time_s_this_run": time.perf_counter() - t0}
+
+
+def pool_ranking_spearman(spreads: dict, errors: dict) -> dict:
+    """How well the round's own spreads rank the pool's actual errors (``oracle`` rounds, which know both):
+    Spearman ρ of the mean force spread against the mean force error per candidate, and of H likewise."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for q, spread_key, error_key in (("forces", "force_spread_eV_A", "force_error_eV_A"),
+                                     ("H", "H_spread_eV", "H_error_eV")):
+        if spread_key in spreads and error_key in errors and len(errors[error_key]) > 2:
+            out[f"pool_spearman_{q}"] = float(spearmanr(spreads[spread_key], errors[error_key]).statistic)
+    return out
+
+
+def oracle_samples(labels_from, ids) -> list[dict]:
+    """The labelled samples ``ids`` of ``labels_from`` (``active.strategy=oracle`` ranks by their actual errors);
+    a ConfigError naming the fix when the pool's labelling lacks some."""
+    missing = sorted(set(ids) - set(labels_from.ids()))
+    if missing:
+        raise ConfigError(f"active.strategy=oracle needs every candidate labelled in active.labels_from="
+                          f"{labels_from.path}; {len(missing)} are not (ids {missing[:8]}{' …' if len(missing) > 8 else ''}). "
+                          "Fix: label the whole pool with hedgenet-label (this recipe and seed), or another strategy")
+    return [labels_from.read_sample(i) for i in ids]
 
 
 def copy_labels(source, store, ids) -> list[int]:

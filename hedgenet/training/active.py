@@ -24,6 +24,11 @@ The score a round ranks by (``active.score``): ``forces`` (the mean force spread
 the most displaced cells; the relative one weighs nearly undisplaced cells, e.g. rigid-layer shifts, alike) or
 ``phonons`` (one model only: not a score per candidate but a greedy batch, the candidates whose forces would most
 shrink the uncertainty of the model's force constants on the relaxed cell; :mod:`hedgenet.training.phonon_aware`).
+
+The ``oracle`` strategy ranks by the round's actual errors instead (:func:`candidate_errors`, :func:`error_score`:
+the same ``forces``, ``H`` or ``both`` combination of the mean per-atom force error and the mean per-block H error),
+which needs every candidate labelled beforehand (``active.labels_from``): not a way to save reference calls but
+the benchmark's bound on them — what ranking by a perfect per-candidate uncertainty would pick from this pool.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 SCORES = ("forces", "H", "both", "relative", "phonons")
-STRATEGIES = ("uncertainty", "stratified", "random")
+STRATEGIES = ("uncertainty", "stratified", "random", "oracle")
+ORACLE_SCORES = ("forces", "H", "both")
 
 
 def candidate_spreads(committee, structures, calibrated: bool = True) -> dict[str, np.ndarray]:
@@ -122,8 +128,55 @@ def uncertainty_score(spreads: dict[str, np.ndarray], score: str) -> np.ndarray:
                          "with task=joint")
     if score == "relative":
         return spreads["force_spread_eV_A"] / np.maximum(spreads["force_rms_eV_A"], 1e-12)
-    parts = [spreads[k] / max(float(np.mean(spreads[k])), 1e-300) for k in need]
-    return np.sum(parts, axis=0) if len(parts) > 1 else spreads[need[0]]
+    return _combined(spreads, need)
+
+
+def _combined(values: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+    """One quantity as it is, or several each divided by its mean over the pool and added (equal weight
+    whatever their units)."""
+    if len(keys) == 1:
+        return values[keys[0]]
+    return np.sum([values[k] / max(float(np.mean(values[k])), 1e-300) for k in keys], axis=0)
+
+
+def candidate_errors(result_path, samples) -> dict[str, np.ndarray]:
+    """The actual error, per labelled sample (dicts of :meth:`~hedgenet.data.store.DatasetStore.read_sample`), of
+    a round's result — one ``model.pt``, or the members' mean of a ``committee.json`` —: ``force_error_eV_A``,
+    the mean over atoms of the force error's norm (eV/Å), and ``H_error_eV``, the mean over orbital blocks of the
+    error's Frobenius norm (eV), where the model predicts them."""
+    from hedgenet.models.committee import read_committee
+    from hedgenet.models.io import load_model
+    from hedgenet.training.committee import member_predictions, prediction_errors
+
+    path = Path(result_path)
+    paths = read_committee(path)["member_paths"] if path.suffix == ".json" else [path]
+    models = [load_model(p) for p in paths]
+    builder = models[0].graph_builder()
+    out: dict[str, list] = {}
+    for sample in samples:
+        graph = builder(sample)
+        (preds,) = member_predictions(models, [graph])
+        mean = {q: np.mean([p[q] for p in preds], axis=0) for q in preds[0]}
+        errors = prediction_errors(graph, mean)
+        if "forces" in errors:
+            out.setdefault("force_error_eV_A", []).append(float(errors["forces"].mean()))
+        if "H" in errors:
+            out.setdefault("H_error_eV", []).append(float(errors["H"].mean()))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def error_score(errors: dict[str, np.ndarray], score: str) -> np.ndarray:
+    """The ``oracle`` ranking score per candidate from :func:`candidate_errors`, combined as ``score`` combines
+    the spreads (``forces``, ``H`` or ``both``); ValueError naming the fix otherwise."""
+    if score not in ORACLE_SCORES:
+        raise ValueError(f"active.strategy=oracle ranks by actual errors with active.score in {list(ORACLE_SCORES)}, "
+                         f"not {score!r}. Fix: active.score=both")
+    need = {"forces": ["force_error_eV_A"], "H": ["H_error_eV"], "both": ["force_error_eV_A", "H_error_eV"]}[score]
+    missing = [k for k in need if k not in errors]
+    if missing:
+        raise ValueError(f"active.score={score} needs {missing}, which this model does not predict. Fix: "
+                         "active.score=forces or H, or train with task=joint")
+    return _combined(errors, need)
 
 
 def kind_quotas(kinds, n: int) -> dict[str, int]:
@@ -143,10 +196,11 @@ def pick(ids, scores, n: int, strategy: str, seed: int, kinds=None) -> list[int]
     each candidate kind (``stratified``: rattle, thermal, rigid, strain, ...; ``kinds[i]`` is the kind of
     ``ids[i]``) with the batch shared among the kinds as the candidates are (:func:`kind_quotas`) — the random
     baseline's mix of configurations, each kind's most uncertain first; or ``n`` drawn uniformly without
-    replacement with a generator seeded by ``seed`` (``random``)."""
+    replacement with a generator seeded by ``seed`` (``random``). ``oracle`` takes the highest ``scores`` as
+    ``uncertainty`` does (its scores are actual errors, :func:`error_score`)."""
     ids = np.asarray(ids, dtype=int)
     n = min(int(n), len(ids))
-    if strategy == "uncertainty":
+    if strategy in ("uncertainty", "oracle"):
         order = np.lexsort((ids, -np.asarray(scores, dtype=float)))
         return sorted(int(i) for i in ids[order[:n]])
     if strategy == "stratified":
@@ -174,6 +228,7 @@ COLUMNS = (
     ("test_H_mae_meV", "test H MAE (meV)"), ("spearman_forces", "Spearman forces"), ("spearman_H", "Spearman H"),
     ("pool_force_spread_mean_meV_A", "pool force spread mean (meV/Å)"),
     ("pool_force_spread_max_meV_A", "pool force spread max (meV/Å)"), ("pool_H_spread_mean_meV", "pool H spread mean (meV)"),
+    ("pool_spearman_forces", "pool Spearman forces (oracle)"), ("pool_spearman_H", "pool Spearman H (oracle)"),
     ("picked", "picked ids"), ("picked_kinds", "picked kinds"), ("train_s", "train (s)"), ("label_s", "label (s)"),
     ("stop", "stop"),
 )
