@@ -23,6 +23,11 @@ reference's by at most the two error bars combined, and the summary gives the fe
 v₀(T) with its standard error over seeds against the reference, with the fewest calls from which that mean stays
 within 1σ.
 
+``--strategies oracle`` ranks by the round's actual errors (every candidate is labelled in the pool): the bound
+on what any per-candidate uncertainty could save on this pool; its rounds also give how well the model's own
+spreads ranked the pool (Spearman against the actual errors) and how many of the oracle's picks the model's own
+ranking would have made.
+
 Another material's pool (labelled with ``material=...``) needs the same overrides again as ``--material``, e.g.
 the 13.17° twisted cell: ``--material material=twisted_bilayer_graphene material.params.m=2 material.params.n=3
 --phonon-supercell 1 1`` (the phonon runs take the pool's block cutoff).
@@ -152,8 +157,31 @@ def round_rows(args, entry: str, seed: int, run_dir: Path) -> list[dict]:
                      "shear_THz": g["interlayer shear"], "breathing_THz": g["layer breathing"],
                      "gamma_interlayer_mae_THz": float(np.mean([abs(g[m] - ref[m]) for m in GAMMA_MODES])),
                      "pool_force_spread_mean_meV_A": r.get("pool_force_spread_mean_meV_A"),
-                     "train_s": r.get("train_s"), "picked_kinds": r.get("picked_kinds"), **vf})
+                     "train_s": r.get("train_s"), "picked_kinds": r.get("picked_kinds"), **vf,
+                     **ranking_diagnostics(run_dir / "rounds" / str(r["round"]) / "picked.json", r)})
     return rows
+
+
+def ranking_diagnostics(picks_file: Path, round_row: dict) -> dict:
+    """For a round that ranked by actual errors (``oracle``; empty otherwise): how well the round's model's own
+    spreads ranked the pool's actual errors (Spearman, forces and H, as hedgenet-active recorded them) and
+    ``uncertainty_overlap``: how many of its picks the model's own ranking (``active.score``, the same batch size)
+    would have picked too."""
+    from hedgenet.training.active import uncertainty_score
+
+    if not picks_file.exists():
+        return {}
+    record = json.loads(picks_file.read_text())
+    if "force_error_eV_A" not in record:
+        return {}
+    spreads = {k: np.asarray(record[k]) for k in ("force_spread_eV_A", "H_spread_eV", "force_rms_eV_A") if k in record}
+    own = np.asarray(uncertainty_score(spreads, record["score"]))
+    ids = np.asarray(record["candidates"])
+    n = len(record["picked"])
+    top = set(int(i) for i in ids[np.lexsort((ids, -own))[:n]])
+    return {"pool_spearman_forces": round_row.get("pool_spearman_forces"),
+            "pool_spearman_H": round_row.get("pool_spearman_H"),
+            "uncertainty_overlap": len(top & set(record["picked"])), "batch": n}
 
 
 GAMMA_MODES = ("interlayer shear", "layer breathing")
@@ -419,6 +447,17 @@ def main() -> None:
                         + ("≥ " if q["note"] else "") + f"{q['random_calls']:.0f} calls ({q['ratio']:.2f}× fewer"
                         + (f"; extrapolated by random's power law, error ∝ cells^{q['exponent']:.2f})"
                            if q["extrapolated"] else ")"))
+            print(line)
+            text += line + "\n"
+    for s in args.strategies:
+        ranked = [r for r in rows if r["strategy"] == s and "uncertainty_overlap" in r]
+        if ranked:
+            line = (f"{s}: per round (seed means), Spearman of the model's own spreads against the pool's actual "
+                    "errors (forces, H) and how many of the batch its own ranking would have picked: "
+                    + ", ".join(f"{c} calls: {np.mean([r['pool_spearman_forces'] for r in ranked if r['calls'] == c]):.2f}, "
+                                f"{np.mean([r['pool_spearman_H'] for r in ranked if r['calls'] == c]):.2f}, "
+                                f"{np.mean([r['uncertainty_overlap'] for r in ranked if r['calls'] == c]):.1f} of "
+                                f"{ranked[0]['batch']}" for c in sorted({r['calls'] for r in ranked})))
             print(line)
             text += line + "\n"
     within, mean_vf, staying = {}, {}, {}

@@ -107,3 +107,20 @@ def test_calls_staying_within_needs_every_later_round(bench):
     assert bench.calls_staying_within_1sigma(per_calls) == 36
     assert bench.calls_staying_within_1sigma({**per_calls, 48: {"z": 1.1}}) is None
     assert bench.calls_staying_within_1sigma({0: {"z": 0.5}, 12: {"z": 0.2}}) == 0
+
+
+def test_ranking_diagnostics_count_the_oracle_picks_the_models_own_ranking_shares(bench, tmp_path):
+    import json
+
+    record = {"picked": [3, 7], "score": "both", "candidates": [1, 3, 5, 7],
+              "force_error_eV_A": [0.1, 0.4, 0.2, 0.3], "H_error_eV": [0.01, 0.04, 0.02, 0.03],
+              # the model's own ranking (forces and H each over its pool mean, added): 5 first, then 3, 1, 7
+              "force_spread_eV_A": [0.2, 0.3, 0.5, 0.1], "H_spread_eV": [0.02, 0.03, 0.05, 0.01]}
+    path = tmp_path / "picked.json"
+    path.write_text(json.dumps(record))
+    d = bench.ranking_diagnostics(path, {"pool_spearman_forces": 0.2, "pool_spearman_H": 0.4})
+    assert d == {"pool_spearman_forces": 0.2, "pool_spearman_H": 0.4, "uncertainty_overlap": 1, "batch": 2}
+    record.pop("force_error_eV_A")  # a round that ranked by spreads: nothing to compare
+    path.write_text(json.dumps(record))
+    assert bench.ranking_diagnostics(path, {}) == {}
+    assert bench.ranking_diagnostics(tmp_path / "none.json", {}) == {}
