@@ -167,7 +167,7 @@ def ranking_diagnostics(picks_file: Path, round_row: dict) -> dict:
     spreads ranked the pool's actual errors (Spearman, forces and H, as hedgenet-active recorded them) and
     ``uncertainty_overlap``: how many of its picks the model's own ranking (``active.score``, the same batch size)
     would have picked too."""
-    from hedgenet.training.active import uncertainty_score
+    from hedgenet.training.active import pick, uncertainty_score
 
     if not picks_file.exists():
         return {}
@@ -175,13 +175,11 @@ def ranking_diagnostics(picks_file: Path, round_row: dict) -> dict:
     if "force_error_eV_A" not in record:
         return {}
     spreads = {k: np.asarray(record[k]) for k in ("force_spread_eV_A", "H_spread_eV", "force_rms_eV_A") if k in record}
-    own = np.asarray(uncertainty_score(spreads, record["score"]))
-    ids = np.asarray(record["candidates"])
     n = len(record["picked"])
-    top = set(int(i) for i in ids[np.lexsort((ids, -own))[:n]])
+    own = pick(record["candidates"], uncertainty_score(spreads, record["score"]), n, "uncertainty", 0)
     return {"pool_spearman_forces": round_row.get("pool_spearman_forces"),
             "pool_spearman_H": round_row.get("pool_spearman_H"),
-            "uncertainty_overlap": len(top & set(record["picked"])), "batch": n}
+            "uncertainty_overlap": len(set(own) & set(record["picked"])), "batch": n}
 
 
 GAMMA_MODES = ("interlayer shear", "layer breathing")
